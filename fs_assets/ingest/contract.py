@@ -1,0 +1,89 @@
+"""The landing-zone and clean-readings contract: columns, physical ranges and reason codes.
+
+This module is the one place where a sensor's name, unit and plausible physical range are defined.
+The simulator, the cleaning transform, the checks and the docs all read from here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class Sensor:
+    name: str
+    unit: str
+    description: str
+    # Plausible physical range for a refrigeration unit; a value outside it is a sensor or
+    # transmission fault, never a real reading, so it becomes NULL with a flag.
+    low: float
+    high: float
+
+
+SENSORS: tuple[Sensor, ...] = (
+    Sensor("temp_evaporator", "°C", "Evaporator coil temperature", -60.0, 30.0),
+    Sensor("temp_condenser", "°C", "Condenser temperature", -20.0, 90.0),
+    Sensor("temp_discharge", "°C", "Compressor discharge (or shell) temperature", -20.0, 160.0),
+    Sensor("current_compressor", "A", "Compressor motor current", 0.0, 100.0),
+    Sensor("pressure_high", "bar", "High-side (discharge) pressure", 0.0, 60.0),
+    Sensor("pressure_low", "bar", "Low-side (suction) pressure", 0.0, 30.0),
+    Sensor("vibration_compressor", "mm/s RMS", "Compressor vibration velocity", 0.0, 100.0),
+)
+SENSOR_NAMES: tuple[str, ...] = tuple(s.name for s in SENSORS)
+SENSORS_BY_NAME: dict[str, Sensor] = {s.name: s for s in SENSORS}
+
+KEY_COLUMNS: tuple[str, ...] = ("device_id", "ts")
+LANDING_COLUMNS: tuple[str, ...] = KEY_COLUMNS + SENSOR_NAMES
+
+# Device ids become Delta values and Redis keys: letters, digits and a few separators only.
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+# A reading stamped further ahead than this is a clock fault, not a reading from the future.
+FUTURE_TOLERANCE = timedelta(minutes=10)
+
+LANDING_FORMATS: tuple[str, ...] = (".parquet", ".csv", ".jsonl")
+
+
+class Reason:
+    """Quarantine reason codes (the `reason` column of the quarantine table)."""
+
+    UNREADABLE_FILE = "unreadable_file"
+    SCHEMA_MISMATCH = "schema_mismatch"
+    MALFORMED_DEVICE_ID = "malformed_device_id"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    OUTSIDE_PARTITION = "outside_partition"
+
+    ALL = (
+        UNREADABLE_FILE,
+        SCHEMA_MISMATCH,
+        MALFORMED_DEVICE_ID,
+        UNKNOWN_DEVICE,
+        UNPARSEABLE_TIMESTAMP,
+        FUTURE_TIMESTAMP,
+        OUTSIDE_PARTITION,
+    )
+
+
+class ValueFlag:
+    """Why a sensor value became NULL (entries of `quality_flags` read `{sensor}:{flag}`)."""
+
+    OUT_OF_RANGE = "out_of_range"
+    NON_FINITE = "non_finite"
+    UNPARSEABLE = "unparseable"
+
+
+REGISTRY_COLUMNS: tuple[str, ...] = (
+    "device_id",
+    "site_id",
+    "model",
+    "refrigerant",
+    "install_date",
+    "status",
+)
+DEVICE_STATUSES: tuple[str, ...] = ("active", "maintenance", "retired")
+
+MAINTENANCE_COLUMNS: tuple[str, ...] = ("device_id", "event_time", "event_type", "component", "description")
