@@ -38,7 +38,10 @@ KEY_COLUMNS: tuple[str, ...] = ("device_id", "ts")
 LANDING_COLUMNS: tuple[str, ...] = KEY_COLUMNS + SENSOR_NAMES
 
 # Device ids become Delta values and Redis keys: letters, digits and a few separators only.
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+DEVICE_ID_REGEX = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+DEVICE_ID_PATTERN = re.compile(DEVICE_ID_REGEX)  # use with fullmatch
+# The same rule for Spark (Java regex: \z is the very end, `$` would allow a trailing newline).
+DEVICE_ID_JAVA_REGEX = rf"^(?:{DEVICE_ID_REGEX})\z"
 
 # A reading stamped further ahead than this is a clock fault, not a reading from the future.
 FUTURE_TOLERANCE = timedelta(minutes=10)

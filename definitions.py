@@ -1,0 +1,22 @@
+"""The code location: every asset, check, job, sensor and resource of the device feature store."""
+
+import dagster as dg
+
+from fs_assets.ingest.assets import clean_sensor_readings, device_registry, raw_sensor_readings
+from fs_checks.ingest_checks import ingest_checks
+from fs_resources.delta import DeltaTables
+from fs_resources.redis_store import RedisResource
+from fs_resources.spark import DeltaSparkResource
+from fs_sensors.landing_zone_sensor import clean_readings_job, landing_zone_sensor, registry_job
+
+defs = dg.Definitions(
+    assets=[raw_sensor_readings, device_registry, clean_sensor_readings],
+    asset_checks=ingest_checks,
+    jobs=[clean_readings_job, registry_job],
+    sensors=[landing_zone_sensor],
+    resources={
+        "spark": DeltaSparkResource(),
+        "delta": DeltaTables(),
+        "redis": RedisResource(),
+    },
+)

@@ -1,0 +1,205 @@
+"""Ingest assets: the landing zone (observed), the device registry and clean sensor readings."""
+
+
+import shutil
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from fs_assets.ingest import cleaning, landing
+from fs_assets.ingest.contract import REGISTRY_COLUMNS, SENSORS
+from fs_assets.ingest.registry import RegistryError, read_registry
+from fs_assets.partitions import daily_partitions
+from fs_checks.ingest_checks import CLEAN_READINGS_FRESHNESS, CLEAN_TABLE, accounting_check_spec, evaluate_accounting
+from fs_resources import settings
+from fs_resources.delta import DeltaTableMissing, DeltaTables
+from fs_resources.spark import DeltaSparkResource
+
+REGISTRY_TABLE = "device_registry"
+QUARANTINE_TABLE = "clean_sensor_readings_quarantine"
+DELTA_WRITER_POOL = "delta_writer"
+
+
+@dg.observable_source_asset(
+    key="raw_sensor_readings",
+    group_name="ingest",
+    description="Landing-zone files (landing/date=YYYY-MM-DD/*.parquet|csv|jsonl), written by the fleet's gateways.",
+    auto_observe_interval_minutes=5,
+    metadata={"landing_root": "FS_DATA_ROOT/landing", "formats": "parquet, csv, jsonl"},
+)
+def raw_sensor_readings() -> dg.ObserveResult:
+    root = settings.landing_root()
+    days = landing.landing_partition_keys(root)
+    files = {day: landing.list_landing_files(root, day) for day in days}
+    all_files = [f for fs in files.values() for f in fs]
+    latest = max((f.mtime_ns for f in all_files), default=0)
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(landing.fingerprint(all_files)),
+        metadata={
+            "landing_root": dg.MetadataValue.path(root),
+            "partitions": len(days),
+            "files": len(all_files),
+            "bytes": sum(f.size for f in all_files),
+            "latest_partition": days[-1] if days else "none",
+            "latest_file_at": datetime.fromtimestamp(latest / 1e9, tz=timezone.utc).isoformat() if latest else "none",
+        },
+    )
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"spark", "delta"},
+    pool=DELTA_WRITER_POOL,
+    description="The device registry (landing/registry/devices.csv): one row per device with site, model, refrigerant, install date and status.",
+    metadata={
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(c, "date" if c == "install_date" else "string") for c in REGISTRY_COLUMNS]
+        )
+    },
+)
+def device_registry(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.MaterializeResult:
+    path = settings.registry_csv_path()
+    try:
+        read = read_registry(path)
+    except RegistryError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    if len(read.rejected):
+        context.log.warning(f"{len(read.rejected)} registry rows rejected; see the `rejected_rows` metadata")
+    session = spark.spark_session
+    write = delta.overwrite(session, session.createDataFrame(read.devices), REGISTRY_TABLE)
+    status = Counter(read.devices["status"])
+    return dg.MaterializeResult(
+        metadata=write.metadata()
+        | {
+            "source": dg.MetadataValue.path(path),
+            "devices": len(read.devices),
+            "active_devices": status.get("active", 0),
+            "devices_by_status": dg.MetadataValue.json(dict(status)),
+            "rejected_rows": dg.MetadataValue.json(read.rejected.head(50).to_dict(orient="records")),
+        }
+    )
+
+
+CLEAN_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("device_id", "string", description="Registered device id"),
+        dg.TableColumn("ts", "timestamp", description="Reading time, UTC"),
+        *[dg.TableColumn(s.name, "double", description=f"{s.description} ({s.unit}); NULL when missing or flagged, valid range [{s.low}, {s.high}]") for s in SENSORS],
+        dg.TableColumn("quality_flags", "array<string>", description="Why a value became NULL: `{sensor}:out_of_range|non_finite|unparseable`"),
+        dg.TableColumn("source_file", "string", description="Landing file the kept reading came from"),
+        dg.TableColumn("ingested_at", "timestamp", description="When that file landed (its modification time)"),
+        dg.TableColumn("reading_date", "date", description="Partition: UTC date of ts"),
+    ]
+)
+
+
+def _books_markdown(books: dict[str, cleaning.PartitionAccounting]) -> str:
+    lines = ["| partition | raw | clean | quarantined | exact dups | conflicting dups | flagged values |", "|---|---|---|---|---|---|---|"]
+    for p, b in sorted(books.items()):
+        lines.append(f"| {p} | {b.raw_rows:,} | {b.clean_rows:,} | {b.quarantined_rows:,} | {b.exact_duplicates:,} | {b.conflicting_duplicates:,} | {sum(b.flagged_values.values()):,} |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"spark", "delta"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[raw_sensor_readings, device_registry],
+    check_specs=[accounting_check_spec],
+    pool=DELTA_WRITER_POOL,
+    freshness_policy=CLEAN_READINGS_FRESHNESS,
+    description=(
+        "Validated, deduplicated sensor readings, one row per (device_id, ts), partitioned by UTC date. "
+        "Rows that cannot be kept go to the clean_sensor_readings_quarantine table with a reason code."
+    ),
+    metadata={"dagster/column_schema": CLEAN_SCHEMA, "quarantine_table": QUARANTINE_TABLE},
+)
+def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.MaterializeResult:
+    started = time.monotonic()
+    days = list(context.partition_keys)
+    session = spark.spark_session
+    try:
+        registry = delta.read(session, REGISTRY_TABLE)
+    except DeltaTableMissing as exc:
+        raise dg.Failure(description=f"{exc} (asset: device_registry)") from exc
+
+    root = settings.landing_root()
+    files = {day: landing.list_landing_files(root, day) for day in days}
+    staging_parent = Path(settings.data_root()) / "_staging" if "://" not in settings.data_root() else None
+    if staging_parent:
+        staging_parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"clean-{context.run_id[:8]}-", dir=staging_parent))
+    try:
+        report = landing.stage_files(files, staging)
+        context.log.info(f"staged {report.raw_rows:,} raw rows from {report.files} files for {len(days)} partition(s)")
+        now = datetime.now(timezone.utc)
+        if report.raw_rows:
+            staged = session.read.schema(_spark_schema()).parquet(str(staging))
+        else:
+            staged = session.createDataFrame([], _spark_schema())
+        classified = cleaning.classify(staged, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
+        marked = cleaning.deduplicated(cleaning.parsed_readings(classified)).persist(StorageLevel.MEMORY_AND_DISK)
+        books = cleaning.accounting(classified, marked, days)
+        quarantine_write = delta.replace_partitions(session, cleaning.quarantine_rows(classified, now), QUARANTINE_TABLE, {"landing_date": days})
+        clean_write = delta.replace_partitions(session, cleaning.clean_rows(marked), CLEAN_TABLE, {"reading_date": days})
+        classified.unpersist()
+        marked.unpersist()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    written = {
+        r["reading_date"].isoformat(): r["count"]
+        for r in delta.read(session, CLEAN_TABLE, version=clean_write.version).where(F.col("reading_date").isin(days)).groupBy("reading_date").count().collect()
+    }
+    totals = cleaning.PartitionAccounting(partition="all")
+    for b in books.values():
+        totals.raw_rows += b.raw_rows
+        totals.clean_rows += b.clean_rows
+        totals.quarantined_rows += b.quarantined_rows
+        totals.duplicates_dropped += b.duplicates_dropped
+        totals.conflicting_duplicates += b.conflicting_duplicates
+        for reason, n in b.quarantined_by_reason.items():
+            totals.quarantined_by_reason[reason] = totals.quarantined_by_reason.get(reason, 0) + n
+        for sensor, n in b.flagged_values.items():
+            totals.flagged_values[sensor] = totals.flagged_values.get(sensor, 0) + n
+    return dg.MaterializeResult(
+        metadata=clean_write.metadata()
+        | {
+            "raw_rows": totals.raw_rows,
+            "clean_rows": totals.clean_rows,
+            "quarantined_rows": totals.quarantined_rows,
+            "duplicates_dropped": totals.duplicates_dropped,
+            "conflicting_duplicates": totals.conflicting_duplicates,
+            "quarantined_by_reason": dg.MetadataValue.json(totals.quarantined_by_reason),
+            "flagged_values_by_sensor": dg.MetadataValue.json(totals.flagged_values),
+            "accounting": dg.MetadataValue.md(_books_markdown(books)),
+            "landing_files": report.files,
+            "unreadable_files": dg.MetadataValue.json(report.unreadable_files),
+            "schema_mismatch_files": dg.MetadataValue.json(report.schema_mismatch_files),
+            "empty_files": dg.MetadataValue.json(report.empty_files),
+            "quarantine_delta_version": quarantine_write.version,
+            "seconds": round(time.monotonic() - started, 2),
+        },
+        check_results=[evaluate_accounting(books, written)],
+    )
+
+
+def _spark_schema():
+    from pyspark.sql import types as T
+
+    fields = []
+    for f in landing.STAGED_SCHEMA:
+        if f.name == "source_row":
+            fields.append(T.StructField(f.name, T.LongType()))
+        elif f.name == "ingested_at":
+            fields.append(T.StructField(f.name, T.TimestampType()))
+        else:
+            fields.append(T.StructField(f.name, T.StringType()))
+    return T.StructType(fields)

@@ -1,0 +1,56 @@
+"""Reading and validating the device registry CSV (one row per device)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from fs_assets.ingest.contract import DEVICE_ID_PATTERN, DEVICE_STATUSES, REGISTRY_COLUMNS
+
+
+class RegistryError(ValueError):
+    """The registry file cannot be used at all (missing, or missing columns)."""
+
+
+@dataclass(frozen=True)
+class RegistryRead:
+    devices: pd.DataFrame
+    rejected: pd.DataFrame  # the raw row plus a `problem` column
+
+
+def _row_problem(row: pd.Series) -> str | None:
+    if not DEVICE_ID_PATTERN.fullmatch(row["device_id"] or ""):
+        return f"malformed device id {row['device_id']!r}"
+    if row["status"] not in DEVICE_STATUSES:
+        return f"status {row['status']!r} is not one of {list(DEVICE_STATUSES)}"
+    try:
+        date.fromisoformat(row["install_date"])
+    except ValueError:
+        return f"install_date {row['install_date']!r} is not YYYY-MM-DD"
+    return None
+
+
+def read_registry(path: str | Path) -> RegistryRead:
+    """The registry's valid rows, typed, and its rejected rows with the reason for each.
+
+    A device id listed twice keeps its last row; the earlier ones are rejected as duplicates.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RegistryError(f"device registry not found at {path}; `fs-sim generate` writes one, or place devices.csv there")
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw.columns = [c.strip() for c in raw.columns]
+    missing = [c for c in REGISTRY_COLUMNS if c not in raw.columns]
+    if missing:
+        raise RegistryError(f"device registry {path} lacks columns {missing} (expected {list(REGISTRY_COLUMNS)})")
+    raw = raw[list(REGISTRY_COLUMNS)].apply(lambda col: col.str.strip())
+    problems = raw.apply(_row_problem, axis=1)
+    duplicated = raw["device_id"].duplicated(keep="last") & problems.isna()
+    problems[duplicated] = "device id listed again further down; the last row wins"
+    rejected = raw[problems.notna()].assign(problem=problems[problems.notna()])
+    devices = raw[problems.isna()].copy()
+    devices["install_date"] = pd.to_datetime(devices["install_date"]).dt.date
+    return RegistryRead(devices.reset_index(drop=True), rejected.reset_index(drop=True))

@@ -1,0 +1,66 @@
+"""`landing_zone_sensor`: ingest exactly the days whose landing files are new or changed.
+
+The cursor maps each landing partition to a fingerprint of its files (names, sizes, modification
+times). A day whose fingerprint moved (a new file, a late file for a past day, a rewritten file)
+gets one run; the run key carries the fingerprint, so the same file set is never processed twice.
+A changed device registry gets a registry run.
+"""
+
+
+import json
+import os
+
+import dagster as dg
+
+from fs_assets.ingest import landing
+from fs_assets.partitions import daily_partitions
+from fs_resources import settings
+
+clean_readings_job = dg.define_asset_job(
+    "clean_readings_job",
+    selection=dg.AssetSelection.assets("clean_sensor_readings").without_checks() | dg.AssetSelection.checks_for_assets("clean_sensor_readings"),
+    partitions_def=daily_partitions,
+    description="Ingest landing-zone days into clean_sensor_readings (and its checks).",
+)
+registry_job = dg.define_asset_job("device_registry_job", selection=dg.AssetSelection.assets("device_registry"))
+
+REGISTRY_CURSOR_KEY = "__registry__"
+
+
+def _registry_fingerprint() -> str | None:
+    path = settings.registry_csv_path()
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+@dg.sensor(
+    name="landing_zone_sensor",
+    jobs=[clean_readings_job, registry_job],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a clean_sensor_readings run for each landing day whose files changed.",
+)
+def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    requests: list[dg.RunRequest] = []
+    registry = _registry_fingerprint()
+    if registry and seen.get(REGISTRY_CURSOR_KEY) != registry:
+        requests.append(dg.RunRequest(run_key=f"registry:{registry}", job_name=registry_job.name))
+        seen[REGISTRY_CURSOR_KEY] = registry
+    valid = set(daily_partitions.get_partition_keys())
+    root = settings.landing_root()
+    for day in landing.landing_partition_keys(root):
+        if day not in valid:
+            context.log.warning(f"landing folder date={day} is outside the partitions ({daily_partitions.start:%Y-%m-%d} .. today); skipped")
+            continue
+        files = landing.list_landing_files(root, day)
+        if not files:
+            continue
+        fp = landing.fingerprint(files)
+        if seen.get(day) != fp:
+            requests.append(dg.RunRequest(run_key=f"{day}:{fp}", partition_key=day, job_name=clean_readings_job.name, tags={"landing_fingerprint": fp}))
+            seen[day] = fp
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
