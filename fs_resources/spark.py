@@ -160,3 +160,21 @@ class DeltaSparkResource(PySparkResource):
     @property
     def spark_session(self) -> "SparkSession":
         return self._spark_session
+
+
+def main() -> int:
+    """`python -m fs_resources.spark`: check Java and resolve the Delta JARs into the cache once."""
+    check_java()
+    if cached_delta_jars():
+        print(f"Delta JARs cached in {settings.jars_cache_dir()} ({delta_maven_coordinate()})")
+        return 0
+    print(f"resolving {delta_maven_coordinate()} from Maven Central (first start only)...", flush=True)
+    session = get_spark_session()
+    session.range(1).count()
+    session.stop()
+    print(f"Delta JARs cached in {settings.jars_cache_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

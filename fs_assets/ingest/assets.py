@@ -23,7 +23,9 @@ from fs_resources.spark import DeltaSparkResource
 
 REGISTRY_TABLE = "device_registry"
 QUARANTINE_TABLE = "clean_sensor_readings_quarantine"
-DELTA_WRITER_POOL = "delta_writer"
+# One pool per Delta table (limit 1, dagster_home/dagster.yaml): two runs never write a table at once.
+REGISTRY_POOL = f"delta_{REGISTRY_TABLE}"
+CLEAN_POOL = f"delta_{CLEAN_TABLE}"
 
 
 @dg.observable_source_asset(
@@ -55,7 +57,7 @@ def raw_sensor_readings() -> dg.ObserveResult:
 @dg.asset(
     group_name="ingest",
     kinds={"spark", "delta"},
-    pool=DELTA_WRITER_POOL,
+    pool=REGISTRY_POOL,
     description="The device registry (landing/registry/devices.csv): one row per device with site, model, refrigerant, install date and status.",
     metadata={
         "dagster/column_schema": dg.TableSchema(
@@ -113,7 +115,7 @@ def _books_markdown(books: dict[str, cleaning.PartitionAccounting]) -> str:
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[raw_sensor_readings, device_registry],
     check_specs=[accounting_check_spec],
-    pool=DELTA_WRITER_POOL,
+    pool=CLEAN_POOL,
     freshness_policy=CLEAN_READINGS_FRESHNESS,
     description=(
         "Validated, deduplicated sensor readings, one row per (device_id, ts), partitioned by UTC date. "

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=_positive, default=3)
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--clean", action="store_true", help="no transport faults (every reading once, in range)")
+    gen.add_argument("--if-empty", action="store_true", help="do nothing when the landing zone already holds readings")
 
     live = sub.add_parser("live", help="keep appending current readings for today")
     live.add_argument("--devices", type=_positive, default=200)
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_generate(args: argparse.Namespace, root: str) -> None:
+    landing = Path(settings.landing_root(root))
+    if args.if_empty and any(landing.glob("date=*/*")):
+        print(f"landing zone {landing} already holds readings; nothing generated")
+        return
     spec = fleet.FleetSpec.clean(args.devices, args.start, args.days, args.seed) if args.clean else fleet.FleetSpec(args.devices, args.start, args.days, args.seed)
     totals = fleet.generate(spec, root, progress=lambda days: tqdm(days, desc="simulating days", unit="day"))
     print(f"wrote {totals['rows']:,} readings in {totals['files']} files ({totals['late_files']} late) for {args.devices} devices under {settings.landing_root(root)}")

@@ -1,0 +1,58 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up, seed the landing zone if empty, serve the Dagster UI (webserver + daemon)
+#   make test   set up, run the whole test suite on real Spark, Delta Lake and Redis
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 3000
+DEVICES ?= 200
+DAYS ?= 3
+
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+export FS_DATA_ROOT ?= $(CURDIR)/data
+
+.PHONY: setup run test validate sim-live import-skab bench clean-data system-deps
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+# Java for Spark and a real redis-server for the online store, from Debian's packages when missing.
+system-deps:
+	@command -v java >/dev/null || { echo "Installing a Java 17 runtime for Spark..."; $(APT) openjdk-17-jre-headless; }
+	@command -v redis-server >/dev/null || { echo "Installing redis-server..."; $(APT) redis-server; }
+
+APT = $$( [ "$$(id -u)" = 0 ] || echo sudo ) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$$@" >/dev/null' apt
+
+setup: system-deps $(BIN)/.installed
+	@$(BIN)/python -m fs_resources.spark
+
+run: setup
+	$(BIN)/fs-sim generate --if-empty --devices $(DEVICES) --days $(DAYS)
+	$(BIN)/python -m fs_resources.redis_store start
+	trap '$(BIN)/python -m fs_resources.redis_store stop' EXIT; \
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+test: setup
+	$(BIN)/pytest
+
+validate: setup
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+sim-live: setup
+	$(BIN)/fs-sim live --devices $(DEVICES)
+
+import-skab: setup
+	$(BIN)/fs-sim import-skab
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean-data:
+	-$(BIN)/python -m fs_resources.redis_store stop
+	rm -rf $(FS_DATA_ROOT)
