@@ -219,7 +219,8 @@ def _read_csv(f: LandingFile) -> pa.Table:
         io.BytesIO(data),
         read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
         parse_options=pacsv.ParseOptions(invalid_row_handler=keep_ragged),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True, quoted_strings_can_be_null=False),
+        # Only an empty field is NULL: "NaN", "NA" or "null" are values the cleaning step must see and flag.
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False),
     )
     staged = _conforming(f, table)
     if ragged:

@@ -1,0 +1,48 @@
+"""landing_zone_sensor requests exactly the days whose files are new or changed, once per file set."""
+
+import json
+from datetime import timedelta
+
+import dagster as dg
+
+from fs_sensors.landing_zone_sensor import REGISTRY_CURSOR_KEY, landing_zone_sensor
+from tests.conftest import SIM_START
+from tests.landing_files import readings, registry, write_readings
+
+DAY1, DAY2 = SIM_START, SIM_START + timedelta(days=1)
+
+
+def _tick(instance, cursor):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    result = landing_zone_sensor(context)
+    return result.run_requests, result.cursor
+
+
+def test_new_changed_and_late_files_trigger_exactly_their_partitions(instance, data_root):
+    registry(data_root, ["dev-a"])
+    write_readings(data_root, DAY1, "a.parquet", readings("dev-a", DAY1, range(3)))
+    write_readings(data_root, DAY2, "a.parquet", readings("dev-a", DAY2, range(3)))
+
+    requests, cursor = _tick(instance, None)
+    partitions = sorted(r.partition_key for r in requests if r.partition_key)
+    assert partitions == [DAY1.isoformat(), DAY2.isoformat()]
+    assert [r.job_name for r in requests if not r.partition_key] == ["device_registry_job"]
+    assert REGISTRY_CURSOR_KEY in json.loads(cursor)
+
+    # nothing changed: nothing requested
+    requests, cursor = _tick(instance, cursor)
+    assert requests == []
+
+    # a late file for the past day re-opens only that day, under a new run key
+    first_key = json.loads(cursor)[DAY1.isoformat()]
+    write_readings(data_root, DAY1, "late.parquet", readings("dev-a", DAY1, range(10, 12)))
+    requests, cursor = _tick(instance, cursor)
+    assert [r.partition_key for r in requests] == [DAY1.isoformat()]
+    assert requests[0].run_key == f"{DAY1.isoformat()}:{json.loads(cursor)[DAY1.isoformat()]}"
+    assert json.loads(cursor)[DAY1.isoformat()] != first_key
+
+
+def test_folders_outside_the_partitions_are_skipped(instance, data_root):
+    write_readings(data_root, "1999-12-31", "a.parquet", readings("dev-a", SIM_START, range(1)))
+    requests, _ = _tick(instance, None)
+    assert requests == []
