@@ -14,6 +14,8 @@ defs = dg.Definitions(
     asset_checks=ingest_checks,
     jobs=[clean_readings_job, registry_job],
     sensors=[landing_zone_sensor],
+    # Steps of a run share one process and so one Spark session (a JVM start costs seconds).
+    executor=dg.in_process_executor,
     resources={
         "spark": DeltaSparkResource(),
         "delta": DeltaTables(),

@@ -20,9 +20,11 @@ clean_readings_job = dg.define_asset_job(
     "clean_readings_job",
     selection=dg.AssetSelection.assets("clean_sensor_readings").without_checks() | dg.AssetSelection.checks_for_assets("clean_sensor_readings"),
     partitions_def=daily_partitions,
+    # One process, one Spark session per run: the checks reuse the session the asset started.
+    executor_def=dg.in_process_executor,
     description="Ingest landing-zone days into clean_sensor_readings (and its checks).",
 )
-registry_job = dg.define_asset_job("device_registry_job", selection=dg.AssetSelection.assets("device_registry"))
+registry_job = dg.define_asset_job("device_registry_job", selection=dg.AssetSelection.assets("device_registry"), executor_def=dg.in_process_executor)
 
 REGISTRY_CURSOR_KEY = "__registry__"
 
@@ -50,6 +52,11 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     if registry and seen.get(REGISTRY_CURSOR_KEY) != registry:
         requests.append(dg.RunRequest(run_key=f"registry:{registry}", job_name=registry_job.name))
         seen[REGISTRY_CURSOR_KEY] = registry
+    if context.instance.get_latest_materialization_event(dg.AssetKey("device_registry")) is None:
+        # Cleaning needs the registry: hold the days (their cursors stay put) until it exists.
+        if requests:
+            context.log.info("device_registry has never been materialized; ingesting landing days after it is")
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
     valid = set(daily_partitions.get_partition_keys())
     root = settings.landing_root()
     for day in landing.landing_partition_keys(root):

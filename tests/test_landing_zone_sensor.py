@@ -18,16 +18,26 @@ def _tick(instance, cursor):
     return result.run_requests, result.cursor
 
 
+def _record_registry_materialization(instance):
+    instance.report_runless_asset_event(dg.AssetMaterialization("device_registry"))
+
+
 def test_new_changed_and_late_files_trigger_exactly_their_partitions(instance, data_root):
     registry(data_root, ["dev-a"])
     write_readings(data_root, DAY1, "a.parquet", readings("dev-a", DAY1, range(3)))
     write_readings(data_root, DAY2, "a.parquet", readings("dev-a", DAY2, range(3)))
 
+    # first the registry alone: cleaning a day needs it
     requests, cursor = _tick(instance, None)
-    partitions = sorted(r.partition_key for r in requests if r.partition_key)
-    assert partitions == [DAY1.isoformat(), DAY2.isoformat()]
-    assert [r.job_name for r in requests if not r.partition_key] == ["device_registry_job"]
+    assert [(r.job_name, r.partition_key) for r in requests] == [("device_registry_job", None)]
     assert REGISTRY_CURSOR_KEY in json.loads(cursor)
+    requests, cursor = _tick(instance, cursor)
+    assert requests == []
+
+    _record_registry_materialization(instance)
+    requests, cursor = _tick(instance, cursor)
+    partitions = sorted(r.partition_key for r in requests)
+    assert partitions == [DAY1.isoformat(), DAY2.isoformat()]
 
     # nothing changed: nothing requested
     requests, cursor = _tick(instance, cursor)
@@ -43,6 +53,7 @@ def test_new_changed_and_late_files_trigger_exactly_their_partitions(instance, d
 
 
 def test_folders_outside_the_partitions_are_skipped(instance, data_root):
+    _record_registry_materialization(instance)
     write_readings(data_root, "1999-12-31", "a.parquet", readings("dev-a", SIM_START, range(1)))
     requests, _ = _tick(instance, None)
     assert requests == []
