@@ -1,0 +1,25 @@
+"""Tumbling windows aligned to midnight UTC: a reading at exactly a boundary opens the later window."""
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+MICROS_PER_MINUTE = 60_000_000
+
+
+def window_start(ts: Column, minutes: int) -> Column:
+    micros = F.unix_micros(ts)
+    size = minutes * MICROS_PER_MINUTE
+    # Integer arithmetic on microseconds: exact, and aligned to the epoch, hence to every UTC midnight.
+    return F.timestamp_micros(micros - F.pmod(micros, F.lit(size)))
+
+
+def minutes_since(ts: Column, start: Column) -> Column:
+    """Minutes from `start` to `ts`, the x of every slope (bounded by the window, so never forward-looking)."""
+    return (F.unix_micros(ts) - F.unix_micros(start)) / F.lit(float(MICROS_PER_MINUTE))
+
+
+def with_window(readings, minutes: int):
+    """Readings tagged with `window_start` and `minutes_offset` for windows of `minutes`."""
+    return readings.withColumn("window_start", window_start(F.col("ts"), minutes)).withColumn(
+        "minutes_offset", minutes_since(F.col("ts"), F.col("window_start"))
+    )
