@@ -20,6 +20,14 @@ def materialize_clean(resources, instance, day: str, raise_on_error: bool = True
     return dg.materialize([clean_sensor_readings, *ingest_checks], partition_key=day, resources=resources, instance=instance, raise_on_error=raise_on_error)
 
 
+def materialize_clean_range(resources, instance, first: str, last: str) -> dg.ExecuteInMemoryResult:
+    """A range of days in one run, as a UI backfill with a single-run policy launches it."""
+    return dg.materialize(
+        [clean_sensor_readings, *ingest_checks], resources=resources, instance=instance,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
+
+
 def metadata(result: dg.ExecuteInMemoryResult) -> dict:
     (event,) = result.get_asset_materialization_events()
     return {k: v.value for k, v in event.materialization.metadata.items()}

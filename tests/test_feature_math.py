@@ -86,6 +86,7 @@ def _reference(frame: pd.DataFrame, minutes: int) -> pd.DataFrame:
         row["compressor_duty_cycle"] = (cur > COMPRESSOR_ON_AMPS).mean() if len(cur) else np.nan
         vib = g["vibration_compressor"].dropna().to_numpy()
         row["spectral_entropy_vibration"] = _spectral_entropy(vib) if minutes in (60, 1440) else np.nan
+        row["vibration_compressor_rms"] = np.sqrt(np.mean(vib**2)) if len(vib) else np.nan
         out.append(row)
     return pd.DataFrame(out)
 
@@ -100,13 +101,13 @@ def readings(spark):
 @pytest.mark.parametrize("minutes", [15, 60, 1440])
 def test_every_feature_matches_numpy(readings, minutes):
     frame, df = readings
-    got = window_features(df, minutes, "v1", COMPUTED_AT).toPandas()
+    got = window_features(df, minutes, "v2", COMPUTED_AT).toPandas()
     want = _reference(frame, minutes)
     got["window_start"] = pd.to_datetime(got["window_start"]).dt.tz_localize("UTC") if got["window_start"].dt.tz is None else got["window_start"]
     key = ["device_id", "window_start"]
     merged = want.merge(got, on=key, how="outer", suffixes=("_want", "_got"), indicator=True)
     assert (merged["_merge"] == "both").all(), merged.loc[merged["_merge"] != "both", key + ["_merge"]]
-    for feature in features_for("v1"):
+    for feature in features_for("v2"):
         w, g = merged[f"{feature.name}_want"].astype(float), merged[f"{feature.name}_got"].astype(float)
         assert (w.isna() == g.isna()).all(), f"{feature.name}: NULLs differ at {merged.loc[w.isna() != g.isna(), key].values[:3]}"
         np.testing.assert_allclose(g[w.notna()], w[w.notna()], rtol=1e-9, atol=1e-12, err_msg=feature.name)
@@ -136,4 +137,6 @@ def test_columns_follow_the_registry(readings):
     _, df = readings
     got = window_features(df, 60, "v1", COMPUTED_AT)
     assert got.columns == [c[0] for c in table_columns("v1")]
+    assert "vibration_compressor_rms" not in got.columns
+    assert window_features(df, 60, "v2", COMPUTED_AT).columns == [c[0] for c in table_columns("v2")]
     assert len(FEATURES) >= 45

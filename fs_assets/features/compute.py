@@ -28,6 +28,7 @@ def window_features(clean: DataFrame, minutes: int, version: str, computed_at: d
         cross_sensor.reading_count(),
         cross_sensor.sensor_completeness(),
         cross_sensor.compressor_duty_cycle(),
+        cross_sensor.vibration_rms(),
         *[c for sensor in SENSOR_NAMES for c in time_domain.sensor_statistics(sensor)],
     ]
     features = tagged.groupBy("device_id", "window_start").agg(*aggregates).withColumn("pressure_ratio", cross_sensor.pressure_ratio())

@@ -27,3 +27,9 @@ def compressor_duty_cycle() -> Column:
     running = F.sum(F.when(current > COMPRESSOR_ON_AMPS, 1).when(current.isNotNull(), 0))
     n = F.count(current)
     return F.when(n >= FEATURES_BY_NAME["compressor_duty_cycle"].min_readings, running / n).alias("compressor_duty_cycle")
+
+
+def vibration_rms() -> Column:
+    v = F.col("vibration_compressor")
+    n = F.count(v)
+    return F.when(n >= FEATURES_BY_NAME["vibration_compressor_rms"].min_readings, F.sqrt(F.avg(v * v))).alias("vibration_compressor_rms")

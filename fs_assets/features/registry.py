@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fs_assets.ingest.contract import SENSORS
 
 WINDOW_MINUTES: tuple[int, ...] = (15, 60, 1440)
-FEATURE_SET_VERSIONS: tuple[str, ...] = ("v1",)
+FEATURE_SET_VERSIONS: tuple[str, ...] = ("v1", "v2")
 DEFAULT_FEATURE_SET_VERSION = "v1"
 
 # Above this motor current the compressor counts as running (standby draw is well below 1 A).
@@ -73,6 +73,10 @@ FEATURES: tuple[Feature, ...] = (
         "spectral_entropy_vibration",
         "Normalised Shannon entropy of the FFT power spectrum of compressor vibration (mean removed, readings in time order); 0 = one tone, 1 = white noise",
         "ratio", ("vibration_compressor",), 16, windows=(60, 1440), family="frequency",
+    ),
+    Feature(
+        "vibration_compressor_rms", "Root mean square of compressor vibration in the window (energy, not level)",
+        "mm/s RMS", ("vibration_compressor",), 1, added_in="v2", family="cross_sensor",
     ),
 )
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
