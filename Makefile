@@ -13,7 +13,7 @@ DAYS ?= 3
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export FS_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: setup run test validate sim-live import-skab bench clean-data system-deps
+.PHONY: setup run test validate sim-live import-skab bench docs clean-data system-deps
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -51,7 +51,10 @@ import-skab: setup
 	$(BIN)/fs-sim import-skab
 
 bench: setup
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/features_bench.py
+
+docs: setup
+	$(BIN)/python -m fs_assets.features.registry v2 > docs/features.md
 
 clean-data:
 	-$(BIN)/python -m fs_resources.redis_store stop

@@ -45,3 +45,23 @@ def test_instance_yaml_limits_each_delta_pool_to_one_writer(tmp_path):
         assert settings.pool_config.default_pool_limit == 1
     pools = {a.node_def.pool for a in defs.get_repository_def().asset_graph.assets_defs if a.keys}
     assert {"delta_clean_sensor_readings", "delta_device_registry"} <= pools
+
+
+def test_feature_reference_page_is_generated_from_the_registry():
+    from fs_assets.features.registry import FEATURE_SET_VERSIONS, reference_markdown
+
+    page = (ROOT / "docs" / "features.md").read_text()
+    assert page == reference_markdown(FEATURE_SET_VERSIONS[-1]), "docs/features.md is stale: run `make docs`"
+
+
+def test_feature_assets_show_registry_descriptions_in_the_ui():
+    from fs_assets.features.registry import FEATURES
+
+    repo = defs.get_repository_def()
+    for name in ("device_features_15m", "device_features_1h", "device_features_1d"):
+        spec = repo.asset_graph.get(dg.AssetKey(name))
+        schema = spec.metadata["dagster/column_schema"]
+        schema = getattr(schema, "schema", schema)
+        described = {c.name: c.description for c in schema.columns}
+        assert all(described[f.name] and f.description in described[f.name] for f in FEATURES if f.added_in == "v1")
+        assert spec.backfill_policy is not None and spec.freshness_policy is not None

@@ -98,10 +98,11 @@ def readings(spark):
     return frame, spark.createDataFrame(frame)
 
 
+@pytest.mark.parametrize("engine", ["kernel", "builtin"])
 @pytest.mark.parametrize("minutes", [15, 60, 1440])
-def test_every_feature_matches_numpy(readings, minutes):
+def test_every_feature_matches_numpy(readings, minutes, engine):
     frame, df = readings
-    got = window_features(df, minutes, "v2", COMPUTED_AT).toPandas()
+    got = window_features(df, minutes, "v2", COMPUTED_AT, engine=engine).toPandas()
     want = _reference(frame, minutes)
     got["window_start"] = pd.to_datetime(got["window_start"]).dt.tz_localize("UTC") if got["window_start"].dt.tz is None else got["window_start"]
     key = ["device_id", "window_start"]
@@ -113,9 +114,10 @@ def test_every_feature_matches_numpy(readings, minutes):
         np.testing.assert_allclose(g[w.notna()], w[w.notna()], rtol=1e-9, atol=1e-12, err_msg=feature.name)
 
 
-def test_edges(readings):
+@pytest.mark.parametrize("engine", ["kernel", "builtin"])
+def test_edges(readings, engine):
     _, df = readings
-    rows = window_features(df, 15, "v1", COMPUTED_AT).toPandas().set_index(["device_id", "window_start"]).sort_index()
+    rows = window_features(df, 15, "v1", COMPUTED_AT, engine=engine).toPandas().set_index(["device_id", "window_start"]).sort_index()
     ts = lambda s: pd.Timestamp(s)  # noqa: E731  (toPandas gives naive UTC)
     # a reading exactly at 10:15 opens the 10:15 window, and alone its std and slope are NULL
     single = rows.loc[("dev-c", ts("2026-01-05 10:15"))]
@@ -140,3 +142,15 @@ def test_columns_follow_the_registry(readings):
     assert "vibration_compressor_rms" not in got.columns
     assert window_features(df, 60, "v2", COMPUTED_AT).columns == [c[0] for c in table_columns("v2")]
     assert len(FEATURES) >= 45
+
+
+def test_kernel_streaming_never_splits_a_device(monkeypatch):
+    from fs_assets.features import compute, kernels
+
+    frame = _readings().sort_values(["device_id", "ts"]).reset_index(drop=True)
+    frame["ts"] = frame["ts"].astype("datetime64[us, UTC]")
+    monkeypatch.setattr(compute, "KERNEL_FLUSH_ROWS", 100)
+    batches = [frame.iloc[i : i + 37] for i in range(0, len(frame), 37)]
+    streamed = pd.concat(compute._kernel_partition(iter(batches), 60)).sort_values(["device_id", "window_start"]).reset_index(drop=True)
+    whole = kernels.window_features_frame(frame, 60)[streamed.columns].sort_values(["device_id", "window_start"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(streamed, whole)

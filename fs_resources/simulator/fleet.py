@@ -234,7 +234,8 @@ def simulate_day(spec: FleetSpec, profile: FleetProfile, day_index: int, minute_
             row = {"device_id": ident, "ts": ts[picks[j]]}
             row.update({name: 1.0 for name in SENSOR_NAMES})
             foreign.append(row)
-    on_time = pd.concat([on_time, dup, pd.DataFrame(foreign, columns=list(LANDING_COLUMNS))], ignore_index=True)
+    parts = [on_time] + [p for p in (dup, pd.DataFrame(foreign, columns=list(LANDING_COLUMNS))) if len(p)]
+    on_time = pd.concat(parts, ignore_index=True)
     on_time = on_time.sort_values(["device_id", "ts"], kind="stable").reset_index(drop=True)
     return on_time[list(LANDING_COLUMNS)], conflicts[list(LANDING_COLUMNS)], late_rows[list(LANDING_COLUMNS)]
 
