@@ -1,16 +1,23 @@
 """The code location: every asset, check, job, sensor and resource of the device feature store."""
 
+import warnings
+
 import dagster as dg
 
-from fs_assets.features.assets import WINDOW_SPECS, feature_assets
-from fs_assets.ingest.assets import clean_sensor_readings, device_registry, raw_sensor_readings
-from fs_checks.feature_checks import build_feature_checks
-from fs_checks.ingest_checks import ingest_checks
-from fs_resources.delta import DeltaTables
-from fs_resources.feature_store import FeatureStoreResource
-from fs_resources.redis_store import RedisResource
-from fs_resources.spark import DeltaSparkResource
-from fs_sensors.landing_zone_sensor import clean_readings_job, landing_zone_sensor, registry_job
+# single_run backfill policies and observable source assets are marked beta in dagster 1.13;
+# they are pinned with the version, so the warning on every import is noise in run logs.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+from fs_assets.features.assets import WINDOW_SPECS, feature_assets  # noqa: E402
+from fs_assets.ingest.assets import clean_sensor_readings, device_registry, raw_sensor_readings  # noqa: E402
+from fs_checks.feature_checks import build_feature_checks  # noqa: E402
+from fs_checks.ingest_checks import ingest_checks  # noqa: E402
+from fs_resources.delta import DeltaTables  # noqa: E402
+from fs_resources.feature_store import FeatureStoreResource  # noqa: E402
+from fs_resources.redis_store import RedisResource  # noqa: E402
+from fs_resources.spark import DeltaSparkResource  # noqa: E402
+from fs_sensors.landing_zone_sensor import clean_readings_job, landing_zone_sensor, registry_job  # noqa: E402
 
 feature_checks = [check for spec in WINDOW_SPECS for check in build_feature_checks(spec.asset_name, spec.minutes)]
 

@@ -24,6 +24,7 @@ def bad_day(data_root):
     write_readings(data_root, SIM_START, "good.parquet", readings("dev-a", SIM_START, range(0, 10)))
     (folder / "corrupt.parquet").write_bytes(b"PAR1\x00\x01garbage")
     (folder / "empty.csv").write_text("")
+    (folder / "notes.txt").write_text("not a landing format")
     (folder / "missing-column.csv").write_text("device_id,ts,temp_evaporator\ndev-a,2026-01-05T01:00:00Z,1\n")
     (folder / "extra-column.csv").write_text(HEADER + ",humidity\ndev-a,2026-01-05T01:00:00Z,-20,40,70,8,15,2,2,55\n")
     (folder / "values.csv").write_text(
@@ -57,6 +58,7 @@ def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, reso
     assert md["raw_rows"] == md["clean_rows"] + md["quarantined_rows"] + md["duplicates_dropped"]
     assert md["empty_files"] == [str(bad_day / "empty.csv")]
     assert list(md["unreadable_files"]) == [str(bad_day / "corrupt.parquet")]
+    assert md["ignored_files"] == [str(bad_day / "notes.txt")]
 
     quarantine = {(r["source_file"].rsplit("/", 1)[-1], r["reason"]): r for r in quarantine_rows(spark, DAY).collect()}
     reasons = sorted(quarantine)

@@ -103,3 +103,25 @@ def test_in_flight_files_are_not_listed_and_fingerprint_moves_on_change(tmp_path
     before = landing.fingerprint(files)
     write_readings(tmp_path, DAY, "late.parquet", readings("dev-1", DAY, range(5, 6)))
     assert landing.fingerprint(landing.list_landing_files(str(tmp_path / "landing"), DAY)) != before
+
+
+def test_bom_latin1_and_unreadable_column_types_keep_every_row(tmp_path):
+    folder = day_folder(tmp_path, DAY)
+    header = "device_id,ts,temp_evaporator,temp_condenser,temp_discharge,current_compressor,pressure_high,pressure_low,vibration_compressor"
+    (folder / "bom.csv").write_bytes(("\ufeff" + header + "\ndev-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("utf-8"))
+    assert _read(folder / "bom.csv").column("file_error").to_pylist() == [None]
+    (folder / "latin1.csv").write_bytes((header + "\ndév-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\ndev-2,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("latin-1"))
+    table = _read(folder / "latin1.csv")
+    assert table.num_rows == 2 and table.column("device_id")[1].as_py() == "dev-2"
+    nested = pa.table({c: pa.array([{"a": 1}]) if c == "temp_evaporator" else pa.array(["x"]) for c in ("device_id", "ts", "temp_evaporator", "temp_condenser", "temp_discharge", "current_compressor", "pressure_high", "pressure_low", "vibration_compressor")})
+    pq.write_table(nested, folder / "nested.parquet")
+    table = _read(folder / "nested.parquet")
+    assert table.num_rows == 1 and table.column("file_error")[0].as_py() == Reason.SCHEMA_MISMATCH
+
+
+def test_files_of_other_formats_are_reported_not_read(tmp_path):
+    folder = day_folder(tmp_path, DAY)
+    (folder / "readings.json").write_text("{}")
+    (folder / "readings.csv.gz").write_bytes(b"\x1f\x8b")
+    assert landing.ignored_files(str(tmp_path / "landing"), DAY) == [str(folder / "readings.csv.gz"), str(folder / "readings.json")]
+    assert landing.list_landing_files(str(tmp_path / "landing"), DAY) == []

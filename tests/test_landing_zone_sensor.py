@@ -57,3 +57,22 @@ def test_folders_outside_the_partitions_are_skipped(instance, data_root):
     write_readings(data_root, "1999-12-31", "a.parquet", readings("dev-a", SIM_START, range(1)))
     requests, _ = _tick(instance, None)
     assert requests == []
+
+
+def test_observing_the_landing_zone_reports_a_data_version_that_moves_with_the_files(instance, data_root):
+    from fs_assets.ingest.assets import raw_sensor_readings
+
+    write_readings(data_root, DAY1, "a.parquet", readings("dev-a", DAY1, range(3)))
+
+    def observe():
+        from dagster._core.definitions.observe import observe as dagster_observe
+
+        result = dagster_observe([raw_sensor_readings], instance=instance)
+        (event,) = result.get_asset_observation_events()
+        return event.asset_observation_data.asset_observation
+
+    first = observe()
+    assert first.metadata["files"].value == 1 and first.metadata["partitions"].value == 1
+    assert observe().data_version == first.data_version
+    write_readings(data_root, DAY2, "a.parquet", readings("dev-a", DAY2, range(3)))
+    assert observe().data_version != first.data_version

@@ -134,6 +134,9 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkRe
 
     root = settings.landing_root()
     files = {day: landing.list_landing_files(root, day) for day in days}
+    ignored = [path for day in days for path in landing.ignored_files(root, day)]
+    if ignored:
+        context.log.warning(f"{len(ignored)} file(s) in the landing folders are not .parquet, .csv or .jsonl and were not read: {ignored[:10]}")
     staging_parent = Path(settings.data_root()) / "_staging" if "://" not in settings.data_root() else None
     if staging_parent:
         staging_parent.mkdir(parents=True, exist_ok=True)
@@ -186,6 +189,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkRe
             "unreadable_files": dg.MetadataValue.json(report.unreadable_files),
             "schema_mismatch_files": dg.MetadataValue.json(report.schema_mismatch_files),
             "empty_files": dg.MetadataValue.json(report.empty_files),
+            "ignored_files": dg.MetadataValue.json(ignored),
             "quarantine_delta_version": quarantine_write.version,
             "seconds": round(time.monotonic() - started, 2),
         },

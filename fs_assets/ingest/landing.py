@@ -93,6 +93,17 @@ def list_landing_files(landing_root: str, day: date | str) -> list[LandingFile]:
     return files
 
 
+def ignored_files(landing_root: str, day: date | str) -> list[str]:
+    """Files in the day's folder that are not in a landing format (reported, never silently skipped)."""
+    folder = partition_folder(landing_root, day)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        str(p) for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in LANDING_FORMATS
+    )
+
+
 def landing_partition_keys(landing_root: str) -> list[str]:
     root = Path(landing_root)
     if not root.is_dir():
@@ -163,7 +174,12 @@ def _rows_as_payload_table(f: LandingFile, rows: list[dict], reason: str, detail
 
 def _conforming(f: LandingFile, table: pa.Table) -> pa.Table:
     n = table.num_rows
-    columns = {name: _as_text(table.column(name)) for name in LANDING_COLUMNS}
+    try:
+        columns = {name: _as_text(table.column(name)) for name in LANDING_COLUMNS}
+    except pa.ArrowException as exc:
+        # A column of a type with no text form (a struct, a list...): keep every row, whole.
+        types = ", ".join(f"{c}: {table.schema.field(c).type}" for c in LANDING_COLUMNS)
+        return _rows_as_payload_table(f, table.to_pylist(), Reason.SCHEMA_MISMATCH, f"column types not readable as text ({types}): {exc}"[:2000])
     columns.update(
         source_file=pa.array([f.path] * n, pa.string()),
         source_row=pa.array(range(n), pa.int64()),
@@ -199,10 +215,12 @@ def _read_parquet(f: LandingFile) -> pa.Table:
 
 def _read_csv(f: LandingFile) -> pa.Table:
     with open(f.path, "rb") as handle:
-        data = handle.read()
+        # A byte-order mark or bytes that are not UTF-8 must not cost the file: decode leniently
+        # (U+FFFD marks the bad bytes, which then fail validation row by row).
+        data = handle.read().decode("utf-8-sig", errors="replace").encode("utf-8")
     if not data.strip():
         return _READ_SCHEMA.empty_table()
-    header = next(csv.reader(io.StringIO(data.decode("utf-8", errors="replace").splitlines()[0])))
+    header = next(csv.reader(io.StringIO(data.decode("utf-8").splitlines()[0])))
     header = [h.strip() for h in header]
     problem = _column_problem(header)
     if problem:
@@ -234,7 +252,7 @@ def _read_jsonl(f: LandingFile) -> pa.Table:
     good: dict[str, list] = {c: [] for c in LANDING_COLUMNS}
     good_rows: list[int] = []
     bad: list[tuple[int, dict, str]] = []
-    with open(f.path, encoding="utf-8", errors="replace") as handle:
+    with open(f.path, encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle):
             if not line.strip():
                 continue
