@@ -86,6 +86,8 @@ def delta_spark_conf(master: str | None = None, shuffle_partitions: int = 4, dri
         # About 60 aggregates in one groupBy silently lose generated code below this.
         "spark.sql.codegen.maxFields": "1000",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Larger Arrow batches into the feature kernels: fewer, bigger numpy passes.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.driver.memory": driver_memory,
         "spark.driver.bindAddress": "127.0.0.1",

@@ -142,53 +142,41 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(column, pa.string())
 
 
-def _file_error_table(f: LandingFile, reason: str, detail: str, payload: dict | None = None, rows: int = 1) -> pa.Table:
-    payload_text = json.dumps(payload if payload is not None else {"file": f.path, "error": detail}, default=str)
-    columns = {name: pa.nulls(rows, pa.string()) for name in LANDING_COLUMNS}
-    columns.update(
-        source_file=pa.array([f.path] * rows),
-        source_row=pa.array(range(rows), pa.int64()),
-        ingested_at=pa.array([f.ingested_at] * rows, pa.timestamp("us", tz="UTC")),
-        file_error=pa.array([reason] * rows),
-        error_detail=pa.array([detail] * rows),
-        raw_payload=pa.array([payload_text] * rows),
-    )
-    return pa.table(columns, schema=_READ_SCHEMA)
-
-
-def _rows_as_payload_table(f: LandingFile, rows: list[dict], reason: str, detail: str, first_row: int = 0) -> pa.Table:
-    """Rows that break the contract, each kept whole as a JSON payload."""
-    payloads = [json.dumps(row, default=str, allow_nan=True) for row in rows]
-    n = len(rows)
-    columns = {name: pa.nulls(n, pa.string()) for name in LANDING_COLUMNS}
+def _staged(f: LandingFile, text: dict[str, pa.Array] | None, source_rows: list[int], reason: str | None = None,
+            detail: str | None = None, payloads: list[str] | None = None) -> pa.Table:
+    """Staged rows of one file: landing columns as text (NULL for rows kept only as a payload)."""
+    n = len(source_rows)
+    columns = {name: (text[name] if text else pa.nulls(n, pa.string())) for name in LANDING_COLUMNS}
     columns.update(
         source_file=pa.array([f.path] * n, pa.string()),
-        source_row=pa.array(range(first_row, first_row + n), pa.int64()),
+        source_row=pa.array(source_rows, pa.int64()),
         ingested_at=pa.array([f.ingested_at] * n, pa.timestamp("us", tz="UTC")),
         file_error=pa.array([reason] * n, pa.string()),
         error_detail=pa.array([detail] * n, pa.string()),
-        raw_payload=pa.array(payloads, pa.string()),
+        raw_payload=pa.array(payloads if payloads is not None else [None] * n, pa.string()),
     )
     return pa.table(columns, schema=_READ_SCHEMA)
 
 
+def _file_error_table(f: LandingFile, reason: str, detail: str) -> pa.Table:
+    """A file that could not be read at all: one row naming it, so it is counted and quarantined."""
+    return _staged(f, None, [0], reason, detail, [json.dumps({"file": f.path, "error": detail})])
+
+
+def _rows_as_payload_table(f: LandingFile, rows: list[dict], reason: str, detail: str, first_row: int = 0, numbers: list[int] | None = None) -> pa.Table:
+    """Rows that break the contract, each kept whole as a JSON payload."""
+    payloads = [json.dumps(row, default=str, allow_nan=True) for row in rows]
+    return _staged(f, None, numbers if numbers is not None else list(range(first_row, first_row + len(rows))), reason, detail, payloads)
+
+
 def _conforming(f: LandingFile, table: pa.Table) -> pa.Table:
-    n = table.num_rows
     try:
-        columns = {name: _as_text(table.column(name)) for name in LANDING_COLUMNS}
+        text = {name: _as_text(table.column(name)) for name in LANDING_COLUMNS}
     except pa.ArrowException as exc:
         # A column of a type with no text form (a struct, a list...): keep every row, whole.
         types = ", ".join(f"{c}: {table.schema.field(c).type}" for c in LANDING_COLUMNS)
         return _rows_as_payload_table(f, table.to_pylist(), Reason.SCHEMA_MISMATCH, f"column types not readable as text ({types}): {exc}"[:2000])
-    columns.update(
-        source_file=pa.array([f.path] * n, pa.string()),
-        source_row=pa.array(range(n), pa.int64()),
-        ingested_at=pa.array([f.ingested_at] * n, pa.timestamp("us", tz="UTC")),
-        file_error=pa.nulls(n, pa.string()),
-        error_detail=pa.nulls(n, pa.string()),
-        raw_payload=pa.nulls(n, pa.string()),
-    )
-    return pa.table(columns, schema=_READ_SCHEMA)
+    return _staged(f, {k: v.combine_chunks() for k, v in text.items()}, list(range(table.num_rows)))
 
 
 def _column_problem(names: list[str]) -> str | None:
@@ -242,8 +230,8 @@ def _read_csv(f: LandingFile) -> pa.Table:
     )
     staged = _conforming(f, table)
     if ragged:
-        bad = _rows_as_payload_table(f, [{"_raw": text} for _, text in ragged], Reason.SCHEMA_MISMATCH, f"row has a different number of fields than the header ({len(header)})", first_row=0)
-        bad = bad.set_column(bad.schema.get_field_index("source_row"), "source_row", pa.array([n for n, _ in ragged], pa.int64()))
+        bad = _rows_as_payload_table(f, [{"_raw": text} for _, text in ragged], Reason.SCHEMA_MISMATCH,
+                                     f"row has a different number of fields than the header ({len(header)})", numbers=[n for n, _ in ragged])
         staged = pa.concat_tables([staged, bad])
     return staged
 
@@ -277,17 +265,7 @@ def _read_jsonl(f: LandingFile) -> pa.Table:
                 else:
                     good[c].append(value if isinstance(value, str) else json.dumps(value))
             good_rows.append(number)
-    n = len(good_rows)
-    columns = {c: pa.array(good[c], pa.string()) for c in LANDING_COLUMNS}
-    columns.update(
-        source_file=pa.array([f.path] * n, pa.string()),
-        source_row=pa.array(good_rows, pa.int64()),
-        ingested_at=pa.array([f.ingested_at] * n, pa.timestamp("us", tz="UTC")),
-        file_error=pa.nulls(n, pa.string()),
-        error_detail=pa.nulls(n, pa.string()),
-        raw_payload=pa.nulls(n, pa.string()),
-    )
-    tables = [pa.table(columns, schema=_READ_SCHEMA)]
+    tables = [_staged(f, {c: pa.array(good[c], pa.string()) for c in LANDING_COLUMNS}, good_rows)]
     for number, record, problem in bad:
         table = _rows_as_payload_table(f, [record], Reason.SCHEMA_MISMATCH, problem, first_row=number)
         tables.append(table)
