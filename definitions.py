@@ -17,6 +17,7 @@ from fs_resources.delta import DeltaTables  # noqa: E402
 from fs_resources.feature_store import FeatureStoreResource  # noqa: E402
 from fs_resources.redis_store import RedisResource  # noqa: E402
 from fs_resources.spark import DeltaSparkResource  # noqa: E402
+from fs_sensors.feature_automation_sensor import feature_automation_sensor  # noqa: E402
 from fs_sensors.landing_zone_sensor import clean_readings_job, landing_zone_sensor, registry_job  # noqa: E402
 
 feature_checks = [check for spec in WINDOW_SPECS for check in build_feature_checks(spec.asset_name, spec.minutes)]
@@ -25,7 +26,7 @@ defs = dg.Definitions(
     assets=[raw_sensor_readings, device_registry, clean_sensor_readings, *feature_assets],
     asset_checks=[*ingest_checks, *feature_checks],
     jobs=[clean_readings_job, registry_job],
-    sensors=[landing_zone_sensor],
+    sensors=[landing_zone_sensor, feature_automation_sensor],
     # Steps of a run share one process and so one Spark session (a JVM start costs seconds).
     executor=dg.in_process_executor,
     resources={

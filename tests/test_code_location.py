@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_code_location_lists_its_assets_checks_jobs_and_sensors():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert {"raw_sensor_readings", "device_registry", "clean_sensor_readings"} <= keys
+    assert {"raw_sensor_readings", "device_registry", "clean_sensor_readings", "device_features_15m", "device_features_1h", "device_features_1d"} <= keys
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"check_accounting_identity", "check_clean_key_unique", "check_physical_ranges", "check_sensor_null_fraction"} <= checks
     assert {"clean_readings_job", "device_registry_job"} <= {j.name for j in repo.get_all_jobs()}
-    assert "landing_zone_sensor" in {s.name for s in repo.sensor_defs}
+    assert {"landing_zone_sensor", "feature_automation_sensor"} <= {s.name for s in repo.sensor_defs}
     clean = repo.asset_graph.get(dg.AssetKey("clean_sensor_readings"))
     assert clean.partitions_def is not None and clean.backfill_policy is not None
     assert clean.freshness_policy is not None

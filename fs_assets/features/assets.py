@@ -24,6 +24,17 @@ from fs_resources.spark import DeltaSparkResource
 
 FEATURES_POOL = f"delta_{FEATURES_TABLE}"
 
+# A feature partition follows its clean-readings partition: when a day of clean readings is
+# rewritten (new files, a late file for a past day), that day's features are recomputed. Unlike
+# `eager()`, a partition never materialized upstream is not requested, so history is left to
+# backfills and a new deployment does not launch a run per day since 2020.
+FEATURES_AUTOMATION = (
+    dg.AutomationCondition.any_deps_updated().since(dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated())
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after its clean readings change")
+
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -48,6 +59,7 @@ def build_feature_asset(spec: WindowSpec) -> dg.AssetsDefinition:
         deps=[clean_sensor_readings],
         pool=FEATURES_POOL,
         freshness_policy=FEATURES_FRESHNESS,
+        automation_condition=FEATURES_AUTOMATION,
         description=f"Features of {spec.minutes}-minute tumbling windows (aligned to midnight UTC), one row per device and window.",
         metadata={
             "dagster/column_schema": table_schema_metadata(),
