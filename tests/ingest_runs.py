@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pyspark.sql import functions as F
 
-from fs_assets.ingest.assets import QUARANTINE_TABLE, REGISTRY_TABLE, clean_sensor_readings, device_registry
+from fs_assets.ingest.assets import QUARANTINE_TABLE, clean_sensor_readings, device_registry
 from fs_checks.ingest_checks import CLEAN_TABLE, ingest_checks
 from fs_resources.delta import DeltaTables
 
@@ -48,5 +48,3 @@ def clean_rows(spark, day: str):
 def quarantine_rows(spark, day: str):
     return table(spark, QUARANTINE_TABLE).where(F.col("landing_date") == day)
 
-
-__all__ = ["REGISTRY_TABLE"]

@@ -1,32 +1,22 @@
-"""Frequency-domain features: spectral entropy of compressor vibration, as a numpy kernel.
+"""Spectral entropy of compressor vibration for the built-in engine, per device-day in a pandas UDF.
 
-The kernel is the single definition of the feature: Spark runs it per device-day in a grouped
-pandas UDF (all windows of the day in one pass), and on-demand computation can call it directly.
+The math is defined once, in `fs_assets.features.kernels.spectral_entropy_rows`.
 """
 
 import numpy as np
 import pandas as pd
 
-from fs_assets.features.registry import FEATURES_BY_NAME
-
-SPECTRAL = FEATURES_BY_NAME["spectral_entropy_vibration"]
+from fs_assets.features.kernels import spectral_entropy_rows
 
 
 def spectral_entropy(values: np.ndarray) -> float:
     """Normalised Shannon entropy of the power spectrum of `values` (NaN-free, in time order).
 
     NaN when there are fewer values than the registry's threshold or the signal is constant.
+    The math lives once, in the batched kernel; this is its one-window form.
     """
-    if len(values) < SPECTRAL.min_readings:
-        return float("nan")
-    x = values - values.mean()
-    power = np.abs(np.fft.rfft(x))[1:] ** 2  # the DC bin is zero once the mean is removed
-    total = power.sum()
-    if not np.isfinite(total) or total <= 0 or len(power) < 2:
-        return float("nan")
-    p = power / total
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum() / np.log(len(power)))
+    values = np.asarray(values, dtype=float)
+    return float(spectral_entropy_rows(values[None, :], np.array([len(values)]))[0])
 
 
 def spectral_entropy_by_window(group: pd.DataFrame) -> pd.DataFrame:

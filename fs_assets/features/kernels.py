@@ -40,7 +40,7 @@ def _percentile(values: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
     return np.where(n >= 1, result, np.nan)
 
 
-def _spectral_entropy(values: np.ndarray, n: np.ndarray) -> np.ndarray:
+def spectral_entropy_rows(values: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Row-wise normalised spectral entropy; NaN below the threshold or for a constant signal."""
     out = np.full(len(values), np.nan)
     # Move each row's valid values to the front, in time order, then batch rows of equal length.
@@ -93,7 +93,7 @@ def _batch_features(columns: dict[str, np.ndarray], x: np.ndarray, counts: np.nd
         vib_valid = ~np.isnan(vib)
         n_vib = vib_valid.sum(axis=1)
         out["vibration_compressor_rms"] = np.where(n_vib >= 1, np.sqrt(np.where(vib_valid, vib * vib, 0.0).sum(axis=1) / np.maximum(n_vib, 1)), np.nan)
-        out["spectral_entropy_vibration"] = _spectral_entropy(vib, n_vib) if minutes in SPECTRAL_WINDOWS else np.full(len(counts), np.nan)
+        out["spectral_entropy_vibration"] = spectral_entropy_rows(vib, n_vib) if minutes in SPECTRAL_WINDOWS else np.full(len(counts), np.nan)
     return out
 
 
