@@ -55,6 +55,7 @@ bench: setup
 
 docs: setup
 	$(BIN)/python -m fs_assets.features.registry v2 > docs/features.md
+	$(BIN)/python -m fs_assets.ontology.device_object > docs/device_object.md
 
 clean-data:
 	-$(BIN)/python -m fs_resources.redis_store stop

@@ -11,22 +11,27 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from fs_assets.features.assets import WINDOW_SPECS, feature_assets  # noqa: E402
 from fs_assets.ingest.assets import clean_sensor_readings, device_registry, raw_sensor_readings  # noqa: E402
+from fs_assets.ontology.assets import ontology_assets  # noqa: E402
 from fs_checks.feature_checks import build_feature_checks  # noqa: E402
 from fs_checks.ingest_checks import ingest_checks  # noqa: E402
+from fs_checks.online_checks import online_checks  # noqa: E402
 from fs_resources.delta import DeltaTables  # noqa: E402
 from fs_resources.feature_store import FeatureStoreResource  # noqa: E402
 from fs_resources.redis_store import RedisResource  # noqa: E402
 from fs_resources.spark import DeltaSparkResource  # noqa: E402
 from fs_sensors.feature_automation_sensor import feature_automation_sensor  # noqa: E402
 from fs_sensors.landing_zone_sensor import clean_readings_job, landing_zone_sensor, registry_job  # noqa: E402
+from fs_sensors.online_store_schedules import online_store_watch_job, online_store_watch_schedule, reconciliation_job, reconciliation_schedule  # noqa: E402
+from fs_sensors.prehydration_schedule import prehydration_job, prehydration_schedule, prehydration_sensor  # noqa: E402
 
 feature_checks = [check for spec in WINDOW_SPECS for check in build_feature_checks(spec.asset_name, spec.minutes)]
 
 defs = dg.Definitions(
-    assets=[raw_sensor_readings, device_registry, clean_sensor_readings, *feature_assets],
-    asset_checks=[*ingest_checks, *feature_checks],
-    jobs=[clean_readings_job, registry_job],
-    sensors=[landing_zone_sensor, feature_automation_sensor],
+    assets=[raw_sensor_readings, device_registry, clean_sensor_readings, *feature_assets, *ontology_assets],
+    asset_checks=[*ingest_checks, *feature_checks, *online_checks],
+    jobs=[clean_readings_job, registry_job, prehydration_job, reconciliation_job, online_store_watch_job],
+    schedules=[prehydration_schedule, reconciliation_schedule, online_store_watch_schedule],
+    sensors=[landing_zone_sensor, feature_automation_sensor, prehydration_sensor],
     # Steps of a run share one process and so one Spark session (a JVM start costs seconds).
     executor=dg.in_process_executor,
     resources={

@@ -8,6 +8,7 @@ from pydantic import Field
 from fs_assets.features.registry import DEFAULT_FEATURE_SET_VERSION, FEATURE_SET_VERSIONS
 
 FEATURES_TABLE = "device_features"
+OBJECTS_TABLE = "device_objects"
 
 
 class FeatureStoreResource(dg.ConfigurableResource):
@@ -25,6 +26,6 @@ class FeatureStoreResource(dg.ConfigurableResource):
         """Table name under the Delta root: device_features/v1, device_features/v2, ..."""
         return f"{FEATURES_TABLE}/{self.version()}"
 
-    def key_prefix(self) -> str:
-        """Redis key prefix of the online projection for this version."""
-        return f"fs:{self.version()}:device:"
+    def objects_table(self) -> str:
+        """The `device_objects` table built from this version's features: device_objects/v1, ..."""
+        return f"{OBJECTS_TABLE}/{self.version()}"

@@ -48,9 +48,12 @@ def _free_port() -> int:
 class EmbeddedRedis:
     """A real `redis-server` bound to 127.0.0.1, its pid, port and log under `directory`."""
 
-    def __init__(self, directory: Path | None = None, password: str | None = None):
+    def __init__(self, directory: Path | None = None, password: str | None = None, persistent: bool = False):
         self.directory = Path(directory or Path(settings.data_root()) / "redis")
         self.password = password
+        # The online store is rebuilt by every pre-hydration, so by default nothing is persisted;
+        # `persistent` (an fsync'ed append-only file) keeps the data across a restart.
+        self.persistent = persistent
 
     @property
     def port_file(self) -> Path:
@@ -89,8 +92,9 @@ class EmbeddedRedis:
         args = [
             binary, "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
             "--pidfile", str(self.pid_file.resolve()), "--logfile", str((self.directory / "redis.log").resolve()),
-            "--dir", str(self.directory.resolve()), "--save", "", "--appendonly", "no",
+            "--dir", str(self.directory.resolve()), "--save", "",
         ]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         subprocess.run(args, check=True, capture_output=True)
@@ -121,6 +125,8 @@ class RedisResource(dg.ConfigurableResource):
 
     url: str | None = Field(default=None, description="redis:// URL (may carry a password); unset reads REDIS_URL.")
     socket_timeout: float = Field(default=2.0, description="Seconds before a Redis call gives up.")
+    ttl_seconds: int | None = Field(default=None, description="Lifetime of a device entry; unset reads FS_ONLINE_TTL_SECONDS, else 7200 (2 h).")
+    write_retries: int = Field(default=3, description="Retries of a failed round trip while pre-hydrating (backoff doubles from 0.5 s).")
 
     def resolved_url(self) -> str:
         url = self.url or os.environ.get("REDIS_URL")
@@ -130,6 +136,18 @@ class RedisResource(dg.ConfigurableResource):
 
     def redacted_url(self) -> str:
         return redact(self.resolved_url())
+
+    def resolved_ttl_seconds(self) -> int:
+        ttl = self.ttl_seconds or int(os.environ.get("FS_ONLINE_TTL_SECONDS") or 7200)
+        if ttl <= 0:
+            raise ValueError(f"the online TTL must be positive seconds, got {ttl}")
+        return ttl
+
+    def online_store(self, feature_set_version: str):
+        """The `OnlineStore` of a feature set version on this Redis."""
+        from fs_resources.online import OnlineStore
+
+        return OnlineStore(self.client(), feature_set_version)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(

@@ -15,11 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_code_location_lists_its_assets_checks_jobs_and_sensors():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert {"raw_sensor_readings", "device_registry", "clean_sensor_readings", "device_features_15m", "device_features_1h", "device_features_1d"} <= keys
+    assert {"raw_sensor_readings", "device_registry", "clean_sensor_readings", "device_features_15m", "device_features_1h", "device_features_1d",
+            "device_objects", "device_online_store"} <= keys
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"check_accounting_identity", "check_clean_key_unique", "check_physical_ranges", "check_sensor_null_fraction"} <= checks
-    assert {"clean_readings_job", "device_registry_job"} <= {j.name for j in repo.get_all_jobs()}
-    assert {"landing_zone_sensor", "feature_automation_sensor"} <= {s.name for s in repo.sensor_defs}
+    assert {"check_online_reconciliation", "check_prehydration_lag", "check_online_key_count"} <= checks
+    assert {"clean_readings_job", "device_registry_job", "prehydration_job", "reconciliation_job"} <= {j.name for j in repo.get_all_jobs()}
+    assert {"landing_zone_sensor", "feature_automation_sensor", "prehydration_sensor"} <= {s.name for s in repo.sensor_defs}
+    assert {"prehydration_schedule", "reconciliation_schedule", "online_store_watch_schedule"} <= {s.name for s in repo.schedule_defs}
     clean = repo.asset_graph.get(dg.AssetKey("clean_sensor_readings"))
     assert clean.partitions_def is not None and clean.backfill_policy is not None
     assert clean.freshness_policy is not None
@@ -43,8 +46,28 @@ def test_instance_yaml_limits_each_delta_pool_to_one_writer(tmp_path):
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         settings = instance.get_concurrency_config()
         assert settings.pool_config.default_pool_limit == 1
+        limits = settings.run_queue_config.tag_concurrency_limits
+        assert {"key": "fs/concurrency_key", "value": "prehydration", "limit": 1} in limits
     pools = {a.node_def.pool for a in defs.get_repository_def().asset_graph.assets_defs if a.keys}
     assert {"delta_clean_sensor_readings", "delta_device_registry"} <= pools
+
+
+def test_scheduled_and_sensor_prehydration_share_one_concurrency_key():
+    from fs_sensors.online_store_schedules import reconciliation_schedule
+    from fs_sensors.prehydration_schedule import prehydration_schedule, prehydration_sensor
+
+    repo = defs.get_repository_def()
+    (sensor_job,) = [repo.get_job(t.job_name) for t in prehydration_sensor.targets]
+    schedule_job = repo.get_job(prehydration_schedule.job_name)
+    reconciliation = repo.get_job(reconciliation_schedule.job_name)
+    assert sensor_job is schedule_job
+    assert schedule_job.tags["fs/concurrency_key"] == reconciliation.tags["fs/concurrency_key"] == "prehydration"
+
+
+def test_device_object_page_is_generated_from_the_object_type():
+    from fs_assets.ontology.device_object import reference_markdown
+
+    assert (ROOT / "docs" / "device_object.md").read_text() == reference_markdown(), "docs/device_object.md is stale: run `make docs`"
 
 
 def test_feature_reference_page_is_generated_from_the_registry():

@@ -1,0 +1,138 @@
+"""`device_objects` (the `Device` backing table in Delta) and `device_online_store` (its Redis projection).
+
+Both run hourly (`prehydration_schedule`) and as soon as a new `device_features_1d` partition lands
+(`prehydration_sensor`), in one job whose runs never overlap.
+"""
+
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
+import dagster as dg
+from pyspark.sql import functions as F
+
+from fs_assets.features.assets import feature_assets
+from fs_assets.ingest.assets import REGISTRY_TABLE, device_registry
+from fs_assets.ontology.device_object import ANOMALY_SCORES_TABLE, DEVICE, SERVED_STATUSES, table_schema_metadata
+from fs_assets.ontology.objects import device_objects_frame
+from fs_checks.online_checks import ONLINE_FRESHNESS
+from fs_resources.delta import DeltaTables
+from fs_resources.feature_store import OBJECTS_TABLE, FeatureStoreResource
+from fs_resources.online import OnlineStoreUnavailable, encode_timestamp
+from fs_resources.redis_store import RedisResource
+from fs_resources.spark import DeltaSparkResource
+
+(device_features_1d,) = [a for a in feature_assets if a.key.path[-1] == "device_features_1d"]
+
+OBJECTS_POOL = f"delta_{OBJECTS_TABLE}"
+ONLINE_POOL = "redis_online_store"
+
+
+@dg.asset(
+    group_name="ontology",
+    kinds={"spark", "delta"},
+    deps=[device_features_1d, device_registry],
+    pool=OBJECTS_POOL,
+    freshness_policy=ONLINE_FRESHNESS,
+    description=(
+        f"The `{DEVICE.name}` object's backing table: one row per registered device with its registry attributes, "
+        "the latest complete 1-day window's pre-hydrated features and the latest anomaly score."
+    ),
+    metadata={"dagster/column_schema": table_schema_metadata(), "delta_table": OBJECTS_TABLE},
+)
+def device_objects(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+    started = time.monotonic()
+    session = spark.spark_session
+    hydrated_at = datetime.now(timezone.utc)
+    features = delta.read(session, feature_store.features_table())
+    registry = delta.read(session, REGISTRY_TABLE)
+    scores = delta.read(session, ANOMALY_SCORES_TABLE) if delta.exists(session, ANOMALY_SCORES_TABLE) else None
+    objects = device_objects_frame(features, registry, scores, hydrated_at).cache()
+    summary = objects.agg(
+        F.count(F.lit(1)).alias("devices"),
+        F.count("features_window_end").alias("with_features"),
+        F.count("latest_anomaly_score").alias("with_score"),
+        F.max("features_window_end").alias("latest"),
+    ).first()
+    by_status = {r["status"]: r["count"] for r in objects.groupBy("status").count().collect()}
+    write = delta.overwrite(session, objects, feature_store.objects_table())
+    objects.unpersist()
+    without = summary["devices"] - summary["with_features"]
+    if without:
+        context.log.warning(f"{without} devices have no complete 1-day window yet; their feature properties are NULL")
+    return dg.MaterializeResult(
+        metadata=write.metadata()
+        | {
+            "hydrated_at": encode_timestamp(hydrated_at),
+            "devices_by_status": dg.MetadataValue.json(by_status),
+            "devices_without_features": without,
+            "devices_with_anomaly_score": summary["with_score"],
+            "anomaly_scores": "read" if scores is not None else f"{ANOMALY_SCORES_TABLE} not written yet: latest_anomaly_score is NULL",
+            "latest_features_window_end": summary["latest"].isoformat() if summary["latest"] else "none",
+            "feature_set_version": feature_store.version(),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    )
+
+
+@dg.asset(
+    group_name="ontology",
+    kinds={"redis"},
+    deps=[device_objects],
+    pool=ONLINE_POOL,
+    freshness_policy=ONLINE_FRESHNESS,
+    description=(
+        "Projects `device_objects` into Redis: one hash per served device under `fs:{version}:device:`, "
+        "atomic per device, newest snapshot wins, TTL 2 h by default; retired and unknown devices are removed."
+    ),
+)
+def device_online_store(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource) -> dg.MaterializeResult:
+    session = spark.spark_session
+    table = feature_store.objects_table()
+    source_version = delta.version(session, table)
+    read_started = time.monotonic()
+    arrow = delta.read(session, table, version=source_version).toArrow()
+    columns = {name: arrow.column(name).to_pylist() for name in DEVICE.property_names}
+    read_seconds = time.monotonic() - read_started
+    hydrated = set(columns["hydrated_at"])
+    if not hydrated:
+        raise dg.Failure(description=f"{table} v{source_version} has no devices: the device registry is empty")
+    if len(hydrated) != 1:
+        raise dg.Failure(description=f"{table} v{source_version} holds {len(hydrated)} hydration times; expected one snapshot")
+    (hydrated_at,) = hydrated
+    store = redis.online_store(feature_store.version())
+    ttl = redis.resolved_ttl_seconds()
+    url = redis.redacted_url()
+    context.log.info(f"projecting {len(arrow):,} devices of {table} v{source_version} into {url} under {store.prefix}")
+    try:
+        report = store.project(
+            columns, hydrated_at, ttl_seconds=ttl, source=f"{table}@v{source_version}",
+            retries=redis.write_retries, log=context.log.warning,
+        )
+    except OnlineStoreUnavailable as exc:
+        raise dg.Failure(description=str(exc), metadata={"redis": url, "source": f"{table}@v{source_version}"}) from exc
+    if report.superseded:
+        context.log.warning(f"superseded: {'; '.join(report.notes)}")
+    statuses = Counter(columns["status"])
+    return dg.MaterializeResult(
+        metadata={
+            "redis": url,
+            "key_prefix": store.prefix,
+            "ttl_seconds": ttl,
+            "source": f"{table}@v{source_version}",
+            "hydrated_at": report.hydrated_at,
+            "devices_written": report.written,
+            "retired_removed": report.removed,
+            "unknown_removed": report.orphans_removed,
+            "skipped_newer_entry": report.skipped_newer,
+            "live_devices": report.live_devices,
+            "served_statuses": dg.MetadataValue.json({s: statuses.get(s, 0) for s in SERVED_STATUSES}),
+            "superseded": report.superseded,
+            "retries": report.retries,
+            "read_seconds": round(read_seconds, 2),
+            "write_seconds": round(report.seconds, 2),
+        }
+    )
+
+
+ontology_assets = [device_objects, device_online_store]

@@ -1,0 +1,136 @@
+"""The `Device` object type, defined once.
+
+Its primary key, its properties and, for each pre-hydrated property, the feature and window it
+comes from. The `device_objects` Delta schema, the Spark projection, the Redis encoding and the
+typed values `OnlineStore.get_online_features` returns all derive from `DEVICE`.
+
+Pre-hydrated properties come from the latest *complete* 1-day window of a device (its
+`window_end` at or before the hydration time): a day still in progress would show, at 05:00, a
+`reading_count_24h` of 300 as if it were a day's count.
+"""
+
+import sys
+from dataclasses import dataclass
+
+from fs_assets.features.registry import FEATURES_BY_NAME
+
+@dataclass(frozen=True)
+class ObjectProperty:
+    name: str
+    dtype: str  # string | double | long | date | timestamp
+    description: str
+    # Where the value comes from: the registry, a feature of a window size, the anomaly scores,
+    # or the hydration itself.
+    source: str
+    feature: str | None = None
+    window_minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectType:
+    name: str
+    primary_key: str
+    properties: tuple[ObjectProperty, ...]
+
+    @property
+    def property_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.properties)
+
+    def property(self, name: str) -> ObjectProperty:
+        for p in self.properties:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def from_source(self, source: str) -> tuple[ObjectProperty, ...]:
+        return tuple(p for p in self.properties if p.source == source)
+
+
+DAY = 1440
+
+DEVICE = ObjectType(
+    name="Device",
+    primary_key="device_id",
+    properties=(
+        ObjectProperty("device_id", "string", "Device id (primary key), as in the registry", "registry"),
+        ObjectProperty("site_id", "string", "Site the unit is installed at", "registry"),
+        ObjectProperty("model", "string", "Unit model", "registry"),
+        ObjectProperty("refrigerant", "string", "Refrigerant type", "registry"),
+        ObjectProperty("install_date", "date", "Installation date", "registry"),
+        ObjectProperty("status", "string", "active, maintenance or retired; retired devices are not served online", "registry"),
+        ObjectProperty(
+            "avg_temperature_evaporator_24h", "double", "Mean evaporator temperature over the latest complete day (°C)", "feature",
+            feature="temp_evaporator_mean", window_minutes=DAY,
+        ),
+        ObjectProperty(
+            "avg_compressor_current_24h", "double", "Mean compressor current over the latest complete day (A)", "feature",
+            feature="current_compressor_mean", window_minutes=DAY,
+        ),
+        ObjectProperty(
+            "reading_count_24h", "long", "Clean readings in the latest complete day", "feature",
+            feature="reading_count", window_minutes=DAY,
+        ),
+        ObjectProperty("latest_anomaly_score", "double", "Latest daily anomaly score; NULL until scores exist", "anomaly_scores"),
+        ObjectProperty("features_window_end", "timestamp", "End (UTC) of the day window the feature properties come from", "window"),
+        ObjectProperty("hydrated_at", "timestamp", "When this snapshot of the object was built (UTC)", "hydration"),
+    ),
+)
+
+# Where `latest_anomaly_score` is read from once scores exist: one row per device and scored
+# window, the latest window at or before the hydration time wins.
+ANOMALY_SCORES_TABLE = "anomaly_scores"
+ANOMALY_SCORE_COLUMN = "anomaly_score"
+
+# Registry statuses that are served online; a retired device's entry is removed.
+SERVED_STATUSES: tuple[str, ...] = ("active", "maintenance")
+
+
+def _check_definition() -> None:
+    for p in DEVICE.properties:
+        if p.dtype not in ("string", "double", "long", "date", "timestamp"):
+            raise ValueError(f"{p.name}: unsupported property type {p.dtype}")
+        if p.source == "feature":
+            feature = FEATURES_BY_NAME[p.feature]  # an unknown feature fails at import
+            if p.window_minutes not in feature.windows or feature.dtype != p.dtype:
+                raise ValueError(f"{p.name}: {p.feature} is {feature.dtype} over {feature.windows}")
+
+
+_check_definition()
+
+
+def spark_schema():
+    from pyspark.sql import types as T
+
+    spark_types = {"string": T.StringType(), "double": T.DoubleType(), "long": T.LongType(), "date": T.DateType(), "timestamp": T.TimestampType()}
+    return T.StructType([T.StructField(p.name, spark_types[p.dtype], nullable=p.name != DEVICE.primary_key) for p in DEVICE.properties])
+
+
+def table_schema_metadata():
+    import dagster as dg
+
+    def lineage(p: ObjectProperty) -> str:
+        if p.source == "feature":
+            return f" ← `{p.feature}` ({p.window_minutes}-minute window)"
+        return ""
+
+    return dg.TableSchema(columns=[dg.TableColumn(p.name, p.dtype, description=p.description + lineage(p)) for p in DEVICE.properties])
+
+
+def reference_markdown() -> str:
+    lines = [
+        f"# The `{DEVICE.name}` object",
+        "",
+        f"Primary key: `{DEVICE.primary_key}`. Backed by the `device_objects` Delta table and served from Redis",
+        "(`OnlineStore.get_online_features`). Generated from `fs_assets/ontology/device_object.py`.",
+        "",
+        "| property | type | source | description |",
+        "|---|---|---|---|",
+    ]
+    for p in DEVICE.properties:
+        source = f"`{p.feature}`, {p.window_minutes}-minute window" if p.source == "feature" else p.source
+        lines.append(f"| `{p.name}` | {p.dtype} | {source} | {p.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(reference_markdown())

@@ -1,0 +1,170 @@
+"""Checks on the online store: offline/online reconciliation, pre-hydration lag, live key count."""
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+from pyspark.sql import functions as F
+
+from fs_assets.ontology.device_object import DEVICE, SERVED_STATUSES
+from fs_resources.delta import DeltaTables
+from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.redis_store import RedisResource
+from fs_resources.spark import DeltaSparkResource
+
+ONLINE_STORE = dg.AssetKey("device_online_store")
+
+CHECK_RECONCILIATION = "check_online_reconciliation"
+CHECK_LAG = "check_prehydration_lag"
+CHECK_KEY_COUNT = "check_online_key_count"
+
+# Pre-hydration lag (DESIGN.md, monitoring): within 1 h; alert past 90 minutes.
+LAG_TARGET = timedelta(minutes=60)
+LAG_ALERT = timedelta(minutes=90)
+ONLINE_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=LAG_ALERT, warn_window=LAG_TARGET)
+
+# Training-serving consistency (seed document, weekly reconciliation): 1,000 random device-window
+# pairs, tolerance 1e-6 on floats, alert when more than 0.1 % of them differ.
+RECONCILIATION_SAMPLE = 1000
+RECONCILIATION_TOLERANCE = 1e-6
+RECONCILIATION_MAX_MISMATCH = 0.001
+READ_CHUNK = 1000
+
+
+def values_agree(offline: object, online: object) -> bool:
+    if offline is None or online is None:
+        return offline is None and online is None
+    if isinstance(offline, float):
+        if not isinstance(online, float):
+            return False
+        if math.isnan(offline) or math.isnan(online):
+            return math.isnan(offline) and math.isnan(online)
+        return abs(offline - online) <= RECONCILIATION_TOLERANCE * max(1.0, abs(offline))
+    return type(offline) is type(online) and offline == online
+
+
+def _expected_objects(session, delta: DeltaTables, feature_store: FeatureStoreResource, device_ids: list[str] | None) -> dict[str, dict]:
+    """Per device: registry attributes and score from `device_objects`, feature values straight from
+    `device_features` at the object's window (so a bug in building objects shows up too)."""
+    objects = delta.read(session, feature_store.objects_table()).where(F.col("status").isin(*SERVED_STATUSES))
+    if device_ids is not None:
+        objects = objects.where(F.col("device_id").isin(device_ids))
+    feature_props = DEVICE.from_source("feature")
+    (minutes,) = {p.window_minutes for p in feature_props}
+    windows = (
+        delta.read(session, feature_store.features_table())
+        .where(F.col("window_duration_minutes") == minutes)
+        .select("device_id", F.col("window_end").alias("features_window_end"), *[F.col(p.feature).alias(f"_offline_{p.name}") for p in feature_props])
+    )
+    joined = objects.join(windows, ["device_id", "features_window_end"], "left")
+    for p in feature_props:
+        joined = joined.withColumn(p.name, F.col(f"_offline_{p.name}"))
+    table = joined.select(*DEVICE.property_names).toArrow()
+    rows = table.to_pylist()
+    return {r["device_id"]: r for r in rows}
+
+
+@dg.asset_check(
+    asset=ONLINE_STORE,
+    name=CHECK_RECONCILIATION,
+    description=(
+        "Training-serving consistency: random served devices read online equal the offline store "
+        "(`device_features` at the same window, registry and score from `device_objects`) within 1e-6; "
+        "fails when more than 0.1 % of the pairs differ. `sample_size: 0` compares every device."
+    ),
+    config_schema={"sample_size": dg.Field(int, default_value=RECONCILIATION_SAMPLE, description="Device-window pairs to compare; 0 = every served device.")},
+)
+def check_online_reconciliation(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
+    session = spark.spark_session
+    sample_size = context.op_execution_context.op_config["sample_size"]
+    served = [r["device_id"] for r in delta.read(session, feature_store.objects_table()).where(F.col("status").isin(*SERVED_STATUSES)).select("device_id").collect()]
+    seed = random.randrange(2**31)
+    sample = sorted(served) if sample_size == 0 or sample_size >= len(served) else sorted(random.Random(seed).sample(served, sample_size))
+    expected = _expected_objects(session, delta, feature_store, None if len(sample) == len(served) else sample)
+    store = redis.online_store(feature_store.version())
+    compared = [p for p in DEVICE.property_names if p != "hydrated_at"]
+    mismatches = []
+    for start in range(0, len(sample), READ_CHUNK):
+        chunk = sample[start : start + READ_CHUNK]
+        for device_id, online in zip(chunk, store.get_online_features(chunk)):
+            offline = expected[device_id]
+            if online is None:
+                mismatches.append({"device_id": device_id, "property": "(entry)", "offline": "present", "online": "no live entry"})
+                continue
+            for name in compared:
+                if not values_agree(offline[name], online[name]):
+                    mismatches.append({"device_id": device_id, "property": name, "offline": repr(offline[name]), "online": repr(online[name])})
+    differing = len({m["device_id"] for m in mismatches})
+    fraction = differing / len(sample) if sample else 0.0
+    examples = "\n".join(f"| {m['device_id']} | {m['property']} | {m['offline']} | {m['online']} |" for m in mismatches[:20])
+    return dg.AssetCheckResult(
+        passed=fraction <= RECONCILIATION_MAX_MISMATCH,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "pairs_compared": len(sample),
+            "pairs_differing": differing,
+            "fraction_differing": round(fraction, 6),
+            "threshold": RECONCILIATION_MAX_MISMATCH,
+            "tolerance": RECONCILIATION_TOLERANCE,
+            "served_devices": len(served),
+            "sample_seed": seed,
+            "differences": dg.MetadataValue.md("| device | property | offline | online |\n|---|---|---|---|\n" + examples if mismatches else "none"),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=ONLINE_STORE,
+    name=CHECK_LAG,
+    description="Time since the last complete projection into Redis: warn past 60 minutes, error past 90 (or when Redis holds none).",
+)
+def check_prehydration_lag(feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
+    state = redis.online_store(feature_store.version()).projection_state()
+    if state is None or state.hydrated_at is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="Redis holds no complete projection (never pre-hydrated, or restarted empty): run prehydration_job",
+            metadata={"redis": redis.redacted_url(), "lag_minutes": None, "threshold_minutes": LAG_ALERT.total_seconds() / 60},
+        )
+    lag = datetime.now(timezone.utc) - state.hydrated_at
+    severity = dg.AssetCheckSeverity.ERROR if lag > LAG_ALERT else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        passed=lag <= LAG_TARGET,
+        severity=severity,
+        metadata={
+            "lag_minutes": round(lag.total_seconds() / 60, 1),
+            "target_minutes": LAG_TARGET.total_seconds() / 60,
+            "threshold_minutes": LAG_ALERT.total_seconds() / 60,
+            "last_hydrated_at": state.hydrated_at.isoformat(),
+            "source": state.source or "",
+        },
+    )
+
+
+@dg.asset_check(
+    asset=ONLINE_STORE,
+    name=CHECK_KEY_COUNT,
+    description="Live device entries in Redis equal the served (active or maintenance) devices of `device_objects`.",
+)
+def check_online_key_count(spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
+    objects = delta.read(spark.spark_session, feature_store.objects_table())
+    served = {r["device_id"] for r in objects.where(F.col("status").isin(*SERVED_STATUSES)).select("device_id").collect()}
+    live = redis.online_store(feature_store.version()).live_device_ids()
+    missing, unexpected = sorted(served - live), sorted(live - served)
+    return dg.AssetCheckResult(
+        passed=not missing and not unexpected,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "live_keys": len(live),
+            "served_devices": len(served),
+            "missing": len(missing),
+            "unexpected": len(unexpected),
+            "missing_examples": dg.MetadataValue.json(missing[:20]),
+            "unexpected_examples": dg.MetadataValue.json(unexpected[:20]),
+        },
+    )
+
+
+online_checks = [check_online_reconciliation, check_prehydration_lag, check_online_key_count]
