@@ -52,6 +52,7 @@ import-skab: setup
 
 bench: setup
 	$(BIN)/python bench/features_bench.py
+	$(BIN)/python bench/online_bench.py
 
 docs: setup
 	$(BIN)/python -m fs_assets.features.registry v2 > docs/features.md

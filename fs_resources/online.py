@@ -21,13 +21,15 @@ failed on a dropped connection is simply sent again.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from functools import lru_cache
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
+import pyarrow as pa
 import redis
 
 from fs_assets.features.registry import DEFAULT_FEATURE_SET_VERSION
@@ -94,26 +96,22 @@ ENCODERS: dict[str, Callable[[object], str]] = {
 
 
 @lru_cache(maxsize=4096)
-def _decode_timestamp(raw: bytes) -> datetime:
-    return datetime.fromisoformat(raw.decode())
+def _decode_timestamp(raw: str) -> datetime:
+    return datetime.fromisoformat(raw)
 
 
 @lru_cache(maxsize=4096)
-def _decode_date(raw: bytes) -> date:
-    return date.fromisoformat(raw.decode())
+def _decode_date(raw: str) -> date:
+    return date.fromisoformat(raw)
 
 
-@lru_cache(maxsize=65536)
-def _decode_string(raw: bytes) -> str:
-    return raw.decode()
-
-
-DECODERS: dict[str, Callable[[bytes], object]] = {
+# Values arrive as str (the reading connection decodes UTF-8 in hiredis).
+DECODERS: dict[str, Callable[[str], object]] = {
     "double": float,
     "long": int,
     "date": _decode_date,
     "timestamp": _decode_timestamp,
-    "string": _decode_string,
+    "string": str,
 }
 
 
@@ -134,32 +132,55 @@ redis.call('HSET', KEYS[1], 'newest_started', ARGV[1])
 return 1
 """
 
-# KEYS[1] = projection key, KEYS[2..] = device keys; ARGV = hydrated_at, ttl_ms, then per device
-# n followed by n field/value pairs (n = 0: remove the entry). Returns {written, skipped, removed},
-# or {-1, 0, 0} when a newer projection has started since.
+# KEYS[1] = projection key, KEYS[2..m+1] = devices to write, KEYS[m+2..] = devices to remove.
+# ARGV = hydrated_at, ttl_ms, JSON list of the property names, JSON list of the m rows (each a list
+# of encoded values, null for NULL). Returns {written, skipped, removed}, or {-1, 0, 0} when a
+# newer projection has started since. One JSON argument per batch instead of one argument per
+# field keeps the client's packing and the server's parsing small.
 _UPSERT = """
 local ts = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local newest = redis.call('HGET', KEYS[1], 'newest_started')
 if newest and newest > ts then return {-1, 0, 0} end
+local names = cjson.decode(ARGV[3])
+local rows = cjson.decode(ARGV[4])
+local null = cjson.null
 local written, skipped, removed = 0, 0, 0
-local pos = 3
 for i = 2, #KEYS do
-  local n = tonumber(ARGV[pos])
   local current = redis.call('HGET', KEYS[i], 'hydrated_at')
   if current and current > ts then
     skipped = skipped + 1
-  elseif n == 0 then
-    removed = removed + redis.call('DEL', KEYS[i])
   else
-    redis.call('DEL', KEYS[i])
-    redis.call('HSET', KEYS[i], unpack(ARGV, pos + 1, pos + 2 * n))
-    redis.call('PEXPIRE', KEYS[i], ttl)
-    written = written + 1
+    local row = rows[i - 1]
+    if row == nil then
+      removed = removed + redis.call('DEL', KEYS[i])
+    else
+      local args = {}
+      for j = 1, #names do
+        local v = row[j]
+        if v ~= null then
+          args[#args + 1] = names[j]
+          args[#args + 1] = v
+        end
+      end
+      redis.call('DEL', KEYS[i])
+      redis.call('HSET', KEYS[i], unpack(args))
+      redis.call('PEXPIRE', KEYS[i], ttl)
+      written = written + 1
+    end
   end
-  pos = pos + 1 + 2 * n
 end
 return {written, skipped, removed}
+"""
+
+# KEYS = device keys; ARGV = property names. Every device's values in one reply (one round trip,
+# one consistent moment: the script runs atomically).
+_READ = """
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV))
+end
+return out
 """
 
 # KEYS[1] = projection key; ARGV = hydrated_at, live devices, completed_at, source.
@@ -205,6 +226,11 @@ class OnlineStore:
         self._begin = client.register_script(_BEGIN)
         self._upsert = client.register_script(_UPSERT)
         self._complete = client.register_script(_COMPLETE)
+        # Reads decode text in hiredis (C) rather than field by field in Python.
+        self._reader = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=client.connection_pool.connection_class, **{**client.connection_pool.connection_kwargs, "decode_responses": True}
+        ))
+        self._read = self._reader.register_script(_READ)
         self._all_fields = DEVICE.property_names
         self._dtypes = {p.name: p.dtype for p in DEVICE.properties}
 
@@ -241,21 +267,25 @@ class OnlineStore:
         fields = self._request_fields(properties)
         # hydrated_at is always present in a live entry: it tells "no entry" from "all NULL".
         request = fields if "hydrated_at" in fields else (*fields, "hydrated_at")
-        decoders = [DECODERS[self._dtypes[f]] for f in fields]
+        typed = [(f, DECODERS[self._dtypes[f]]) for f in fields if self._dtypes[f] != "string"]
         keys = [self.prefix + validate_device_id(d) for d in device_ids]
         if len(keys) == 1:
-            replies = [self.client.execute_command("HMGET", keys[0], *request)]
+            replies = [self._reader.execute_command("HMGET", keys[0], *request)]
+        elif keys:
+            replies = self._read(keys=keys, args=request, client=self._reader)
         else:
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.execute_command("HMGET", key, *request)
-            replies = pipe.execute()
+            return []
         out: list[dict | None] = []
         for values in replies:
             if values[-1] is None:
                 out.append(None)
                 continue
-            out.append({f: None if v is None else decode(v) for f, decode, v in zip(fields, decoders, values)})
+            row = dict(zip(fields, values))
+            for name, decode in typed:
+                value = row[name]
+                if value is not None:
+                    row[name] = decode(value)
+            out.append(row)
         return out
 
     def live_device_ids(self) -> set[str]:
@@ -269,7 +299,7 @@ class OnlineStore:
             return None
 
         def ts(name: bytes) -> datetime | None:
-            return _decode_timestamp(raw[name]) if name in raw else None
+            return _decode_timestamp(raw[name].decode()) if name in raw else None
 
         return ProjectionState(
             hydrated_at=ts(b"hydrated_at"),
@@ -280,51 +310,43 @@ class OnlineStore:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def encode_objects(self, columns: dict[str, list]) -> tuple[list[str], list[list[str]], list[str]]:
-        """Device ids, each served device's field/value list, and the ids to remove (retired).
-
-        `columns` maps every property of `DEVICE` to its values (None for NULL), row-aligned.
-        """
-        missing = [p for p in self._all_fields if p not in columns]
+    def encode_objects(self, objects: "pa.Table | dict[str, list]") -> tuple[list[str], list[tuple], list[str]]:
+        """Served device ids, their rows of encoded values (None for NULL, in `DEVICE` order), and
+        the ids to remove (retired). `objects` is an Arrow table of `DEVICE`'s properties (as read
+        from `device_objects`) or a dict of row-aligned value lists."""
+        table = objects if isinstance(objects, pa.Table) else arrow_objects(objects)
+        missing = [p for p in self._all_fields if p not in table.column_names]
         if missing:
             raise ValueError(f"device objects lack properties {missing}")
-        ids = columns[DEVICE.primary_key]
+        ids = table.column(DEVICE.primary_key).to_pylist()
         bad = [d for d in ids if not (isinstance(d, str) and DEVICE_ID_PATTERN.fullmatch(d))]
         if bad:
             raise InvalidDeviceId(f"{len(bad)} device ids are not valid keys, e.g. {bad[:5]}; nothing was written")
         encoded = []
         for name in self._all_fields:
-            encode = ENCODERS[self._dtypes[name]]
-            cache: dict = {}
-            values = []
-            for v in columns[name]:
-                if v is None:
-                    values.append(None)
-                elif self._dtypes[name] in ("date", "timestamp", "string"):
-                    text = cache.get(v)
-                    if text is None:
-                        text = cache[v] = encode(v)
-                    values.append(text)
-                else:
-                    values.append(encode(v))
-            encoded.append((name, values))
-        served, payloads, retired = [], [], []
-        statuses = columns["status"]
-        for i, device_id in enumerate(ids):
-            if statuses[i] not in SERVED_STATUSES:
-                retired.append(device_id)
-                continue
-            payload = []
-            for name, values in encoded:
-                if values[i] is not None:
-                    payload += (name, values[i])
-            served.append(device_id)
-            payloads.append(payload)
-        return served, payloads, retired
+            dtype = self._dtypes[name]
+            column = table.column(name).combine_chunks()
+            if dtype == "string":
+                encoded.append(column.to_pylist())
+            elif dtype in ("date", "timestamp"):
+                # Few distinct values (one hydration time, a few window ends): encode each once,
+                # without making a Python datetime per row.
+                codes = column.dictionary_encode()
+                encode = ENCODERS[dtype]
+                labels = pa.array([encode(v) for v in codes.dictionary.to_pylist()], pa.string())
+                encoded.append(labels.take(codes.indices).to_pylist())
+            else:
+                encode = ENCODERS[dtype]
+                encoded.append([None if v is None else encode(v) for v in column.to_pylist()])
+        rows = list(zip(*encoded))
+        served_mask = [status in SERVED_STATUSES for status in table.column("status").to_pylist()]
+        served = [d for d, keep in zip(ids, served_mask) if keep]
+        retired = [d for d, keep in zip(ids, served_mask) if not keep]
+        return served, [r for r, keep in zip(rows, served_mask) if keep], retired
 
     def project(
         self,
-        columns: dict[str, list],
+        objects: "pa.Table | dict[str, list]",
         hydrated_at: datetime,
         *,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
@@ -345,7 +367,7 @@ class OnlineStore:
         started = time.monotonic()
         ts = encode_timestamp(hydrated_at)
         report = ProjectionReport(hydrated_at=ts)
-        served, payloads, retired = self.encode_objects(columns)
+        served, payloads, retired = self.encode_objects(objects)
         call = _Retrying(self.client, retries, backoff_seconds, log, report)
 
         if not call(lambda pipe: self._begin(keys=[self.projection_key], args=[ts], client=pipe))[0]:
@@ -354,20 +376,23 @@ class OnlineStore:
             return report
 
         ttl_ms = str(int(ttl_seconds * 1000))
-        work = [(d, p) for d, p in zip(served, payloads)] + [(d, []) for d in retired]
+        names = json.dumps(self._all_fields)
+        work = [(d, r) for d, r in zip(served, payloads)] + [(d, None) for d in retired]
         total = len(work)
         step = batch_size * batches_per_round_trip
         for offset in range(0, total, step):
             chunk = work[offset : offset + step]
+            batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+            # Writes first, removals after them: the script tells them apart by position.
+            calls = []
+            for batch in batches:
+                writes = [(d, r) for d, r in batch if r is not None]
+                removals = [d for d, r in batch if r is None]
+                keys = [self.projection_key] + [self.prefix + d for d, _ in writes] + [self.prefix + d for d in removals]
+                calls.append((keys, [ts, ttl_ms, names, json.dumps([r for _, r in writes])]))
 
-            def send(pipe, chunk=chunk):
-                for start in range(0, len(chunk), batch_size):
-                    batch = chunk[start : start + batch_size]
-                    keys = [self.projection_key] + [self.prefix + d for d, _ in batch]
-                    args = [ts, ttl_ms]
-                    for _, payload in batch:
-                        args.append(len(payload) // 2)
-                        args += payload
+            def send(pipe, calls=calls):
+                for keys, args in calls:
                     self._upsert(keys=keys, args=args, client=pipe)
 
             for written, skipped, removed in call(send):
@@ -389,7 +414,7 @@ class OnlineStore:
         for start in range(0, len(orphans), batch_size):
             batch = orphans[start : start + batch_size]
             keys = [self.projection_key] + [self.prefix + d for d in batch]
-            args = [ts, ttl_ms] + [0] * len(batch)
+            args = [ts, ttl_ms, names, "[]"]
             (result,) = call(lambda pipe, keys=keys, args=args: self._upsert(keys=keys, args=args, client=pipe))
             report.orphans_removed += result[2]
 
@@ -435,7 +460,9 @@ class _Retrying:
                 time.sleep(wait)
 
 
-def rows_to_columns(rows: Iterable[dict]) -> dict[str, list]:
-    """Column lists of `DEVICE` properties from row dicts (for callers without Arrow)."""
-    rows = list(rows)
-    return {name: [r.get(name) for r in rows] for name in DEVICE.property_names}
+ARROW_TYPES = {"string": pa.string(), "double": pa.float64(), "long": pa.int64(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC")}
+
+
+def arrow_objects(columns: dict[str, list]) -> pa.Table:
+    """`DEVICE` objects as an Arrow table, from row-aligned value lists (None for NULL)."""
+    return pa.table({p.name: pa.array(columns[p.name], ARROW_TYPES[p.dtype]) for p in DEVICE.properties})

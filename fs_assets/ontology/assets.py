@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from fs_assets.features.assets import feature_assets
 from fs_assets.ingest.assets import REGISTRY_TABLE, device_registry
 from fs_assets.ontology.device_object import ANOMALY_SCORES_TABLE, DEVICE, SERVED_STATUSES, table_schema_metadata
-from fs_assets.ontology.objects import device_objects_frame
+from fs_assets.ontology.objects import device_objects_frame, objects_arrow
 from fs_checks.online_checks import ONLINE_FRESHNESS
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import OBJECTS_TABLE, FeatureStoreResource
@@ -91,10 +91,9 @@ def device_online_store(context: dg.AssetExecutionContext, spark: DeltaSparkReso
     table = feature_store.objects_table()
     source_version = delta.version(session, table)
     read_started = time.monotonic()
-    arrow = delta.read(session, table, version=source_version).toArrow()
-    columns = {name: arrow.column(name).to_pylist() for name in DEVICE.property_names}
+    objects = objects_arrow(delta.read(session, table, version=source_version))
     read_seconds = time.monotonic() - read_started
-    hydrated = set(columns["hydrated_at"])
+    hydrated = set(objects.column("hydrated_at").unique().to_pylist())
     if not hydrated:
         raise dg.Failure(description=f"{table} v{source_version} has no devices: the device registry is empty")
     if len(hydrated) != 1:
@@ -103,17 +102,17 @@ def device_online_store(context: dg.AssetExecutionContext, spark: DeltaSparkReso
     store = redis.online_store(feature_store.version())
     ttl = redis.resolved_ttl_seconds()
     url = redis.redacted_url()
-    context.log.info(f"projecting {len(arrow):,} devices of {table} v{source_version} into {url} under {store.prefix}")
+    context.log.info(f"projecting {objects.num_rows:,} devices of {table} v{source_version} into {url} under {store.prefix}")
     try:
         report = store.project(
-            columns, hydrated_at, ttl_seconds=ttl, source=f"{table}@v{source_version}",
+            objects, hydrated_at, ttl_seconds=ttl, source=f"{table}@v{source_version}",
             retries=redis.write_retries, log=context.log.warning,
         )
     except OnlineStoreUnavailable as exc:
         raise dg.Failure(description=str(exc), metadata={"redis": url, "source": f"{table}@v{source_version}"}) from exc
     if report.superseded:
         context.log.warning(f"superseded: {'; '.join(report.notes)}")
-    statuses = Counter(columns["status"])
+    statuses = Counter(objects.column("status").to_pylist())
     return dg.MaterializeResult(
         metadata={
             "redis": url,

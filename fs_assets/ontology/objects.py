@@ -51,3 +51,8 @@ def device_objects_frame(features: DataFrame, registry: DataFrame, scores: DataF
         return expression.cast(p.dtype).alias(p.name)
 
     return rows.select(*[column(p) for p in DEVICE.properties])
+
+
+def objects_arrow(objects: DataFrame):
+    """`device_objects` rows as an Arrow table (exact: ints stay ints, NULLs stay NULL)."""
+    return objects.select(*DEVICE.property_names).toArrow()
