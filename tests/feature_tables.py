@@ -1,0 +1,65 @@
+"""Small `device_features` tables written exactly as the feature assets write them, and a
+brute-force point-in-time reference to hold the offline store to."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+from fs_assets.features.registry import features_for, spark_schema
+from fs_resources.delta import DeltaTables
+
+UTC = timezone.utc
+
+
+def windows_frame(windows: list[tuple[str, datetime, int]], seed: int = 1, version: str = "v1", offset: float = 0.0) -> pd.DataFrame:
+    """One feature row per (device_id, window_start, minutes); features are seeded random values
+    (`offset` added to tell two computations of the same windows apart)."""
+    rng = random.Random(seed)
+    rows = []
+    for device_id, start, minutes in windows:
+        row = {"device_id": device_id, "window_start": start, "window_end": start + timedelta(minutes=minutes)}
+        for f in features_for(version):
+            if f.dtype == "long":
+                row[f.name] = rng.randrange(0, minutes + 1)
+            else:
+                row[f.name] = None if rng.random() < 0.05 else rng.uniform(-30, 30) + offset
+        row |= {"window_duration_minutes": minutes, "window_date": start.date(), "computed_at": datetime.now(UTC), "feature_set_version": version}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_windows(spark, frame: pd.DataFrame, version: str = "v1") -> None:
+    schema = spark_schema(version)
+    def plain(value):
+        if isinstance(value, pd.Timestamp):
+            return value.to_pydatetime()
+        return None if value is None or (isinstance(value, float) and value != value) else value
+
+    records = [tuple(plain(r[f.name]) for f in schema.fields) for r in frame.to_dict("records")]
+    df = spark.createDataFrame(records, schema)
+    DeltaTables().replace_partitions(
+        spark, df, f"device_features/{version}",
+        {"window_date": sorted(set(frame["window_date"])), "window_duration_minutes": sorted(set(frame["window_duration_minutes"]))},
+    )
+
+
+def reference_join(entities: pd.DataFrame, windows: pd.DataFrame, features: list[str], minutes: int, tolerance: timedelta) -> pd.DataFrame:
+    """Row by row: the latest window of `minutes` with event_time - tolerance <= window_end <= event_time."""
+    sized = windows[windows["window_duration_minutes"] == minutes]
+    by_device = {d: g for d, g in sized.groupby("device_id")}
+    out = []
+    for device_id, event_time in zip(entities["device_id"], entities["event_time"]):
+        match = None
+        group = by_device.get(device_id)
+        if group is not None and not pd.isna(event_time):
+            for _, w in group.iterrows():
+                end = pd.Timestamp(w["window_end"])
+                if event_time - tolerance <= end <= event_time and (match is None or end > match["window_end"]):
+                    match = w
+        row = {f: (None if match is None else match[f]) for f in features}
+        row["feature_window_end"] = None if match is None else pd.Timestamp(match["window_end"])
+        out.append(row)
+    return pd.DataFrame(out)
