@@ -10,8 +10,10 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from fs_assets.features.assets import WINDOW_SPECS, feature_assets  # noqa: E402
-from fs_assets.ingest.assets import clean_sensor_readings, device_registry, raw_sensor_readings  # noqa: E402
+from fs_assets.ingest.assets import clean_sensor_readings, device_registry, maintenance_events, raw_sensor_readings  # noqa: E402
+from fs_assets.monitoring.assets import monitoring_assets  # noqa: E402
 from fs_assets.ontology.assets import ontology_assets  # noqa: E402
+from fs_assets.training.assets import training_assets  # noqa: E402
 from fs_checks.feature_checks import build_feature_checks  # noqa: E402
 from fs_checks.ingest_checks import ingest_checks  # noqa: E402
 from fs_checks.online_checks import online_checks  # noqa: E402
@@ -27,7 +29,7 @@ from fs_sensors.prehydration_schedule import prehydration_job, prehydration_sche
 feature_checks = [check for spec in WINDOW_SPECS for check in build_feature_checks(spec.asset_name, spec.minutes)]
 
 defs = dg.Definitions(
-    assets=[raw_sensor_readings, device_registry, clean_sensor_readings, *feature_assets, *ontology_assets],
+    assets=[raw_sensor_readings, device_registry, maintenance_events, clean_sensor_readings, *feature_assets, *training_assets, *monitoring_assets, *ontology_assets],
     asset_checks=[*ingest_checks, *feature_checks, *online_checks],
     jobs=[clean_readings_job, registry_job, prehydration_job, reconciliation_job, online_store_watch_job],
     schedules=[prehydration_schedule, reconciliation_schedule, online_store_watch_schedule],

@@ -14,9 +14,11 @@ Two engines, one semantics (the tests hold both to a brute-force reference):
 
 - pandas in, pandas out: the needed files (partitions of the window size between the earliest
   event minus the tolerance and the latest event) are listed from the Delta log by `deltalake`
-  (no JVM) and read with pyarrow, then joined with `pandas.merge_asof` (`by=device_id`,
-  `direction="backward"`, `tolerance`): a sorted merge in compiled code, O(n log n), that states
-  these semantics exactly. No Spark start-up (seconds) for a notebook-sized request.
+  (no JVM) and read with pyarrow; then one sorted search (numpy `searchsorted`) over
+  (device, window_end) keys finds each row's latest window: O((n + m) log m), no sort of the entity
+  rows, no Python per row. No Spark start-up (seconds) for a notebook-sized request, and the
+  benchmark (bench/offline_bench.py) puts it level with DuckDB's ASOF join. `merge_asof(by=...)`
+  states the same semantics but spends most of its time factorizing string keys and sorting.
 - Spark in, Spark out: the same partitions read through Spark, a range join on
   `(device_id, window_end BETWEEN event_time - tolerance AND event_time)` and the latest window per
   entity row; for entity sets that are themselves distributed.
@@ -69,6 +71,39 @@ def _partition_dates(first_event: datetime, last_event: datetime, minutes: int, 
     [first - tolerance, last], window_date = date(window_end - window size)."""
     size = timedelta(minutes=minutes)
     return (first_event - tolerance - size).date(), (last_event - size).date()
+
+
+def _latest_window(ids: np.ndarray, event_us: np.ndarray, known: np.ndarray, windows: pa.Table, tolerance_us: int) -> np.ndarray:
+    """Per entity row, the index in `windows` of its device's latest window with
+    event - tolerance <= window_end <= event, or -1.
+
+    Both sides become one int64 key, device code x stride + time, with the stride wider than the
+    time span plus the tolerance: a sorted search on that key stays inside a device, and the
+    tolerance test rules out the rest. The same answer as `merge_asof(by=device_id,
+    direction="backward", tolerance=...)`, without sorting the entity rows.
+    """
+    result = np.full(len(ids), -1, dtype=np.int64)
+    if windows.num_rows == 0 or not known.any():
+        return result
+    codes, devices = pd.factorize(windows.column("device_id").to_numpy(zero_copy_only=False))
+    entity_codes = pd.Index(devices).get_indexer(ids)
+    usable = known & (entity_codes >= 0)
+    if not usable.any():
+        return result
+    ends = windows.column("window_end").cast(pa.int64()).to_numpy()
+    origin = min(int(ends.min()), int(event_us[usable].min()))
+    stride = max(int(ends.max()), int(event_us[usable].max())) - origin + tolerance_us + 1
+    if stride * (len(devices) + 1) >= 2**62:
+        raise HistoricalFeaturesError("the entity time range is too wide for one request: split it into shorter ranges")
+    right = codes.astype(np.int64) * stride + (ends - origin)
+    order = np.argsort(right, kind="stable")
+    right = right[order]
+    left = entity_codes[usable].astype(np.int64) * stride + (event_us[usable] - origin)
+    position = np.searchsorted(right, left, side="right") - 1
+    found = position >= 0
+    found[found] = left[found] - right[position[found]] <= tolerance_us
+    result[np.flatnonzero(usable)[found]] = order[position[found]]
+    return result
 
 
 class OfflineStore:
@@ -175,32 +210,23 @@ class OfflineStore:
         return read.cast(schema)
 
     def _historical_pandas(self, entity_df: pd.DataFrame, request: _Request) -> pd.DataFrame:
-        times = self._entity_frame(entity_df, request).reset_index(drop=True)
-        ids = pd.Series(entity_df["device_id"].to_numpy(object))
-        known = (times.notna() & ids.notna()).to_numpy()
-        left = pd.DataFrame({"_row": np.arange(len(entity_df)), "device_id": ids, "event_time": times})[known]
-        if len(left):
-            first, last = left["event_time"].min().to_pydatetime(), left["event_time"].max().to_pydatetime()
-            windows = self._read_windows(request, first, last, left["device_id"].unique())
+        times = self._entity_frame(entity_df, request)
+        event_us = times.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT")).astype("int64")
+        ids = entity_df["device_id"].to_numpy(object)
+        known = ~times.isna().to_numpy() & ~pd.isna(ids)
+        if known.any():
+            first = pd.Timestamp(event_us[known].min(), unit="us", tz="UTC").to_pydatetime()
+            last = pd.Timestamp(event_us[known].max(), unit="us", tz="UTC").to_pydatetime()
+            windows = self._read_windows(request, first, last, pd.unique(ids[known]))
         else:
             windows = self._read_windows(request, None, None, np.array([], object))
-        right = windows.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-        right["device_id"] = right["device_id"].astype(object)
-        right = right.rename(columns={"window_end": WINDOW_END_COLUMN})
-        joined = pd.merge_asof(
-            left.sort_values("event_time", kind="stable"),
-            right.sort_values(WINDOW_END_COLUMN, kind="stable"),
-            left_on="event_time",
-            right_on=WINDOW_END_COLUMN,
-            by="device_id",
-            direction="backward",
-            allow_exact_matches=True,
-            tolerance=pd.Timedelta(request.tolerance),
-        )
-        found = joined.set_index("_row")[[*request.features, WINDOW_END_COLUMN]].reindex(np.arange(len(entity_df)))
+        match = _latest_window(ids, event_us, known, windows, int(request.tolerance / timedelta(microseconds=1)))
+        picked = windows.take(pa.array(np.where(match >= 0, match, 0), mask=match < 0))
         out = entity_df.copy()
-        for name in found.columns:
-            out[name] = found[name].array  # positional; keeps Int64 and the UTC time zone
+        for name in request.features:
+            column = picked.column(name)
+            out[name] = column.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get).array if FEATURES_BY_NAME[name].dtype == "long" else column.to_numpy(zero_copy_only=False)
+        out[WINDOW_END_COLUMN] = picked.column("window_end").to_pandas().array
         return out
 
     # --- Spark --------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from fs_assets.ingest import cleaning, landing
-from fs_assets.ingest.contract import REGISTRY_COLUMNS, SENSORS
+from fs_assets.ingest.contract import MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSORS
+from fs_assets.ingest.maintenance import MaintenanceError, read_maintenance
 from fs_assets.ingest.registry import RegistryError, read_registry
 from fs_assets.partitions import daily_partitions
 from fs_checks.ingest_checks import CLEAN_READINGS_FRESHNESS, CLEAN_TABLE, accounting_check_spec, evaluate_accounting
@@ -22,6 +23,7 @@ from fs_resources.delta import DeltaTableMissing, DeltaTables
 from fs_resources.spark import DeltaSparkResource
 
 REGISTRY_TABLE = "device_registry"
+MAINTENANCE_TABLE = "maintenance_events"
 QUARANTINE_TABLE = "clean_sensor_readings_quarantine"
 # One pool per Delta table (limit 1, dagster_home/dagster.yaml): two runs never write a table at once.
 REGISTRY_POOL = f"delta_{REGISTRY_TABLE}"
@@ -83,6 +85,41 @@ def device_registry(context: dg.AssetExecutionContext, spark: DeltaSparkResource
             "devices": len(read.devices),
             "active_devices": status.get("active", 0),
             "devices_by_status": dg.MetadataValue.json(dict(status)),
+            "rejected_rows": dg.MetadataValue.json(read.rejected.head(50).to_dict(orient="records")),
+        }
+    )
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"spark", "delta"},
+    pool=f"delta_{MAINTENANCE_TABLE}",
+    description="Maintenance events (landing/maintenance/events.csv): failures, services and fault onsets, the labels of training sets.",
+    metadata={
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(c, "timestamp" if c == "event_time" else "string") for c in MAINTENANCE_COLUMNS]
+        )
+    },
+)
+def maintenance_events(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.MaterializeResult:
+    path = settings.maintenance_csv_path()
+    try:
+        read = read_maintenance(path)
+    except MaintenanceError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    if len(read.rejected):
+        context.log.warning(f"{len(read.rejected)} maintenance rows rejected; see the `rejected_rows` metadata")
+    session = spark.spark_session
+    schema = "device_id string, event_time timestamp, event_type string, component string, description string"
+    events = read.events.assign(event_time=read.events["event_time"].dt.to_pydatetime() if len(read.events) else [])
+    write = delta.overwrite(session, session.createDataFrame(list(events.itertuples(index=False, name=None)), schema), MAINTENANCE_TABLE)
+    return dg.MaterializeResult(
+        metadata=write.metadata()
+        | {
+            "source": dg.MetadataValue.path(path),
+            "events": len(read.events),
+            "events_by_type": dg.MetadataValue.json(dict(Counter(read.events["event_type"]))),
+            "devices": int(read.events["device_id"].nunique()),
             "rejected_rows": dg.MetadataValue.json(read.rejected.head(50).to_dict(orient="records")),
         }
     )

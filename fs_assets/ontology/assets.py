@@ -31,7 +31,7 @@ ONLINE_POOL = "redis_online_store"
 @dg.asset(
     group_name="ontology",
     kinds={"spark", "delta"},
-    deps=[device_features_1d, device_registry],
+    deps=[device_features_1d, device_registry, dg.AssetDep(ANOMALY_SCORES_TABLE, partition_mapping=dg.AllPartitionMapping())],
     pool=OBJECTS_POOL,
     freshness_policy=ONLINE_FRESHNESS,
     description=(
