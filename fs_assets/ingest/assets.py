@@ -111,8 +111,10 @@ def maintenance_events(context: dg.AssetExecutionContext, spark: DeltaSparkResou
         context.log.warning(f"{len(read.rejected)} maintenance rows rejected; see the `rejected_rows` metadata")
     session = spark.spark_session
     schema = "device_id string, event_time timestamp, event_type string, component string, description string"
-    events = read.events.assign(event_time=read.events["event_time"].dt.to_pydatetime() if len(read.events) else [])
-    write = delta.overwrite(session, session.createDataFrame(list(events.itertuples(index=False, name=None)), schema), MAINTENANCE_TABLE)
+    records = [
+        (r.device_id, r.event_time.to_pydatetime(), r.event_type, r.component, r.description) for r in read.events.itertuples(index=False)
+    ]
+    write = delta.overwrite(session, session.createDataFrame(records, schema), MAINTENANCE_TABLE)
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {

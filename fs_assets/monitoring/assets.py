@@ -6,6 +6,8 @@ import time
 from datetime import datetime, timezone
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 from pyspark.sql import functions as F
 
 from fs_assets.features.assets import feature_assets
@@ -59,7 +61,7 @@ def anomaly_scores(context: dg.AssetExecutionContext, spark: DeltaSparkResource,
     scores["scored_at"] = datetime.now(timezone.utc)
     scores["window_date"] = windows["window_date"]
     columns = [c.split()[0] for c in SCORES_SCHEMA.split(", ")]
-    records = [tuple(None if v != v else v for v in row) for row in scores[columns].astype(object).itertuples(index=False, name=None)]
+    records = [tuple(_plain(v) for v in row) for row in scores[columns].astype(object).itertuples(index=False, name=None)]
     frame = session.createDataFrame(records, SCORES_SCHEMA)
     write = delta.replace_partitions(session, frame, ANOMALY_SCORES_TABLE, {"window_date": days})
     top = scores.sort_values("anomaly_score", ascending=False).head(10)
@@ -77,6 +79,17 @@ def anomaly_scores(context: dg.AssetExecutionContext, spark: DeltaSparkResource,
             "seconds": round(time.monotonic() - started, 2),
         }
     )
+
+
+def _plain(value):
+    """pandas scalars to what Spark's row conversion takes: NaN/NaT to NULL, Timestamp to datetime."""
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 monitoring_assets = [anomaly_scores]

@@ -1,0 +1,168 @@
+"""Labels, training sets, reference snapshots and anomaly scores, materialized for real."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import timedelta
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from fs_assets.features.assets import feature_assets
+from fs_assets.ingest.assets import maintenance_events
+from fs_assets.monitoring.anomaly import SCORED_FEATURES, auc, score_windows
+from fs_assets.monitoring.assets import anomaly_scores
+from fs_assets.ontology.assets import device_objects
+from fs_assets.training.assets import feature_reference_snapshot, training_dataset
+from fs_assets.training.datasets import feature_statistics, label_entities, sample_entities
+from fs_assets.training.models import DEVICE_HEALTH_1D
+from fs_resources import settings
+from fs_resources.delta import DeltaTables
+from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.redis_store import RedisResource
+from fs_resources.simulator.fleet import FleetSpec, generate
+from fs_resources.spark import DeltaSparkResource
+from tests.conftest import SIM_START
+from tests.feature_tables import reference_join
+from tests.ingest_runs import materialize_clean_range, materialize_registry
+
+DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
+MODEL = DEVICE_HEALTH_1D.name
+(FEATURES_1D,) = [a for a in feature_assets if a.key.path[-1] == "device_features_1d"]
+RANGE = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
+
+
+def table(spark, name: str) -> pd.DataFrame:
+    frame = DeltaTables().read(spark, name).toPandas()
+    for column in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[column]):
+            frame[column] = frame[column].dt.tz_localize("UTC")
+    return frame
+
+
+@pytest.fixture(scope="module")
+def trained(spark, redis_server, tmp_path_factory):
+    """Twelve devices over three days, a third of them degrading into a compressor failure:
+    ingested, 1-day features, the device_health_1d training set, its reference and the scores."""
+    root = tmp_path_factory.mktemp("training") / "data"
+    spec = dataclasses.replace(FleetSpec.clean(devices=12, start=SIM_START, days=3, seed=21), degrading_share=0.35)
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("FS_DATA_ROOT", str(root))
+        resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(), "redis": RedisResource(url=redis_server)}
+        generate(spec, str(root))
+        with open(settings.maintenance_csv_path(), "a") as events:
+            events.write("dev 01;x,2026-01-06T00:00:00Z,failure,compressor,typo in the id\ndev-00001,yesterday,failure,compressor,bad time\n")
+        materialize_registry(resources, instance)
+        assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
+        assert dg.materialize([FEATURES_1D], resources=resources, instance=instance, tags=RANGE).success
+        labels = dg.materialize([maintenance_events], resources=resources, instance=instance)
+        built = dg.materialize([training_dataset], partition_key=MODEL, resources=resources, instance=instance)
+        reference = dg.materialize([feature_reference_snapshot], partition_key=MODEL, resources=resources, instance=instance)
+        scored = dg.materialize([anomaly_scores], resources=resources, instance=instance, tags=RANGE)
+        yield {"resources": resources, "instance": instance, "root": root, "labels": labels, "built": built, "reference": reference, "scored": scored}
+
+
+def materialized(result) -> dict:
+    (event,) = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_maintenance_events_keep_valid_rows_and_report_the_rest(spark, trained):
+    assert trained["labels"].success
+    md = materialized(trained["labels"])
+    rejected = {r["problem"] for r in md["rejected_rows"]}
+    assert rejected == {"malformed device id", "event_time is not an ISO-8601 timestamp"}
+    events = table(spark, "maintenance_events")
+    assert len(events) == md["events"] > 0 and set(events["event_type"]) <= {"failure", "service"}
+    assert str(events["event_time"].dt.tz) == "UTC"
+
+
+def test_the_training_set_has_brute_force_labels_and_point_in_time_features(spark, trained):
+    assert trained["built"].success
+    dataset = table(spark, f"training_datasets/{MODEL}")
+    registry = table(spark, "device_registry")
+    assert len(dataset) == len(registry) * 3  # one sample per device at each of the three midnights after day one
+    events = table(spark, "maintenance_events")
+    failures = events[events["event_type"] == "failure"]
+    for row in dataset.itertuples():
+        upcoming = failures[(failures["device_id"] == row.device_id) & (failures["event_time"] > row.event_time) & (failures["event_time"] <= row.event_time + timedelta(days=7))]
+        assert row.label == int(len(upcoming) > 0), row
+    assert dataset["label"].sum() > 0
+    windows = table(spark, "device_features/v1")
+    expected = reference_join(dataset[["device_id", "event_time"]], windows, list(DEVICE_HEALTH_1D.features), 1440, DEVICE_HEALTH_1D.tolerance)
+    for name in [*DEVICE_HEALTH_1D.features, "feature_window_end"]:
+        got, want = dataset[name], expected[name]
+        assert (got.isna() == want.isna()).all(), name
+        assert (got[got.notna()].astype(object) == want[want.notna()].astype(object)).all(), name
+    md = materialized(trained["built"])
+    assert md["positives"] == dataset["label"].sum() and md["features_as_of"]
+
+
+def test_labels_look_strictly_ahead_within_the_horizon():
+    entities = sample_entities(["dev-00001", "dev-00002"], pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime(), pd.Timestamp("2026-01-06", tz="UTC").to_pydatetime(), timedelta(hours=6))
+    events = pd.DataFrame({
+        "device_id": ["dev-00001", "dev-00001", "dev-00002"],
+        "event_time": pd.to_datetime(["2026-01-05T12:00:00Z", "2026-01-07T00:00:00Z", "2026-01-05T06:00:00Z"]).astype("datetime64[us, UTC]"),
+        "event_type": ["failure", "service", "failure"],
+    })
+    labelled = label_entities(entities, events, timedelta(hours=6), ("failure",))
+    got = {(r.device_id, r.event_time.hour, r.event_time.day): r.label for r in labelled.itertuples()}
+    # dev-00001 fails at 12:00: labelled at 06:00 (6 h ahead, inclusive), not at 12:00 itself.
+    assert got[("dev-00001", 6, 5)] == 1 and got[("dev-00001", 12, 5)] == 0 and got[("dev-00001", 0, 6)] == 0
+    # dev-00002's failure at 06:00 is the first sample itself: only what is strictly ahead counts.
+    assert got[("dev-00002", 6, 5)] == 0 and sum(labelled["label"]) == 1
+
+
+def test_the_reference_snapshot_is_a_versioned_artifact_and_a_delta_row(spark, trained):
+    assert trained["reference"].success
+    md = materialized(trained["reference"])
+    snapshot = json.loads(open(md["artifact"]).read())
+    assert snapshot["model"] == MODEL and snapshot["version"] == 1 and snapshot["features"] == list(DEVICE_HEALTH_1D.features)
+    dataset = table(spark, f"training_datasets/{MODEL}")
+    values = dataset["temp_evaporator_mean"].dropna()
+    stats = snapshot["statistics"]["temp_evaporator_mean"]
+    assert stats["mean"] == pytest.approx(values.mean(), rel=1e-12)
+    assert stats["p50"] == pytest.approx(np.quantile(values, 0.5), rel=1e-12)
+    assert stats["null_fraction"] == pytest.approx(dataset["temp_evaporator_mean"].isna().mean())
+    assert len(stats["bin_shares"]) == len(stats["bin_edges"]) + 1 and sum(stats["bin_shares"]) == pytest.approx(1.0)
+    assert snapshot["devices"] == dataset["device_id"].nunique() and snapshot["training_start"] <= snapshot["training_end"]
+    again = dg.materialize([feature_reference_snapshot], partition_key=MODEL, resources=trained["resources"], instance=trained["instance"])
+    assert materialized(again)["snapshot_version"] == 2
+    rows = table(spark, "feature_reference_snapshots")
+    assert sorted(rows["snapshot_version"]) == [1, 2] and set(rows["model"]) == {MODEL}
+
+
+def test_anomaly_scores_are_the_scorer_on_each_device_day_and_reach_the_device_object(spark, trained):
+    assert trained["scored"].success
+    scores = table(spark, "anomaly_scores")
+    windows = table(spark, "device_features/v1")
+    windows = windows[windows["window_duration_minutes"] == 1440].sort_values(["device_id", "window_start"]).reset_index(drop=True)
+    assert len(scores) == len(windows)
+    snapshot = json.loads(open(materialized(trained["reference"])["artifact"]).read())
+    expected = score_windows(windows, snapshot["statistics"])
+    merged = windows[["device_id", "window_start"]].join(expected).merge(scores, on=["device_id", "window_start"], suffixes=("", "_table"))
+    assert np.allclose(merged["anomaly_score"], merged["anomaly_score_table"], rtol=1e-12, equal_nan=True)
+    assert (merged["top_feature"] == merged["top_feature_table"]).all()
+    assert dg.materialize([device_objects], resources=trained["resources"], instance=trained["instance"]).success
+    objects = table(spark, "device_objects/v1").set_index("device_id")
+    latest = scores.sort_values("window_end").groupby("device_id").last()
+    for device_id, row in latest.iterrows():
+        assert objects.loc[device_id, "latest_anomaly_score"] == row["anomaly_score"]
+
+
+def test_the_scorer_is_a_robust_z_and_auc_counts_ranks():
+    stats = {name: {"p25": 0.0, "p50": 1.0, "p75": 1.349, "std": 1.0} for name in SCORED_FEATURES}
+    frame = pd.DataFrame({name: [1.0, np.nan] for name in SCORED_FEATURES})
+    frame.loc[0, "temp_discharge_mean"] = 4.0  # z = 3 on one of ten features
+    scored = score_windows(frame, stats)
+    assert scored.loc[0, "anomaly_score"] == pytest.approx(np.sqrt(9 / len(SCORED_FEATURES)))
+    assert scored.loc[0, "top_feature"] == "temp_discharge_mean" and scored.loc[0, "top_z"] == pytest.approx(3.0)
+    assert np.isnan(scored.loc[1, "anomaly_score"]) and scored.loc[1, "features_scored"] == 0
+    rng = np.random.default_rng(3)
+    s, y = rng.normal(size=200), rng.random(200) < 0.3
+    pairs = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])
+    assert auc(s, y) == pytest.approx(pairs)
+    assert feature_statistics(pd.Series([np.nan, np.nan]))["null_fraction"] == 1.0
