@@ -53,6 +53,8 @@ import-skab: setup
 bench: setup
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/online_bench.py
+	$(BIN)/python bench/offline_bench.py
+	$(BIN)/python bench/skab_anomaly_auc.py
 
 docs: setup
 	$(BIN)/python -m fs_assets.features.registry v2 > docs/features.md

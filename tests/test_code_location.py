@@ -16,7 +16,8 @@ def test_code_location_lists_its_assets_checks_jobs_and_sensors():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"raw_sensor_readings", "device_registry", "clean_sensor_readings", "device_features_15m", "device_features_1h", "device_features_1d",
-            "device_objects", "device_online_store"} <= keys
+            "device_objects", "device_online_store", "maintenance_events", "training_dataset", "feature_reference_snapshot",
+            "anomaly_scores"} <= keys
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"check_accounting_identity", "check_clean_key_unique", "check_physical_ranges", "check_sensor_null_fraction"} <= checks
     assert {"check_online_reconciliation", "check_prehydration_lag", "check_online_key_count"} <= checks
