@@ -3,7 +3,7 @@ active reference snapshot of `device_health_1d`. The latest score per device fee
 `latest_anomaly_score` on the `Device` object."""
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import numpy as np
@@ -24,6 +24,9 @@ from fs_resources.spark import DeltaSparkResource
 (device_features_1d,) = [a for a in feature_assets if a.key.path[-1] == "device_features_1d"]
 SCORING_MODEL = DEVICE_HEALTH_1D
 
+# Daily outputs: today's partition by 03:00 UTC, at most a day apart.
+DAILY_MONITORING_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 3 * * *", lower_bound_delta=timedelta(hours=24))
+
 SCORES_SCHEMA = (
     "device_id string, window_start timestamp, window_end timestamp, anomaly_score double, top_feature string, "
     "top_z double, features_scored long, model string, snapshot_version int, scored_at timestamp, window_date date"
@@ -37,6 +40,7 @@ SCORES_SCHEMA = (
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[device_features_1d, dg.AssetDep(feature_reference_snapshot, partition_mapping=dg.AllPartitionMapping())],
     pool=f"delta_{ANOMALY_SCORES_TABLE}",
+    freshness_policy=DAILY_MONITORING_FRESHNESS,
     description=(
         "Daily anomaly score per device: root mean square of robust z-scores (median, IQR) of key 1-day features "
         f"against the active `{SCORING_MODEL.name}` reference snapshot; `top_feature` says which moved most."
@@ -92,4 +96,94 @@ def _plain(value):
     return value
 
 
-monitoring_assets = [anomaly_scores]
+
+
+DRIFT_TABLE = "feature_drift_monitoring"
+DRIFT_MODEL = DEVICE_HEALTH_1D
+DRIFT_SCHEMA = (
+    "feature string, devices long, mean double, std double, p5 double, p50 double, p95 double, null_fraction double, "
+    "reference_mean double, reference_null_fraction double, psi double, psi_status string, null_escalation boolean, "
+    "fleet_wide_event boolean, model string, snapshot_version int, computed_at timestamp, report_date date"
+)
+
+
+@dg.asset(
+    group_name="monitoring",
+    kinds={"pandas", "delta"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[device_features_1d, dg.AssetDep(feature_reference_snapshot, partition_mapping=dg.AllPartitionMapping())],
+    pool=f"delta_{DRIFT_TABLE}",
+    freshness_policy=DAILY_MONITORING_FRESHNESS,
+    description=(
+        f"Daily drift of every 1-day feature against the active `{DRIFT_MODEL.name}` reference: mean, std, p5/p50/p95, "
+        "null fraction and PSI with its status (investigate >= 0.1, significant > 0.25); a chart in the metadata."
+    ),
+)
+def feature_drift_report(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+    from fs_assets.monitoring.drift import chart_markdown, drift_chart_png, drift_rows, fleet_wide
+
+    session = spark.spark_session
+    days = list(context.partition_keys)
+    snapshot = active_snapshot(session, delta, DRIFT_MODEL.name)
+    if snapshot is None:
+        raise dg.Failure(description=f"no reference snapshot for {DRIFT_MODEL.name} yet: materialize training_dataset and feature_reference_snapshot (partition {DRIFT_MODEL.name}) first")
+    windows = (
+        delta.read(session, feature_store.features_table())
+        .where((F.col("window_duration_minutes") == DRIFT_MODEL.window_minutes) & F.col("window_date").isin(days))
+        .select("window_date", *snapshot.features)
+        .toPandas()
+    )
+    reports = []
+    for day in days:
+        of_day = windows[windows["window_date"].astype(str) == day]
+        if of_day.empty:
+            context.log.warning(f"{day}: no 1-day features; no drift report for it")
+            continue
+        rows = drift_rows(of_day, snapshot.statistics, snapshot.features)
+        rows["fleet_wide_event"] = fleet_wide(rows)
+        rows["report_date"] = datetime.fromisoformat(day).date()
+        reports.append(rows)
+    if not reports:
+        raise dg.Failure(description=f"no 1-day features for {', '.join(days)}: materialize device_features_1d for these days first")
+    report = pd.concat(reports, ignore_index=True)
+    report["model"] = DRIFT_MODEL.name
+    report["snapshot_version"] = snapshot.version
+    report["computed_at"] = datetime.now(timezone.utc)
+    columns = [c.split()[0] for c in DRIFT_SCHEMA.split(", ")]
+    records = [tuple(_plain(v) for v in row) for row in report[columns].astype(object).itertuples(index=False, name=None)]
+    write = delta.replace_partitions(session, session.createDataFrame(records, DRIFT_SCHEMA), DRIFT_TABLE, {"report_date": sorted({r[-1] for r in records})})
+
+    latest = reports[-1]
+    latest_day = str(latest["report_date"].iat[0])
+    moved = report[(report["psi_status"] != "ok") | report["null_escalation"]].sort_values("psi", ascending=False)
+    table = "| day | feature | PSI | status | null fraction (ref) | mean (ref) |\n|---|---|---|---|---|---|\n" + "\n".join(
+        f"| {r.report_date} | {r.feature} | {_num(r.psi)} | {r.psi_status}{' · nulls up' if r.null_escalation else ''} | "
+        f"{r.null_fraction:.1%} ({r.reference_null_fraction:.1%}) | {_num(r.mean)} ({_num(r.reference_mean)}) |"
+        for r in moved.itertuples()
+    )
+    fleet_days = sorted({str(d) for d in report.loc[report["fleet_wide_event"], "report_date"]})
+    if fleet_days:
+        context.log.warning(f"fleet-wide drift event on {', '.join(fleet_days)}: 5 or more features at PSI >= 0.1")
+    chart = drift_chart_png(latest, f"PSI per feature, {latest_day}, against {DRIFT_MODEL.name} reference v{snapshot.version}")
+    return dg.MaterializeResult(
+        metadata=write.metadata()
+        | {
+            "psi_chart": dg.MetadataValue.md(chart_markdown(chart, f"PSI per feature on {latest_day}")),
+            "moved_features": dg.MetadataValue.md(table if len(moved) else "no feature moved"),
+            "features_investigate": int((latest["psi_status"] == "investigate").sum()),
+            "features_significant": int((latest["psi_status"] == "significant").sum()),
+            "null_escalations": int(latest["null_escalation"].sum()),
+            "fleet_wide_event_days": dg.MetadataValue.json(fleet_days),
+            "max_psi": float(latest["psi"].max()) if latest["psi"].notna().any() else 0.0,
+            "model": DRIFT_MODEL.name,
+            "snapshot_version": snapshot.version,
+        }
+    )
+
+
+def _num(value) -> str:
+    return "NULL" if value is None or value != value else f"{value:.3g}"
+
+
+monitoring_assets = [anomaly_scores, feature_drift_report]

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from fs_assets.features.registry import FEATURES_BY_NAME
+from fs_assets.features.registry import FEATURES_BY_NAME, features_for
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,9 @@ class ModelSpec:
 
 DEVICE_HEALTH_1D = ModelSpec(
     name="device_health_1d",
-    description="Compressor failure within 7 days, from a device's latest complete day; its reference scores anomalies.",
-    features=(
-        "temp_evaporator_mean", "temp_evaporator_std", "temp_condenser_mean", "temp_discharge_mean",
-        "pressure_high_mean", "pressure_low_mean", "pressure_ratio",
-        "current_compressor_mean", "current_compressor_p95", "vibration_compressor_mean", "vibration_compressor_p95",
-        "compressor_duty_cycle", "reading_count", "sensor_completeness",
-    ),
+    description="Compressor failure within 7 days, from a device's latest complete day; its reference scores anomalies and measures drift.",
+    # Every v1 feature of the day window: its reference is also what drift reports compare against.
+    features=tuple(f.name for f in features_for("v1") if 1440 in f.windows),
     window_minutes=1440,
     label_horizon=timedelta(days=7),
     sample_every=timedelta(days=1),

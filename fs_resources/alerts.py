@@ -1,0 +1,154 @@
+"""Where on-call alerts go: a webhook (Slack- or PagerDuty Events v2-compatible) or a JSON-lines file.
+
+`FS_ONCALL_WEBHOOK_URL` set: each alert is POSTed there, in the format `FS_ONCALL_WEBHOOK_FORMAT`
+(`slack`, the default, or `pagerduty`), with a timeout and retries with backoff. Unset: alerts are
+appended to `$DAGSTER_HOME/alerts.jsonl`. A webhook URL carries its secret in its path or query
+(Slack) or the payload carries a routing key (PagerDuty): neither is ever logged; what is shown is
+`scheme://host`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dagster as dg
+from pydantic import Field
+
+ROUTE_DATA_ENGINEERING = "data-engineering"
+ROUTE_ML = "ml"
+
+
+@dataclass(frozen=True)
+class Alert:
+    dedup_key: str  # check | asset | partition: one incident, one notification
+    action: str  # trigger | resolve
+    route: str  # data-engineering | ml
+    severity: str  # error | warning (resolves carry the incident's)
+    urgency: str  # high | low
+    summary: str
+    asset: str
+    partition: str | None
+    check: str
+    observed: object
+    threshold: object
+    run_id: str
+    url: str
+    timestamp: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Alert":
+        return cls(**data)
+
+
+def safe_endpoint(url: str) -> str:
+    """What may be logged of a webhook URL: its scheme and host."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def slack_payload(alert: Alert) -> dict:
+    icon = {"resolve": ":white_check_mark:", "error": ":red_circle:", "warning": ":warning:"}
+    mark = icon["resolve"] if alert.action == "resolve" else icon.get(alert.severity, ":warning:")
+    state = "RESOLVED" if alert.action == "resolve" else alert.severity.upper()
+    return {
+        "text": f"{mark} [{alert.route}] {state}: {alert.summary}",
+        "attachments": [
+            {
+                "color": "#2eb67d" if alert.action == "resolve" else ("#e01e5a" if alert.severity == "error" else "#ecb22e"),
+                "fields": [
+                    {"title": "asset", "value": alert.asset, "short": True},
+                    {"title": "partition", "value": alert.partition or "-", "short": True},
+                    {"title": "check", "value": alert.check, "short": True},
+                    {"title": "observed / threshold", "value": f"{alert.observed} / {alert.threshold}", "short": True},
+                    {"title": "run", "value": f"<{alert.url}|{alert.run_id[:8]}>", "short": True},
+                    {"title": "dedup key", "value": alert.dedup_key, "short": False},
+                ],
+            }
+        ],
+    }
+
+
+def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
+    event = {"routing_key": routing_key, "event_action": alert.action, "dedup_key": alert.dedup_key}
+    if alert.action == "trigger":
+        event["payload"] = {
+            "summary": alert.summary,
+            "source": "device-feature-store",
+            "severity": "error" if alert.severity == "error" else "warning",
+            "component": alert.asset,
+            "group": alert.route,
+            "class": alert.check,
+            "custom_details": {"partition": alert.partition, "observed": alert.observed, "threshold": alert.threshold, "run_id": alert.run_id, "urgency": alert.urgency},
+        }
+        event["links"] = [{"href": alert.url, "text": "Open the run in Dagster"}]
+    return event
+
+
+class AlertSinkResource(dg.ConfigurableResource):
+    """Delivers alerts; unset fields read FS_ONCALL_WEBHOOK_URL / FS_ONCALL_WEBHOOK_FORMAT / FS_ONCALL_ROUTING_KEY."""
+
+    webhook_url: str | None = Field(default=None, description="Webhook to POST alerts to; unset reads FS_ONCALL_WEBHOOK_URL, else alerts go to a JSON-lines file.")
+    webhook_format: str | None = Field(default=None, description="slack (default) or pagerduty; unset reads FS_ONCALL_WEBHOOK_FORMAT.")
+    routing_key: str | None = Field(default=None, description="PagerDuty integration key; unset reads FS_ONCALL_ROUTING_KEY, else the route name.")
+    jsonl_path: str | None = Field(default=None, description="File alerts are appended to without a webhook; unset: $DAGSTER_HOME/alerts.jsonl.")
+    timeout_seconds: float = Field(default=5.0, description="Seconds before one POST gives up.")
+    attempts: int = Field(default=3, description="POSTs per alert per sensor tick (backoff doubles from 0.5 s); the rest wait for the next tick.")
+
+    def _url(self) -> str | None:
+        return self.webhook_url or os.environ.get("FS_ONCALL_WEBHOOK_URL") or None
+
+    def _format(self) -> str:
+        chosen = (self.webhook_format or os.environ.get("FS_ONCALL_WEBHOOK_FORMAT") or "slack").lower()
+        if chosen not in ("slack", "pagerduty"):
+            raise ValueError(f"FS_ONCALL_WEBHOOK_FORMAT must be slack or pagerduty, got {chosen!r}")
+        return chosen
+
+    def jsonl_file(self) -> Path:
+        return Path(self.jsonl_path or Path(os.environ.get("DAGSTER_HOME", "dagster_home")) / "alerts.jsonl")
+
+    def destination(self) -> str:
+        url = self._url()
+        return f"{self._format()} webhook at {safe_endpoint(url)}" if url else f"file {self.jsonl_file()}"
+
+    def deliver(self, alert: Alert, log=None) -> bool:
+        """True once the sink has the alert; False after the attempts failed (the caller keeps it)."""
+        url = self._url()
+        if url is None:
+            path = self.jsonl_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as sink:
+                sink.write(json.dumps(alert.to_dict(), default=str) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+            return True
+        if self._format() == "pagerduty":
+            body = pagerduty_payload(alert, self.routing_key or os.environ.get("FS_ONCALL_ROUTING_KEY") or alert.route)
+        else:
+            body = slack_payload(alert)
+        data = json.dumps(body, default=str).encode()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                    if 200 <= response.status < 300:
+                        return True
+                    problem = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                problem = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                problem = type(getattr(exc, "reason", exc)).__name__
+            if log is not None:
+                log(f"alert {alert.dedup_key} to {safe_endpoint(url)}: attempt {attempt}/{self.attempts} failed ({problem})")
+            if attempt < self.attempts:
+                time.sleep(0.5 * 2 ** (attempt - 1))
+        return False

@@ -1,0 +1,160 @@
+"""`alert_routing_sensor`: asset-check evaluations and run failures, routed to a person, once per incident.
+
+A failed asset check does not fail its run, so run-failure sensors never see it; this sensor reads
+the check evaluations of every run that finished since its cursor (`get_records_for_run`: a
+global cursor over check events is not reliable on the default SQLite storage, whose event ids
+restart per run). Each failing check opens an incident keyed by check, asset and partition and
+sends one notification; later failures of the same incident send nothing (unless it escalates
+from WARN to ERROR); the first pass sends one resolve. A failed run opens an incident resolved by
+the next successful run of its job.
+
+Routes: drift (`check_feature_drift`) goes to the ML channel; everything else (freshness,
+coverage, accounting, schema, reconciliation, lag, null-fraction escalation, run failures) to
+data engineering on-call. ERROR pages (high urgency), WARN does not (low). Never to maintenance
+operators.
+
+Delivery: alerts the sink could not take stay in the cursor's outbox and are retried on the next
+tick, so nothing is dropped while a webhook is down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+from fs_checks.drift_checks import CHECK_FEATURE_DRIFT
+from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource
+
+ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT})
+# Runs that finished this long before the cursor are looked at again (their ids are remembered),
+# so a run whose end was recorded late is not missed.
+OVERLAP = timedelta(minutes=5)
+# Metadata keys that carry "the value observed" and "the threshold", in order of preference.
+OBSERVED_KEYS = ("observed", "lag_minutes", "fraction_differing", "coverage", "dagster/overdue_seconds", "missing", "duplicate_keys", "violations", "imbalance")
+THRESHOLD_KEYS = ("threshold", "threshold_minutes", "alert_below", "dagster/freshness_params")
+
+
+def route_for(check_name: str) -> str:
+    return ROUTE_ML if check_name in ML_CHECKS else ROUTE_DATA_ENGINEERING
+
+
+def ui_url(run_id: str) -> str:
+    base = os.environ.get("FS_DAGSTER_UI_URL", "http://127.0.0.1:3000").rstrip("/")
+    return f"{base}/runs/{run_id}"
+
+
+def _value(metadata: dict, keys: tuple[str, ...]):
+    for key in keys:
+        if key in metadata:
+            value = metadata[key]
+            return getattr(value, "value", value)
+    return None
+
+
+class RoutingState:
+    """The sensor's cursor: where it read up to, open incidents and undelivered alerts."""
+
+    def __init__(self, raw: str | None):
+        data = json.loads(raw) if raw else {}
+        self.since: float = data.get("since", 0.0)
+        self.seen: dict[str, float] = data.get("seen", {})
+        self.open: dict[str, dict] = data.get("open", {})
+        self.outbox: list[dict] = data.get("outbox", [])
+
+    def dump(self) -> str:
+        horizon = self.since - OVERLAP.total_seconds()
+        self.seen = {run_id: at for run_id, at in self.seen.items() if at >= horizon}
+        return json.dumps({"since": self.since, "seen": self.seen, "open": self.open, "outbox": self.outbox})
+
+
+def incident_alerts(state: RoutingState, record) -> list[Alert]:
+    """The alerts one finished run causes, updating the open incidents."""
+    run = record.dagster_run
+    now = time.time()
+    alerts: list[Alert] = []
+
+    def alert(key: str, action: str, route: str, severity: str, summary: str, asset: str, partition, check: str, observed, threshold) -> Alert:
+        return Alert(key, action, route, severity, "high" if severity == "error" else "low", summary, asset, partition, check, observed, threshold, run.run_id, ui_url(run.run_id), now)
+
+    failure_key = f"run_failure|{run.job_name}|-"
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        if failure_key not in state.open:
+            state.open[failure_key] = {"severity": "error", "route": ROUTE_DATA_ENGINEERING}
+            alerts.append(alert(failure_key, "trigger", ROUTE_DATA_ENGINEERING, "error", f"run of {run.job_name} failed", run.job_name, None, "run_failure", "FAILURE", "SUCCESS"))
+    elif failure_key in state.open:
+        del state.open[failure_key]
+        alerts.append(alert(failure_key, "resolve", ROUTE_DATA_ENGINEERING, "error", f"{run.job_name} runs again", run.job_name, None, "run_failure", "SUCCESS", "SUCCESS"))
+
+    return alerts
+
+
+def check_alerts(state: RoutingState, record, evaluations) -> list[Alert]:
+    run = record.dagster_run
+    now = time.time()
+    alerts: list[Alert] = []
+    for evaluation in evaluations:
+        asset = evaluation.asset_key.to_user_string()
+        partition = evaluation.partition
+        key = f"{evaluation.check_name}|{asset}|{partition or '-'}"
+        route = route_for(evaluation.check_name)
+        metadata = dict(evaluation.metadata or {})
+        observed, threshold = _value(metadata, OBSERVED_KEYS), _value(metadata, THRESHOLD_KEYS)
+        severity = "error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning"
+        where = f"{asset}" + (f" [{partition}]" if partition else "")
+        if not evaluation.passed:
+            opened = state.open.get(key)
+            if opened is None or (opened["severity"] == "warning" and severity == "error"):
+                state.open[key] = {"severity": severity, "route": route}
+                summary = f"{evaluation.check_name} failed on {where}" + (f": {evaluation.description}" if evaluation.description else "")
+                alerts.append(Alert(key, "trigger", route, severity, "high" if severity == "error" else "low", summary, asset, partition, evaluation.check_name, observed, threshold, run.run_id, ui_url(run.run_id), now))
+        elif key in state.open:
+            opened = state.open.pop(key)
+            alerts.append(Alert(key, "resolve", opened["route"], opened["severity"], "low", f"{evaluation.check_name} passes again on {where}", asset, partition, evaluation.check_name, observed, threshold, run.run_id, ui_url(run.run_id), now))
+    return alerts
+
+
+@dg.sensor(
+    name="alert_routing_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Routes failed asset checks and failed runs to on-call (data engineering) or the ML channel, once per incident, with resolves.",
+)
+def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkResource):
+    state = RoutingState(context.cursor)
+    since = datetime.fromtimestamp(max(state.since - OVERLAP.total_seconds(), 0), timezone.utc)
+    records = context.instance.get_run_records(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE], updated_after=since),
+        order_by="update_timestamp",
+        ascending=True,
+        limit=200,
+    )
+    for record in records:
+        run_id = record.dagster_run.run_id
+        if run_id in state.seen:
+            continue
+        evaluations = [
+            r.event_log_entry.dagster_event.event_specific_data
+            for r in context.instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000).records
+        ]
+        new = incident_alerts(state, record) + check_alerts(state, record, evaluations)
+        state.outbox.extend(a.to_dict() for a in new)
+        stamp = record.update_timestamp.timestamp()
+        state.seen[run_id] = stamp
+        state.since = max(state.since, stamp)
+
+    undelivered = []
+    for pending in state.outbox:
+        alert = Alert.from_dict(pending)
+        if not alerts.deliver(alert, log=context.log.warning):
+            undelivered.append(pending)
+    delivered = len(state.outbox) - len(undelivered)
+    state.outbox = undelivered
+    context.update_cursor(state.dump())
+    if undelivered:
+        context.log.warning(f"{len(undelivered)} alerts not delivered to {alerts.destination()}; retrying next tick")
+    return dg.SkipReason(f"{delivered} alerts delivered to {alerts.destination()}, {len(undelivered)} waiting, {len(state.open)} incidents open")

@@ -1,0 +1,215 @@
+"""Drift reports and on-call alerts: real runs, a real sensor, a real HTTP receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from fs_assets.monitoring.assets import feature_drift_report
+from fs_assets.training.datasets import feature_statistics
+from fs_assets.training.models import DEVICE_HEALTH_1D
+from fs_assets.training.reference import ReferenceSnapshot, write_snapshot
+from fs_checks.drift_checks import CHECK_FEATURE_DRIFT, CHECK_NULL_FRACTION_DRIFT, drift_checks
+from fs_resources.alerts import AlertSinkResource
+from fs_resources.delta import DeltaTables
+from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.spark import DeltaSparkResource
+from fs_sensors.alert_routing_sensor import alert_routing_sensor
+from tests.feature_tables import windows_frame, write_windows
+
+UTC = timezone.utc
+SECRET = "T0001/B0002/s3cr3tT0ken"
+
+
+class Receiver:
+    """An HTTP server collecting JSON POSTs; `up = False` answers 503 as a receiver in trouble."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.up = True
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if not receiver.up:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/services/{SECRET}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+# A real asset with real checks whose outcome the test controls: one pipeline check, one drift check.
+OUTCOME = {"coverage": True, "drift": True}
+
+
+@dg.asset(name="device_features_1h", check_specs=[dg.AssetCheckSpec("check_feature_coverage", asset="device_features_1h"), dg.AssetCheckSpec(CHECK_FEATURE_DRIFT, asset="device_features_1h")])
+def watched_asset():
+    yield dg.MaterializeResult()
+    yield dg.AssetCheckResult(check_name="check_feature_coverage", passed=OUTCOME["coverage"], severity=dg.AssetCheckSeverity.ERROR, metadata={"observed": 0.9, "threshold": 0.95})
+    yield dg.AssetCheckResult(check_name=CHECK_FEATURE_DRIFT, passed=OUTCOME["drift"], severity=dg.AssetCheckSeverity.WARN, metadata={"observed": 0.17, "threshold": 0.1})
+
+
+def run_watched(instance, coverage: bool, drift: bool = True):
+    OUTCOME.update(coverage=coverage, drift=drift)
+    return dg.materialize([watched_asset], instance=instance)
+
+
+def tick(instance, cursor, sink: AlertSinkResource):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": sink})
+    result = alert_routing_sensor(context)
+    return context.cursor, result
+
+
+def test_a_failing_check_pages_once_and_resolves_once(receiver):
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", routing_key="rk-test")
+    with dg.instance_for_test() as instance:
+        run_watched(instance, coverage=False)
+        cursor, _ = tick(instance, None, sink)
+        cursor, _ = tick(instance, cursor, sink)
+        failing_again = run_watched(instance, coverage=False)
+        cursor, _ = tick(instance, cursor, sink)
+        assert len(receiver.bodies) == 1
+        (page,) = receiver.bodies
+        assert page["event_action"] == "trigger" and page["routing_key"] == "rk-test"
+        assert page["dedup_key"] == "check_feature_coverage|device_features_1h|-"
+        details = page["payload"]
+        assert details["severity"] == "error" and details["group"] == "data-engineering" and details["class"] == "check_feature_coverage"
+        assert details["custom_details"]["observed"] == 0.9 and details["custom_details"]["threshold"] == 0.95
+        assert page["links"][0]["href"].startswith("http://127.0.0.1:3000/runs/")
+        fixed = run_watched(instance, coverage=True)
+        cursor, _ = tick(instance, cursor, sink)
+        cursor, _ = tick(instance, cursor, sink)
+        assert [b["event_action"] for b in receiver.bodies] == ["trigger", "resolve"]
+        assert receiver.bodies[1]["dedup_key"] == page["dedup_key"]
+        assert fixed.run_id != failing_again.run_id
+
+
+def test_drift_goes_to_the_ml_route_and_pipeline_checks_to_data_engineering(receiver):
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="slack")
+    with dg.instance_for_test() as instance:
+        run_watched(instance, coverage=False, drift=False)
+        tick(instance, None, sink)
+        texts = sorted(b["text"] for b in receiver.bodies)
+        assert len(texts) == 2
+        assert "[data-engineering] ERROR: check_feature_coverage failed" in texts[0]
+        assert "[ml] WARNING: check_feature_drift failed" in texts[1]
+
+
+def test_an_alert_waits_while_the_receiver_is_down_and_arrives_once_it_is_up(receiver):
+    sink = AlertSinkResource(webhook_url=receiver.url, attempts=2, timeout_seconds=2)
+    with dg.instance_for_test() as instance:
+        run_watched(instance, coverage=False)
+        receiver.up = False
+        cursor, waiting = tick(instance, None, sink)
+        cursor, waiting = tick(instance, cursor, sink)
+        assert receiver.bodies == [] and len(json.loads(cursor)["outbox"]) == 1
+        pending = AlertSinkResource(webhook_url=receiver.url, attempts=2).model_copy()
+        messages: list[str] = []
+        from fs_resources.alerts import Alert
+
+        assert not pending.deliver(Alert.from_dict(json.loads(cursor)["outbox"][0]), log=messages.append)
+        receiver.up = True
+        cursor, delivered = tick(instance, cursor, sink)
+        cursor, _ = tick(instance, cursor, sink)
+        assert len(receiver.bodies) == 1 and json.loads(cursor)["outbox"] == []
+        said = " ".join(messages) + str(waiting) + str(delivered) + sink.destination()
+        assert "attempt 1/2 failed (HTTP 503)" in said and "1 waiting" in str(waiting)
+        assert "s3cr3t" not in said and "127.0.0.1" in said
+
+
+def test_without_a_webhook_alerts_land_in_a_jsonl_file_under_dagster_home(monkeypatch):
+    import os
+    from pathlib import Path
+
+    monkeypatch.delenv("FS_ONCALL_WEBHOOK_URL", raising=False)
+    with dg.instance_for_test() as instance:
+        run_watched(instance, coverage=False)
+        tick(instance, None, AlertSinkResource())
+        (line,) = (Path(os.environ["DAGSTER_HOME"]) / "alerts.jsonl").read_text().splitlines()
+    alert = json.loads(line)
+    assert alert["action"] == "trigger" and alert["check"] == "check_feature_coverage" and alert["route"] == "data-engineering"
+
+
+DAY0 = datetime(2026, 1, 5, tzinfo=UTC)
+# Enough devices that sampling noise stays well under PSI 0.1 (expected PSI of a calm day ~ 9 / n).
+DEVICES = [f"dev-{i:05d}" for i in range(500)]
+
+
+def day_windows(day: int, seed: int, offset: float = 0.0) -> pd.DataFrame:
+    return windows_frame([(d, DAY0 + timedelta(days=day), 1440) for d in DEVICES], seed=seed, offset=offset)
+
+
+def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(spark, data_root, receiver):
+    history = pd.concat([day_windows(d, seed=10 + d) for d in range(3)], ignore_index=True)
+    shifted = day_windows(3, seed=99, offset=25.0)
+    shifted["temp_evaporator_std"] = None  # a sensor gone quiet: its nulls jump
+    normal = day_windows(4, seed=77)
+    for frame in (history, shifted, normal):
+        write_windows(spark, frame)
+    features = list(DEVICE_HEALTH_1D.features)
+    snapshot = ReferenceSnapshot(
+        model=DEVICE_HEALTH_1D.name, version=1, created_at=datetime.now(UTC).isoformat(), window_minutes=1440, features=features,
+        training_start=str(DAY0), training_end=str(DAY0 + timedelta(days=3)), rows=len(history), devices=len(DEVICES),
+        statistics={f: feature_statistics(history[f]) for f in features},
+    )
+    write_snapshot(spark, DeltaTables(), snapshot)
+    resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource()}
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
+    with dg.instance_for_test() as instance:
+        drifted = dg.materialize([feature_drift_report, *drift_checks], partition_key=(DAY0 + timedelta(days=3)).date().isoformat(), resources=resources, instance=instance)
+        checks = {e.check_name: e for e in drifted.get_asset_check_evaluations()}
+        assert not checks[CHECK_FEATURE_DRIFT].passed and checks[CHECK_FEATURE_DRIFT].severity == dg.AssetCheckSeverity.ERROR
+        assert checks[CHECK_FEATURE_DRIFT].metadata["fleet_wide_event"].value is True
+        assert "temp_evaporator_mean" in checks[CHECK_FEATURE_DRIFT].metadata["features_significant"].value
+        assert not checks[CHECK_NULL_FRACTION_DRIFT].passed and checks[CHECK_NULL_FRACTION_DRIFT].metadata["features"].value == ["temp_evaporator_std"]
+        (event,) = drifted.get_asset_materialization_events()
+        md = event.materialization.metadata
+        assert md["psi_chart"].value.startswith("![PSI per feature on 2026-01-08](data:image/png;base64,iVBOR")
+        assert "temp_evaporator_mean" in md["moved_features"].value and md["fleet_wide_event_days"].value == ["2026-01-08"]
+        report = DeltaTables().read(spark, "feature_drift_monitoring").toPandas().set_index("feature")
+        assert report.loc["temp_evaporator_mean", "psi_status"] == "significant" and report.loc["temp_evaporator_mean", "psi"] > 0.25
+
+        cursor, _ = tick(instance, None, sink)
+        routes = {b["payload"]["class"]: (b["payload"]["group"], b["payload"]["severity"]) for b in receiver.bodies}
+        assert routes == {CHECK_FEATURE_DRIFT: ("ml", "error"), CHECK_NULL_FRACTION_DRIFT: ("data-engineering", "warning")}
+        assert {b["dedup_key"] for b in receiver.bodies} == {f"{c}|feature_drift_report|2026-01-08" for c in routes}
+
+        calm = dg.materialize([feature_drift_report, *drift_checks], partition_key="2026-01-09", resources=resources, instance=instance)
+        calm_checks = {e.check_name: e for e in calm.get_asset_check_evaluations()}
+        assert calm_checks[CHECK_NULL_FRACTION_DRIFT].passed
+        assert calm_checks[CHECK_FEATURE_DRIFT].metadata["features_significant"].value == []
+        assert calm_checks[CHECK_FEATURE_DRIFT].metadata["fleet_wide_event"].value is False
+        report = DeltaTables().read(spark, "feature_drift_monitoring").where("report_date = '2026-01-09'").toPandas()
+        assert (report["psi_status"] == "ok").mean() > 0.9
