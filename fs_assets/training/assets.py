@@ -46,7 +46,8 @@ def _feature_days(session, delta: DeltaTables, table: str, minutes: int) -> tupl
     group_name="training",
     kinds={"pandas", "delta"},
     partitions_def=model_partitions,
-    deps=[*feature_assets, device_registry, maintenance_events],
+    # Every model reads whatever days its date range names: all partitions of its inputs.
+    deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping()) for a in feature_assets] + [device_registry, maintenance_events],
     pool=f"delta_{TRAINING_TABLE}",
     description="A model's training set: every device sampled over a date range, labelled from maintenance events, with point-in-time features.",
 )
