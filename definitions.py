@@ -32,6 +32,7 @@ from fs_sensors.alert_routing_sensor import alert_routing_sensor  # noqa: E402
 from fs_sensors.feature_automation_sensor import feature_automation_sensor  # noqa: E402
 from fs_sensors.freshness_checks_sensor import freshness_checks_sensor  # noqa: E402
 from fs_sensors.landing_zone_sensor import clean_readings_job, landing_zone_sensor, registry_job  # noqa: E402
+from fs_sensors.maintenance_schedule import maintenance_schedule, table_maintenance_job  # noqa: E402
 from fs_sensors.online_store_schedules import online_store_watch_job, online_store_watch_schedule, reconciliation_job, reconciliation_schedule  # noqa: E402
 from fs_sensors.prehydration_schedule import prehydration_job, prehydration_schedule, prehydration_sensor  # noqa: E402
 
@@ -40,8 +41,8 @@ feature_checks = [check for spec in WINDOW_SPECS for check in build_feature_chec
 defs = dg.Definitions(
     assets=[raw_sensor_readings, device_registry, maintenance_events, clean_sensor_readings, *feature_assets, *training_assets, *monitoring_assets, *ontology_assets],
     asset_checks=[*ingest_checks, *feature_checks, *drift_checks, *online_checks, *freshness_checks],
-    jobs=[clean_readings_job, registry_job, prehydration_job, reconciliation_job, online_store_watch_job],
-    schedules=[prehydration_schedule, reconciliation_schedule, online_store_watch_schedule],
+    jobs=[clean_readings_job, registry_job, prehydration_job, reconciliation_job, online_store_watch_job, table_maintenance_job],
+    schedules=[prehydration_schedule, reconciliation_schedule, online_store_watch_schedule, maintenance_schedule],
     sensors=[landing_zone_sensor, feature_automation_sensor, prehydration_sensor, freshness_checks_sensor, alert_routing_sensor],
     # Steps of a run share one process and so one Spark session (a JVM start costs seconds).
     executor=dg.in_process_executor,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import dagster as dg
@@ -125,6 +126,67 @@ class DeltaTables(dg.ConfigurableResource):
         last = DeltaTable.forPath(spark, self.path(table)).history(1).first()
         metrics = last["operationMetrics"] or {}
         return DeltaWrite(table, self.path(table), last["version"], int(metrics.get("numOutputRows", 0)), ())
+
+
+@dataclass(frozen=True)
+class MaintenanceStep:
+    """What one maintenance step did to one table."""
+
+    table: str
+    step: str
+    version_before: int | None
+    version_after: int | None
+    metrics: dict
+
+    def as_row(self) -> dict:
+        return {"table": self.table, "step": self.step, "version_before": self.version_before, "version_after": self.version_after, **self.metrics}
+
+
+def _metrics(last_commit) -> dict:
+    return {k: int(v) if str(v).isdigit() else v for k, v in (last_commit["operationMetrics"] or {}).items()}
+
+
+def optimize(spark: "SparkSession", delta: "DeltaTables", table: str) -> MaintenanceStep:
+    """Compact small files (Delta OPTIMIZE): one commit, data unchanged."""
+    from delta.tables import DeltaTable
+
+    before = delta.version(spark, table)
+    DeltaTable.forPath(spark, delta.path(table)).optimize().executeCompaction()
+    last = DeltaTable.forPath(spark, delta.path(table)).history(1).first()
+    metrics = _metrics(last) if last["operation"] == "OPTIMIZE" else {"numAddedFiles": 0, "numRemovedFiles": 0}
+    wanted = {k: metrics.get(k, 0) for k in ("numAddedFiles", "numRemovedFiles", "numAddedBytes", "numRemovedBytes")}
+    return MaintenanceStep(table, "optimize", before, last["version"], wanted)
+
+
+def drop_partitions_before(spark: "SparkSession", delta: "DeltaTables", table: str, column: str, cutoff: date) -> MaintenanceStep:
+    """Delete every partition of `column` older than `cutoff` (whole files, one commit)."""
+    from delta.tables import DeltaTable
+
+    before = delta.version(spark, table)
+    handle = DeltaTable.forPath(spark, delta.path(table))
+    old = handle.toDF().where(f"{column} < DATE'{cutoff.isoformat()}'").select(column).distinct().count()
+    if old == 0:
+        return MaintenanceStep(table, "retention", before, before, {"partitions_dropped": 0, "cutoff": cutoff.isoformat()})
+    handle.delete(f"{column} < DATE'{cutoff.isoformat()}'")
+    last = DeltaTable.forPath(spark, delta.path(table)).history(1).first()
+    metrics = _metrics(last)
+    return MaintenanceStep(
+        table, "retention", before, last["version"],
+        {"partitions_dropped": old, "cutoff": cutoff.isoformat(), "numDeletedRows": metrics.get("numDeletedRows", 0), "numRemovedFiles": metrics.get("numRemovedFiles", 0)},
+    )
+
+
+def vacuum(spark: "SparkSession", delta: "DeltaTables", table: str, retention_hours: int) -> MaintenanceStep:
+    """Delete files no version within `retention_hours` still reads (time travel stops there)."""
+    from delta.tables import DeltaTable
+
+    base = Path(delta.path(table))
+    files_before = sum(1 for _ in base.rglob("*.parquet")) if base.exists() else None
+    DeltaTable.forPath(spark, delta.path(table)).vacuum(retention_hours)
+    files_after = sum(1 for _ in base.rglob("*.parquet")) if base.exists() else None
+    version = delta.version(spark, table)
+    removed = (files_before - files_after) if files_before is not None else None
+    return MaintenanceStep(table, "vacuum", version, version, {"retention_hours": retention_hours, "files_deleted": removed})
 
 
 def _product(lists: list[list[str]]) -> list[tuple[str, ...]]:

@@ -17,12 +17,15 @@ def test_code_location_lists_its_assets_checks_jobs_and_sensors():
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"raw_sensor_readings", "device_registry", "clean_sensor_readings", "device_features_15m", "device_features_1h", "device_features_1d",
             "device_objects", "device_online_store", "maintenance_events", "training_dataset", "feature_reference_snapshot",
-            "anomaly_scores"} <= keys
+            "anomaly_scores", "feature_drift_report"} <= keys
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"check_accounting_identity", "check_clean_key_unique", "check_physical_ranges", "check_sensor_null_fraction"} <= checks
-    assert {"check_online_reconciliation", "check_prehydration_lag", "check_online_key_count"} <= checks
+    assert {"check_online_reconciliation", "check_prehydration_lag", "check_online_key_count", "check_feature_drift",
+            "check_null_fraction_drift", "freshness_check"} <= checks
     assert {"clean_readings_job", "device_registry_job", "prehydration_job", "reconciliation_job"} <= {j.name for j in repo.get_all_jobs()}
-    assert {"landing_zone_sensor", "feature_automation_sensor", "prehydration_sensor"} <= {s.name for s in repo.sensor_defs}
+    assert {"landing_zone_sensor", "feature_automation_sensor", "prehydration_sensor", "freshness_checks_sensor", "alert_routing_sensor"} <= {
+        s.name for s in repo.sensor_defs
+    }
     assert {"prehydration_schedule", "reconciliation_schedule", "online_store_watch_schedule"} <= {s.name for s in repo.schedule_defs}
     clean = repo.asset_graph.get(dg.AssetKey("clean_sensor_readings"))
     assert clean.partitions_def is not None and clean.backfill_policy is not None
