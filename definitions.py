@@ -14,6 +14,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.SupersessionWarning)
 
 from fs_assets.features.assets import WINDOW_SPECS, feature_assets  # noqa: E402
+from fs_assets.features.backfill_preview import backfill_preview_job  # noqa: E402
 from fs_assets.ingest.assets import clean_sensor_readings, device_registry, maintenance_events, raw_sensor_readings  # noqa: E402
 from fs_assets.monitoring.assets import monitoring_assets  # noqa: E402
 from fs_assets.ontology.assets import ontology_assets  # noqa: E402
@@ -41,7 +42,7 @@ feature_checks = [check for spec in WINDOW_SPECS for check in build_feature_chec
 defs = dg.Definitions(
     assets=[raw_sensor_readings, device_registry, maintenance_events, clean_sensor_readings, *feature_assets, *training_assets, *monitoring_assets, *ontology_assets],
     asset_checks=[*ingest_checks, *feature_checks, *drift_checks, *online_checks, *freshness_checks],
-    jobs=[clean_readings_job, registry_job, prehydration_job, reconciliation_job, online_store_watch_job, table_maintenance_job],
+    jobs=[clean_readings_job, registry_job, prehydration_job, reconciliation_job, online_store_watch_job, table_maintenance_job, backfill_preview_job],
     schedules=[prehydration_schedule, reconciliation_schedule, online_store_watch_schedule, maintenance_schedule],
     sensors=[landing_zone_sensor, feature_automation_sensor, prehydration_sensor, freshness_checks_sensor, alert_routing_sensor],
     # Steps of a run share one process and so one Spark session (a JVM start costs seconds).
