@@ -13,7 +13,7 @@ DAYS ?= 3
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export FS_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: setup run test validate sim-live import-skab bench docs clean-data system-deps
+.PHONY: setup run test validate sim-live import-skab bench docs clean-data system-deps cluster-check
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -63,3 +63,7 @@ docs: setup
 clean-data:
 	-$(BIN)/python -m fs_resources.redis_store stop
 	rm -rf $(FS_DATA_ROOT)
+
+# A Spark standalone cluster (master + 2 workers on 127.0.0.1) runs one simulated day of 1,000 devices.
+cluster-check: setup
+	$(BIN)/python bench/cluster_day.py --devices 1000 --cluster

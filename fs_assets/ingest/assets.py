@@ -20,7 +20,7 @@ from fs_assets.partitions import daily_partitions
 from fs_checks.ingest_checks import CLEAN_READINGS_FRESHNESS, CLEAN_TABLE, accounting_check_spec, evaluate_accounting
 from fs_resources import settings
 from fs_resources.delta import DeltaTableMissing, DeltaTables
-from fs_resources.spark import DeltaSparkResource
+from fs_resources.spark import DeltaSparkResource, shuffle_partitions_for
 
 REGISTRY_TABLE = "device_registry"
 MAINTENANCE_TABLE = "maintenance_events"
@@ -188,13 +188,16 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkRe
             staged = session.read.schema(_spark_schema()).parquet(str(staging))
         else:
             staged = session.createDataFrame([], _spark_schema())
-        classified = cleaning.classify(staged, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
-        marked = cleaning.deduplicated(cleaning.parsed_readings(classified)).persist(StorageLevel.MEMORY_AND_DISK)
-        books = cleaning.accounting(classified, marked, days)
-        quarantine_write = delta.replace_partitions(session, cleaning.quarantine_rows(classified, now), QUARANTINE_TABLE, {"landing_date": days})
-        clean_write = delta.replace_partitions(session, cleaning.clean_rows(marked), CLEAN_TABLE, {"reading_date": days})
-        classified.unpersist()
-        marked.unpersist()
+        with shuffle_partitions_for(session, report.raw_rows) as partitions:
+            if partitions > 4:
+                context.log.info(f"{report.raw_rows:,} raw rows: {partitions} shuffle partitions")
+            classified = cleaning.classify(staged, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
+            marked = cleaning.deduplicated(cleaning.parsed_readings(classified)).persist(StorageLevel.MEMORY_AND_DISK)
+            books = cleaning.accounting(classified, marked, days)
+            quarantine_write = delta.replace_partitions(session, cleaning.quarantine_rows(classified, now), QUARANTINE_TABLE, {"landing_date": days})
+            clean_write = delta.replace_partitions(session, cleaning.clean_rows(marked), CLEAN_TABLE, {"reading_date": days})
+            classified.unpersist()
+            marked.unpersist()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -1,0 +1,160 @@
+"""One simulated day through the code location, on local Spark or a standalone cluster: seconds and peak memory.
+
+    .venv/bin/python bench/cluster_day.py --devices 1000 --cluster        # master + 2 workers on 127.0.0.1
+    .venv/bin/python bench/cluster_day.py --devices 1000 10000            # local mode, the cost curve
+
+The same assets and resources as `dagster dev` (registry, clean readings, the three feature sizes,
+device_objects) run with `dagster.materialize`; only `FS_SPARK_MASTER` differs. Peak memory is the
+largest sum of resident memory of this process and every JVM it or the cluster started, sampled
+every half second. Writes `bench/results/cluster_day.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DAY = date(2026, 1, 5)
+
+
+class PeakMemory:
+    """Largest total RSS of this process and all java processes, sampled from /proc."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss_kb(pid: str) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self) -> int:
+        total = self._rss_kb(str(os.getpid()))
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmd = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"java" in cmd.split(b"\0")[0] or b"pyspark" in cmd:
+                    total += self._rss_kb(entry.name)
+        return total
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            time.sleep(0.5)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_day(devices: int, master: str) -> dict:
+    import dagster as dg
+
+    from definitions import defs
+    from fs_assets.features.assets import feature_assets
+    from fs_assets.ingest.assets import clean_sensor_readings, device_registry
+    from fs_assets.ontology.assets import device_objects as objects
+    from fs_resources.simulator.fleet import FleetSpec, generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["FS_DATA_ROOT"] = f"{tmp}/data"
+        os.environ["FS_SPARK_MASTER"] = master
+        generate(FleetSpec.clean(devices=devices, start=DAY, days=1, seed=3), f"{tmp}/data")
+        assets = [device_registry, clean_sensor_readings, *feature_assets]
+        # The code location's own resources: the Spark master comes from FS_SPARK_MASTER alone.
+        resources = {k: v for k, v in defs.resources.items() if k in ("spark", "delta", "feature_store")}
+        steps = {}
+        with dg.instance_for_test() as instance, PeakMemory() as memory:
+            started = time.perf_counter()
+            assert dg.materialize(assets[:1], resources=resources, instance=instance).success
+            steps["registry_seconds"] = time.perf_counter() - started
+            t = time.perf_counter()
+            assert dg.materialize(assets[1:2], partition_key=DAY.isoformat(), resources=resources, instance=instance, selection=[assets[1].key]).success
+            steps["clean_seconds"] = time.perf_counter() - t
+            t = time.perf_counter()
+            assert dg.materialize(assets[2:], partition_key=DAY.isoformat(), resources=resources, instance=instance).success
+            steps["features_seconds"] = time.perf_counter() - t
+            t = time.perf_counter()
+            assert dg.materialize([objects], resources=resources, instance=instance).success
+            steps["device_objects_seconds"] = time.perf_counter() - t
+            total = time.perf_counter() - started
+            from fs_resources.spark import get_spark_session
+
+            session = get_spark_session()
+            feature_rows = session.read.format("delta").load(f"{tmp}/data/delta/device_features/v1").count()
+            actual_master = session.sparkContext.master
+            executors = session.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - (0 if master.startswith("local") else 1)
+        return {
+            "devices": devices,
+            "readings": devices * 1440,
+            "master": actual_master,
+            "executors": executors,
+            "seconds": round(total, 1),
+            **{k: round(v, 1) for k, v in steps.items()},
+            "peak_memory_mb": round(memory.peak / 1024),
+            "feature_rows": feature_rows,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, nargs="+", default=[1000])
+    parser.add_argument("--cluster", action="store_true", help="start a master and two workers on 127.0.0.1 and use them")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cluster_day.json"))
+    args = parser.parse_args(argv)
+    if len(args.devices) > 1:
+        # One Spark session per process: each size runs in its own process.
+        import subprocess
+
+        runs = []
+        for n in args.devices:
+            out = Path(tempfile.mkstemp(suffix=".json")[1])
+            subprocess.run([sys.executable, __file__, "--devices", str(n), "--out", str(out)] + (["--cluster"] if args.cluster else []), check=True)
+            runs.append(json.loads(out.read_text())["runs"][0])
+        Path(args.out).write_text(json.dumps({"runs": runs, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+        return 0
+    cluster = None
+    master = "local[2]"
+    if args.cluster:
+        from fs_resources.spark_cluster import StandaloneCluster
+
+        cluster = StandaloneCluster(Path(tempfile.mkdtemp()) / "cluster", workers=2, cores_per_worker=1, memory_per_worker="2g")
+        master = cluster.start()
+        print(f"standalone cluster at {master} (2 workers)", flush=True)
+    try:
+        result = run_day(args.devices[0], master)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    print(json.dumps(result), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"runs": [result], "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

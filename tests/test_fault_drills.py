@@ -1,0 +1,113 @@
+"""Fault drills: a run killed with SIGKILL mid-write, and two runs writing one table at once.
+
+Each run under test is a separate process (its own Python, Dagster and Spark JVM), as under
+`dagster dev`; the test kills it for real and then checks the Delta table on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from delta.tables import DeltaTable
+
+from fs_assets.features.assets import feature_assets
+from fs_resources.delta import DeltaTables
+from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.redis_store import RedisResource
+from fs_resources.simulator.fleet import FleetSpec, generate
+from fs_resources.spark import DeltaSparkResource
+from tests.conftest import SIM_START
+from tests.ingest_runs import materialize_clean_range, materialize_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
+TABLE = "device_features/v1"
+
+RUN_FEATURES = textwrap.dedent(
+    f"""
+    import sys
+    sys.path.insert(0, {str(ROOT)!r})
+    import dagster as dg
+    from definitions import defs
+    from fs_assets.features.assets import feature_assets
+    resources = {{k: v for k, v in defs.resources.items() if k in ("spark", "delta", "feature_store")}}
+    result = dg.materialize(feature_assets, resources=resources, raise_on_error=False,
+                            tags={{"dagster/asset_partition_range_start": {DAYS[0]!r}, "dagster/asset_partition_range_end": {DAYS[-1]!r}}})
+    sys.exit(0 if result.success else 3)
+    """
+)
+
+
+def contents(spark) -> list[tuple]:
+    return sorted(tuple(str(v) for v in r) for r in DeltaTables().read(spark, TABLE).drop("computed_at").collect())
+
+
+def version(spark) -> int:
+    return DeltaTable.forPath(spark, DeltaTables().path(TABLE)).history(1).first()["version"]
+
+
+def data_files(root: Path) -> set[Path]:
+    return set((root / "delta" / TABLE).rglob("*.parquet"))
+
+
+def start_run(root: Path) -> subprocess.Popen:
+    env = dict(os.environ, FS_DATA_ROOT=str(root), FS_SPARK_MASTER="local[1]")
+    return subprocess.Popen([sys.executable, "-c", RUN_FEATURES], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def settled(spark, redis_server, tmp_path_factory):
+    """Three ingested days and their features, written once undisturbed: the contents every drill must converge to."""
+    root = tmp_path_factory.mktemp("drills") / "data"
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("FS_DATA_ROOT", str(root))
+        resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(), "redis": RedisResource(url=redis_server)}
+        generate(FleetSpec.clean(devices=40, start=SIM_START, days=3, seed=8), str(root))
+        materialize_registry(resources, instance)
+        assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
+        tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
+        assert dg.materialize(feature_assets, resources=resources, instance=instance, tags=tags).success
+        yield root, resources, instance, tags, contents(spark)
+
+
+def test_a_run_killed_mid_write_leaves_the_previous_version_and_a_rerun_converges(spark, settled, monkeypatch):
+    root, resources, instance, tags, expected = settled
+    monkeypatch.setenv("FS_DATA_ROOT", str(root))
+    before_version, before_files = version(spark), data_files(root)
+    run = start_run(root)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and run.poll() is None and not (data_files(root) - before_files):
+        time.sleep(0.02)
+    assert run.poll() is None, f"the run ended before writing: {run.stderr.read()[-2000:]!r}"
+    os.killpg(run.pid, signal.SIGKILL)  # the run's Python and its Spark JVM, mid-write
+    run.wait()
+    assert data_files(root) - before_files, "the run was killed after it had written data files"
+    # Files of the killed write sit on disk, but no commit names them: readers see the previous version.
+    assert version(spark) == before_version
+    assert contents(spark) == expected
+    assert dg.materialize(feature_assets, resources=resources, instance=instance, tags=tags).success
+    assert version(spark) > before_version and contents(spark) == expected
+
+
+def test_two_runs_on_one_table_serialize_or_one_fails_cleanly_and_its_retry_succeeds(spark, settled, monkeypatch):
+    root, resources, instance, tags, expected = settled
+    monkeypatch.setenv("FS_DATA_ROOT", str(root))
+    runs = [start_run(root), start_run(root)]
+    outcomes = [(r.wait(timeout=600), r.stderr.read().decode(errors="replace")) for r in runs]
+    codes = [code for code, _ in outcomes]
+    assert sorted(codes) in ([0, 0], [0, 3]), outcomes
+    for code, err in outcomes:
+        if code == 3:
+            # The loser was refused by Delta's optimistic concurrency, and said so.
+            assert "Concurrent" in err or "concurrent" in err, err[-3000:]
+            assert start_run(root).wait(timeout=600) == 0
+    assert contents(spark) == expected
