@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from fs_assets.ingest.contract import DEVICE_ID_PATTERN, MAINTENANCE_COLUMNS
+from fs_assets.ingest.registry import read_text_columns
 
 # Event types a label can be built from: the simulator's compressor failures and the fault onsets
 # of real data (SKAB). `service` and `fault_end` close an episode.
@@ -32,12 +33,7 @@ def read_maintenance(path: str | Path) -> MaintenanceRead:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in MAINTENANCE_COLUMNS})
         empty["event_time"] = pd.Series(dtype="datetime64[us, UTC]")
         return MaintenanceRead(empty, empty.assign(problem=pd.Series(dtype=object)))
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    raw.columns = [c.strip() for c in raw.columns]
-    missing = [c for c in MAINTENANCE_COLUMNS if c not in raw.columns]
-    if missing:
-        raise MaintenanceError(f"maintenance events {path} lack columns {missing} (expected {list(MAINTENANCE_COLUMNS)})")
-    raw = raw[list(MAINTENANCE_COLUMNS)].apply(lambda col: col.str.strip())
+    raw = read_text_columns(path, MAINTENANCE_COLUMNS, "maintenance events file", MaintenanceError)
     times = pd.to_datetime(raw["event_time"], utc=True, errors="coerce", format="ISO8601")
     problems = pd.Series(None, index=raw.index, dtype=object)
     problems[~raw["device_id"].map(lambda d: bool(DEVICE_ID_PATTERN.fullmatch(d)))] = "malformed device id"

@@ -33,6 +33,16 @@ def _row_problem(row: pd.Series) -> str | None:
     return None
 
 
+def read_text_columns(path: Path, columns: tuple[str, ...], what: str, error: type[ValueError]) -> pd.DataFrame:
+    """A CSV of the landing zone as stripped text, exactly `columns`; `error` names any missing."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw.columns = [c.strip() for c in raw.columns]
+    missing = [c for c in columns if c not in raw.columns]
+    if missing:
+        raise error(f"{what} {path} lacks columns {missing} (expected {list(columns)})")
+    return raw[list(columns)].apply(lambda col: col.str.strip())
+
+
 def read_registry(path: str | Path) -> RegistryRead:
     """The registry's valid rows, typed, and its rejected rows with the reason for each.
 
@@ -41,12 +51,7 @@ def read_registry(path: str | Path) -> RegistryRead:
     path = Path(path)
     if not path.exists():
         raise RegistryError(f"device registry not found at {path}; `fs-sim generate` writes one, or place devices.csv there")
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    raw.columns = [c.strip() for c in raw.columns]
-    missing = [c for c in REGISTRY_COLUMNS if c not in raw.columns]
-    if missing:
-        raise RegistryError(f"device registry {path} lacks columns {missing} (expected {list(REGISTRY_COLUMNS)})")
-    raw = raw[list(REGISTRY_COLUMNS)].apply(lambda col: col.str.strip())
+    raw = read_text_columns(path, REGISTRY_COLUMNS, "device registry", RegistryError)
     problems = raw.apply(_row_problem, axis=1)
     duplicated = raw["device_id"].duplicated(keep="last") & problems.isna()
     problems[duplicated] = "device id listed again further down; the last row wins"

@@ -33,14 +33,37 @@ SCORES_SCHEMA = (
 )
 
 
-@dg.asset(
+def _active_reference(session, delta: DeltaTables, model):
+    snapshot = active_snapshot(session, delta, model.name)
+    if snapshot is None:
+        raise dg.Failure(description=f"no reference snapshot for {model.name} yet: materialize training_dataset and feature_reference_snapshot (partition {model.name}) first")
+    return snapshot
+
+
+def _day_windows(session, delta: DeltaTables, feature_store: FeatureStoreResource, days: list[str], columns: list[str]) -> pd.DataFrame:
+    """The 1-day feature windows of `days` (every pre-trained reference here is of 1-day windows)."""
+    return (
+        delta.read(session, feature_store.features_table())
+        .where((F.col("window_duration_minutes") == 1440) & F.col("window_date").isin(days))
+        .select(*columns)
+        .toPandas()
+    )
+
+
+# Both daily monitoring assets: one run for any range of days, after the day's 1-day features.
+DAILY_MONITORING = dict(
     group_name="monitoring",
     kinds={"pandas", "delta"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[device_features_1d, dg.AssetDep(feature_reference_snapshot, partition_mapping=dg.AllPartitionMapping())],
-    pool=f"delta_{ANOMALY_SCORES_TABLE}",
     freshness_policy=DAILY_MONITORING_FRESHNESS,
+)
+
+
+@dg.asset(
+    **DAILY_MONITORING,
+    pool=f"delta_{ANOMALY_SCORES_TABLE}",
     description=(
         "Daily anomaly score per device: root mean square of robust z-scores (median, IQR) of key 1-day features "
         f"against the active `{SCORING_MODEL.name}` reference snapshot; `top_feature` says which moved most."
@@ -50,15 +73,8 @@ def anomaly_scores(context: dg.AssetExecutionContext, spark: DeltaSparkResource,
     started = time.monotonic()
     session = spark.spark_session
     days = list(context.partition_keys)
-    snapshot = active_snapshot(session, delta, SCORING_MODEL.name)
-    if snapshot is None:
-        raise dg.Failure(description=f"no reference snapshot for {SCORING_MODEL.name} yet: materialize training_dataset and feature_reference_snapshot (partition {SCORING_MODEL.name}) first")
-    windows = (
-        delta.read(session, feature_store.features_table())
-        .where((F.col("window_duration_minutes") == SCORING_MODEL.window_minutes) & F.col("window_date").isin(days))
-        .select("device_id", "window_start", "window_end", "window_date", *SCORED_FEATURES)
-        .toPandas()
-    )
+    snapshot = _active_reference(session, delta, SCORING_MODEL)
+    windows = _day_windows(session, delta, feature_store, days, ["device_id", "window_start", "window_end", "window_date", *SCORED_FEATURES])
     scores = windows[["device_id", "window_start", "window_end"]].join(score_windows(windows, snapshot.statistics))
     scores["model"] = SCORING_MODEL.name
     scores["snapshot_version"] = snapshot.version
@@ -108,13 +124,8 @@ DRIFT_SCHEMA = (
 
 
 @dg.asset(
-    group_name="monitoring",
-    kinds={"pandas", "delta"},
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[device_features_1d, dg.AssetDep(feature_reference_snapshot, partition_mapping=dg.AllPartitionMapping())],
+    **DAILY_MONITORING,
     pool=f"delta_{DRIFT_TABLE}",
-    freshness_policy=DAILY_MONITORING_FRESHNESS,
     description=(
         f"Daily drift of every 1-day feature against the active `{DRIFT_MODEL.name}` reference: mean, std, p5/p50/p95, "
         "null fraction and PSI with its status (investigate >= 0.1, significant > 0.25); a chart in the metadata."
@@ -125,15 +136,8 @@ def feature_drift_report(context: dg.AssetExecutionContext, spark: DeltaSparkRes
 
     session = spark.spark_session
     days = list(context.partition_keys)
-    snapshot = active_snapshot(session, delta, DRIFT_MODEL.name)
-    if snapshot is None:
-        raise dg.Failure(description=f"no reference snapshot for {DRIFT_MODEL.name} yet: materialize training_dataset and feature_reference_snapshot (partition {DRIFT_MODEL.name}) first")
-    windows = (
-        delta.read(session, feature_store.features_table())
-        .where((F.col("window_duration_minutes") == DRIFT_MODEL.window_minutes) & F.col("window_date").isin(days))
-        .select("window_date", *snapshot.features)
-        .toPandas()
-    )
+    snapshot = _active_reference(session, delta, DRIFT_MODEL)
+    windows = _day_windows(session, delta, feature_store, days, ["window_date", *snapshot.features])
     reports = []
     for day in days:
         of_day = windows[windows["window_date"].astype(str) == day]
