@@ -36,7 +36,7 @@ ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT})
 OVERLAP = timedelta(minutes=5)
 # Metadata keys that carry "the value observed" and "the threshold", in order of preference.
 OBSERVED_KEYS = ("observed", "lag_minutes", "fraction_differing", "coverage", "dagster/overdue_seconds", "missing", "duplicate_keys", "violations", "imbalance")
-THRESHOLD_KEYS = ("threshold", "threshold_minutes", "alert_below", "dagster/freshness_params")
+THRESHOLD_KEYS = ("threshold", "threshold_minutes", "error_below", "dagster/freshness_params")
 
 
 def route_for(check_name: str) -> str:
