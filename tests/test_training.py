@@ -166,3 +166,10 @@ def test_the_scorer_is_a_robust_z_and_auc_counts_ranks():
     pairs = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])
     assert auc(s, y) == pytest.approx(pairs)
     assert feature_statistics(pd.Series([np.nan, np.nan]))["null_fraction"] == 1.0
+
+
+def test_labels_are_all_zero_when_no_event_was_ever_recorded():
+    entities = sample_entities(["dev-00001"], pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime(), pd.Timestamp("2026-01-06", tz="UTC").to_pydatetime(), timedelta(hours=12))
+    no_events = pd.DataFrame({"device_id": pd.Series([], dtype=object), "event_time": pd.Series([], dtype="datetime64[ns]"), "event_type": pd.Series([], dtype=object)})
+    labelled = label_entities(entities, no_events, timedelta(days=1), ("failure",))
+    assert list(labelled["label"]) == [0, 0] and labelled["hours_to_event"].isna().all()

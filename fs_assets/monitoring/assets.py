@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from fs_assets.features.assets import feature_assets
+from fs_assets.features.assets import FEATURES_AUTOMATION, feature_assets
 from fs_assets.monitoring.anomaly import SCORED_FEATURES, score_windows
 from fs_assets.ontology.device_object import ANOMALY_SCORES_TABLE
 from fs_assets.partitions import daily_partitions
@@ -50,8 +50,11 @@ def _day_windows(session, delta: DeltaTables, feature_store: FeatureStoreResourc
     )
 
 
-# Both daily monitoring assets: one run for any range of days, after the day's 1-day features.
+# Both daily monitoring assets: one run for any range of days, recomputed after the day's 1-day
+# features change (late data), once every model has a reference snapshot (before that a dep is
+# missing and nothing is requested).
 DAILY_MONITORING = dict(
+    automation_condition=FEATURES_AUTOMATION,
     group_name="monitoring",
     kinds={"pandas", "delta"},
     partitions_def=daily_partitions,
