@@ -72,8 +72,9 @@ class RoutingState:
         return json.dumps({"since": self.since, "seen": self.seen, "open": self.open, "outbox": self.outbox})
 
 
-def incident_alerts(state: RoutingState, record) -> list[Alert]:
-    """The alerts one finished run causes, updating the open incidents."""
+def incident_alerts(state: RoutingState, record, failed_checks: bool) -> list[Alert]:
+    """The run-level alerts one finished run causes, updating the open incidents. A run failed by
+    a blocking check is that check's incident: it is not announced twice."""
     run = record.dagster_run
     now = time.time()
     alerts: list[Alert] = []
@@ -83,7 +84,7 @@ def incident_alerts(state: RoutingState, record) -> list[Alert]:
 
     failure_key = f"run_failure|{run.job_name}|-"
     if run.status == dg.DagsterRunStatus.FAILURE:
-        if failure_key not in state.open:
+        if failure_key not in state.open and not failed_checks:
             state.open[failure_key] = {"severity": "error", "route": ROUTE_DATA_ENGINEERING}
             alerts.append(alert(failure_key, "trigger", ROUTE_DATA_ENGINEERING, "error", f"run of {run.job_name} failed", run.job_name, None, "run_failure", "FAILURE", "SUCCESS"))
     elif failure_key in state.open:
@@ -141,7 +142,7 @@ def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkR
             r.event_log_entry.dagster_event.event_specific_data
             for r in context.instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000).records
         ]
-        new = incident_alerts(state, record) + check_alerts(state, record, evaluations)
+        new = incident_alerts(state, record, any(not e.passed for e in evaluations)) + check_alerts(state, record, evaluations)
         state.outbox.extend(a.to_dict() for a in new)
         stamp = record.update_timestamp.timestamp()
         state.seen[run_id] = stamp

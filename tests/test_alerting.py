@@ -213,3 +213,25 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
         assert calm_checks[CHECK_FEATURE_DRIFT].metadata["fleet_wide_event"].value is False
         report = DeltaTables().read(spark, "feature_drift_monitoring").where("report_date = '2026-01-09'").toPandas()
         assert (report["psi_status"] == "ok").mean() > 0.9
+
+
+@dg.asset(name="clean_sensor_readings", check_specs=[dg.AssetCheckSpec("check_accounting_identity", asset="clean_sensor_readings", blocking=True)])
+def blocked_asset():
+    yield dg.MaterializeResult()
+    yield dg.AssetCheckResult(check_name="check_accounting_identity", passed=OUTCOME["coverage"], severity=dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset(name="device_registry")
+def broken_asset():
+    raise RuntimeError("landing zone unreadable")
+
+
+def test_a_failed_run_pages_once_unless_a_failed_check_already_says_why(receiver):
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
+    with dg.instance_for_test() as instance:
+        OUTCOME["coverage"] = False
+        assert not dg.materialize([blocked_asset], instance=instance, raise_on_error=False).success
+        assert not dg.materialize([broken_asset], instance=instance, raise_on_error=False).success
+        tick(instance, None, sink)
+        keys = sorted(b["dedup_key"] for b in receiver.bodies)
+        assert keys == ["check_accounting_identity|clean_sensor_readings|-", "run_failure|__ephemeral_asset_job__|-"]
