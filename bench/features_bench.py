@@ -11,7 +11,6 @@ apart. Prints a table and writes `bench/results/features.json`: medians of `--re
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -24,6 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.results import write_results  # noqa: E402
 
 from fs_assets.features.compute import window_features  # noqa: E402
 from fs_assets.features.registry import COMPRESSOR_ON_AMPS, features_for  # noqa: E402
@@ -156,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(results["runs"]) >= 2:
         a, b = results["runs"][0], results["runs"][-1]
         results["growth_seconds_per_device_ratio"] = round((b["spark_seconds_median"] / b["devices"]) / (a["spark_seconds_median"] / a["devices"]), 2)
-    out_file = ROOT / "bench" / "results" / "features.json"
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out_file}")
+    write_results("features", results)
     return 0
 
 

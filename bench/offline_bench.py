@@ -13,7 +13,6 @@ does. The results are compared row for row. Prints a table and writes `bench/res
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.results import write_results  # noqa: E402
 
 from fs_assets.features.registry import features_for, spark_schema  # noqa: E402
 from fs_resources.offline import OfflineStore  # noqa: E402
@@ -157,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"DuckDB {row['duckdb_seconds']:.2f} s, ratio {row['ratio']:.2f}x, {row['rows_matched']:,} matched, {differing} rows differ",
                 flush=True,
             )
-    results["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out_file = ROOT / "bench" / "results" / "offline.json"
-    out_file.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out_file}")
+    write_results("offline", results)
     return 0
 
 

@@ -15,17 +15,18 @@ Prints a table and writes `bench/results/online.json`: medians of `--repeats` ru
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.results import write_results  # noqa: E402
 
 import redis  # noqa: E402
 
@@ -166,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         finally:
             server.stop()
-    results["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out_file = ROOT / "bench" / "results" / "online.json"
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out_file}")
+    write_results("online", results)
     return 0
 
 

@@ -19,7 +19,6 @@ minutes, so windows of 1 and 5 minutes are used; the fleet's daily score uses th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,6 +28,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.results import write_results  # noqa: E402
 
 from fs_assets.features.kernels import window_features_frame  # noqa: E402
 from fs_assets.ingest.contract import SENSOR_NAMES  # noqa: E402
@@ -92,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             r = run[variant]
             area = "n/a (one class only)" if r["auc"] is None else f"{r['auc']:.3f}"
             print(f"{run['window_minutes']}-minute windows, {variant.replace('_', ' ')}: AUC {area} over {r['windows']} windows ({r['anomalous_windows']} anomalous)")
-    out = ROOT / "bench" / "results" / "skab_auc.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results("skab_auc", results)
     return 0
 
 

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from definitions import defs
 from fs_assets.features.assets import feature_assets

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import dagster as dg
 from delta.tables import DeltaTable
 
 from fs_resources.delta import DeltaTables

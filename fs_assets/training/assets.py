@@ -6,10 +6,8 @@ the same rows even after days were recomputed. The reference snapshot is the mod
 its training features: drift reports and anomaly scores compare against the active (latest) one.
 """
 
-import json
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
