@@ -71,11 +71,15 @@ def evaluate(experiments: dict[str, pd.DataFrame], minutes: int) -> dict:
             "auc": None if np.isnan(area) else round(area, 3),
             "windows": int(len(scored)),
             "anomalous_windows": int(y.sum()),
-            "median_score_anomalous": round(float(np.median(scored.loc[y, "anomaly_score"])), 3),
-            "median_score_normal": round(float(np.median(scored.loc[~y, "anomaly_score"])), 3),
+            "median_score_anomalous": _median(scored.loc[y, "anomaly_score"]),
+            "median_score_normal": _median(scored.loc[~y, "anomaly_score"]),
         }
 
     return {"window_minutes": minutes, "fleet_reference": summary(fleet), "per_device_baseline": summary(per_device)}
+
+
+def _median(values: pd.Series) -> float | None:
+    return round(float(values.median()), 3) if len(values) else None
 
 
 def main(argv: list[str] | None = None) -> int:
