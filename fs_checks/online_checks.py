@@ -51,7 +51,7 @@ def _expected_objects(session, delta: DeltaTables, feature_store: FeatureStoreRe
     if device_ids is not None:
         objects = objects.where(F.col("device_id").isin(device_ids))
     feature_props = DEVICE.from_source("feature")
-    (minutes,) = {p.window_minutes for p in feature_props}
+    minutes = DEVICE.feature_window_minutes
     windows = (
         delta.read(session, feature_store.features_table())
         .where(F.col("window_duration_minutes") == minutes)

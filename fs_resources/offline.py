@@ -39,11 +39,11 @@ import pyarrow.parquet as pq
 
 from fs_assets.features.registry import DEFAULT_FEATURE_SET_VERSION, FEATURES_BY_NAME, WINDOW_MINUTES, features_for
 from fs_resources import settings
+from fs_resources.feature_store import FEATURES_TABLE
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-FEATURES_TABLE = "device_features"
 ENTITY_COLUMNS = ("device_id", "event_time")
 WINDOW_END_COLUMN = "feature_window_end"
 

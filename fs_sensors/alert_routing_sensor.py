@@ -35,7 +35,10 @@ ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT})
 # so a run whose end was recorded late is not missed.
 OVERLAP = timedelta(minutes=5)
 # Metadata keys that carry "the value observed" and "the threshold", in order of preference.
-OBSERVED_KEYS = ("observed", "lag_minutes", "fraction_differing", "coverage", "dagster/overdue_seconds", "missing", "duplicate_keys", "violations", "imbalance")
+OBSERVED_KEYS = (
+    "observed", "lag_minutes", "fraction_differing", "coverage", "dagster/overdue_seconds", "dagster/last_updated_time",
+    "missing", "duplicate_keys", "violations", "imbalance",
+)
 THRESHOLD_KEYS = ("threshold", "threshold_minutes", "error_below", "dagster/freshness_params")
 
 
@@ -72,37 +75,36 @@ class RoutingState:
         return json.dumps({"since": self.since, "seen": self.seen, "open": self.open, "outbox": self.outbox})
 
 
+def _alert(run, key: str, action: str, route: str, severity: str, summary: str, asset: str, partition, check: str, observed, threshold) -> Alert:
+    """One notification about `run`; only an ERROR being raised is urgent (a resolve never is)."""
+    urgency = "high" if action == "trigger" and severity == "error" else "low"
+    return Alert(key, action, route, severity, urgency, summary, asset, partition, check, observed, threshold, run.run_id, ui_url(run.run_id), time.time())
+
+
 def incident_alerts(state: RoutingState, record, failed_checks: bool) -> list[Alert]:
     """The run-level alerts one finished run causes, updating the open incidents. A run failed by
     a blocking check is that check's incident: it is not announced twice."""
     run = record.dagster_run
-    now = time.time()
-    alerts: list[Alert] = []
-
-    def alert(key: str, action: str, route: str, severity: str, summary: str, asset: str, partition, check: str, observed, threshold) -> Alert:
-        return Alert(key, action, route, severity, "high" if severity == "error" else "low", summary, asset, partition, check, observed, threshold, run.run_id, ui_url(run.run_id), now)
-
-    failure_key = f"run_failure|{run.job_name}|-"
+    key = f"run_failure|{run.job_name}|-"
     if run.status == dg.DagsterRunStatus.FAILURE:
-        if failure_key not in state.open and not failed_checks:
-            state.open[failure_key] = {"severity": "error", "route": ROUTE_DATA_ENGINEERING}
-            alerts.append(alert(failure_key, "trigger", ROUTE_DATA_ENGINEERING, "error", f"run of {run.job_name} failed", run.job_name, None, "run_failure", "FAILURE", "SUCCESS"))
-    elif failure_key in state.open:
-        del state.open[failure_key]
-        alerts.append(alert(failure_key, "resolve", ROUTE_DATA_ENGINEERING, "error", f"{run.job_name} runs again", run.job_name, None, "run_failure", "SUCCESS", "SUCCESS"))
-
-    return alerts
+        if key in state.open or failed_checks:
+            return []
+        state.open[key] = {"severity": "error", "route": ROUTE_DATA_ENGINEERING}
+        return [_alert(run, key, "trigger", ROUTE_DATA_ENGINEERING, "error", f"run of {run.job_name} failed", run.job_name, None, "run_failure", "FAILURE", "SUCCESS")]
+    if key in state.open:
+        del state.open[key]
+        return [_alert(run, key, "resolve", ROUTE_DATA_ENGINEERING, "error", f"{run.job_name} runs again", run.job_name, None, "run_failure", "SUCCESS", "SUCCESS")]
+    return []
 
 
 def check_alerts(state: RoutingState, record, evaluations) -> list[Alert]:
+    """The check-level alerts of one finished run, updating the open incidents."""
     run = record.dagster_run
-    now = time.time()
     alerts: list[Alert] = []
     for evaluation in evaluations:
         asset = evaluation.asset_key.to_user_string()
         partition = evaluation.partition
         key = f"{evaluation.check_name}|{asset}|{partition or '-'}"
-        route = route_for(evaluation.check_name)
         metadata = dict(evaluation.metadata or {})
         observed, threshold = _value(metadata, OBSERVED_KEYS), _value(metadata, THRESHOLD_KEYS)
         severity = "error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning"
@@ -110,12 +112,14 @@ def check_alerts(state: RoutingState, record, evaluations) -> list[Alert]:
         if not evaluation.passed:
             opened = state.open.get(key)
             if opened is None or (opened["severity"] == "warning" and severity == "error"):
+                route = route_for(evaluation.check_name)
                 state.open[key] = {"severity": severity, "route": route}
                 summary = f"{evaluation.check_name} failed on {where}" + (f": {evaluation.description}" if evaluation.description else "")
-                alerts.append(Alert(key, "trigger", route, severity, "high" if severity == "error" else "low", summary, asset, partition, evaluation.check_name, observed, threshold, run.run_id, ui_url(run.run_id), now))
+                alerts.append(_alert(run, key, "trigger", route, severity, summary, asset, partition, evaluation.check_name, observed, threshold))
         elif key in state.open:
             opened = state.open.pop(key)
-            alerts.append(Alert(key, "resolve", opened["route"], opened["severity"], "low", f"{evaluation.check_name} passes again on {where}", asset, partition, evaluation.check_name, observed, threshold, run.run_id, ui_url(run.run_id), now))
+            summary = f"{evaluation.check_name} passes again on {where}"
+            alerts.append(_alert(run, key, "resolve", opened["route"], opened["severity"], summary, asset, partition, evaluation.check_name, observed, threshold))
     return alerts
 
 

@@ -16,7 +16,7 @@ from fs_assets.training.datasets import feature_statistics
 from fs_assets.training.models import DEVICE_HEALTH_1D
 from fs_assets.training.reference import ReferenceSnapshot, write_snapshot
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT, CHECK_NULL_FRACTION_DRIFT, drift_checks
-from fs_resources.alerts import AlertSinkResource
+from fs_resources.alerts import Alert, AlertSinkResource
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.spark import DeltaSparkResource
@@ -135,11 +135,8 @@ def test_an_alert_waits_while_the_receiver_is_down_and_arrives_once_it_is_up(rec
         cursor, waiting = tick(instance, None, sink)
         cursor, waiting = tick(instance, cursor, sink)
         assert receiver.bodies == [] and len(json.loads(cursor)["outbox"]) == 1
-        pending = AlertSinkResource(webhook_url=receiver.url, attempts=2).model_copy()
         messages: list[str] = []
-        from fs_resources.alerts import Alert
-
-        assert not pending.deliver(Alert.from_dict(json.loads(cursor)["outbox"][0]), log=messages.append)
+        assert not sink.deliver(Alert.from_dict(json.loads(cursor)["outbox"][0]), log=messages.append)
         receiver.up = True
         cursor, delivered = tick(instance, cursor, sink)
         cursor, _ = tick(instance, cursor, sink)

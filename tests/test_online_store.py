@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from fs_assets.features.assets import feature_assets
+from fs_assets.features.assets import device_features_1d as FEATURES_1D
 from fs_assets.ontology.assets import device_objects, device_online_store
 from fs_assets.ontology.device_object import DEVICE
 from fs_checks.online_checks import CHECK_KEY_COUNT, CHECK_LAG, CHECK_RECONCILIATION, online_checks
@@ -26,7 +26,6 @@ from tests.conftest import SIM_START
 from tests.ingest_runs import materialize_clean_range, materialize_registry
 
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(2)]
-(FEATURES_1D,) = [a for a in feature_assets if a.key.path[-1] == "device_features_1d"]
 SILENT_DEVICE = "dev-09000"  # registered, never sent a reading
 
 

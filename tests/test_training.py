@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fs_assets.features.assets import feature_assets
+from fs_assets.features.assets import device_features_1d as FEATURES_1D
 from fs_assets.ingest.assets import maintenance_events
 from fs_assets.monitoring.anomaly import SCORED_FEATURES, auc, score_windows
 from fs_assets.monitoring.assets import anomaly_scores
@@ -31,7 +31,6 @@ from tests.ingest_runs import materialize_clean_range, materialize_registry
 
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
 MODEL = DEVICE_HEALTH_1D.name
-(FEATURES_1D,) = [a for a in feature_assets if a.key.path[-1] == "device_features_1d"]
 RANGE = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
 
 

@@ -96,3 +96,4 @@ def build_feature_asset(spec: WindowSpec) -> dg.AssetsDefinition:
 
 
 feature_assets = [build_feature_asset(spec) for spec in WINDOW_SPECS]
+device_features_15m, device_features_1h, device_features_1d = feature_assets

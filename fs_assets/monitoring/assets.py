@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from fs_assets.features.assets import FEATURES_AUTOMATION, feature_assets
+from fs_assets.features.assets import FEATURES_AUTOMATION, device_features_1d
 from fs_assets.monitoring.anomaly import SCORED_FEATURES, score_windows
 from fs_assets.ontology.device_object import ANOMALY_SCORES_TABLE
 from fs_assets.partitions import daily_partitions
@@ -21,7 +21,6 @@ from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.spark import DeltaSparkResource
 
-(device_features_1d,) = [a for a in feature_assets if a.key.path[-1] == "device_features_1d"]
 SCORING_MODEL = DEVICE_HEALTH_1D
 
 # Daily outputs: today's partition by 03:00 UTC, at most a day apart.
@@ -40,11 +39,11 @@ def _active_reference(session, delta: DeltaTables, model):
     return snapshot
 
 
-def _day_windows(session, delta: DeltaTables, feature_store: FeatureStoreResource, days: list[str], columns: list[str]) -> pd.DataFrame:
-    """The 1-day feature windows of `days` (every pre-trained reference here is of 1-day windows)."""
+def _day_windows(session, delta: DeltaTables, feature_store: FeatureStoreResource, model, days: list[str], columns: list[str]) -> pd.DataFrame:
+    """The feature windows of the model's size that start on `days`."""
     return (
         delta.read(session, feature_store.features_table())
-        .where((F.col("window_duration_minutes") == 1440) & F.col("window_date").isin(days))
+        .where((F.col("window_duration_minutes") == model.window_minutes) & F.col("window_date").isin(days))
         .select(*columns)
         .toPandas()
     )
@@ -77,7 +76,7 @@ def anomaly_scores(context: dg.AssetExecutionContext, spark: DeltaSparkResource,
     session = spark.spark_session
     days = list(context.partition_keys)
     snapshot = _active_reference(session, delta, SCORING_MODEL)
-    windows = _day_windows(session, delta, feature_store, days, ["device_id", "window_start", "window_end", "window_date", *SCORED_FEATURES])
+    windows = _day_windows(session, delta, feature_store, SCORING_MODEL, days, ["device_id", "window_start", "window_end", "window_date", *SCORED_FEATURES])
     scores = windows[["device_id", "window_start", "window_end"]].join(score_windows(windows, snapshot.statistics))
     scores["model"] = SCORING_MODEL.name
     scores["snapshot_version"] = snapshot.version
@@ -140,7 +139,7 @@ def feature_drift_report(context: dg.AssetExecutionContext, spark: DeltaSparkRes
     session = spark.spark_session
     days = list(context.partition_keys)
     snapshot = _active_reference(session, delta, DRIFT_MODEL)
-    windows = _day_windows(session, delta, feature_store, days, ["window_date", *snapshot.features])
+    windows = _day_windows(session, delta, feature_store, DRIFT_MODEL, days, ["window_date", *snapshot.features])
     reports = []
     for day in days:
         of_day = windows[windows["window_date"].astype(str) == day]

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from pyspark.sql import functions as F
 
-from fs_assets.features.assets import feature_assets
+from fs_assets.features.assets import device_features_1d
 from fs_assets.ingest.assets import REGISTRY_TABLE, device_registry
 from fs_assets.ontology.device_object import ANOMALY_SCORES_TABLE, DEVICE, SERVED_STATUSES, table_schema_metadata
 from fs_assets.ontology.objects import device_objects_frame, objects_arrow
@@ -22,7 +22,6 @@ from fs_resources.online import OnlineStoreUnavailable, encode_timestamp
 from fs_resources.redis_store import RedisResource
 from fs_resources.spark import DeltaSparkResource
 
-(device_features_1d,) = [a for a in feature_assets if a.key.path[-1] == "device_features_1d"]
 
 OBJECTS_POOL = f"delta_{OBJECTS_TABLE}"
 ONLINE_POOL = "redis_online_store"

@@ -36,14 +36,14 @@ class ObjectType:
     def property_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.properties)
 
-    def property(self, name: str) -> ObjectProperty:
-        for p in self.properties:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
     def from_source(self, source: str) -> tuple[ObjectProperty, ...]:
         return tuple(p for p in self.properties if p.source == source)
+
+    @property
+    def feature_window_minutes(self) -> int:
+        """The one window size the pre-hydrated features come from (one window per object)."""
+        (minutes,) = {p.window_minutes for p in self.from_source("feature")}
+        return minutes
 
 
 DAY = 1440

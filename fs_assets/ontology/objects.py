@@ -16,8 +16,7 @@ def device_objects_frame(features: DataFrame, registry: DataFrame, scores: DataF
     any exist. Windows and scores ending after `hydrated_at` are not known yet and never count.
     """
     as_of = F.lit(hydrated_at).cast("timestamp")
-    windows = {p.window_minutes for p in DEVICE.from_source("feature")}
-    (minutes,) = windows  # every pre-hydrated feature comes from the one day window
+    minutes = DEVICE.feature_window_minutes
     feature_props = DEVICE.from_source("feature")
     latest = (
         features.where((F.col("window_duration_minutes") == minutes) & (F.col("window_end") <= as_of))

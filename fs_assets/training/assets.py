@@ -63,8 +63,6 @@ def training_dataset(
         raise dg.Failure(description=f"as_of {config.as_of!r} has no offset: add one, e.g. {config.as_of}+00:00")
     devices = [r["device_id"] for r in delta.read(session, REGISTRY_TABLE).select("device_id").collect()]
     events = delta.read(session, MAINTENANCE_TABLE).toPandas() if delta.exists(session, MAINTENANCE_TABLE) else pd.DataFrame(columns=["device_id", "event_time", "event_type"])
-    # Spark hands timestamps over naive, in its session time zone (UTC).
-    events["event_time"] = pd.to_datetime(events["event_time"], utc=True)
     entities = label_entities(sample_entities(devices, start, end, model.sample_every), events, model.label_horizon, model.label_events)
     store = OfflineStore(tables_root=delta.base(), feature_set_version=feature_store.version())
     dataset = store.get_historical_features(entities, list(model.features), model.window_minutes, tolerance=model.tolerance, as_of=as_of)

@@ -19,7 +19,8 @@ def sample_entities(device_ids: list[str], start: datetime, end: datetime, every
 
 def label_entities(entities: pd.DataFrame, events: pd.DataFrame, horizon: timedelta, event_types: tuple[str, ...]) -> pd.DataFrame:
     """`label` = 1 when an event of `event_types` falls in (event_time, event_time + horizon];
-    `hours_to_event` = hours until the next such event (NaN past the horizon). Rows keep their order."""
+    `hours_to_event` = hours until the next such event (NaN past the horizon). Rows keep their order.
+    Event times without a zone (as Spark hands them over, in its UTC session) are taken as UTC."""
     failures = events[events["event_type"].isin(event_types)][["device_id", "event_time"]].rename(columns={"event_time": "next_event"})
     failures = failures.assign(device_id=failures["device_id"].astype(object), next_event=pd.to_datetime(failures["next_event"], utc=True).astype("datetime64[us, UTC]"))
     left = entities[["device_id", "event_time"]].assign(_row=np.arange(len(entities)), device_id=entities["device_id"].astype(object))
