@@ -3,14 +3,23 @@
 A write replaces exactly the partitions it names, in one Delta commit, so any partition can be
 recomputed idempotently and a reader never sees half a partition. What a write did (version,
 rows, partitions touched) comes back as Dagster metadata.
+
+Two runs writing the same partitions at once (a backfill over a scheduled run) meet Delta's
+optimistic concurrency: the second commit is refused. Because a write replaces whole partitions
+with what it computed, repeating it on the new table version is safe, so a refused commit is
+retried (`commit_retries`, with jittered backoff) rather than failing the run.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import dagster as dg
 from pydantic import Field
@@ -21,8 +30,25 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 
+log = logging.getLogger(__name__)
+
+
 class DeltaTableMissing(RuntimeError):
     """A table was read before the asset that writes it was ever materialized."""
+
+
+class DeltaCommitConflict(RuntimeError):
+    """Every attempt to commit a write was refused because other writers kept committing first."""
+
+
+def _conflicts() -> tuple[type[BaseException], ...]:
+    import delta.exceptions as ex  # importing installs the JVM → Python exception conversion
+
+    return (
+        ex.ConcurrentAppendException, ex.ConcurrentDeleteReadException, ex.ConcurrentDeleteDeleteException,
+        ex.ConcurrentTransactionException, ex.ConcurrentWriteException, ex.MetadataChangedException,
+        ex.ProtocolChangedException, ex.DeltaConcurrentModificationException,
+    )
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,8 @@ class DeltaTables(dg.ConfigurableResource):
     """The project's Delta tables, each a folder under one root."""
 
     root: str | None = Field(default=None, description="Folder (or Hadoop URI) holding the tables; unset means FS_DATA_ROOT/delta.")
+    commit_retries: int = Field(default=4, ge=0, description="How many times a write refused by a concurrent commit to the same partitions is repeated.")
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, description="First pause before repeating a refused write; doubles each time, with jitter.")
 
     def base(self) -> str:
         return (self.root or settings.tables_root()).rstrip("/")
@@ -100,32 +128,57 @@ class DeltaTables(dg.ConfigurableResource):
         partition_values: dict[str, Sequence[object]],
     ) -> DeltaWrite:
         """Overwrite exactly the named partitions with `df` in one commit (creating the table if needed)."""
-        from delta.tables import DeltaTable
-
         predicate = replace_where_predicate(partition_values)
-        (
-            df.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", predicate)
-            .partitionBy(*partition_values.keys())
-            .save(self.path(table))
-        )
-        last = DeltaTable.forPath(spark, self.path(table)).history(1).first()
-        metrics = last["operationMetrics"] or {}
         partitions = tuple(
             "/".join(f"{c}={v}" for c, v in zip(partition_values, combo))
             for combo in _product([sorted(set(map(str, v))) for v in partition_values.values()])
         )
-        return DeltaWrite(table, self.path(table), last["version"], int(metrics.get("numOutputRows", 0)), partitions)
+
+        def save(token: str) -> None:
+            (
+                df.write.format("delta")
+                .mode("overwrite")
+                .option("replaceWhere", predicate)
+                .option("userMetadata", token)
+                .partitionBy(*partition_values.keys())
+                .save(self.path(table))
+            )
+
+        return self._commit(spark, table, save, partitions)
 
     def overwrite(self, spark: "SparkSession", df: "DataFrame", table: str) -> DeltaWrite:
         """Replace a small unpartitioned table whole, in one commit."""
+
+        def save(token: str) -> None:
+            df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option("userMetadata", token).save(self.path(table))
+
+        return self._commit(spark, table, save, ())
+
+    def _commit(self, spark: "SparkSession", table: str, save: Callable[[str], None], partitions: tuple[str, ...]) -> DeltaWrite:
+        """Run `save` until Delta accepts its commit (or `commit_retries` are spent), then describe that commit."""
         from delta.tables import DeltaTable
 
-        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(self.path(table))
-        last = DeltaTable.forPath(spark, self.path(table)).history(1).first()
+        token = f"fs-write-{uuid.uuid4().hex}"
+        conflicts = _conflicts()
+        for attempt in range(self.commit_retries + 1):
+            try:
+                save(token)
+                break
+            except conflicts as error:
+                if attempt == self.commit_retries:
+                    raise DeltaCommitConflict(
+                        f"Writing {table!r} was refused {attempt + 1} times because another run committed to the same "
+                        f"partitions first ({type(error).__name__}); nothing of this write is visible. Re-run it, or raise "
+                        f"`commit_retries` on the delta resource if runs on these partitions often overlap."
+                    ) from error
+                pause = self.retry_backoff_seconds * (2**attempt) * (1 + random.random())
+                log.warning("%s: commit refused (%s), another run wrote the same partitions; retrying in %.1f s", table, type(error).__name__, pause)
+                time.sleep(pause)
+        # The commit is found by its token, not as "the latest": another writer may have committed since.
+        commits = DeltaTable.forPath(spark, self.path(table)).history(20).where(f"userMetadata = '{token}'").collect()
+        last = commits[0] if commits else DeltaTable.forPath(spark, self.path(table)).history(1).first()
         metrics = last["operationMetrics"] or {}
-        return DeltaWrite(table, self.path(table), last["version"], int(metrics.get("numOutputRows", 0)), ())
+        return DeltaWrite(table, self.path(table), last["version"], int(metrics.get("numOutputRows", 0)), partitions)
 
 
 @dataclass(frozen=True)

@@ -98,16 +98,15 @@ def test_a_run_killed_mid_write_leaves_the_previous_version_and_a_rerun_converge
     assert version(spark) > before_version and contents(spark) == expected
 
 
-def test_two_runs_on_one_table_serialize_or_one_fails_cleanly_and_its_retry_succeeds(spark, settled, monkeypatch):
+def test_two_runs_on_one_table_both_commit_and_the_table_converges(spark, settled, monkeypatch):
+    """Two runs over the same partitions at once: a commit Delta refuses is repeated on the new
+    version (the write replaces whole partitions, so repeating it is safe), and both runs succeed."""
     root, resources, instance, tags, expected = settled
     monkeypatch.setenv("FS_DATA_ROOT", str(root))
+    before = version(spark)
     runs = [start_run(root), start_run(root)]
     outcomes = [(r.wait(timeout=600), r.stderr.read().decode(errors="replace")) for r in runs]
-    codes = [code for code, _ in outcomes]
-    assert sorted(codes) in ([0, 0], [0, 3]), outcomes
-    for code, err in outcomes:
-        if code == 3:
-            # The loser was refused by Delta's optimistic concurrency, and said so.
-            assert "Concurrent" in err or "concurrent" in err, err[-3000:]
-            assert start_run(root).wait(timeout=600) == 0
+    assert [code for code, _ in outcomes] == [0, 0], [err[-3000:] for _, err in outcomes]
+    # Nothing lost: every write of both runs is its own commit (one per feature window and run).
+    assert version(spark) - before == 2 * len(feature_assets)
     assert contents(spark) == expected
