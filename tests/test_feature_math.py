@@ -154,3 +154,14 @@ def test_kernel_streaming_never_splits_a_device(monkeypatch):
     streamed = pd.concat(compute._kernel_partition(iter(batches), 60)).sort_values(["device_id", "window_start"]).reset_index(drop=True)
     whole = kernels.window_features_frame(frame, 60)[streamed.columns].sort_values(["device_id", "window_start"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(streamed, whole)
+
+
+@pytest.mark.parametrize("engine", ["kernel", "builtin"])
+def test_a_window_still_running_at_computed_at_is_not_written(readings, engine):
+    _, df = readings
+    # 10:20 on the first day: dev-a's 10:15-10:30 window is running, 10:00-10:15 has just ended.
+    running_at = datetime(2026, 1, 5, 10, 20, tzinfo=timezone.utc)
+    got = window_features(df, 15, "v1", running_at, engine=engine).toPandas()
+    ends = pd.to_datetime(got["window_end"], utc=True)
+    assert len(got) and (ends <= pd.Timestamp(running_at)).all()
+    assert pd.Timestamp("2026-01-05 10:15", tz="UTC") in set(ends[got["device_id"] == "dev-a"])

@@ -60,7 +60,7 @@ def _kernel_partition(batches: Iterator[pd.DataFrame], minutes: int) -> Iterator
 
 
 def window_features(clean: DataFrame, minutes: int, version: str, computed_at: datetime, engine: str = "kernel") -> DataFrame:
-    """One row per (device, window of `minutes`) present in `clean`, with every feature of `version`."""
+    """One row per (device, window of `minutes`) present in `clean` and ended by `computed_at`, with every feature of `version`."""
     if engine == "builtin":
         features = _builtin_features(clean, minutes)
     elif engine == "kernel":
@@ -107,6 +107,9 @@ def _builtin_features(clean: DataFrame, minutes: int) -> DataFrame:
 def _finish(features: DataFrame, minutes: int, version: str, computed_at: datetime) -> DataFrame:
     features = (
         features.withColumn("window_end", F.timestamp_micros(F.unix_micros("window_start") + F.lit(minutes * MICROS_PER_MINUTE)))
+        # A window still running at `computed_at` (today's, on a live landing zone) is not written:
+        # its values would be served as if final. The next run, after it ends, computes it.
+        .where(F.col("window_end") <= F.lit(computed_at).cast("timestamp"))
         .withColumn("window_duration_minutes", F.lit(minutes).cast("int"))
         .withColumn("window_date", F.to_date("window_start"))
         .withColumn("computed_at", F.lit(computed_at).cast("timestamp"))
