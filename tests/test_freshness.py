@@ -1,0 +1,80 @@
+"""Freshness is judged per partition: a backfill of an old day never makes today look fresh."""
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from fs_checks.freshness_checks import (
+    CURRENT_PARTITION_SLAS,
+    completed_day_freshness,
+    completed_day_freshness_checks,
+    current_partition_freshness,
+    current_partition_freshness_checks,
+)
+
+SLA = CURRENT_PARTITION_SLAS["device_features_1h"]
+
+
+def today(now: float) -> str:
+    return datetime.fromtimestamp(now - SLA.total_seconds(), tz=timezone.utc).date().isoformat()
+
+
+def materialized(instance, asset: str, partition: str) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition))
+
+
+def test_a_backfilled_old_day_leaves_the_current_partition_stale_and_a_current_write_makes_it_fresh():
+    with dg.instance_for_test() as instance:
+        materialized(instance, "device_features_1h", "2026-01-05")  # a backfill of an old day, just now
+        now = time.time()
+        stale = current_partition_freshness(instance, "device_features_1h", SLA, now)
+        assert not stale.passed and stale.metadata["partition"].value == today(now)
+        assert "never been materialized" in stale.description
+
+        materialized(instance, "device_features_1h", today(time.time()))
+        now = time.time()
+        fresh = current_partition_freshness(instance, "device_features_1h", SLA, now)
+        assert fresh.passed, fresh.description
+        fresh_until = fresh.metadata["dagster/fresh_until_timestamp"].value
+        assert now < fresh_until <= now + SLA.total_seconds()
+
+        # The same write, seen after the SLA has run out: overdue, with how late in the metadata.
+        later = fresh_until + 60
+        overdue = current_partition_freshness(instance, "device_features_1h", SLA, later)
+        assert not overdue.passed and overdue.metadata["lag_minutes"].value > SLA.total_seconds() / 60
+        assert overdue.severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_daily_monitoring_is_due_the_complete_day_before_the_three_oclock_deadline():
+    with dg.instance_for_test() as instance:
+        now = time.time()
+        # The day before the date of (now - 3 h): at 02:00 on the 10th the 8th is due, at 04:00 the 9th.
+        due = (datetime.fromtimestamp(now, tz=timezone.utc) - timedelta(hours=3)).date() - timedelta(days=1)
+        assert not completed_day_freshness(instance, "anomaly_scores", now).passed
+        materialized(instance, "anomaly_scores", (due + timedelta(days=1)).isoformat())  # today's unfinished day does not count
+        assert not completed_day_freshness(instance, "anomaly_scores", time.time()).passed
+        materialized(instance, "anomaly_scores", due.isoformat())
+        result = completed_day_freshness(instance, "anomaly_scores", time.time())
+        assert result.passed and result.metadata["partition"].value == due.isoformat(), result.description
+
+
+def test_the_checks_run_in_dagster_and_evaluate_each_selected_asset():
+    assets = [dg.AssetSpec(a) for a in (*CURRENT_PARTITION_SLAS, "anomaly_scores", "feature_drift_report")]
+    with dg.instance_for_test() as instance:
+        materialized(instance, "clean_sensor_readings", today(time.time()))
+        result = dg.materialize(
+            [*assets, current_partition_freshness_checks, completed_day_freshness_checks],
+            selection=dg.AssetSelection.checks(current_partition_freshness_checks, completed_day_freshness_checks),
+            instance=instance,
+            raise_on_error=False,
+        )
+        verdicts = {e.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
+        assert verdicts == {
+            "clean_sensor_readings": True,
+            "device_features_15m": False,
+            "device_features_1h": False,
+            "device_features_1d": False,
+            "anomaly_scores": False,
+            "feature_drift_report": False,
+        }
