@@ -13,7 +13,7 @@ DAYS ?= 3
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export FS_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: setup run test validate sim-live import-skab bench docs clean-data system-deps cluster-check
+.PHONY: setup run test validate sim-live import-skab bench docs screenshots clean-data system-deps cluster-check
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -59,6 +59,11 @@ bench: setup
 docs: setup
 	$(BIN)/python -m fs_assets.features.registry v2 > docs/features.md
 	$(BIN)/python -m fs_assets.ontology.device_object > docs/device_object.md
+
+# The operator guide's pictures: this project's UI in a real headless Chromium (Debian's package).
+screenshots: setup
+	@command -v chromium >/dev/null || { echo "Installing chromium..."; $(APT) chromium; }
+	$(BIN)/python docs/screenshots.py
 
 clean-data:
 	-$(BIN)/python -m fs_resources.redis_store stop
