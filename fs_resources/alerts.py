@@ -9,10 +9,12 @@ appended to `$DAGSTER_HOME/alerts.jsonl`. A webhook URL carries its secret in it
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -136,9 +138,10 @@ class AlertSinkResource(dg.ConfigurableResource):
         else:
             body = slack_payload(alert)
         data = json.dumps(body, default=str).encode()
+        target, headers = _with_basic_auth(url)
         for attempt in range(1, self.attempts + 1):
             try:
-                request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+                request = urllib.request.Request(target, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                     if 200 <= response.status < 300:
                         return True
@@ -152,3 +155,15 @@ class AlertSinkResource(dg.ConfigurableResource):
             if attempt < self.attempts:
                 time.sleep(0.5 * 2 ** (attempt - 1))
         return False
+
+
+def _with_basic_auth(url: str) -> tuple[str, dict[str, str]]:
+    """urllib does not send credentials written into a URL (user:password@host): they become a header."""
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Content-Type": "application/json"}
+    if parts.username is None and parts.password is None:
+        return url, headers
+    user, password = urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+    headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), headers

@@ -34,6 +34,8 @@ ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT})
 # Runs that finished this long before the cursor are looked at again (their ids are remembered),
 # so a run whose end was recorded late is not missed.
 OVERLAP = timedelta(minutes=5)
+# Time a tick spends delivering, well inside the daemon's 60 s sensor evaluation timeout.
+DELIVERY_BUDGET = timedelta(seconds=30)
 # Metadata keys that carry "the value observed" and "the threshold", in order of preference.
 OBSERVED_KEYS = (
     "observed", "lag_minutes", "fraction_differing", "coverage", "dagster/overdue_seconds", "dagster/last_updated_time",
@@ -81,20 +83,38 @@ def _alert(run, key: str, action: str, route: str, severity: str, summary: str, 
     return Alert(key, action, route, severity, urgency, summary, asset, partition, check, observed, threshold, run.run_id, ui_url(run.run_id), time.time())
 
 
-def incident_alerts(state: RoutingState, record, failed_checks: bool) -> list[Alert]:
+def incident_alerts(state: RoutingState, record, failed_checks: bool, instance: dg.DagsterInstance) -> list[Alert]:
     """The run-level alerts one finished run causes, updating the open incidents. A run failed by
     a blocking check is that check's incident: it is not announced twice."""
     run = record.dagster_run
-    key = f"run_failure|{run.job_name}|-"
+    what, partition = run_scope(instance, run)
+    key = f"run_failure|{what}|{partition or '-'}"
     if run.status == dg.DagsterRunStatus.FAILURE:
         if key in state.open or failed_checks:
             return []
         state.open[key] = {"severity": "error", "route": ROUTE_DATA_ENGINEERING}
-        return [_alert(run, key, "trigger", ROUTE_DATA_ENGINEERING, "error", f"run of {run.job_name} failed", run.job_name, None, "run_failure", "FAILURE", "SUCCESS")]
+        return [_alert(run, key, "trigger", ROUTE_DATA_ENGINEERING, "error", f"run of {what} failed", what, partition, "run_failure", "FAILURE", "SUCCESS")]
     if key in state.open:
         del state.open[key]
-        return [_alert(run, key, "resolve", ROUTE_DATA_ENGINEERING, "error", f"{run.job_name} runs again", run.job_name, None, "run_failure", "SUCCESS", "SUCCESS")]
+        return [_alert(run, key, "resolve", ROUTE_DATA_ENGINEERING, "error", f"{what} runs again", what, partition, "run_failure", "SUCCESS", "SUCCESS")]
     return []
+
+
+def run_scope(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, str | None]:
+    """What a run did: its job and, for asset runs, the assets it selected; and its partition or range.
+
+    Runs of one job over other assets or days are other incidents: the automation sensor's runs
+    all share `__ASSET_JOB`, and one of them succeeding says nothing of another that failed."""
+    keys = run.asset_selection or {
+        r.event_log_entry.dagster_event.event_specific_data.asset_key
+        for r in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=10_000).records
+    }
+    assets = sorted(k.to_user_string() for k in keys)
+    what = f"{run.job_name}[{','.join(assets)}]" if assets else run.job_name
+    tags = run.tags
+    if "dagster/asset_partition_range_start" in tags:
+        return what, f"{tags['dagster/asset_partition_range_start']}..{tags['dagster/asset_partition_range_end']}"
+    return what, tags.get("dagster/partition")
 
 
 def check_alerts(state: RoutingState, record, evaluations) -> list[Alert]:
@@ -146,16 +166,21 @@ def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkR
             r.event_log_entry.dagster_event.event_specific_data
             for r in context.instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000).records
         ]
-        new = incident_alerts(state, record, any(not e.passed for e in evaluations)) + check_alerts(state, record, evaluations)
+        new = incident_alerts(state, record, any(not e.passed for e in evaluations), context.instance) + check_alerts(state, record, evaluations)
         state.outbox.extend(a.to_dict() for a in new)
         stamp = record.update_timestamp.timestamp()
         state.seen[run_id] = stamp
         state.since = max(state.since, stamp)
 
+    # Once one alert could not be delivered (the sink is down or slow), or the tick's time is spent,
+    # the rest wait in the cursor for the next tick: a tick that timed out would save no cursor and
+    # re-send what it had delivered.
     undelivered = []
+    deadline = time.monotonic() + DELIVERY_BUDGET.total_seconds()
     for pending in state.outbox:
-        alert = Alert.from_dict(pending)
-        if not alerts.deliver(alert, log=context.log.warning):
+        if undelivered or time.monotonic() > deadline:
+            undelivered.append(pending)
+        elif not alerts.deliver(Alert.from_dict(pending), log=context.log.warning):
             undelivered.append(pending)
     delivered = len(state.outbox) - len(undelivered)
     state.outbox = undelivered

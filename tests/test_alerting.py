@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,12 +34,16 @@ class Receiver:
 
     def __init__(self):
         self.bodies: list[dict] = []
+        self.posts = 0
+        self.authorization: str | None = None
         self.up = True
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts += 1
+                receiver.authorization = self.headers.get("Authorization")
                 if not receiver.up:
                     self.send_response(503)
                     self.end_headers()
@@ -146,6 +152,33 @@ def test_an_alert_waits_while_the_receiver_is_down_and_arrives_once_it_is_up(rec
         assert "s3cr3t" not in said and "127.0.0.1" in said
 
 
+def test_a_sink_that_is_down_costs_one_alerts_attempts_per_tick_and_every_alert_arrives_later(receiver):
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", attempts=2, timeout_seconds=2)
+    with dg.instance_for_test() as instance:
+        run_watched(instance, coverage=False, drift=False)  # two incidents, two alerts
+        receiver.up = False
+        cursor, waiting = tick(instance, None, sink)
+        # The first alert's two attempts failed; the second was not tried against a sink that is down.
+        assert receiver.posts == 2 and len(json.loads(cursor)["outbox"]) == 2 and "2 waiting" in str(waiting)
+        receiver.up = True
+        cursor, _ = tick(instance, cursor, sink)
+        assert sorted(b["payload"]["class"] for b in receiver.bodies) == sorted(["check_feature_coverage", CHECK_FEATURE_DRIFT])
+        assert json.loads(cursor)["outbox"] == []
+
+
+def test_a_webhook_with_credentials_in_its_url_gets_them_as_basic_auth_and_a_closed_port_is_a_failed_delivery(receiver):
+    alert = Alert("k", "trigger", "data-engineering", "error", "high", "s", "a", None, "c", 1, 2, "r", "u", 0.0)
+    with_credentials = receiver.url.replace("http://", "http://oncall:s3cr3t@")
+    assert AlertSinkResource(webhook_url=with_credentials).deliver(alert)
+    assert receiver.authorization == "Basic " + base64.b64encode(b"oncall:s3cr3t").decode()
+    with socket.socket() as probe:  # a loopback port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://oncall:s3cr3t@127.0.0.1:{probe.getsockname()[1]}/hook"
+    messages: list[str] = []
+    assert not AlertSinkResource(webhook_url=closed, attempts=1).deliver(alert, log=messages.append)
+    assert "ConnectionRefusedError" in messages[0] and "s3cr3t" not in messages[0]
+
+
 def test_without_a_webhook_alerts_land_in_a_jsonl_file_under_dagster_home(monkeypatch):
     import os
     from pathlib import Path
@@ -231,4 +264,27 @@ def test_a_failed_run_pages_once_unless_a_failed_check_already_says_why(receiver
         assert not dg.materialize([broken_asset], instance=instance, raise_on_error=False).success
         tick(instance, None, sink)
         keys = sorted(b["dedup_key"] for b in receiver.bodies)
-        assert keys == ["check_accounting_identity|clean_sensor_readings|-", "run_failure|__ephemeral_asset_job__|-"]
+        assert keys == ["check_accounting_identity|clean_sensor_readings|-", "run_failure|__ephemeral_asset_job__[device_registry]|-"]
+
+
+@dg.asset(name="device_registry")
+def healthy_registry():
+    return None
+
+
+@dg.asset(name="maintenance_events")
+def healthy_other_asset():
+    return None
+
+
+def test_a_failed_run_is_resolved_by_its_own_assets_running_again_not_by_another_run_of_the_job(receiver):
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
+    with dg.instance_for_test() as instance:
+        assert not dg.materialize([broken_asset], instance=instance, raise_on_error=False).success
+        cursor, _ = tick(instance, None, sink)
+        assert dg.materialize([healthy_other_asset], instance=instance).success  # same job, other asset
+        cursor, _ = tick(instance, cursor, sink)
+        assert [(b["event_action"], b["dedup_key"]) for b in receiver.bodies] == [("trigger", "run_failure|__ephemeral_asset_job__[device_registry]|-")]
+        assert dg.materialize([healthy_registry], instance=instance).success
+        tick(instance, cursor, sink)
+        assert [b["event_action"] for b in receiver.bodies] == ["trigger", "resolve"]
