@@ -268,7 +268,8 @@ class OfflineStore:
             .groupBy("_row")
             .agg(F.max_by(F.struct("window_end", *request.features), "window_end").alias("_w"))
         )
-        result = entities.join(matches, "_row", "left")
+        # Input order, as for pandas: the row ids of `monotonically_increasing_id` follow it.
+        result = entities.join(matches, "_row", "left").orderBy("_row")
         return result.select(
             *[F.col(c) for c in entity_df.columns],
             *[F.col(f"_w.{f}").alias(f) for f in request.features],

@@ -37,7 +37,8 @@ def assert_same_rows(result: pd.DataFrame, expected: pd.DataFrame, features: lis
 
 def spark_result(spark, entities: pd.DataFrame, store: OfflineStore, **kwargs) -> pd.DataFrame:
     frame = spark.createDataFrame(entities.assign(_order=range(len(entities))))
-    out = store.get_historical_features(frame, **kwargs).toPandas().sort_values("_order").reset_index(drop=True)
+    out = store.get_historical_features(frame, **kwargs).toPandas()
+    assert list(out["_order"]) == list(range(len(entities))), "rows come back in input order"
     out["feature_window_end"] = pd.to_datetime(out["feature_window_end"]).dt.tz_localize("UTC")
     return out
 
