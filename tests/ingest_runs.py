@@ -48,3 +48,40 @@ def clean_rows(spark, day: str):
 def quarantine_rows(spark, day: str):
     return table(spark, QUARANTINE_TABLE).where(F.col("landing_date") == day)
 
+
+
+def pipeline_resources(redis_url: str) -> dict:
+    """Every resource the assets from ingest to the online store need, on the test's Redis."""
+    from fs_resources.feature_store import FeatureStoreResource
+    from fs_resources.redis_store import RedisResource
+    from fs_resources.spark import DeltaSparkResource
+
+    return {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(), "redis": RedisResource(url=redis_url)}
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def ingest_with_features(resources, instance, root, spec, first: str, last: str) -> None:
+    """Simulate `spec` into the landing zone under `root`, then registry, clean readings and the three feature sizes."""
+    from fs_assets.features.assets import feature_assets
+    from fs_resources.simulator.fleet import generate
+
+    generate(spec, str(root))
+    materialize_registry(resources, instance)
+    assert materialize_clean_range(resources, instance, first, last).success
+    assert dg.materialize(feature_assets, resources=resources, instance=instance, tags=range_tags(first, last)).success
+
+
+def train_and_monitor(resources, instance, first: str, last: str) -> None:
+    """Labels, every model's training set and reference snapshot, then the days' scores and drift reports."""
+    from fs_assets.ingest.assets import maintenance_events
+    from fs_assets.monitoring.assets import monitoring_assets
+    from fs_assets.training.assets import feature_reference_snapshot, training_dataset
+    from fs_assets.training.models import MODELS
+
+    assert dg.materialize([maintenance_events], resources=resources, instance=instance).success
+    for model in MODELS:
+        assert dg.materialize([training_dataset, feature_reference_snapshot], partition_key=model, resources=resources, instance=instance).success
+    assert dg.materialize(monitoring_assets, resources=resources, instance=instance, tags=range_tags(first, last)).success

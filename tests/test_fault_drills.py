@@ -21,12 +21,9 @@ from delta.tables import DeltaTable
 
 from fs_assets.features.assets import feature_assets
 from fs_resources.delta import DeltaTables
-from fs_resources.feature_store import FeatureStoreResource
-from fs_resources.redis_store import RedisResource
-from fs_resources.simulator.fleet import FleetSpec, generate
-from fs_resources.spark import DeltaSparkResource
+from fs_resources.simulator.fleet import FleetSpec
 from tests.conftest import SIM_START
-from tests.ingest_runs import materialize_clean_range, materialize_registry
+from tests.ingest_runs import ingest_with_features, pipeline_resources, range_tags
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
@@ -70,12 +67,9 @@ def settled(spark, redis_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("drills") / "data"
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("FS_DATA_ROOT", str(root))
-        resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(), "redis": RedisResource(url=redis_server)}
-        generate(FleetSpec.clean(devices=40, start=SIM_START, days=3, seed=8), str(root))
-        materialize_registry(resources, instance)
-        assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
-        tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
-        assert dg.materialize(feature_assets, resources=resources, instance=instance, tags=tags).success
+        resources = pipeline_resources(redis_server)
+        ingest_with_features(resources, instance, root, FleetSpec.clean(devices=40, start=SIM_START, days=3, seed=8), DAYS[0], DAYS[-1])
+        tags = range_tags(DAYS[0], DAYS[-1])
         yield root, resources, instance, tags, contents(spark)
 
 

@@ -13,20 +13,15 @@ import pandas as pd
 
 from definitions import defs
 from fs_assets.features.assets import feature_assets
-from fs_assets.ingest.assets import clean_sensor_readings, maintenance_events
+from fs_assets.ingest.assets import clean_sensor_readings
 from fs_assets.monitoring.assets import monitoring_assets
-from fs_assets.training.assets import feature_reference_snapshot, training_dataset
-from fs_assets.training.models import MODELS
 from fs_checks.ingest_checks import ingest_checks
 from fs_resources.delta import DeltaTables
-from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.offline import OfflineStore
-from fs_resources.redis_store import RedisResource
-from fs_resources.simulator.fleet import FleetSpec, generate
-from fs_resources.spark import DeltaSparkResource
+from fs_resources.simulator.fleet import FleetSpec
 from fs_sensors.landing_zone_sensor import landing_zone_sensor
 from tests.conftest import SIM_START
-from tests.ingest_runs import materialize_clean_range, materialize_registry
+from tests.ingest_runs import ingest_with_features, pipeline_resources, train_and_monitor
 from tests.landing_files import readings, write_readings
 
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
@@ -47,16 +42,9 @@ def feature_rows(spark, day: str) -> list[tuple]:
 
 
 def test_a_late_file_recomputes_its_day_and_what_follows_and_leaves_an_earlier_training_set_alone(spark, data_root, redis_server, instance):
-    resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(), "redis": RedisResource(url=redis_server)}
-    range_tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
-    generate(FleetSpec.clean(devices=6, start=SIM_START, days=3, seed=13), str(data_root))
-    materialize_registry(resources, instance)
-    assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
-    assert dg.materialize(feature_assets, resources=resources, instance=instance, tags=range_tags).success
-    assert dg.materialize([maintenance_events], resources=resources, instance=instance).success
-    for model in MODELS:
-        assert dg.materialize([training_dataset, feature_reference_snapshot], partition_key=model, resources=resources, instance=instance).success
-    assert dg.materialize(monitoring_assets, resources=resources, instance=instance, tags=range_tags).success
+    resources = pipeline_resources(redis_server)
+    ingest_with_features(resources, instance, data_root, FleetSpec.clean(devices=6, start=SIM_START, days=3, seed=13), DAYS[0], DAYS[-1])
+    train_and_monitor(resources, instance, DAYS[0], DAYS[-1])
 
     # The landing sensor has seen every day; the automation has nothing to do.
     _, cursor = _landing_tick(instance, None)

@@ -18,20 +18,12 @@ import pytest
 import redis
 from delta.tables import DeltaTable
 
-from fs_assets.features.assets import feature_assets
-from fs_assets.ingest.assets import maintenance_events
-from fs_assets.monitoring.assets import monitoring_assets
-from fs_assets.training.assets import feature_reference_snapshot, training_dataset
-from fs_assets.training.models import MODELS
 from fs_resources.dagster_ui import DagsterUI
 from fs_resources.delta import DeltaTables
-from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.online import OnlineStore
-from fs_resources.redis_store import RedisResource
-from fs_resources.simulator.fleet import FleetSpec, generate
-from fs_resources.spark import DeltaSparkResource
+from fs_resources.simulator.fleet import FleetSpec
 from tests.conftest import SIM_START
-from tests.ingest_runs import materialize_clean_range, materialize_registry
+from tests.ingest_runs import ingest_with_features, pipeline_resources, train_and_monitor
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(2)]
@@ -65,16 +57,9 @@ def fleet(spark, redis_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("ui_backfill") / "data"
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("FS_DATA_ROOT", str(root))
-        resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(), "redis": RedisResource(url=redis_server)}
-        generate(FleetSpec.clean(devices=DEVICES, start=SIM_START, days=len(DAYS), seed=21), str(root))
-        materialize_registry(resources, instance)
-        tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
-        assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
-        assert dg.materialize(feature_assets, resources=resources, instance=instance, tags=tags).success
-        assert dg.materialize([maintenance_events], resources=resources, instance=instance).success
-        for model in MODELS:
-            assert dg.materialize([training_dataset, feature_reference_snapshot], partition_key=model, resources=resources, instance=instance).success
-        assert dg.materialize(monitoring_assets, resources=resources, instance=instance, tags=tags).success
+        resources = pipeline_resources(redis_server)
+        ingest_with_features(resources, instance, root, FleetSpec.clean(devices=DEVICES, start=SIM_START, days=len(DAYS), seed=21), DAYS[0], DAYS[-1])
+        train_and_monitor(resources, instance, DAYS[0], DAYS[-1])
         yield root, snapshot(spark)
 
 
