@@ -30,14 +30,19 @@ CURRENT_PARTITION_SLAS: dict[str, timedelta] = {
 }
 
 
+def _last_update(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> float | None:
+    """When `partition` of `key` was last materialized (epoch seconds), or None if never."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    return records[0].timestamp if records else None
+
+
 def current_partition_freshness(instance: dg.DagsterInstance, asset: str, sla: timedelta, now: float | None = None) -> dg.AssetCheckResult:
     """Pass when the partition holding `now - sla` was materialized at or after `now - sla`."""
     now = time.time() if now is None else now
     lower_bound = now - sla.total_seconds()
     partition = datetime.fromtimestamp(lower_bound, tz=timezone.utc).date().isoformat()
     key = dg.AssetKey(asset)
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
-    updated = records[0].timestamp if records else None
+    updated = _last_update(instance, key, partition)
     passed = updated is not None and updated >= lower_bound
     metadata: dict[str, object] = {
         "partition": partition,
@@ -87,8 +92,7 @@ def completed_day_freshness(instance: dg.DagsterInstance, asset: str, now: float
     day = (deadline - timedelta(days=1)).date()
     day_end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
     key = dg.AssetKey(asset)
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=1).records
-    updated = records[0].timestamp if records else None
+    updated = _last_update(instance, key, day.isoformat())
     passed = updated is not None and updated >= day_end.timestamp()
     metadata: dict[str, object] = {"partition": day.isoformat(), "deadline": deadline.isoformat(), "threshold": f"by {deadline:%Y-%m-%d %H:%M} UTC"}
     if updated is not None:
