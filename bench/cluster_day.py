@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,9 @@ def run_day(devices: int, master: str) -> dict:
             assert dg.materialize(assets[:1], resources=resources, instance=instance).success
             steps["registry_seconds"] = time.perf_counter() - started
             t = time.perf_counter()
-            assert dg.materialize(assets[1:2], partition_key=DAY.isoformat(), resources=resources, instance=instance, selection=[assets[1].key]).success
+            assert dg.materialize(
+                assets[1:2], partition_key=DAY.isoformat(), resources=resources, instance=instance, selection=[assets[1].key]
+            ).success
             steps["clean_seconds"] = time.perf_counter() - t
             t = time.perf_counter()
             assert dg.materialize(assets[2:], partition_key=DAY.isoformat(), resources=resources, instance=instance).success
@@ -133,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for n in args.devices:
             out = Path(tempfile.mkstemp(suffix=".json")[1])
-            subprocess.run([sys.executable, __file__, "--devices", str(n), "--out", str(out)] + (["--cluster"] if args.cluster else []), check=True)
+            subprocess.run(
+                [sys.executable, __file__, "--devices", str(n), "--out", str(out)] + (["--cluster"] if args.cluster else []), check=True
+            )
             runs.append(json.loads(out.read_text())["runs"][0])
-        Path(args.out).write_text(json.dumps({"runs": runs, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"runs": runs, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n"
+        )
         return 0
     cluster = None
     master = "local[2]"
@@ -152,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
     print(json.dumps(result), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"runs": [result], "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"runs": [result], "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n"
+    )
     return 0
 
 

@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import write_results  # noqa: E402
-
 from fs_assets.features.compute import window_features  # noqa: E402
-from fs_assets.features.registry import COMPRESSOR_ON_AMPS, features_for  # noqa: E402
-from fs_assets.ingest.contract import SENSOR_NAMES  # noqa: E402
+from fs_domain.contract import SENSOR_NAMES  # noqa: E402
+from fs_domain.features import COMPRESSOR_ON_AMPS, features_for  # noqa: E402
 from fs_resources.simulator.fleet import FleetSpec, generate  # noqa: E402
 
 DAY = date(2026, 1, 5)
@@ -74,11 +73,11 @@ def run_duckdb(path: str, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_spark(spark, path: str, out: Path, repeat: int, engine: str = "kernel") -> float:
+def run_spark(spark, path: str, out: Path, repeat: int) -> float:
     started = time.perf_counter()
     readings = spark.read.parquet(path)
     for minutes in WINDOWS:
-        features = window_features(readings, minutes, "v1", datetime.now(timezone.utc), engine=engine)
+        features = window_features(readings, minutes, "v1", datetime.now(UTC))
         features.write.format("delta").mode("overwrite").save(str(out / f"spark_{minutes}_{repeat}"))
     return time.perf_counter() - started
 
@@ -114,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--builtin", action="store_true", help="also time the Spark built-in engine once per size")
     args = parser.parse_args(argv)
 
     from fs_resources.spark import get_spark_session
@@ -138,25 +136,32 @@ def main(argv: list[str] | None = None) -> int:
                 duck_times.append(run_duckdb(path, out))
                 spark_times.append(run_spark(spark, path, out, repeat))
             worst = agreement(spark, out)
-            builtin_s = run_spark(spark, path, out, 99, engine="builtin") if args.builtin else None
             spark_s, duck_s = statistics.median(spark_times), statistics.median(duck_times)
             entry = {
-                "devices": devices, "readings": rows, "repeats": args.repeats,
-                "spark_seconds_median": round(spark_s, 2), "duckdb_seconds_median": round(duck_s, 2),
+                "devices": devices,
+                "readings": rows,
+                "repeats": args.repeats,
+                "spark_seconds_median": round(spark_s, 2),
+                "duckdb_seconds_median": round(duck_s, 2),
                 "ratio_spark_to_duckdb": round(spark_s / duck_s, 2),
-                "spark_readings_per_second": round(rows / spark_s), "duckdb_readings_per_second": round(rows / duck_s),
-                "max_relative_difference": worst, "spark_seconds_all": [round(t, 2) for t in spark_times],
+                "spark_readings_per_second": round(rows / spark_s),
+                "duckdb_readings_per_second": round(rows / duck_s),
+                "max_relative_difference": worst,
+                "spark_seconds_all": [round(t, 2) for t in spark_times],
                 "duckdb_seconds_all": [round(t, 2) for t in duck_times],
-                "spark_builtin_engine_seconds": round(builtin_s, 2) if builtin_s else None,
             }
             results["runs"].append(entry)
-            print(f"{devices:>7} devices {rows:>11,} readings  spark {spark_s:7.1f} s  duckdb {duck_s:6.1f} s  ratio {spark_s / duck_s:5.2f}x  "
-                  f"{rows / spark_s:>10,.0f} readings/s  max rel diff {worst:.1e}" + (f"  (built-in engine {builtin_s:.1f} s)" if builtin_s else ""))
+            print(
+                f"{devices:>7} devices {rows:>11,} readings  spark {spark_s:7.1f} s  duckdb {duck_s:6.1f} s  ratio {spark_s / duck_s:5.2f}x  "
+                f"{rows / spark_s:>10,.0f} readings/s  max rel diff {worst:.1e}"
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     if len(results["runs"]) >= 2:
         a, b = results["runs"][0], results["runs"][-1]
-        results["growth_seconds_per_device_ratio"] = round((b["spark_seconds_median"] / b["devices"]) / (a["spark_seconds_median"] / a["devices"]), 2)
+        results["growth_seconds_per_device_ratio"] = round(
+            (b["spark_seconds_median"] / b["devices"]) / (a["spark_seconds_median"] / a["devices"]), 2
+        )
     write_results("features", results)
     return 0
 

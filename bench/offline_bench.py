@@ -17,7 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +27,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import write_results  # noqa: E402
-
-from fs_assets.features.registry import features_for, spark_schema  # noqa: E402
+from fs_domain.features import features_for  # noqa: E402
 from fs_resources.offline import OfflineStore  # noqa: E402
+from fs_resources.schemas import features_spark_schema  # noqa: E402
 
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 MINUTES = 15
 TOLERANCE = timedelta(hours=1)
 FEATURES = [
-    "temp_evaporator_mean", "temp_evaporator_std", "temp_condenser_mean", "pressure_high_mean", "pressure_low_mean",
-    "current_compressor_mean", "current_compressor_p95", "vibration_compressor_max", "compressor_duty_cycle", "reading_count",
+    "temp_evaporator_mean",
+    "temp_evaporator_std",
+    "temp_condenser_mean",
+    "pressure_high_mean",
+    "pressure_low_mean",
+    "current_compressor_mean",
+    "current_compressor_p95",
+    "vibration_compressor_max",
+    "compressor_duty_cycle",
+    "reading_count",
 ]
 
 
@@ -46,11 +54,17 @@ def write_features(spark, root: str, devices: int, days: int) -> int:
     per_day = 1440 // MINUTES
     windows = spark.range(devices * days * per_day).select(
         F.format_string("dev-%05d", (F.col("id") % devices).cast("int")).alias("device_id"),
-        F.timestamp_micros(F.lit(int(START.timestamp() * 1e6)) + (F.col("id") / devices).cast("long") * MINUTES * 60_000_000).alias("window_start"),
+        F.timestamp_micros(F.lit(int(START.timestamp() * 1e6)) + (F.col("id") / devices).cast("long") * MINUTES * 60_000_000).alias(
+            "window_start"
+        ),
     )
     columns = {}
     for i, f in enumerate(features_for("v1")):
-        columns[f.name] = (F.lit(MINUTES) - (F.rand(i) * 3).cast("long")) if f.dtype == "long" else F.when(F.rand(100 + i) < 0.02, None).otherwise(F.rand(200 + i) * 50 - 25)
+        columns[f.name] = (
+            (F.lit(MINUTES) - (F.rand(i) * 3).cast("long"))
+            if f.dtype == "long"
+            else F.when(F.rand(100 + i) < 0.02, None).otherwise(F.rand(200 + i) * 50 - 25)
+        )
     frame = windows.select(
         "*",
         F.timestamp_micros(F.unix_micros("window_start") + MINUTES * 60_000_000).alias("window_end"),
@@ -60,7 +74,7 @@ def write_features(spark, root: str, devices: int, days: int) -> int:
         F.current_timestamp().alias("computed_at"),
         F.lit("v1").alias("feature_set_version"),
     )
-    schema = spark_schema("v1")
+    schema = features_spark_schema("v1")
     frame = frame.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
     frame.write.format("delta").mode("overwrite").partitionBy("window_date", "window_duration_minutes").save(f"{root}/device_features/v1")
     return devices * days * per_day
@@ -81,7 +95,10 @@ def entities(n: int, devices: int, days: int, seed: int) -> pd.DataFrame:
 
 
 def duckdb_join(con, files: list[str], frame: pd.DataFrame) -> pd.DataFrame:
-    feature_list = ", ".join(f"CASE WHEN f.window_end >= e.event_time - INTERVAL '{int(TOLERANCE.total_seconds())} seconds' THEN f.{c} END AS {c}" for c in FEATURES)
+    feature_list = ", ".join(
+        f"CASE WHEN f.window_end >= e.event_time - INTERVAL '{int(TOLERANCE.total_seconds())} seconds' THEN f.{c} END AS {c}"
+        for c in FEATURES
+    )
     con.register("entities", frame.assign(_row=np.arange(len(frame))))
     return con.execute(
         f"""

@@ -20,27 +20,26 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.results import write_results  # noqa: E402
-
 import redis  # noqa: E402
 
-from fs_assets.ontology.device_object import spark_schema  # noqa: E402
+from bench.results import write_results  # noqa: E402
 from fs_assets.ontology.objects import objects_arrow  # noqa: E402
+from fs_resources.embedded_redis import EmbeddedRedis  # noqa: E402
 from fs_resources.online import OnlineStore  # noqa: E402
-from fs_resources.redis_store import EmbeddedRedis  # noqa: E402
+from fs_resources.schemas import device_spark_schema  # noqa: E402
 
 
 def write_objects(spark, path: str, devices: int) -> None:
     """A synthetic `device_objects` table: every device served, every property set."""
     from pyspark.sql import functions as F
 
-    hydrated = datetime(2026, 1, 8, 0, 30, tzinfo=timezone.utc)
+    hydrated = datetime(2026, 1, 8, 0, 30, tzinfo=UTC)
     frame = spark.range(devices).select(
         F.format_string("dev-%07d", "id").alias("device_id"),
         F.format_string("site-%03d", F.col("id") % 200).alias("site_id"),
@@ -52,10 +51,10 @@ def write_objects(spark, path: str, devices: int) -> None:
         (F.rand(2) * 4 + 6).alias("avg_compressor_current_24h"),
         (1380 + (F.col("id") % 61)).cast("long").alias("reading_count_24h"),
         F.rand(3).alias("latest_anomaly_score"),
-        F.lit(datetime(2026, 1, 8, tzinfo=timezone.utc)).cast("timestamp").alias("features_window_end"),
+        F.lit(datetime(2026, 1, 8, tzinfo=UTC)).cast("timestamp").alias("features_window_end"),
         F.lit(hydrated).cast("timestamp").alias("hydrated_at"),
     )
-    spark.createDataFrame(frame.rdd, spark_schema()).write.format("delta").mode("overwrite").save(path)
+    spark.createDataFrame(frame.rdd, device_spark_schema()).write.format("delta").mode("overwrite").save(path)
 
 
 def prehydrate_ours(spark, path: str, store: OnlineStore) -> tuple[float, float]:
@@ -125,15 +124,23 @@ def main(argv: list[str] | None = None) -> int:
                     reads.append(read)
                     client.flushdb()
                     bare.append(prehydrate_bare(client, payload))
-                row = {"devices": devices, "ours_seconds": statistics.median(ours), "ours_delta_read_seconds": statistics.median(reads), "bare_hset_seconds": statistics.median(bare)}
+                row = {
+                    "devices": devices,
+                    "ours_seconds": statistics.median(ours),
+                    "ours_delta_read_seconds": statistics.median(reads),
+                    "bare_hset_seconds": statistics.median(bare),
+                }
                 row["ratio"] = row["ours_seconds"] / row["bare_hset_seconds"]
                 results["prehydration"].append(row)
-                print(f"pre-hydration {devices:>7,} devices: ours {row['ours_seconds']:.2f} s (Delta to Redis; the Delta read {row['ours_delta_read_seconds']:.2f} s), bare HSET {row['bare_hset_seconds']:.2f} s, ratio {row['ratio']:.2f}x", flush=True)
+                print(
+                    f"pre-hydration {devices:>7,} devices: ours {row['ours_seconds']:.2f} s (Delta to Redis; the Delta read {row['ours_delta_read_seconds']:.2f} s), bare HSET {row['bare_hset_seconds']:.2f} s, ratio {row['ratio']:.2f}x",
+                    flush=True,
+                )
 
             # Reads against the last (largest) projection.
             client.flushdb()
             prehydrate_ours(spark, path, store)
-            ids = [k.decode()[len(store.prefix):] for k in client.scan_iter(match=store.prefix + "*", count=5000)]
+            ids = [k.decode()[len(store.prefix) :] for k in client.scan_iter(match=store.prefix + "*", count=5000)]
             rng = random.Random(7)
             warmup = 200
 

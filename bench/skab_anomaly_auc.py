@@ -30,11 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import write_results  # noqa: E402
-
 from fs_assets.features.kernels import window_features_frame  # noqa: E402
-from fs_assets.ingest.contract import SENSOR_NAMES  # noqa: E402
 from fs_assets.monitoring.anomaly import SCORED_FEATURES, auc, score_windows  # noqa: E402
 from fs_assets.training.datasets import feature_statistics  # noqa: E402
+from fs_domain.contract import SENSOR_NAMES  # noqa: E402
 from fs_resources.simulator.skab import read_experiment, skab_files  # noqa: E402
 
 
@@ -43,7 +42,9 @@ def windows_of(experiment: pd.DataFrame, minutes: int) -> pd.DataFrame:
     start = experiment["ts"].dt.tz_convert("UTC").dt.floor(f"{minutes}min").dt.tz_localize(None).astype("datetime64[us]")
     labels = experiment.assign(window_start=start).groupby("window_start")["anomaly"].max().rename("anomalous")
     starts = pd.to_datetime(features["window_start"])
-    features["window_start"] = (starts.dt.tz_convert("UTC").dt.tz_localize(None) if starts.dt.tz is not None else starts).astype("datetime64[us]")
+    features["window_start"] = (starts.dt.tz_convert("UTC").dt.tz_localize(None) if starts.dt.tz is not None else starts).astype(
+        "datetime64[us]"
+    )
     return features.merge(labels.reset_index(), on="window_start", how="left")
 
 
@@ -59,7 +60,7 @@ def evaluate(experiments: dict[str, pd.DataFrame], minutes: int) -> dict:
         if len(flagged) == 0 or flagged[0] < 3:
             continue  # no anomaly, or too short a healthy stretch to learn from
         baseline = {f: feature_statistics(w.loc[: flagged[0] - 1, f]) for f in SCORED_FEATURES}
-        rest = w.loc[flagged[0]:]
+        rest = w.loc[flagged[0] :]
         per_device.append(rest.join(score_windows(rest, baseline)))
     per_device = pd.concat(per_device, ignore_index=True)
 
@@ -91,12 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     for path in skab_files(Path(args.skab_dir)):
         frame = read_experiment(path)
         experiments[frame["device_id"].iat[0]] = frame
-    results = {"experiments": len(experiments), "scored_features": list(SCORED_FEATURES), "runs": [evaluate(experiments, m) for m in args.minutes]}
+    results = {
+        "experiments": len(experiments),
+        "scored_features": list(SCORED_FEATURES),
+        "runs": [evaluate(experiments, m) for m in args.minutes],
+    }
     for run in results["runs"]:
         for variant in ("fleet_reference", "per_device_baseline"):
             r = run[variant]
             area = "n/a (one class only)" if r["auc"] is None else f"{r['auc']:.3f}"
-            print(f"{run['window_minutes']}-minute windows, {variant.replace('_', ' ')}: AUC {area} over {r['windows']} windows ({r['anomalous_windows']} anomalous)")
+            print(
+                f"{run['window_minutes']}-minute windows, {variant.replace('_', ' ')}: AUC {area} over {r['windows']} windows ({r['anomalous_windows']} anomalous)"
+            )
     write_results("skab_auc", results)
     return 0
 

@@ -36,11 +36,21 @@ def screenshot(url: str, out: Path, width: int = 1600, height: int = 1000, settl
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
             [
-                browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage",
-                f"--user-data-dir={profile}", f"--window-size={width},{height}", f"--virtual-time-budget={settle_ms}",
-                f"--screenshot={out}", url,
+                browser,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                f"--virtual-time-budget={settle_ms}",
+                f"--screenshot={out}",
+                url,
             ],
-            check=True, capture_output=True, timeout=180,
+            check=True,
+            capture_output=True,
+            timeout=180,
         )
     if not out.exists() or out.stat().st_size < 10_000:
         raise SystemExit(f"error: chromium wrote no usable screenshot of {url}")
@@ -69,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     from fs_assets.ingest.assets import clean_sensor_readings, device_registry
     from fs_checks.ingest_checks import ingest_checks
     from fs_resources.dagster_ui import DagsterUI
-    from fs_resources.redis_store import EmbeddedRedis
+    from fs_resources.embedded_redis import EmbeddedRedis
     from fs_resources.simulator.fleet import FleetSpec, generate
 
     start = date.today() - timedelta(days=args.days)

@@ -6,18 +6,17 @@ from pyspark.sql import functions as F
 
 from fs_assets.monitoring.drift import FLEET_WIDE_FEATURES, NULL_ESCALATION, PSI_ERROR, PSI_WARN
 from fs_assets.partitions import daily_partitions
+from fs_domain.tables import DRIFT_TABLE
 from fs_resources.delta import DeltaTables
-from fs_resources.spark import DeltaSparkResource
 
 DRIFT_REPORT = dg.AssetKey("feature_drift_report")
-DRIFT_TABLE = "feature_drift_monitoring"
 CHECK_FEATURE_DRIFT = "check_feature_drift"
 CHECK_NULL_FRACTION_DRIFT = "check_null_fraction_drift"
 
 
-def _report(context, spark: DeltaSparkResource, delta: DeltaTables):
+def _report(context, delta: DeltaTables):
     days = list(context.partition_keys)
-    return delta.read(spark.spark_session, DRIFT_TABLE).where(F.col("report_date").isin(days)).toPandas(), days
+    return delta.read(DRIFT_TABLE).where(F.col("report_date").isin(days)).toPandas(), days
 
 
 @dg.asset_check(
@@ -26,8 +25,8 @@ def _report(context, spark: DeltaSparkResource, delta: DeltaTables):
     partitions_def=daily_partitions,
     description=f"No feature at PSI >= {PSI_WARN} against the reference: warns from {PSI_WARN} (investigate), errors above {PSI_ERROR} (significant) or on a fleet-wide event ({FLEET_WIDE_FEATURES}+ features at once).",
 )
-def check_feature_drift(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.AssetCheckResult:
-    report, days = _report(context, spark, delta)
+def check_feature_drift(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    report, days = _report(context, delta)
     moved = report[report["psi"].fillna(0) >= PSI_WARN].sort_values("psi", ascending=False)
     significant = moved[moved["psi"] > PSI_ERROR]
     fleet_wide = bool(report["fleet_wide_event"].any()) if len(report) else False
@@ -36,8 +35,10 @@ def check_feature_drift(context: dg.AssetCheckExecutionContext, spark: DeltaSpar
         passed=moved.empty,
         severity=dg.AssetCheckSeverity.ERROR if len(significant) or fleet_wide else dg.AssetCheckSeverity.WARN,
         description=(
-            f"{len(moved)} feature-days at PSI >= {PSI_WARN} ({len(significant)} above {PSI_ERROR})" + ("; fleet-wide event" if fleet_wide else "")
-            if len(moved) else "no feature drifted"
+            f"{len(moved)} feature-days at PSI >= {PSI_WARN} ({len(significant)} above {PSI_ERROR})"
+            + ("; fleet-wide event" if fleet_wide else "")
+            if len(moved)
+            else "no feature drifted"
         ),
         metadata={
             "observed": float(worst["psi"]) if worst is not None else float(report["psi"].max() if len(report) else 0.0),
@@ -57,14 +58,16 @@ def check_feature_drift(context: dg.AssetCheckExecutionContext, spark: DeltaSpar
     partitions_def=daily_partitions,
     description=f"No feature's null fraction more than {NULL_ESCALATION:.0%} points above the reference's (a sensor or transport problem).",
 )
-def check_null_fraction_drift(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.AssetCheckResult:
-    report, days = _report(context, spark, delta)
+def check_null_fraction_drift(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    report, days = _report(context, delta)
     escalated = report[report["null_escalation"].astype(bool)] if len(report) else report
     rise = (report["null_fraction"] - report["reference_null_fraction"]) if len(report) else None
     return dg.AssetCheckResult(
         passed=escalated.empty,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"{len(escalated)} feature-days with null fraction up more than {NULL_ESCALATION:.0%} points" if len(escalated) else "null fractions as in training",
+        description=f"{len(escalated)} feature-days with null fraction up more than {NULL_ESCALATION:.0%} points"
+        if len(escalated)
+        else "null fractions as in training",
         metadata={
             "observed": float(rise.max()) if rise is not None and len(rise) else 0.0,
             "threshold": NULL_ESCALATION,

@@ -1,17 +1,15 @@
 """Checks on the feature assets: schema, keys, look-back only, coverage, backfill completeness, freshness."""
 
-from datetime import timedelta
-
 import dagster as dg
 from pyspark.sql import functions as F
 
-from fs_assets.features.registry import spark_schema
 from fs_assets.features.windows import with_window
 from fs_assets.partitions import daily_partitions
-from fs_checks.ingest_checks import CLEAN_TABLE
+from fs_domain.features import Window
+from fs_domain.tables import CLEAN_TABLE, REGISTRY_TABLE
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
-from fs_resources.spark import DeltaSparkResource
+from fs_resources.schemas import features_spark_schema
 
 CHECK_SCHEMA = "check_feature_schema"
 CHECK_KEY_UNIQUE = "check_feature_key_unique"
@@ -23,54 +21,79 @@ CHECK_BACKFILL = "check_backfill_completeness"
 COVERAGE_TARGET = 0.99
 COVERAGE_ALERT = 0.95
 
-# Features contract: at most 30 minutes behind clean readings; alert past 45 minutes.
-FEATURES_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=45), warn_window=timedelta(minutes=30))
 
-REGISTRY_TABLE = "device_registry"
-
-
-def build_feature_checks(asset_name: str, minutes: int) -> list[dg.AssetChecksDefinition]:
+def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
     """The checks of one feature asset (one window size), each over the partitions its run wrote."""
-    asset = dg.AssetKey(asset_name)
+    asset = dg.AssetKey(window.asset_name)
+    minutes = window.minutes
 
-    def written(context, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource):
+    def written(context, delta: DeltaTables, feature_store: FeatureStoreResource):
         days = list(context.partition_keys)
-        table = delta.read(spark.spark_session, feature_store.features_table())
+        table = delta.read(feature_store.features_table())
         return table, table.where(F.col("window_date").isin(days) & (F.col("window_duration_minutes") == minutes)), days
 
-    @dg.asset_check(asset=asset, name=CHECK_SCHEMA, partitions_def=daily_partitions, blocking=True,
-                    description="The table's columns and types equal the feature registry's.")
-    def check_feature_schema(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.AssetCheckResult:
-        table, _, _ = written(context, spark, delta, feature_store)
-        expected = [(f.name, f.dataType.simpleString()) for f in spark_schema(feature_store.version()).fields]
+    @dg.asset_check(
+        asset=asset,
+        name=CHECK_SCHEMA,
+        partitions_def=daily_partitions,
+        blocking=True,
+        description="The table's columns and types equal the feature registry's.",
+    )
+    def check_feature_schema(
+        context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
+    ) -> dg.AssetCheckResult:
+        table, _, _ = written(context, delta, feature_store)
+        expected = [(f.name, f.dataType.simpleString()) for f in features_spark_schema(feature_store.version()).fields]
         actual = [(f.name, f.dataType.simpleString()) for f in table.schema.fields]
         missing = [c for c in expected if c not in actual]
         unexpected = [c for c in actual if c not in expected]
         return dg.AssetCheckResult(
             passed=expected == actual,
-            metadata={"columns": len(actual), "missing": dg.MetadataValue.json(missing), "unexpected": dg.MetadataValue.json(unexpected),
-                      "order_matches": [c[0] for c in expected] == [c[0] for c in actual]},
+            metadata={
+                "columns": len(actual),
+                "missing": dg.MetadataValue.json(missing),
+                "unexpected": dg.MetadataValue.json(unexpected),
+                "order_matches": [c[0] for c in expected] == [c[0] for c in actual],
+            },
         )
 
-    @dg.asset_check(asset=asset, name=CHECK_KEY_UNIQUE, partitions_def=daily_partitions, blocking=True,
-                    description="One row per (device_id, window_start, window_duration_minutes).")
-    def check_feature_key_unique(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.AssetCheckResult:
-        _, rows, days = written(context, spark, delta, feature_store)
+    @dg.asset_check(
+        asset=asset,
+        name=CHECK_KEY_UNIQUE,
+        partitions_def=daily_partitions,
+        blocking=True,
+        description="One row per (device_id, window_start, window_duration_minutes).",
+    )
+    def check_feature_key_unique(
+        context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
+    ) -> dg.AssetCheckResult:
+        _, rows, days = written(context, delta, feature_store)
         dupes = rows.groupBy("device_id", "window_start").count().where("count > 1").count()
         return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_keys": dupes, "partitions": ", ".join(days)})
 
-    @dg.asset_check(asset=asset, name=CHECK_LOOKS_BACKWARD, partitions_def=daily_partitions, blocking=True,
-                    description="window_end <= computed_at, windows are aligned and sized, and reading_count equals the clean readings inside [window_start, window_end).")
-    def check_windows_look_backward(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.AssetCheckResult:
-        _, rows, days = written(context, spark, delta, feature_store)
+    @dg.asset_check(
+        asset=asset,
+        name=CHECK_LOOKS_BACKWARD,
+        partitions_def=daily_partitions,
+        blocking=True,
+        description="window_end <= computed_at, windows are aligned and sized, and reading_count equals the clean readings inside [window_start, window_end).",
+    )
+    def check_windows_look_backward(
+        context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
+    ) -> dg.AssetCheckResult:
+        _, rows, days = written(context, delta, feature_store)
         future = rows.where(F.col("window_end") > F.col("computed_at")).count()
         misshapen = rows.where(
             (F.unix_seconds("window_end") - F.unix_seconds("window_start") != minutes * 60)
             | (F.unix_seconds("window_start") % (minutes * 60) != 0)
             | (F.to_date("window_start") != F.col("window_date"))
         ).count()
-        clean = delta.read(spark.spark_session, CLEAN_TABLE).where(F.col("reading_date").isin(days))
-        inside = with_window(clean.select("device_id", "ts"), minutes).groupBy("device_id", "window_start").agg(F.count(F.lit(1)).alias("inside"))
+        clean = delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(days))
+        inside = (
+            with_window(clean.select("device_id", "ts"), minutes)
+            .groupBy("device_id", "window_start")
+            .agg(F.count(F.lit(1)).alias("inside"))
+        )
         mismatched = (
             rows.select("device_id", "window_start", "reading_count")
             .join(inside, on=["device_id", "window_start"], how="full_outer")
@@ -79,31 +102,60 @@ def build_feature_checks(asset_name: str, minutes: int) -> list[dg.AssetChecksDe
         )
         return dg.AssetCheckResult(
             passed=future == 0 and misshapen == 0 and mismatched == 0,
-            metadata={"windows_ending_after_computed_at": future, "misaligned_windows": misshapen, "windows_with_outside_inputs": mismatched},
+            metadata={
+                "windows_ending_after_computed_at": future,
+                "misaligned_windows": misshapen,
+                "windows_with_outside_inputs": mismatched,
+            },
         )
 
-    @dg.asset_check(asset=asset, name=CHECK_COVERAGE, partitions_def=daily_partitions,
-                    description=f"Devices with features in the latest window vs active devices: warn below {COVERAGE_TARGET:.0%}, error below {COVERAGE_ALERT:.0%}.")
-    def check_feature_coverage(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.AssetCheckResult:
-        _, rows, _ = written(context, spark, delta, feature_store)
-        active = delta.read(spark.spark_session, REGISTRY_TABLE).where("status = 'active'").select("device_id")
+    @dg.asset_check(
+        asset=asset,
+        name=CHECK_COVERAGE,
+        partitions_def=daily_partitions,
+        description=f"Devices with features in the latest window vs active devices: warn below {COVERAGE_TARGET:.0%}, error below {COVERAGE_ALERT:.0%}.",
+    )
+    def check_feature_coverage(
+        context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
+    ) -> dg.AssetCheckResult:
+        _, rows, _ = written(context, delta, feature_store)
+        active = delta.read(REGISTRY_TABLE).where("status = 'active'").select("device_id")
         n_active = active.count()
         latest = rows.agg(F.max("window_start")).first()[0]
-        covered = 0 if latest is None else rows.where(F.col("window_start") == latest).join(active, "device_id").select("device_id").distinct().count()
+        covered = (
+            0
+            if latest is None
+            else rows.where(F.col("window_start") == latest).join(active, "device_id").select("device_id").distinct().count()
+        )
         coverage = covered / n_active if n_active else 0.0
         severity = dg.AssetCheckSeverity.ERROR if coverage < COVERAGE_ALERT else dg.AssetCheckSeverity.WARN
         return dg.AssetCheckResult(
             passed=coverage >= COVERAGE_TARGET,
             severity=severity,
-            metadata={"coverage": dg.MetadataValue.float(round(coverage, 6)), "covered_devices": covered, "active_devices": n_active,
-                      "latest_window_start": latest.isoformat() if latest else "none", "warn_below": COVERAGE_TARGET, "error_below": COVERAGE_ALERT},
+            metadata={
+                "coverage": dg.MetadataValue.float(round(coverage, 6)),
+                "covered_devices": covered,
+                "active_devices": n_active,
+                "latest_window_start": latest.isoformat() if latest else "none",
+                "warn_below": COVERAGE_TARGET,
+                "error_below": COVERAGE_ALERT,
+            },
         )
 
-    @dg.asset_check(asset=asset, name=CHECK_BACKFILL, partitions_def=daily_partitions,
-                    description="Every day of the run that has clean readings has feature rows (no date gaps).")
-    def check_backfill_completeness(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.AssetCheckResult:
-        _, rows, days = written(context, spark, delta, feature_store)
-        with_readings = {r[0].isoformat() for r in delta.read(spark.spark_session, CLEAN_TABLE).where(F.col("reading_date").isin(days)).select("reading_date").distinct().collect()}
+    @dg.asset_check(
+        asset=asset,
+        name=CHECK_BACKFILL,
+        partitions_def=daily_partitions,
+        description="Every day of the run that has clean readings has feature rows (no date gaps).",
+    )
+    def check_backfill_completeness(
+        context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
+    ) -> dg.AssetCheckResult:
+        _, rows, days = written(context, delta, feature_store)
+        with_readings = {
+            r[0].isoformat()
+            for r in delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(days)).select("reading_date").distinct().collect()
+        }
         with_features = {r[0].isoformat() for r in rows.select("window_date").distinct().collect()}
         gaps = sorted(with_readings - with_features)
         return dg.AssetCheckResult(
@@ -111,4 +163,10 @@ def build_feature_checks(asset_name: str, minutes: int) -> list[dg.AssetChecksDe
             metadata={"days_in_run": len(days), "days_with_readings": len(with_readings), "missing_days": dg.MetadataValue.json(gaps)},
         )
 
-    return [check_feature_schema, check_feature_key_unique, check_windows_look_backward, check_feature_coverage, check_backfill_completeness]
+    return [
+        check_feature_schema,
+        check_feature_key_unique,
+        check_windows_look_backward,
+        check_feature_coverage,
+        check_backfill_completeness,
+    ]

@@ -1,26 +1,21 @@
-"""Checks on the ingest layer: accounting, key uniqueness, physical ranges, null fractions, freshness.
+"""Checks on clean readings that re-read the written Delta partitions: key uniqueness, physical
+ranges, null fractions.
 
-The accounting identity is evaluated inside the `clean_sensor_readings` step (it needs the raw
-row count the step saw) and is blocking: a partition whose books do not balance stops everything
-downstream. The other checks re-read the written Delta partitions.
+The accounting identity is evaluated inside the `clean_sensor_readings` step (it needs the raw row
+count the step saw; `fs_assets.ingest.accounting`) and is blocking: a partition whose books do not
+balance stops everything downstream.
 """
-
-
-from datetime import timedelta
 
 import dagster as dg
 from pyspark.sql import functions as F
 
-from fs_assets.ingest.cleaning import PartitionAccounting
-from fs_assets.ingest.contract import SENSORS, SENSOR_NAMES
 from fs_assets.partitions import daily_partitions
+from fs_domain.contract import SENSOR_NAMES, SENSORS
+from fs_domain.tables import CLEAN_TABLE
 from fs_resources.delta import DeltaTables
-from fs_resources.spark import DeltaSparkResource
 
 CLEAN_ASSET = dg.AssetKey("clean_sensor_readings")
-CLEAN_TABLE = "clean_sensor_readings"
 
-CHECK_ACCOUNTING = "check_accounting_identity"
 CHECK_KEY_UNIQUE = "check_clean_key_unique"
 CHECK_PHYSICAL_RANGES = "check_physical_ranges"
 CHECK_NULL_FRACTION = "check_sensor_null_fraction"
@@ -29,50 +24,21 @@ CHECK_NULL_FRACTION = "check_sensor_null_fraction"
 # (dropouts run at about 1 %; a dead sensor or an unmapped channel shows as 100 %).
 NULL_FRACTION_WARN = 0.05
 
-# Contract 2: clean readings at most 15 minutes behind the landing zone.
-CLEAN_READINGS_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=15))
 
-accounting_check_spec = dg.AssetCheckSpec(
-    name=CHECK_ACCOUNTING,
-    asset=CLEAN_ASSET,
-    blocking=True,
-    description="raw rows = clean rows + quarantined rows + duplicates dropped, for every partition written.",
-)
-
-
-def evaluate_accounting(books: dict[str, PartitionAccounting], written: dict[str, int]) -> dg.AssetCheckResult:
-    """Balance each partition's books, with the clean rows counted back from the written table."""
-    rows = []
-    unbalanced = []
-    for partition, b in sorted(books.items()):
-        on_disk = written.get(partition, 0)
-        ok = b.balanced and on_disk == b.clean_rows
-        if not ok:
-            unbalanced.append(partition)
-        rows.append(f"| {partition} | {b.raw_rows:,} | {on_disk:,} | {b.quarantined_rows:,} | {b.duplicates_dropped:,} | {'ok' if ok else 'UNBALANCED'} |")
-    table = "| partition | raw | clean (in table) | quarantined | duplicates dropped | books |\n|---|---|---|---|---|---|\n" + "\n".join(rows)
-    return dg.AssetCheckResult(
-        check_name=CHECK_ACCOUNTING,
-        passed=not unbalanced,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=None if not unbalanced else f"books do not balance for {', '.join(unbalanced)}",
-        metadata={
-            "partitions_checked": len(books),
-            "unbalanced_partitions": dg.MetadataValue.text(", ".join(unbalanced) or "none"),
-            "books": dg.MetadataValue.md(table),
-        },
-    )
-
-
-def _written_partitions(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables):
+def _written_partitions(context: dg.AssetCheckExecutionContext, delta: DeltaTables):
     days = list(context.partition_keys)
-    return delta.read(spark.spark_session, CLEAN_TABLE).where(F.col("reading_date").isin(days)), days
+    return delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(days)), days
 
 
-@dg.asset_check(asset=CLEAN_ASSET, name=CHECK_KEY_UNIQUE, partitions_def=daily_partitions, blocking=True,
-                description="Exactly one clean reading per (device_id, ts).")
-def check_clean_key_unique(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.AssetCheckResult:
-    rows, days = _written_partitions(context, spark, delta)
+@dg.asset_check(
+    asset=CLEAN_ASSET,
+    name=CHECK_KEY_UNIQUE,
+    partitions_def=daily_partitions,
+    blocking=True,
+    description="Exactly one clean reading per (device_id, ts).",
+)
+def check_clean_key_unique(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    rows, days = _written_partitions(context, delta)
     dupes = rows.groupBy("device_id", "ts").count().where("count > 1")
     n_dupes = dupes.count()
     sample = [f"{r['device_id']} @ {r['ts']:%Y-%m-%dT%H:%M:%S} x{r['count']}" for r in dupes.limit(5).collect()]
@@ -82,13 +48,19 @@ def check_clean_key_unique(context: dg.AssetCheckExecutionContext, spark: DeltaS
     )
 
 
-@dg.asset_check(asset=CLEAN_ASSET, name=CHECK_PHYSICAL_RANGES, partitions_def=daily_partitions,
-                description="Every non-NULL sensor value lies inside its physical range (ingest/contract.py).")
-def check_physical_ranges(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.AssetCheckResult:
-    rows, days = _written_partitions(context, spark, delta)
-    outside = rows.agg(*[
-        F.sum(F.when(~F.col(s.name).between(s.low, s.high) | F.isnan(s.name), 1).otherwise(0)).alias(s.name) for s in SENSORS
-    ]).first().asDict()
+@dg.asset_check(
+    asset=CLEAN_ASSET,
+    name=CHECK_PHYSICAL_RANGES,
+    partitions_def=daily_partitions,
+    description="Every non-NULL sensor value lies inside its physical range (ingest/contract.py).",
+)
+def check_physical_ranges(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    rows, days = _written_partitions(context, delta)
+    outside = (
+        rows.agg(*[F.sum(F.when(~F.col(s.name).between(s.low, s.high) | F.isnan(s.name), 1).otherwise(0)).alias(s.name) for s in SENSORS])
+        .first()
+        .asDict()
+    )
     outside = {k: int(v or 0) for k, v in outside.items()}
     return dg.AssetCheckResult(
         passed=sum(outside.values()) == 0,
@@ -96,10 +68,14 @@ def check_physical_ranges(context: dg.AssetCheckExecutionContext, spark: DeltaSp
     )
 
 
-@dg.asset_check(asset=CLEAN_ASSET, name=CHECK_NULL_FRACTION, partitions_def=daily_partitions,
-                description=f"Share of NULL values per sensor; warns above {NULL_FRACTION_WARN:.0%}.")
-def check_sensor_null_fraction(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.AssetCheckResult:
-    rows, days = _written_partitions(context, spark, delta)
+@dg.asset_check(
+    asset=CLEAN_ASSET,
+    name=CHECK_NULL_FRACTION,
+    partitions_def=daily_partitions,
+    description=f"Share of NULL values per sensor; warns above {NULL_FRACTION_WARN:.0%}.",
+)
+def check_sensor_null_fraction(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    rows, days = _written_partitions(context, delta)
     stats = rows.agg(F.count(F.lit(1)).alias("n"), *[F.sum(F.col(n).isNull().cast("long")).alias(n) for n in SENSOR_NAMES]).first()
     total = stats["n"] or 0
     fractions = {n: (stats[n] or 0) / total if total else 0.0 for n in SENSOR_NAMES}

@@ -2,16 +2,17 @@
 
 import math
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
+from pydantic import Field
 from pyspark.sql import functions as F
 
-from fs_assets.ontology.device_object import DEVICE, SERVED_STATUSES
+from fs_domain import slas
+from fs_domain.device import DEVICE, SERVED_STATUSES
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.redis_store import RedisResource
-from fs_resources.spark import DeltaSparkResource
 
 ONLINE_STORE = dg.AssetKey("device_online_store")
 
@@ -20,9 +21,8 @@ CHECK_LAG = "check_prehydration_lag"
 CHECK_KEY_COUNT = "check_online_key_count"
 
 # Pre-hydration lag (DESIGN.md, monitoring): within 1 h; alert past 90 minutes.
-LAG_TARGET = timedelta(minutes=60)
-LAG_ALERT = timedelta(minutes=90)
-ONLINE_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=LAG_ALERT, warn_window=LAG_TARGET)
+LAG_TARGET = slas.DEVICE_OBJECT.target
+LAG_ALERT = slas.DEVICE_OBJECT.alert
 
 # Training-serving consistency (seed document, weekly reconciliation): 1,000 random device-window
 # pairs, tolerance 1e-6 on floats, alert when more than 0.1 % of them differ.
@@ -47,15 +47,19 @@ def values_agree(offline: object, online: object) -> bool:
 def _expected_objects(session, delta: DeltaTables, feature_store: FeatureStoreResource, device_ids: list[str] | None) -> dict[str, dict]:
     """Per device: registry attributes and score from `device_objects`, feature values straight from
     `device_features` at the object's window (so a bug in building objects shows up too)."""
-    objects = delta.read(session, feature_store.objects_table()).where(F.col("status").isin(*SERVED_STATUSES))
+    objects = delta.read(feature_store.objects_table()).where(F.col("status").isin(*SERVED_STATUSES))
     if device_ids is not None:
         objects = objects.where(F.col("device_id").isin(device_ids))
     feature_props = DEVICE.from_source("feature")
     minutes = DEVICE.feature_window_minutes
     windows = (
-        delta.read(session, feature_store.features_table())
+        delta.read(feature_store.features_table())
         .where(F.col("window_duration_minutes") == minutes)
-        .select("device_id", F.col("window_end").alias("features_window_end"), *[F.col(p.feature).alias(f"_offline_{p.name}") for p in feature_props])
+        .select(
+            "device_id",
+            F.col("window_end").alias("features_window_end"),
+            *[F.col(p.feature).alias(f"_offline_{p.name}") for p in feature_props],
+        )
     )
     joined = objects.join(windows, ["device_id", "features_window_end"], "left")
     for p in feature_props:
@@ -63,6 +67,10 @@ def _expected_objects(session, delta: DeltaTables, feature_store: FeatureStoreRe
     table = joined.select(*DEVICE.property_names).toArrow()
     rows = table.to_pylist()
     return {r["device_id"]: r for r in rows}
+
+
+class ReconciliationConfig(dg.Config):
+    sample_size: int = Field(default=RECONCILIATION_SAMPLE, ge=0, description="Device-window pairs to compare; 0 = every served device.")
 
 
 @dg.asset_check(
@@ -73,12 +81,20 @@ def _expected_objects(session, delta: DeltaTables, feature_store: FeatureStoreRe
         "(`device_features` at the same window, registry and score from `device_objects`) within 1e-6; "
         "fails when more than 0.1 % of the pairs differ. `sample_size: 0` compares every device."
     ),
-    config_schema={"sample_size": dg.Field(int, default_value=RECONCILIATION_SAMPLE, description="Device-window pairs to compare; 0 = every served device.")},
 )
-def check_online_reconciliation(context: dg.AssetCheckExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
-    session = spark.spark_session
-    sample_size = context.op_execution_context.op_config["sample_size"]
-    served = [r["device_id"] for r in delta.read(session, feature_store.objects_table()).where(F.col("status").isin(*SERVED_STATUSES)).select("device_id").collect()]
+def check_online_reconciliation(
+    context: dg.AssetCheckExecutionContext,
+    config: ReconciliationConfig,
+    delta: DeltaTables,
+    feature_store: FeatureStoreResource,
+    redis: RedisResource,
+) -> dg.AssetCheckResult:
+    session = delta.session
+    sample_size = config.sample_size
+    served = [
+        r["device_id"]
+        for r in delta.read(feature_store.objects_table()).where(F.col("status").isin(*SERVED_STATUSES)).select("device_id").collect()
+    ]
     seed = random.randrange(2**31)
     sample = sorted(served) if sample_size == 0 or sample_size >= len(served) else sorted(random.Random(seed).sample(served, sample_size))
     expected = _expected_objects(session, delta, feature_store, None if len(sample) == len(served) else sample)
@@ -94,7 +110,9 @@ def check_online_reconciliation(context: dg.AssetCheckExecutionContext, spark: D
                 continue
             for name in compared:
                 if not values_agree(offline[name], online[name]):
-                    mismatches.append({"device_id": device_id, "property": name, "offline": repr(offline[name]), "online": repr(online[name])})
+                    mismatches.append(
+                        {"device_id": device_id, "property": name, "offline": repr(offline[name]), "online": repr(online[name])}
+                    )
     differing = len({m["device_id"] for m in mismatches})
     fraction = differing / len(sample) if sample else 0.0
     examples = "\n".join(f"| {m['device_id']} | {m['property']} | {m['offline']} | {m['online']} |" for m in mismatches[:20])
@@ -109,7 +127,9 @@ def check_online_reconciliation(context: dg.AssetCheckExecutionContext, spark: D
             "tolerance": RECONCILIATION_TOLERANCE,
             "served_devices": len(served),
             "sample_seed": seed,
-            "differences": dg.MetadataValue.md("| device | property | offline | online |\n|---|---|---|---|\n" + examples if mismatches else "none"),
+            "differences": dg.MetadataValue.md(
+                "| device | property | offline | online |\n|---|---|---|---|\n" + examples if mismatches else "none"
+            ),
         },
     )
 
@@ -128,7 +148,7 @@ def check_prehydration_lag(feature_store: FeatureStoreResource, redis: RedisReso
             description="Redis holds no complete projection (never pre-hydrated, or restarted empty): run prehydration_job",
             metadata={"redis": redis.redacted_url(), "lag_minutes": None, "threshold_minutes": LAG_ALERT.total_seconds() / 60},
         )
-    lag = datetime.now(timezone.utc) - state.hydrated_at
+    lag = datetime.now(UTC) - state.hydrated_at
     severity = dg.AssetCheckSeverity.ERROR if lag > LAG_ALERT else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
         passed=lag <= LAG_TARGET,
@@ -148,8 +168,8 @@ def check_prehydration_lag(feature_store: FeatureStoreResource, redis: RedisReso
     name=CHECK_KEY_COUNT,
     description="Live device entries in Redis equal the served (active or maintenance) devices of `device_objects`.",
 )
-def check_online_key_count(spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
-    objects = delta.read(spark.spark_session, feature_store.objects_table())
+def check_online_key_count(delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
+    objects = delta.read(feature_store.objects_table())
     served = {r["device_id"] for r in objects.where(F.col("status").isin(*SERVED_STATUSES)).select("device_id").collect()}
     live = redis.online_store(feature_store.version()).live_device_ids()
     missing, unexpected = sorted(served - live), sorted(live - served)

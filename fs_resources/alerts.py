@@ -48,7 +48,7 @@ class Alert:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Alert":
+    def from_dict(cls, data: dict) -> Alert:
         return cls(**data)
 
 
@@ -90,7 +90,13 @@ def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
             "component": alert.asset,
             "group": alert.route,
             "class": alert.check,
-            "custom_details": {"partition": alert.partition, "observed": alert.observed, "threshold": alert.threshold, "run_id": alert.run_id, "urgency": alert.urgency},
+            "custom_details": {
+                "partition": alert.partition,
+                "observed": alert.observed,
+                "threshold": alert.threshold,
+                "run_id": alert.run_id,
+                "urgency": alert.urgency,
+            },
         }
         event["links"] = [{"href": alert.url, "text": "Open the run in Dagster"}]
     return event
@@ -99,12 +105,20 @@ def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
 class AlertSinkResource(dg.ConfigurableResource):
     """Delivers alerts; unset fields read FS_ONCALL_WEBHOOK_URL / FS_ONCALL_WEBHOOK_FORMAT / FS_ONCALL_ROUTING_KEY."""
 
-    webhook_url: str | None = Field(default=None, description="Webhook to POST alerts to; unset reads FS_ONCALL_WEBHOOK_URL, else alerts go to a JSON-lines file.")
+    webhook_url: str | None = Field(
+        default=None, description="Webhook to POST alerts to; unset reads FS_ONCALL_WEBHOOK_URL, else alerts go to a JSON-lines file."
+    )
     webhook_format: str | None = Field(default=None, description="slack (default) or pagerduty; unset reads FS_ONCALL_WEBHOOK_FORMAT.")
-    routing_key: str | None = Field(default=None, description="PagerDuty integration key; unset reads FS_ONCALL_ROUTING_KEY, else the route name.")
-    jsonl_path: str | None = Field(default=None, description="File alerts are appended to without a webhook; unset: $DAGSTER_HOME/alerts.jsonl.")
+    routing_key: str | None = Field(
+        default=None, description="PagerDuty integration key; unset reads FS_ONCALL_ROUTING_KEY, else the route name."
+    )
+    jsonl_path: str | None = Field(
+        default=None, description="File alerts are appended to without a webhook; unset: $DAGSTER_HOME/alerts.jsonl."
+    )
     timeout_seconds: float = Field(default=5.0, description="Seconds before one POST gives up.")
-    attempts: int = Field(default=3, description="POSTs per alert per sensor tick (backoff doubles from 0.5 s); the rest wait for the next tick.")
+    attempts: int = Field(
+        default=3, description="POSTs per alert per sensor tick (backoff doubles from 0.5 s); the rest wait for the next tick."
+    )
 
     def _url(self) -> str | None:
         return self.webhook_url or os.environ.get("FS_ONCALL_WEBHOOK_URL") or None

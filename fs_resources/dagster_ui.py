@@ -20,8 +20,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fs_resources.spark_cluster import _free_port, _wait_for_port
 
@@ -108,7 +109,7 @@ class DagsterUI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "DagsterUI":
+    def __enter__(self) -> DagsterUI:
         self.start_webserver()
         return self
 

@@ -10,27 +10,31 @@ with what it computed, repeating it on the new table version is safe, so a refus
 retried (`commit_retries`, with jittered backoff) rather than failing the run.
 """
 
-from __future__ import annotations
-
 import logging
 import random
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from fs_resources import settings
+from fs_resources.spark import DeltaSparkResource
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 
 log = logging.getLogger(__name__)
+
+# How far back a write looks for its own commit: writers of one table are serialized by a pool of
+# one, so only a concurrent backfill can commit in between, and each commits once per write.
+COMMIT_LOOKBACK = 100
 
 
 class DeltaTableMissing(RuntimeError):
@@ -41,13 +45,22 @@ class DeltaCommitConflict(RuntimeError):
     """Every attempt to commit a write was refused because other writers kept committing first."""
 
 
+class DeltaCommitNotFound(RuntimeError):
+    """A write committed, but its commit is not in the table's recent history (so what it did is unknown)."""
+
+
 def _conflicts() -> tuple[type[BaseException], ...]:
     import delta.exceptions as ex  # importing installs the JVM → Python exception conversion
 
     return (
-        ex.ConcurrentAppendException, ex.ConcurrentDeleteReadException, ex.ConcurrentDeleteDeleteException,
-        ex.ConcurrentTransactionException, ex.ConcurrentWriteException, ex.MetadataChangedException,
-        ex.ProtocolChangedException, ex.DeltaConcurrentModificationException,
+        ex.ConcurrentAppendException,
+        ex.ConcurrentDeleteReadException,
+        ex.ConcurrentDeleteDeleteException,
+        ex.ConcurrentTransactionException,
+        ex.ConcurrentWriteException,
+        ex.MetadataChangedException,
+        ex.ProtocolChangedException,
+        ex.DeltaConcurrentModificationException,
     )
 
 
@@ -88,11 +101,20 @@ def replace_where_predicate(partition_values: dict[str, Sequence[object]]) -> st
 
 
 class DeltaTables(dg.ConfigurableResource):
-    """The project's Delta tables, each a folder under one root."""
+    """The project's Delta tables, each a folder under one root, read and written with the run's Spark session."""
 
+    spark: dg.ResourceDependency[DeltaSparkResource]
     root: str | None = Field(default=None, description="Folder (or Hadoop URI) holding the tables; unset means FS_DATA_ROOT/delta.")
-    commit_retries: int = Field(default=4, ge=0, description="How many times a write refused by a concurrent commit to the same partitions is repeated.")
-    retry_backoff_seconds: float = Field(default=1.0, ge=0, description="First pause before repeating a refused write; doubles each time, with jitter.")
+    commit_retries: int = Field(
+        default=4, ge=0, description="How many times a write refused by a concurrent commit to the same partitions is repeated."
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="First pause before repeating a refused write; doubles each time, with jitter."
+    )
+
+    @property
+    def session(self) -> "SparkSession":
+        return self.spark.spark_session
 
     def base(self) -> str:
         return (self.root or settings.tables_root()).rstrip("/")
@@ -100,29 +122,30 @@ class DeltaTables(dg.ConfigurableResource):
     def path(self, table: str) -> str:
         return f"{self.base()}/{table}"
 
-    def exists(self, spark: "SparkSession", table: str) -> bool:
+    def exists(self, table: str) -> bool:
         from delta.tables import DeltaTable
 
-        return DeltaTable.isDeltaTable(spark, self.path(table))
+        return DeltaTable.isDeltaTable(self.session, self.path(table))
 
-    def read(self, spark: "SparkSession", table: str, version: int | None = None) -> "DataFrame":
-        if not self.exists(spark, table):
-            raise DeltaTableMissing(f"Delta table {table!r} does not exist at {self.path(table)}: materialize the asset that writes it first.")
-        reader = spark.read.format("delta")
+    def read(self, table: str, version: int | None = None) -> "DataFrame":
+        if not self.exists(table):
+            raise DeltaTableMissing(
+                f"Delta table {table!r} does not exist at {self.path(table)}: materialize the asset that writes it first."
+            )
+        reader = self.session.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
         return reader.load(self.path(table))
 
-    def version(self, spark: "SparkSession", table: str) -> int | None:
+    def version(self, table: str) -> int | None:
         from delta.tables import DeltaTable
 
-        if not self.exists(spark, table):
+        if not self.exists(table):
             return None
-        return DeltaTable.forPath(spark, self.path(table)).history(1).first()["version"]
+        return DeltaTable.forPath(self.session, self.path(table)).history(1).first()["version"]
 
     def replace_partitions(
         self,
-        spark: "SparkSession",
         df: "DataFrame",
         table: str,
         partition_values: dict[str, Sequence[object]],
@@ -144,17 +167,19 @@ class DeltaTables(dg.ConfigurableResource):
                 .save(self.path(table))
             )
 
-        return self._commit(spark, table, save, partitions)
+        return self._commit(table, save, partitions)
 
-    def overwrite(self, spark: "SparkSession", df: "DataFrame", table: str) -> DeltaWrite:
+    def overwrite(self, df: "DataFrame", table: str) -> DeltaWrite:
         """Replace a small unpartitioned table whole, in one commit."""
 
         def save(token: str) -> None:
-            df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option("userMetadata", token).save(self.path(table))
+            df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option("userMetadata", token).save(
+                self.path(table)
+            )
 
-        return self._commit(spark, table, save, ())
+        return self._commit(table, save, ())
 
-    def _commit(self, spark: "SparkSession", table: str, save: Callable[[str], None], partitions: tuple[str, ...]) -> DeltaWrite:
+    def _commit(self, table: str, save: Callable[[str], None], partitions: tuple[str, ...]) -> DeltaWrite:
         """Run `save` until Delta accepts its commit (or `commit_retries` are spent), then describe that commit."""
         from delta.tables import DeltaTable
 
@@ -172,11 +197,19 @@ class DeltaTables(dg.ConfigurableResource):
                         f"`commit_retries` on the delta resource if runs on these partitions often overlap."
                     ) from error
                 pause = self.retry_backoff_seconds * (2**attempt) * (1 + random.random())
-                log.warning("%s: commit refused (%s), another run wrote the same partitions; retrying in %.1f s", table, type(error).__name__, pause)
+                log.warning(
+                    "%s: commit refused (%s), another run wrote the same partitions; retrying in %.1f s", table, type(error).__name__, pause
+                )
                 time.sleep(pause)
         # The commit is found by its token, not as "the latest": another writer may have committed since.
-        commits = DeltaTable.forPath(spark, self.path(table)).history(20).where(f"userMetadata = '{token}'").collect()
-        last = commits[0] if commits else DeltaTable.forPath(spark, self.path(table)).history(1).first()
+        commits = DeltaTable.forPath(self.session, self.path(table)).history(COMMIT_LOOKBACK).where(f"userMetadata = '{token}'").collect()
+        if not commits:
+            raise DeltaCommitNotFound(
+                f"Writing {table!r} committed, but its commit (userMetadata {token}) is not among the table's last "
+                f"{COMMIT_LOOKBACK} commits: other writers committed in between, so what this write did cannot be reported. "
+                "The data is written; re-running the step reports it."
+            )
+        last = commits[0]
         metrics = last["operationMetrics"] or {}
         return DeltaWrite(table, self.path(table), last["version"], int(metrics.get("numOutputRows", 0)), partitions)
 
@@ -192,52 +225,66 @@ class MaintenanceStep:
     metrics: dict
 
     def as_row(self) -> dict:
-        return {"table": self.table, "step": self.step, "version_before": self.version_before, "version_after": self.version_after, **self.metrics}
+        return {
+            "table": self.table,
+            "step": self.step,
+            "version_before": self.version_before,
+            "version_after": self.version_after,
+            **self.metrics,
+        }
 
 
 def _metrics(last_commit) -> dict:
     return {k: int(v) if str(v).isdigit() else v for k, v in (last_commit["operationMetrics"] or {}).items()}
 
 
-def optimize(spark: "SparkSession", delta: "DeltaTables", table: str) -> MaintenanceStep:
+def optimize(delta: DeltaTables, table: str) -> MaintenanceStep:
     """Compact small files (Delta OPTIMIZE): one commit, data unchanged."""
     from delta.tables import DeltaTable
 
-    before = delta.version(spark, table)
-    DeltaTable.forPath(spark, delta.path(table)).optimize().executeCompaction()
-    last = DeltaTable.forPath(spark, delta.path(table)).history(1).first()
+    before = delta.version(table)
+    DeltaTable.forPath(delta.session, delta.path(table)).optimize().executeCompaction()
+    last = DeltaTable.forPath(delta.session, delta.path(table)).history(1).first()
     metrics = _metrics(last) if last["operation"] == "OPTIMIZE" else {"numAddedFiles": 0, "numRemovedFiles": 0}
     wanted = {k: metrics.get(k, 0) for k in ("numAddedFiles", "numRemovedFiles", "numAddedBytes", "numRemovedBytes")}
     return MaintenanceStep(table, "optimize", before, last["version"], wanted)
 
 
-def drop_partitions_before(spark: "SparkSession", delta: "DeltaTables", table: str, column: str, cutoff: date) -> MaintenanceStep:
+def drop_partitions_before(delta: DeltaTables, table: str, column: str, cutoff: date) -> MaintenanceStep:
     """Delete every partition of `column` older than `cutoff` (whole files, one commit)."""
     from delta.tables import DeltaTable
 
-    before = delta.version(spark, table)
-    handle = DeltaTable.forPath(spark, delta.path(table))
+    before = delta.version(table)
+    handle = DeltaTable.forPath(delta.session, delta.path(table))
     old = handle.toDF().where(f"{column} < DATE'{cutoff.isoformat()}'").select(column).distinct().count()
     if old == 0:
         return MaintenanceStep(table, "retention", before, before, {"partitions_dropped": 0, "cutoff": cutoff.isoformat()})
     handle.delete(f"{column} < DATE'{cutoff.isoformat()}'")
-    last = DeltaTable.forPath(spark, delta.path(table)).history(1).first()
+    last = DeltaTable.forPath(delta.session, delta.path(table)).history(1).first()
     metrics = _metrics(last)
     return MaintenanceStep(
-        table, "retention", before, last["version"],
-        {"partitions_dropped": old, "cutoff": cutoff.isoformat(), "numDeletedRows": metrics.get("numDeletedRows", 0), "numRemovedFiles": metrics.get("numRemovedFiles", 0)},
+        table,
+        "retention",
+        before,
+        last["version"],
+        {
+            "partitions_dropped": old,
+            "cutoff": cutoff.isoformat(),
+            "numDeletedRows": metrics.get("numDeletedRows", 0),
+            "numRemovedFiles": metrics.get("numRemovedFiles", 0),
+        },
     )
 
 
-def vacuum(spark: "SparkSession", delta: "DeltaTables", table: str, retention_hours: int) -> MaintenanceStep:
+def vacuum(delta: DeltaTables, table: str, retention_hours: int) -> MaintenanceStep:
     """Delete files no version within `retention_hours` still reads (time travel stops there)."""
     from delta.tables import DeltaTable
 
     base = Path(delta.path(table))
     files_before = sum(1 for _ in base.rglob("*.parquet")) if base.exists() else None
-    DeltaTable.forPath(spark, delta.path(table)).vacuum(retention_hours)
+    DeltaTable.forPath(delta.session, delta.path(table)).vacuum(retention_hours)
     files_after = sum(1 for _ in base.rglob("*.parquet")) if base.exists() else None
-    version = delta.version(spark, table)
+    version = delta.version(table)
     removed = (files_before - files_after) if files_before is not None else None
     return MaintenanceStep(table, "vacuum", version, version, {"retention_hours": retention_hours, "files_deleted": removed})
 

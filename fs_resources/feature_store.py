@@ -5,10 +5,8 @@ import os
 import dagster as dg
 from pydantic import Field
 
-from fs_assets.features.registry import DEFAULT_FEATURE_SET_VERSION, FEATURE_SET_VERSIONS
-
-FEATURES_TABLE = "device_features"
-OBJECTS_TABLE = "device_objects"
+from fs_domain import tables
+from fs_domain.features import DEFAULT_FEATURE_SET_VERSION, FEATURE_SET_VERSIONS
 
 
 class FeatureStoreResource(dg.ConfigurableResource):
@@ -24,8 +22,8 @@ class FeatureStoreResource(dg.ConfigurableResource):
 
     def features_table(self) -> str:
         """Table name under the Delta root: device_features/v1, device_features/v2, ..."""
-        return f"{FEATURES_TABLE}/{self.version()}"
+        return tables.features_table(self.version())
 
     def objects_table(self) -> str:
         """The `device_objects` table built from this version's features: device_objects/v1, ..."""
-        return f"{OBJECTS_TABLE}/{self.version()}"
+        return tables.objects_table(self.version())

@@ -27,9 +27,10 @@ Two engines, one semantics (the tests hold both to a brute-force reference):
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,9 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fs_assets.features.registry import DEFAULT_FEATURE_SET_VERSION, FEATURES_BY_NAME, WINDOW_MINUTES, features_for
+from fs_domain.features import DEFAULT_FEATURE_SET_VERSION, FEATURES_BY_NAME, WINDOW_MINUTES, features_for
+from fs_domain.tables import features_table
 from fs_resources import settings
-from fs_resources.feature_store import FEATURES_TABLE
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -63,7 +64,7 @@ class _Request:
 def _utc(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
         raise HistoricalFeaturesError(f"{name} is a naive datetime: give it a time zone, e.g. {name}.replace(tzinfo=timezone.utc)")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def _partition_dates(first_event: datetime, last_event: datetime, minutes: int, tolerance: timedelta) -> tuple[date, date]:
@@ -116,7 +117,7 @@ class OfflineStore:
 
     @property
     def path(self) -> str:
-        return f"{self.tables_root}/{FEATURES_TABLE}/{self.version}"
+        return f"{self.tables_root}/{features_table(self.version)}"
 
     # --- validation ---------------------------------------------------------------------------
 
@@ -130,10 +131,14 @@ class OfflineStore:
             raise HistoricalFeaturesError(f"features listed twice: {sorted({f for f in features if features.count(f) > 1})}")
         unknown = [f for f in features if f not in FEATURES_BY_NAME]
         if unknown:
-            raise HistoricalFeaturesError(f"unknown features {unknown}; see docs/features.md for the {len(self._known)} features of {self.version}")
+            raise HistoricalFeaturesError(
+                f"unknown features {unknown}; see docs/features.md for the {len(self._known)} features of {self.version}"
+            )
         later = [f for f in features if f not in self._known]
         if later:
-            raise HistoricalFeaturesError(f"features {later} are not in feature set {self.version} (added in {FEATURES_BY_NAME[later[0]].added_in}); open the store with that version")
+            raise HistoricalFeaturesError(
+                f"features {later} are not in feature set {self.version} (added in {FEATURES_BY_NAME[later[0]].added_in}); open the store with that version"
+            )
         if window_minutes not in WINDOW_MINUTES:
             raise HistoricalFeaturesError(f"window_minutes must be one of {list(WINDOW_MINUTES)}, got {window_minutes!r}")
         other_windows = [f for f in features if window_minutes not in FEATURES_BY_NAME[f].windows]
@@ -148,7 +153,9 @@ class OfflineStore:
         """The entity rows' event times in UTC (validated)."""
         missing = [c for c in ENTITY_COLUMNS if c not in entity_df.columns]
         if missing:
-            raise HistoricalFeaturesError(f"entity_df lacks columns {missing}: it needs device_id (str) and event_time (datetime64 with a time zone)")
+            raise HistoricalFeaturesError(
+                f"entity_df lacks columns {missing}: it needs device_id (str) and event_time (datetime64 with a time zone)"
+            )
         clashes = [c for c in (*request.features, WINDOW_END_COLUMN) if c in entity_df.columns]
         if clashes:
             raise HistoricalFeaturesError(f"entity_df already has columns {clashes}: drop or rename them first")
@@ -176,28 +183,38 @@ class OfflineStore:
         try:
             table = DeltaTable(self.path)
         except TableNotFoundError as exc:
-            raise HistoricalFeaturesError(f"no feature table at {self.path}: materialize the device_features assets (or check FS_DATA_ROOT and the feature set version)") from exc
+            raise HistoricalFeaturesError(
+                f"no feature table at {self.path}: materialize the device_features assets (or check FS_DATA_ROOT and the feature set version)"
+            ) from exc
         if as_of is not None:
             first_commit = min(h["timestamp"] for h in table.history())
-            if as_of < datetime.fromtimestamp(first_commit / 1000, timezone.utc):
+            if as_of < datetime.fromtimestamp(first_commit / 1000, UTC):
                 return None
             table.load_as_version(as_of)
         reader = table.protocol()
         if reader.min_reader_version > 1:
             # Deletion vectors or column mapping would make a plain Parquet read wrong; use Spark.
-            raise HistoricalFeaturesError(f"{self.path} uses Delta reader features {reader.reader_features}: pass a Spark DataFrame to read it through Spark")
+            raise HistoricalFeaturesError(
+                f"{self.path} uses Delta reader features {reader.reader_features}: pass a Spark DataFrame to read it through Spark"
+            )
         return table
 
     def _read_windows(self, request: _Request, first: datetime | None, last: datetime | None, device_ids: np.ndarray) -> pa.Table:
         columns = ["device_id", "window_end", *request.features]
-        schema = pa.schema([("device_id", pa.string()), ("window_end", pa.timestamp("us", tz="UTC"))]
-                           + [(f, pa.int64() if FEATURES_BY_NAME[f].dtype == "long" else pa.float64()) for f in request.features])
+        schema = pa.schema(
+            [("device_id", pa.string()), ("window_end", pa.timestamp("us", tz="UTC"))]
+            + [(f, pa.int64() if FEATURES_BY_NAME[f].dtype == "long" else pa.float64()) for f in request.features]
+        )
         table = self._snapshot(request.as_of)
         if table is None or first is None:
             return schema.empty_table()
         low, high = _partition_dates(first, last, request.minutes, request.tolerance)
         files = table.file_uris(
-            file_pruning_predicate=[("window_duration_minutes", "=", str(request.minutes)), ("window_date", ">=", low.isoformat()), ("window_date", "<=", high.isoformat())]
+            file_pruning_predicate=[
+                ("window_duration_minutes", "=", str(request.minutes)),
+                ("window_date", ">=", low.isoformat()),
+                ("window_date", "<=", high.isoformat()),
+            ]
         )
         if not files:
             return schema.empty_table()
@@ -225,13 +242,17 @@ class OfflineStore:
         out = entity_df.copy()
         for name in request.features:
             column = picked.column(name)
-            out[name] = column.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get).array if FEATURES_BY_NAME[name].dtype == "long" else column.to_numpy(zero_copy_only=False)
+            out[name] = (
+                column.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get).array
+                if FEATURES_BY_NAME[name].dtype == "long"
+                else column.to_numpy(zero_copy_only=False)
+            )
         out[WINDOW_END_COLUMN] = picked.column("window_end").to_pandas().array
         return out
 
     # --- Spark --------------------------------------------------------------------------------
 
-    def _historical_spark(self, entity_df: "DataFrame", request: _Request) -> "DataFrame":
+    def _historical_spark(self, entity_df: DataFrame, request: _Request) -> DataFrame:
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
@@ -240,9 +261,13 @@ class OfflineStore:
         if missing:
             raise HistoricalFeaturesError(f"entity_df lacks columns {missing}: it needs device_id (string) and event_time (timestamp)")
         if isinstance(fields["event_time"], T.TimestampNTZType):
-            raise HistoricalFeaturesError("event_time is TIMESTAMP_NTZ (no time zone): cast it, e.g. F.to_utc_timestamp('event_time', 'UTC').cast('timestamp')")
+            raise HistoricalFeaturesError(
+                "event_time is TIMESTAMP_NTZ (no time zone): cast it, e.g. F.to_utc_timestamp('event_time', 'UTC').cast('timestamp')"
+            )
         if not isinstance(fields["event_time"], T.TimestampType):
-            raise HistoricalFeaturesError(f"event_time is {fields['event_time'].simpleString()}, not a timestamp: cast it, e.g. F.col('event_time').cast('timestamp')")
+            raise HistoricalFeaturesError(
+                f"event_time is {fields['event_time'].simpleString()}, not a timestamp: cast it, e.g. F.col('event_time').cast('timestamp')"
+            )
         if not isinstance(fields["device_id"], T.StringType):
             raise HistoricalFeaturesError(f"device_id is {fields['device_id'].simpleString()}, not a string")
         clashes = [c for c in (*request.features, WINDOW_END_COLUMN) if c in fields]
@@ -276,14 +301,17 @@ class OfflineStore:
             F.col("_w.window_end").alias(WINDOW_END_COLUMN),
         )
 
-    def _spark_windows(self, spark: "SparkSession", request: _Request, first: datetime | None, last: datetime | None, schema) -> "DataFrame":
+    def _spark_windows(self, spark: SparkSession, request: _Request, first: datetime | None, last: datetime | None, schema) -> DataFrame:
         from pyspark.sql import functions as F
         from pyspark.sql.utils import AnalysisException
 
         empty = spark.createDataFrame([], schema)
         if first is None:
             return empty
-        first, last = first.replace(tzinfo=timezone.utc) if first.tzinfo is None else first, last.replace(tzinfo=timezone.utc) if last.tzinfo is None else last
+        first, last = (
+            first.replace(tzinfo=UTC) if first.tzinfo is None else first,
+            last.replace(tzinfo=UTC) if last.tzinfo is None else last,
+        )
         reader = spark.read.format("delta")
         if request.as_of is not None:
             if self._snapshot(request.as_of) is None:

@@ -24,18 +24,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import pyarrow as pa
 import redis
 
-from fs_assets.features.registry import DEFAULT_FEATURE_SET_VERSION
-from fs_assets.ingest.contract import DEVICE_ID_PATTERN
-from fs_assets.ontology.device_object import DEVICE, SERVED_STATUSES
-from fs_resources.redis_store import EmbeddedRedis, redact
+from fs_domain.contract import DEVICE_ID_PATTERN
+from fs_domain.device import DEVICE, SERVED_STATUSES
+from fs_domain.features import DEFAULT_FEATURE_SET_VERSION
+from fs_resources.embedded_redis import EmbeddedRedis, redact
 
 DEFAULT_TTL_SECONDS = 2 * 3600
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
@@ -66,7 +66,7 @@ class OnlineStoreUnavailable(RuntimeError):
 
 def encode_timestamp(value: datetime) -> str:
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.strftime(TIMESTAMP_FORMAT) + "+00:00"
 
 
@@ -227,19 +227,24 @@ class OnlineStore:
         self._upsert = client.register_script(_UPSERT)
         self._complete = client.register_script(_COMPLETE)
         # Reads decode text in hiredis (C) rather than field by field in Python.
-        self._reader = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=client.connection_pool.connection_class, **{**client.connection_pool.connection_kwargs, "decode_responses": True}
-        ))
+        self._reader = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=client.connection_pool.connection_class,
+                **{**client.connection_pool.connection_kwargs, "decode_responses": True},
+            )
+        )
         self._read = self._reader.register_script(_READ)
         self._all_fields = DEVICE.property_names
         self._dtypes = {p.name: p.dtype for p in DEVICE.properties}
 
     @classmethod
-    def connect(cls, url: str | None = None, feature_set_version: str | None = None, socket_timeout: float = 2.0) -> "OnlineStore":
+    def connect(cls, url: str | None = None, feature_set_version: str | None = None, socket_timeout: float = 2.0) -> OnlineStore:
         """The store at `url`, else REDIS_URL, else the embedded server `make run` started."""
         url = url or os.environ.get("REDIS_URL") or EmbeddedRedis().url()
         if url is None:
-            raise OnlineStoreUnavailable("no Redis to read from: set REDIS_URL, or start the embedded server (`make run`, or `python -m fs_resources.redis_store start`)")
+            raise OnlineStoreUnavailable(
+                "no Redis to read from: set REDIS_URL, or start the embedded server (`make run`, or `python -m fs_resources.embedded_redis start`)"
+            )
         client = redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
         version = feature_set_version or os.environ.get("FS_FEATURE_SET_VERSION") or DEFAULT_FEATURE_SET_VERSION
         return cls(client, version)
@@ -310,7 +315,7 @@ class OnlineStore:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def encode_objects(self, objects: "pa.Table | dict[str, list]") -> tuple[list[str], list[tuple], list[str]]:
+    def encode_objects(self, objects: pa.Table | dict[str, list]) -> tuple[list[str], list[tuple], list[str]]:
         """Served device ids, their rows of encoded values (None for NULL, in `DEVICE` order), and
         the ids to remove (retired). `objects` is an Arrow table of `DEVICE`'s properties (as read
         from `device_objects`) or a dict of row-aligned value lists."""
@@ -346,7 +351,7 @@ class OnlineStore:
 
     def project(
         self,
-        objects: "pa.Table | dict[str, list]",
+        objects: pa.Table | dict[str, list],
         hydrated_at: datetime,
         *,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
@@ -419,7 +424,7 @@ class OnlineStore:
             report.orphans_removed += result[2]
 
         report.live_devices = len(served)
-        completed = encode_timestamp(datetime.now(timezone.utc))
+        completed = encode_timestamp(datetime.now(UTC))
         call(lambda pipe: self._complete(keys=[self.projection_key], args=[ts, len(served), completed, source], client=pipe))
         report.seconds = time.monotonic() - started
         return report
@@ -460,7 +465,13 @@ class _Retrying:
                 time.sleep(wait)
 
 
-ARROW_TYPES = {"string": pa.string(), "double": pa.float64(), "long": pa.int64(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC")}
+ARROW_TYPES = {
+    "string": pa.string(),
+    "double": pa.float64(),
+    "long": pa.int64(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
 
 
 def arrow_objects(columns: dict[str, list]) -> pa.Table:

@@ -1,123 +1,19 @@
-"""Redis for the online store: a URL, or an embedded real Redis server the project starts itself.
+"""The online store's Redis as a Dagster resource: a URL, or the embedded server (`embedded_redis`).
 
-With `REDIS_URL` unset, the first user starts `redis-server` on a free loopback port with its
-files under `FS_DATA_ROOT/redis` and leaves it running for the other runs; `make run` stops it
-on exit (`python -m fs_resources.redis_store stop`). Passwords never leave this module: what is
-logged or shown as metadata is `redacted_url`.
+The resource owns one client for the run (created on first use, closed when the run ends), so
+every step and check of a run shares its connection pool.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 import redis
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
-from fs_resources import settings
-
-
-class RedisUnavailable(RuntimeError):
-    pass
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class EmbeddedRedis:
-    """A real `redis-server` bound to 127.0.0.1, its pid, port and log under `directory`."""
-
-    def __init__(self, directory: Path | None = None, password: str | None = None, persistent: bool = False):
-        self.directory = Path(directory or Path(settings.data_root()) / "redis")
-        self.password = password
-        # The online store is rebuilt by every pre-hydration, so by default nothing is persisted;
-        # `persistent` (an fsync'ed append-only file) keeps the data across a restart.
-        self.persistent = persistent
-
-    @property
-    def port_file(self) -> Path:
-        return self.directory / "redis.port"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.directory / "redis.pid"
-
-    def url(self) -> str | None:
-        if not self.port_file.exists():
-            return None
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port_file.read_text().strip()}/0"
-
-    def is_running(self) -> bool:
-        url = self.url()
-        if url is None:
-            return False
-        try:
-            return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
-        except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError):
-            return False
-
-    def start(self, port: int | None = None, timeout: float = 10.0) -> str:
-        if self.is_running():
-            return self.url()  # type: ignore[return-value]
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RedisUnavailable(
-                "redis-server is not installed and REDIS_URL is unset. `make setup` installs it "
-                "(Debian: apt-get install redis-server), or point REDIS_URL at a Redis server."
-            )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        port = port or _free_port()
-        args = [
-            binary, "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
-            "--pidfile", str(self.pid_file.resolve()), "--logfile", str((self.directory / "redis.log").resolve()),
-            "--dir", str(self.directory.resolve()), "--save", "",
-        ]
-        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
-        if self.password:
-            args += ["--requirepass", self.password]
-        subprocess.run(args, check=True, capture_output=True)
-        self.port_file.write_text(str(port))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_running():
-                return self.url()  # type: ignore[return-value]
-            time.sleep(0.05)
-        raise RedisUnavailable(f"embedded redis-server did not answer on 127.0.0.1:{port} within {timeout:.0f} s; see {self.directory / 'redis.log'}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.pid_file.exists():
-            try:
-                pid = int(self.pid_file.read_text().strip())
-                os.kill(pid, 15)
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
-                    os.kill(pid, 0)
-                    time.sleep(0.05)
-            except (ProcessLookupError, ValueError):
-                pass
-        self.port_file.unlink(missing_ok=True)
+from fs_resources.embedded_redis import EmbeddedRedis, redact
+from fs_resources.online import OnlineStore
 
 
 class RedisResource(dg.ConfigurableResource):
@@ -125,8 +21,16 @@ class RedisResource(dg.ConfigurableResource):
 
     url: str | None = Field(default=None, description="redis:// URL (may carry a password); unset reads REDIS_URL.")
     socket_timeout: float = Field(default=2.0, description="Seconds before a Redis call gives up.")
-    ttl_seconds: int | None = Field(default=None, description="Lifetime of a device entry; unset reads FS_ONLINE_TTL_SECONDS, else 7200 (2 h).")
+    ttl_seconds: int | None = Field(
+        default=None, description="Lifetime of a device entry; unset reads FS_ONLINE_TTL_SECONDS, else 7200 (2 h)."
+    )
     write_retries: int = Field(default=3, description="Retries of a failed round trip while pre-hydrating (backoff doubles from 0.5 s).")
+
+    _client: redis.Redis | None = PrivateAttr(default=None)
+    _client_url: str | None = PrivateAttr(default=None)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
 
     def resolved_url(self) -> str:
         url = self.url or os.environ.get("REDIS_URL")
@@ -143,31 +47,22 @@ class RedisResource(dg.ConfigurableResource):
             raise ValueError(f"the online TTL must be positive seconds, got {ttl}")
         return ttl
 
-    def online_store(self, feature_set_version: str):
-        """The `OnlineStore` of a feature set version on this Redis."""
-        from fs_resources.online import OnlineStore
-
+    def online_store(self, feature_set_version: str) -> OnlineStore:
+        """The `OnlineStore` of a feature set version on this Redis, sharing the resource's client."""
         return OnlineStore(self.client(), feature_set_version)
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(
-            self.resolved_url(), socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout,
-            decode_responses=False,
-        )
+        """The resource's client; a new one only when the server's URL changed (an embedded restart)."""
+        url = self.resolved_url()
+        if self._client is None or url != self._client_url:
+            self.close()
+            self._client = redis.Redis.from_url(
+                url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout, decode_responses=False
+            )
+            self._client_url = url
+        return self._client
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fs_resources.redis_store start|stop|url`: manage the embedded server."""
-    command = (argv or sys.argv[1:] or ["url"])[0]
-    server = EmbeddedRedis()
-    if command == "start":
-        print(server.start())
-    elif command == "stop":
-        server.stop()
-    else:
-        print(server.url() or "")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client, self._client_url = None, None

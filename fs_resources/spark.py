@@ -114,7 +114,9 @@ def check_java() -> None:
 
     java = shutil.which("java", path=os.environ.get("JAVA_HOME", "") + "/bin:" + os.environ.get("PATH", ""))
     if java is None:
-        raise RuntimeError("Spark needs Java 17 or newer and no `java` was found on PATH: install a JDK 17 (apt-get install openjdk-17-jre-headless) or set JAVA_HOME.")
+        raise RuntimeError(
+            "Spark needs Java 17 or newer and no `java` was found on PATH: install a JDK 17 (apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     major = int(match.group(1)) if match else 0
@@ -124,7 +126,7 @@ def check_java() -> None:
         raise RuntimeError(f"Spark needs Java {MIN_JAVA_MAJOR} or newer; {java} is Java {major}. Install a JDK 17 or set JAVA_HOME.")
 
 
-def get_spark_session(conf: dict[str, str] | None = None) -> "SparkSession":
+def get_spark_session(conf: dict[str, str] | None = None) -> SparkSession:
     """The process's Delta-enabled Spark session, created on first use and shared after that."""
     from pyspark.sql import SparkSession
 
@@ -148,7 +150,7 @@ def get_spark_session(conf: dict[str, str] | None = None) -> "SparkSession":
 
 
 @contextmanager
-def shuffle_partitions_for(session: "SparkSession", rows: int, rows_per_partition: int = 500_000):
+def shuffle_partitions_for(session: SparkSession, rows: int, rows_per_partition: int = 500_000):
     """Raise `spark.sql.shuffle.partitions` for a large input while the block runs.
 
     Four partitions suit a day of a few hundred devices on 2 cores; at 10,000 devices (14.4 M
@@ -171,16 +173,24 @@ class DeltaSparkResource(PySparkResource):
     spark_config: dict[str, Any] = Field(default_factory=dict, description="Extra Spark settings, applied over the defaults.")
     master: str | None = Field(default=None, description="Spark master URL; unset reads FS_SPARK_MASTER, else local[*].")
     shuffle_partitions: int = Field(default=4, description="spark.sql.shuffle.partitions; 4 suits 2 cores.")
-    driver_memory: str | None = Field(default=None, description="spark.driver.memory (all of Spark's heap in local mode); unset reads FS_SPARK_DRIVER_MEMORY, else 4g.")
+    driver_memory: str | None = Field(
+        default=None, description="spark.driver.memory (all of Spark's heap in local mode); unset reads FS_SPARK_DRIVER_MEMORY, else 4g."
+    )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._spark_session = get_spark_session(self.session_conf())
+
+    def session_conf(self) -> dict[str, str]:
         memory = self.driver_memory or os.environ.get("FS_SPARK_DRIVER_MEMORY") or "4g"
         conf = delta_spark_conf(self.master, self.shuffle_partitions, memory)
         conf.update({k: str(v) for k, v in self.spark_config.items()})
-        self._spark_session = get_spark_session(conf)
+        return conf
 
     @property
-    def spark_session(self) -> "SparkSession":
+    def spark_session(self) -> SparkSession:
+        # Outside a run (a notebook, a test, a benchmark) the session starts on first use.
+        if self._spark_session is None:
+            self._spark_session = get_spark_session(self.session_conf())
         return self._spark_session
 
 

@@ -63,7 +63,9 @@ class StandaloneCluster:
     def start(self, timeout: float = 60.0) -> str:
         self.stop()
         port, ui = _free_port(), _free_port()
-        self._spawn("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)])
+        self._spawn(
+            "master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)]
+        )
         if not _wait_for_port(port, timeout):
             raise RuntimeError(f"the Spark master did not listen on 127.0.0.1:{port}; see {self.directory / 'master.log'}")
         (self.directory / "master.port").write_text(str(port))
@@ -71,8 +73,20 @@ class StandaloneCluster:
         for i in range(self.workers):
             self._spawn(
                 f"worker-{i}",
-                ["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", str(self.cores), "--memory", self.memory,
-                 "--webui-port", str(_free_port()), "--work-dir", str(self.directory / "work")],
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(self.cores),
+                    "--memory",
+                    self.memory,
+                    "--webui-port",
+                    str(_free_port()),
+                    "--work-dir",
+                    str(self.directory / "work"),
+                ],
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -22,10 +22,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT
 from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource
@@ -38,8 +37,16 @@ OVERLAP = timedelta(minutes=5)
 DELIVERY_BUDGET = timedelta(seconds=30)
 # Metadata keys that carry "the value observed" and "the threshold", in order of preference.
 OBSERVED_KEYS = (
-    "observed", "lag_minutes", "fraction_differing", "coverage", "dagster/overdue_seconds", "dagster/last_updated_time",
-    "missing", "duplicate_keys", "violations", "imbalance",
+    "observed",
+    "lag_minutes",
+    "fraction_differing",
+    "coverage",
+    "dagster/overdue_seconds",
+    "dagster/last_updated_time",
+    "missing",
+    "duplicate_keys",
+    "violations",
+    "imbalance",
 )
 THRESHOLD_KEYS = ("threshold", "threshold_minutes", "error_below", "dagster/freshness_params")
 
@@ -77,10 +84,27 @@ class RoutingState:
         return json.dumps({"since": self.since, "seen": self.seen, "open": self.open, "outbox": self.outbox})
 
 
-def _alert(run, key: str, action: str, route: str, severity: str, summary: str, asset: str, partition, check: str, observed, threshold) -> Alert:
+def _alert(
+    run, key: str, action: str, route: str, severity: str, summary: str, asset: str, partition, check: str, observed, threshold
+) -> Alert:
     """One notification about `run`; only an ERROR being raised is urgent (a resolve never is)."""
     urgency = "high" if action == "trigger" and severity == "error" else "low"
-    return Alert(key, action, route, severity, urgency, summary, asset, partition, check, observed, threshold, run.run_id, ui_url(run.run_id), time.time())
+    return Alert(
+        key,
+        action,
+        route,
+        severity,
+        urgency,
+        summary,
+        asset,
+        partition,
+        check,
+        observed,
+        threshold,
+        run.run_id,
+        ui_url(run.run_id),
+        time.time(),
+    )
 
 
 def incident_alerts(state: RoutingState, record, failed_checks: bool, instance: dg.DagsterInstance) -> list[Alert]:
@@ -93,10 +117,38 @@ def incident_alerts(state: RoutingState, record, failed_checks: bool, instance: 
         if key in state.open or failed_checks:
             return []
         state.open[key] = {"severity": "error", "route": ROUTE_DATA_ENGINEERING}
-        return [_alert(run, key, "trigger", ROUTE_DATA_ENGINEERING, "error", f"run of {what} failed", what, partition, "run_failure", "FAILURE", "SUCCESS")]
+        return [
+            _alert(
+                run,
+                key,
+                "trigger",
+                ROUTE_DATA_ENGINEERING,
+                "error",
+                f"run of {what} failed",
+                what,
+                partition,
+                "run_failure",
+                "FAILURE",
+                "SUCCESS",
+            )
+        ]
     if key in state.open:
         del state.open[key]
-        return [_alert(run, key, "resolve", ROUTE_DATA_ENGINEERING, "error", f"{what} runs again", what, partition, "run_failure", "SUCCESS", "SUCCESS")]
+        return [
+            _alert(
+                run,
+                key,
+                "resolve",
+                ROUTE_DATA_ENGINEERING,
+                "error",
+                f"{what} runs again",
+                what,
+                partition,
+                "run_failure",
+                "SUCCESS",
+                "SUCCESS",
+            )
+        ]
     return []
 
 
@@ -107,7 +159,7 @@ def run_scope(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, st
     all share `__ASSET_JOB`, and one of them succeeding says nothing of another that failed."""
     keys = run.asset_selection or {
         r.event_log_entry.dagster_event.event_specific_data.asset_key
-        for r in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=10_000).records
+        for r in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=10_000).records
     }
     assets = sorted(k.to_user_string() for k in keys)
     what = f"{run.job_name}[{','.join(assets)}]" if assets else run.job_name
@@ -135,11 +187,27 @@ def check_alerts(state: RoutingState, record, evaluations) -> list[Alert]:
                 route = route_for(evaluation.check_name)
                 state.open[key] = {"severity": severity, "route": route}
                 summary = f"{evaluation.check_name} failed on {where}" + (f": {evaluation.description}" if evaluation.description else "")
-                alerts.append(_alert(run, key, "trigger", route, severity, summary, asset, partition, evaluation.check_name, observed, threshold))
+                alerts.append(
+                    _alert(run, key, "trigger", route, severity, summary, asset, partition, evaluation.check_name, observed, threshold)
+                )
         elif key in state.open:
             opened = state.open.pop(key)
             summary = f"{evaluation.check_name} passes again on {where}"
-            alerts.append(_alert(run, key, "resolve", opened["route"], opened["severity"], summary, asset, partition, evaluation.check_name, observed, threshold))
+            alerts.append(
+                _alert(
+                    run,
+                    key,
+                    "resolve",
+                    opened["route"],
+                    opened["severity"],
+                    summary,
+                    asset,
+                    partition,
+                    evaluation.check_name,
+                    observed,
+                    threshold,
+                )
+            )
     return alerts
 
 
@@ -151,7 +219,7 @@ def check_alerts(state: RoutingState, record, evaluations) -> list[Alert]:
 )
 def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkResource):
     state = RoutingState(context.cursor)
-    since = datetime.fromtimestamp(max(state.since - OVERLAP.total_seconds(), 0), timezone.utc)
+    since = datetime.fromtimestamp(max(state.since - OVERLAP.total_seconds(), 0), UTC)
     records = context.instance.get_run_records(
         filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE], updated_after=since),
         order_by="update_timestamp",
@@ -164,9 +232,11 @@ def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkR
             continue
         evaluations = [
             r.event_log_entry.dagster_event.event_specific_data
-            for r in context.instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000).records
+            for r in context.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000).records
         ]
-        new = incident_alerts(state, record, any(not e.passed for e in evaluations), context.instance) + check_alerts(state, record, evaluations)
+        new = incident_alerts(state, record, any(not e.passed for e in evaluations), context.instance) + check_alerts(
+            state, record, evaluations
+        )
         state.outbox.extend(a.to_dict() for a in new)
         stamp = record.update_timestamp.timestamp()
         state.seen[run_id] = stamp
@@ -187,4 +257,6 @@ def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkR
     context.update_cursor(state.dump())
     if undelivered:
         context.log.warning(f"{len(undelivered)} alerts not delivered to {alerts.destination()}; retrying next tick")
-    return dg.SkipReason(f"{delivered} alerts delivered to {alerts.destination()}, {len(undelivered)} waiting, {len(state.open)} incidents open")
+    return dg.SkipReason(
+        f"{delivered} alerts delivered to {alerts.destination()}, {len(undelivered)} waiting, {len(state.open)} incidents open"
+    )

@@ -5,5 +5,8 @@ import dagster as dg
 from fs_checks.freshness_checks import freshness_checks
 
 freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
-    freshness_checks=freshness_checks, name="freshness_checks_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
+    freshness_checks=freshness_checks,
+    name="freshness_checks_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
 )

@@ -6,7 +6,6 @@ gets one run; the run key carries the fingerprint, so the same file set is never
 A changed device registry gets a registry run.
 """
 
-
 import json
 import os
 
@@ -18,13 +17,15 @@ from fs_resources import settings
 
 clean_readings_job = dg.define_asset_job(
     "clean_readings_job",
-    selection=dg.AssetSelection.assets("clean_sensor_readings").without_checks() | dg.AssetSelection.checks_for_assets("clean_sensor_readings"),
-    partitions_def=daily_partitions,
+    selection=dg.AssetSelection.assets("clean_sensor_readings").without_checks()
+    | dg.AssetSelection.checks_for_assets("clean_sensor_readings"),
     # One process, one Spark session per run: the checks reuse the session the asset started.
     executor_def=dg.in_process_executor,
     description="Ingest landing-zone days into clean_sensor_readings (and its checks).",
 )
-registry_job = dg.define_asset_job("device_registry_job", selection=dg.AssetSelection.assets("device_registry"), executor_def=dg.in_process_executor)
+registry_job = dg.define_asset_job(
+    "device_registry_job", selection=dg.AssetSelection.assets("device_registry"), executor_def=dg.in_process_executor
+)
 
 REGISTRY_CURSOR_KEY = "__registry__"
 
@@ -61,13 +62,17 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     root = settings.landing_root()
     for day in landing.landing_partition_keys(root):
         if day not in valid:
-            context.log.warning(f"landing folder date={day} is outside the partitions ({daily_partitions.start:%Y-%m-%d} .. today); skipped")
+            context.log.warning(
+                f"landing folder date={day} is outside the partitions ({daily_partitions.start:%Y-%m-%d} .. today); skipped"
+            )
             continue
         files = landing.list_landing_files(root, day)
         if not files:
             continue
         fp = landing.fingerprint(files)
         if seen.get(day) != fp:
-            requests.append(dg.RunRequest(run_key=f"{day}:{fp}", partition_key=day, job_name=clean_readings_job.name, tags={"landing_fingerprint": fp}))
+            requests.append(
+                dg.RunRequest(run_key=f"{day}:{fp}", partition_key=day, job_name=clean_readings_job.name, tags={"landing_fingerprint": fp})
+            )
             seen[day] = fp
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))

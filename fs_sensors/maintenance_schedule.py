@@ -6,80 +6,106 @@ Vacuum retention bounds time travel: a training set rebuilt `as_of` a time older
 retention cannot be read any more. The default keeps 90 days (Delta's own floor is 7).
 """
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
 
-from fs_assets.features.registry import FEATURE_SET_VERSIONS
-from fs_assets.training.models import MODELS
+from fs_assets.metadata import table_metadata
+from fs_domain import tables
+from fs_domain.features import FEATURE_SET_VERSIONS
+from fs_domain.models import MODELS
 from fs_resources import delta as delta_ops
 from fs_resources.delta import DeltaTables
-from fs_resources.spark import DeltaSparkResource
 
 # Tables whose partitions are days, and the partition column holding the day.
 DATED_TABLES = {
-    "clean_sensor_readings": "reading_date",
-    "clean_sensor_readings_quarantine": "landing_date",
-    **{f"device_features/{v}": "window_date" for v in FEATURE_SET_VERSIONS},
-    "anomaly_scores": "window_date",
-    "feature_drift_monitoring": "report_date",
+    tables.CLEAN_TABLE: "reading_date",
+    tables.QUARANTINE_TABLE: "landing_date",
+    **{tables.features_table(v): "window_date" for v in FEATURE_SET_VERSIONS},
+    tables.ANOMALY_SCORES_TABLE: "window_date",
+    tables.DRIFT_TABLE: "report_date",
 }
 OTHER_TABLES = (
-    "device_registry", "maintenance_events", "feature_reference_snapshots",
-    *(f"device_objects/{v}" for v in FEATURE_SET_VERSIONS),
-    *(f"training_datasets/{m}" for m in MODELS),
+    tables.REGISTRY_TABLE,
+    tables.MAINTENANCE_TABLE,
+    tables.REFERENCE_TABLE,
+    *(tables.objects_table(v) for v in FEATURE_SET_VERSIONS),
+    *(f"{tables.TRAINING_TABLE}/{m}" for m in MODELS),
 )
 
 
 class MaintenanceConfig(dg.Config):
-    retention_days: int = Field(default=400, description="Partitions of days older than this are dropped (dated tables only); 0 keeps everything.")
-    vacuum_retention_hours: int = Field(default=24 * 90, description="Files unread by any version of this age are deleted; time travel stops there. At least 168.")
+    retention_days: int = Field(
+        default=400, description="Partitions of days older than this are dropped (dated tables only); 0 keeps everything."
+    )
+    vacuum_retention_hours: int = Field(
+        default=24 * 90, description="Files unread by any version of this age are deleted; time travel stops there. At least 168."
+    )
 
 
-def _table_md(steps: list[delta_ops.MaintenanceStep]) -> dg.MetadataValue:
-    if not steps:
-        return dg.MetadataValue.md("no tables yet")
+def _steps_table(steps: list[delta_ops.MaintenanceStep]) -> dg.MetadataValue:
+    """What each step did to each table, as a table in the UI."""
     keys = sorted({k for s in steps for k in s.metrics})
-    header = "| table | version before | version after | " + " | ".join(keys) + " |\n|" + "---|" * (3 + len(keys)) + "\n"
-    return dg.MetadataValue.md(header + "\n".join(
-        f"| {s.table} | {s.version_before} | {s.version_after} | " + " | ".join(str(s.metrics.get(k, "")) for k in keys) + " |" for s in steps
-    ))
+    return table_metadata([s.as_row() for s in steps], columns=["table", "step", "version_before", "version_after", *keys])
 
 
-def _existing(spark, delta: DeltaTables, tables) -> list[str]:
-    return [t for t in tables if delta.exists(spark, t)]
+def _existing(delta: DeltaTables, tables) -> list[str]:
+    return [t for t in tables if delta.exists(t)]
 
 
 @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=60), description="Delete the partitions of days older than the retention.")
-def drop_expired_partitions(context: dg.OpExecutionContext, config: MaintenanceConfig, spark: DeltaSparkResource, delta: DeltaTables) -> list[str]:
-    session = spark.spark_session
+def drop_expired_partitions(context: dg.OpExecutionContext, config: MaintenanceConfig, delta: DeltaTables) -> list[str]:
     steps = []
     if config.retention_days > 0:
-        cutoff: date = (datetime.now(timezone.utc) - timedelta(days=config.retention_days)).date()
-        steps = [delta_ops.drop_partitions_before(session, delta, t, DATED_TABLES[t], cutoff) for t in _existing(session, delta, DATED_TABLES)]
-    context.add_output_metadata({"retention_days": config.retention_days, "partitions_dropped": sum(s.metrics.get("partitions_dropped", 0) for s in steps), "tables": _table_md(steps)})
+        cutoff: date = (datetime.now(UTC) - timedelta(days=config.retention_days)).date()
+        steps = [delta_ops.drop_partitions_before(delta, t, DATED_TABLES[t], cutoff) for t in _existing(delta, DATED_TABLES)]
+    context.add_output_metadata(
+        {
+            "retention_days": config.retention_days,
+            "partitions_dropped": sum(s.metrics.get("partitions_dropped", 0) for s in steps),
+            "tables": _steps_table(steps),
+        }
+    )
     return [s.table for s in steps]
 
 
-@dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=60), description="OPTIMIZE every Delta table: small files compacted, contents unchanged.")
-def compact_tables(context: dg.OpExecutionContext, after: list[str], spark: DeltaSparkResource, delta: DeltaTables) -> list[str]:
-    session = spark.spark_session
-    steps = [delta_ops.optimize(session, delta, t) for t in _existing(session, delta, [*DATED_TABLES, *OTHER_TABLES])]
-    context.add_output_metadata({"files_removed": sum(s.metrics.get("numRemovedFiles", 0) for s in steps), "files_added": sum(s.metrics.get("numAddedFiles", 0) for s in steps), "tables": _table_md(steps)})
+@dg.op(
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=60),
+    description="OPTIMIZE every Delta table: small files compacted, contents unchanged.",
+)
+def compact_tables(context: dg.OpExecutionContext, after: list[str], delta: DeltaTables) -> list[str]:
+    steps = [delta_ops.optimize(delta, t) for t in _existing(delta, [*DATED_TABLES, *OTHER_TABLES])]
+    context.add_output_metadata(
+        {
+            "files_removed": sum(s.metrics.get("numRemovedFiles", 0) for s in steps),
+            "files_added": sum(s.metrics.get("numAddedFiles", 0) for s in steps),
+            "tables": _steps_table(steps),
+        }
+    )
     return [s.table for s in steps]
 
 
 @dg.op(description="VACUUM every Delta table with the configured retention.")
-def vacuum_tables(context: dg.OpExecutionContext, config: MaintenanceConfig, tables: list[str], spark: DeltaSparkResource, delta: DeltaTables) -> None:
+def vacuum_tables(context: dg.OpExecutionContext, config: MaintenanceConfig, tables: list[str], delta: DeltaTables) -> None:
     if config.vacuum_retention_hours < 168:
-        raise dg.Failure(description=f"vacuum_retention_hours {config.vacuum_retention_hours} is below 168 (7 days): a running reader or writer could lose its files")
-    session = spark.spark_session
-    steps = [delta_ops.vacuum(session, delta, t, config.vacuum_retention_hours) for t in tables]
-    context.add_output_metadata({"retention_hours": config.vacuum_retention_hours, "files_deleted": sum(s.metrics.get("files_deleted") or 0 for s in steps), "tables": _table_md(steps)})
+        raise dg.Failure(
+            description=f"vacuum_retention_hours {config.vacuum_retention_hours} is below 168 (7 days): a running reader or writer could lose its files"
+        )
+    steps = [delta_ops.vacuum(delta, t, config.vacuum_retention_hours) for t in tables]
+    context.add_output_metadata(
+        {
+            "retention_hours": config.vacuum_retention_hours,
+            "files_deleted": sum(s.metrics.get("files_deleted") or 0 for s in steps),
+            "tables": _steps_table(steps),
+        }
+    )
 
 
-@dg.job(executor_def=dg.in_process_executor, description="Weekly Delta maintenance: retention, OPTIMIZE, VACUUM, each step's effect in its metadata.")
+@dg.job(
+    executor_def=dg.in_process_executor,
+    description="Weekly Delta maintenance: retention, OPTIMIZE, VACUUM, each step's effect in its metadata.",
+)
 def table_maintenance_job():
     vacuum_tables(compact_tables(drop_expired_partitions()))
 

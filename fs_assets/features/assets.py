@@ -6,21 +6,21 @@ All three write the one `device_features` Delta table (path per feature set vers
 """
 
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 from pyspark.sql import functions as F
 
 from fs_assets.features.compute import window_features
-from fs_assets.features.registry import table_schema_metadata
+from fs_assets.freshness import freshness_policy
 from fs_assets.ingest.assets import clean_sensor_readings
 from fs_assets.partitions import daily_partitions
-from fs_checks.feature_checks import FEATURES_FRESHNESS
-from fs_checks.ingest_checks import CLEAN_TABLE
+from fs_domain import slas
+from fs_domain.features import WINDOWS, Window
+from fs_domain.tables import CLEAN_TABLE, FEATURES_TABLE
 from fs_resources.delta import DeltaTables
-from fs_resources.feature_store import FEATURES_TABLE, FeatureStoreResource
-from fs_resources.spark import DeltaSparkResource
+from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.schemas import features_column_schema
 
 FEATURES_POOL = f"delta_{FEATURES_TABLE}"
 
@@ -36,20 +36,9 @@ FEATURES_AUTOMATION = (
 ).with_label("after its clean readings change")
 
 
-@dataclass(frozen=True)
-class WindowSpec:
-    suffix: str
-    minutes: int
+def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
+    """The features asset of one window size of the registry."""
 
-    @property
-    def asset_name(self) -> str:
-        return f"device_features_{self.suffix}"
-
-
-WINDOW_SPECS: tuple[WindowSpec, ...] = (WindowSpec("15m", 15), WindowSpec("1h", 60), WindowSpec("1d", 1440))
-
-
-def build_feature_asset(spec: WindowSpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=spec.asset_name,
         group_name="features",
@@ -58,25 +47,26 @@ def build_feature_asset(spec: WindowSpec) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[clean_sensor_readings],
         pool=FEATURES_POOL,
-        freshness_policy=FEATURES_FRESHNESS,
+        freshness_policy=freshness_policy(slas.FEATURES),
         automation_condition=FEATURES_AUTOMATION,
         description=f"Features of {spec.minutes}-minute tumbling windows (aligned to midnight UTC), one row per device and window.",
         metadata={
-            "dagster/column_schema": table_schema_metadata(),
+            "dagster/column_schema": features_column_schema(),
             "window_duration_minutes": spec.minutes,
             "delta_table": FEATURES_TABLE,
         },
     )
-    def _feature_asset(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+    def _feature_asset(context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
         started = time.monotonic()
         days = list(context.partition_keys)
-        session = spark.spark_session
         version = feature_store.version()
-        clean = delta.read(session, CLEAN_TABLE).where(F.col("reading_date").isin(days))
-        features = window_features(clean, spec.minutes, version, datetime.now(timezone.utc)).cache()
-        summary = features.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("device_id").alias("devices"), F.max("window_end").alias("latest")).first()
+        clean = delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(days))
+        features = window_features(clean, spec.minutes, version, datetime.now(UTC)).cache()
+        summary = features.agg(
+            F.count(F.lit(1)).alias("rows"), F.countDistinct("device_id").alias("devices"), F.max("window_end").alias("latest")
+        ).first()
         write = delta.replace_partitions(
-            session, features, feature_store.features_table(), {"window_date": days, "window_duration_minutes": [spec.minutes]}
+            features, feature_store.features_table(), {"window_date": days, "window_duration_minutes": [spec.minutes]}
         )
         features.unpersist()
         context.log.info(f"{spec.asset_name}: {summary['rows']:,} rows for {summary['devices']:,} devices over {len(days)} day(s)")
@@ -95,5 +85,5 @@ def build_feature_asset(spec: WindowSpec) -> dg.AssetsDefinition:
     return _feature_asset
 
 
-feature_assets = [build_feature_asset(spec) for spec in WINDOW_SPECS]
+feature_assets = [build_feature_asset(window) for window in WINDOWS]
 device_features_15m, device_features_1h, device_features_1d = feature_assets

@@ -10,8 +10,9 @@ from datetime import date, timedelta
 import dagster as dg
 from pydantic import Field
 
-from fs_assets.features.registry import WINDOW_MINUTES
-from fs_checks.ingest_checks import CLEAN_TABLE
+from fs_assets.metadata import table_metadata
+from fs_domain.features import WINDOW_MINUTES
+from fs_domain.tables import CLEAN_TABLE
 from fs_resources.delta import DeltaTables
 
 # bench/results/features.json: 10,000 devices x 1 day (14.4 M readings), all three window sizes in
@@ -68,7 +69,7 @@ def preview_feature_backfill(context: dg.OpExecutionContext, config: BackfillPre
                 f"(one run, one Spark job per window size; `BackfillPolicy.single_run`)."
             ),
             "days_without_readings": dg.MetadataValue.json(empty[:100]),
-            "readings_per_day": dg.MetadataValue.md("| day | readings |\n|---|---|\n" + "\n".join(f"| {d} | {counts.get(d, 0):,} |" for d in days[:400])),
+            "readings_per_day": table_metadata([{"day": d, "readings": counts.get(d, 0)} for d in days[:400]]),
         }
     )
     return summary

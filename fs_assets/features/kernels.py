@@ -2,9 +2,11 @@
 
 Readings are grouped into windows, and each window's values are laid out as one row of a padded
 2-D array (NaN-padded, windows of similar size batched together so padding never more than
-doubles memory). Every statistic is then a whole-array numpy operation. This module is the single
-definition of the window features: Spark runs it per partition (`compute.window_features`), and
-on-demand computation can call `window_features_frame` on a pandas frame with the same result.
+doubles memory). Every statistic is then a whole-array numpy operation. This module is the one
+definition of the window features' math: Spark runs it per device-sorted partition
+(`compute.window_features`), and `window_features_frame` gives the same result on a pandas frame.
+Every feature is NULL (NaN here) below its registry threshold (`Feature.min_readings`), applied in
+one place, `_guarded`.
 """
 
 from __future__ import annotations
@@ -12,14 +14,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fs_assets.features.registry import COMPRESSOR_ON_AMPS, FEATURES_BY_NAME, PER_SENSOR_STATISTICS
-from fs_assets.ingest.contract import SENSOR_NAMES
+from fs_domain.contract import SENSOR_NAMES
+from fs_domain.features import COMPRESSOR_ON_AMPS, FEATURES, FEATURES_BY_NAME
 
 MICROS_PER_MINUTE = 60_000_000
 P95 = 0.95
-MIN_READINGS = {stat: spec[1] for stat, spec in PER_SENSOR_STATISTICS.items()}
 SPECTRAL_MIN = FEATURES_BY_NAME["spectral_entropy_vibration"].min_readings
-SPECTRAL_WINDOWS = FEATURES_BY_NAME["spectral_entropy_vibration"].windows
+
+
+def _guarded(out: dict[str, np.ndarray], valid_counts: dict[str, np.ndarray], counts: np.ndarray, minutes: int) -> dict[str, np.ndarray]:
+    """Every feature NaN where its window holds fewer non-NULL source values than the registry's
+    threshold, or where the feature has no window of this size."""
+    for feature in FEATURES:
+        if feature.name not in out:
+            continue
+        if minutes not in feature.windows:
+            out[feature.name] = np.full(len(counts), np.nan)
+            continue
+        if feature.min_readings <= 0 or feature.dtype != "double":
+            continue
+        present = counts if not feature.sources else sum(valid_counts[s] for s in feature.sources)
+        out[feature.name] = np.where(present >= feature.min_readings, out[feature.name], np.nan)
+    return out
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -62,39 +78,46 @@ def spectral_entropy_rows(values: np.ndarray, n: np.ndarray) -> np.ndarray:
 def _batch_features(columns: dict[str, np.ndarray], x: np.ndarray, counts: np.ndarray, minutes: int) -> dict[str, np.ndarray]:
     """Features for a batch of windows given as NaN-padded rows (one row per window)."""
     out: dict[str, np.ndarray] = {"reading_count": counts.astype(np.int64)}
-    present = np.zeros(len(counts))
+    valid_counts: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for sensor in SENSOR_NAMES:
             v = columns[sensor]
             valid = ~np.isnan(v)
             n = valid.sum(axis=1)
-            present += n
-            mean = np.where(n >= 1, np.where(valid, v, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan)
+            valid_counts[sensor] = n
+            mean = np.where(valid, v, 0.0).sum(axis=1) / np.maximum(n, 1)
             dev = np.where(valid, v - mean[:, None], 0.0)
-            out[f"{sensor}_mean"] = np.where(n >= MIN_READINGS["mean"], mean, np.nan)
-            out[f"{sensor}_std"] = np.where(n >= MIN_READINGS["std"], np.sqrt((dev * dev).sum(axis=1) / np.maximum(n - 1, 1)), np.nan)
-            out[f"{sensor}_min"] = np.where(n >= MIN_READINGS["min"], np.where(valid, v, np.inf).min(axis=1), np.nan)
-            out[f"{sensor}_max"] = np.where(n >= MIN_READINGS["max"], np.where(valid, v, -np.inf).max(axis=1), np.nan)
-            out[f"{sensor}_p95"] = np.where(n >= MIN_READINGS["p95"], _percentile(v, n, P95), np.nan)
+            out[f"{sensor}_mean"] = mean
+            out[f"{sensor}_std"] = np.sqrt((dev * dev).sum(axis=1) / np.maximum(n - 1, 1))
+            out[f"{sensor}_min"] = np.where(valid, v, np.inf).min(axis=1)
+            out[f"{sensor}_max"] = np.where(valid, v, -np.inf).max(axis=1)
+            out[f"{sensor}_p95"] = _percentile(v, n, P95)
             # Least squares against minutes since window_start, on the pairs where the sensor is present.
             x_mean = np.where(valid, x, 0.0).sum(axis=1) / np.maximum(n, 1)
             x_dev = np.where(valid, x - x_mean[:, None], 0.0)
             sxx = (x_dev * x_dev).sum(axis=1)
-            slope = (x_dev * dev).sum(axis=1) / sxx
-            out[f"{sensor}_slope"] = np.where((n >= MIN_READINGS["slope"]) & (sxx > 0), slope, np.nan)
-        out["sensor_completeness"] = present / (len(SENSOR_NAMES) * counts)
+            out[f"{sensor}_slope"] = np.where(sxx > 0, (x_dev * dev).sum(axis=1) / sxx, np.nan)
+        out["sensor_completeness"] = sum(valid_counts.values()) / (len(SENSOR_NAMES) * counts)
         current = columns["current_compressor"]
-        n_current = (~np.isnan(current)).sum(axis=1)
-        running = (current > COMPRESSOR_ON_AMPS).sum(axis=1)
-        out["compressor_duty_cycle"] = np.where(n_current >= 1, running / np.maximum(n_current, 1), np.nan)
+        out["compressor_duty_cycle"] = (current > COMPRESSOR_ON_AMPS).sum(axis=1) / np.maximum(valid_counts["current_compressor"], 1)
+        # The ratio of the guarded means: NULL when either mean is.
+        out = _guarded(out, valid_counts, counts, minutes)
         low = out["pressure_low_mean"]
         out["pressure_ratio"] = np.where(np.isfinite(low) & (low != 0), out["pressure_high_mean"] / np.where(low != 0, low, 1.0), np.nan)
         vib = columns["vibration_compressor"]
         vib_valid = ~np.isnan(vib)
-        n_vib = vib_valid.sum(axis=1)
-        out["vibration_compressor_rms"] = np.where(n_vib >= 1, np.sqrt(np.where(vib_valid, vib * vib, 0.0).sum(axis=1) / np.maximum(n_vib, 1)), np.nan)
-        out["spectral_entropy_vibration"] = spectral_entropy_rows(vib, n_vib) if minutes in SPECTRAL_WINDOWS else np.full(len(counts), np.nan)
-    return out
+        out["vibration_compressor_rms"] = np.sqrt(
+            np.where(vib_valid, vib * vib, 0.0).sum(axis=1) / np.maximum(valid_counts["vibration_compressor"], 1)
+        )
+        out["spectral_entropy_vibration"] = spectral_entropy_rows(vib, valid_counts["vibration_compressor"])
+    return _guarded(out, valid_counts, counts, minutes)
+
+
+def _padded(values: np.ndarray, rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Values laid out one window per row, NaN where a window has fewer readings than the widest."""
+    grid = np.full(shape, np.nan)
+    grid[rows, columns] = values
+    return grid
 
 
 def window_features_frame(readings: pd.DataFrame, minutes: int) -> pd.DataFrame:
@@ -136,12 +159,10 @@ def window_features_frame(readings: pd.DataFrame, minutes: int) -> pd.DataFrame:
         keep = rows >= 0
         r, c = rows[keep], rank[keep]
 
-        def padded(source: np.ndarray) -> np.ndarray:
-            grid = np.full((len(groups), width), np.nan)
-            grid[r, c] = source[keep]
-            return grid
-
-        features = _batch_features({s: padded(values[s]) for s in SENSOR_NAMES}, padded(offsets), counts[groups], minutes)
+        shape = (len(groups), width)
+        features = _batch_features(
+            {s: _padded(values[s][keep], r, c, shape) for s in SENSOR_NAMES}, _padded(offsets[keep], r, c, shape), counts[groups], minutes
+        )
         first = group_starts[groups]
         frame = pd.DataFrame({"device_id": devices[dev_sorted[first]], "window_start": start_sorted[first].astype("datetime64[us]")})
         for name, column in features.items():

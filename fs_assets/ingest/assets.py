@@ -1,30 +1,30 @@
 """Ingest assets: the landing zone (observed), the device registry and clean sensor readings."""
 
-
 import shutil
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
+from fs_assets.freshness import freshness_policy
 from fs_assets.ingest import cleaning, landing
-from fs_assets.ingest.contract import MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSORS
+from fs_assets.ingest.accounting import accounting_check_spec, evaluate_accounting
 from fs_assets.ingest.maintenance import MaintenanceError, read_maintenance
 from fs_assets.ingest.registry import RegistryError, read_registry
+from fs_assets.metadata import table_metadata
 from fs_assets.partitions import daily_partitions
-from fs_checks.ingest_checks import CLEAN_READINGS_FRESHNESS, CLEAN_TABLE, accounting_check_spec, evaluate_accounting
+from fs_domain import slas
+from fs_domain.contract import MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSORS
+from fs_domain.tables import CLEAN_TABLE, MAINTENANCE_TABLE, QUARANTINE_TABLE, REGISTRY_TABLE
 from fs_resources import settings
 from fs_resources.delta import DeltaTableMissing, DeltaTables
-from fs_resources.spark import DeltaSparkResource, shuffle_partitions_for
+from fs_resources.spark import shuffle_partitions_for
 
-REGISTRY_TABLE = "device_registry"
-MAINTENANCE_TABLE = "maintenance_events"
-QUARANTINE_TABLE = "clean_sensor_readings_quarantine"
 # One pool per Delta table (limit 1, dagster_home/dagster.yaml): two runs never write a table at once.
 REGISTRY_POOL = f"delta_{REGISTRY_TABLE}"
 CLEAN_POOL = f"delta_{CLEAN_TABLE}"
@@ -51,7 +51,7 @@ def raw_sensor_readings() -> dg.ObserveResult:
             "files": len(all_files),
             "bytes": sum(f.size for f in all_files),
             "latest_partition": days[-1] if days else "none",
-            "latest_file_at": datetime.fromtimestamp(latest / 1e9, tz=timezone.utc).isoformat() if latest else "none",
+            "latest_file_at": datetime.fromtimestamp(latest / 1e9, tz=UTC).isoformat() if latest else "none",
         },
     )
 
@@ -67,7 +67,7 @@ def raw_sensor_readings() -> dg.ObserveResult:
         )
     },
 )
-def device_registry(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.MaterializeResult:
+def device_registry(context: dg.AssetExecutionContext, delta: DeltaTables) -> dg.MaterializeResult:
     path = settings.registry_csv_path()
     try:
         read = read_registry(path)
@@ -75,8 +75,8 @@ def device_registry(context: dg.AssetExecutionContext, spark: DeltaSparkResource
         raise dg.Failure(description=str(exc)) from exc
     if len(read.rejected):
         context.log.warning(f"{len(read.rejected)} registry rows rejected; see the `rejected_rows` metadata")
-    session = spark.spark_session
-    write = delta.overwrite(session, session.createDataFrame(read.devices), REGISTRY_TABLE)
+    session = delta.session
+    write = delta.overwrite(session.createDataFrame(read.devices), REGISTRY_TABLE)
     status = Counter(read.devices["status"])
     return dg.MaterializeResult(
         metadata=write.metadata()
@@ -101,7 +101,7 @@ def device_registry(context: dg.AssetExecutionContext, spark: DeltaSparkResource
         )
     },
 )
-def maintenance_events(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.MaterializeResult:
+def maintenance_events(context: dg.AssetExecutionContext, delta: DeltaTables) -> dg.MaterializeResult:
     path = settings.maintenance_csv_path()
     try:
         read = read_maintenance(path)
@@ -109,12 +109,12 @@ def maintenance_events(context: dg.AssetExecutionContext, spark: DeltaSparkResou
         raise dg.Failure(description=str(exc)) from exc
     if len(read.rejected):
         context.log.warning(f"{len(read.rejected)} maintenance rows rejected; see the `rejected_rows` metadata")
-    session = spark.spark_session
+    session = delta.session
     schema = "device_id string, event_time timestamp, event_type string, component string, description string"
     records = [
         (r.device_id, r.event_time.to_pydatetime(), r.event_type, r.component, r.description) for r in read.events.itertuples(index=False)
     ]
-    write = delta.overwrite(session, session.createDataFrame(records, schema), MAINTENANCE_TABLE)
+    write = delta.overwrite(session.createDataFrame(records, schema), MAINTENANCE_TABLE)
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {
@@ -131,8 +131,15 @@ CLEAN_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("device_id", "string", description="Registered device id"),
         dg.TableColumn("ts", "timestamp", description="Reading time, UTC"),
-        *[dg.TableColumn(s.name, "double", description=f"{s.description} ({s.unit}); NULL when missing or flagged, valid range [{s.low}, {s.high}]") for s in SENSORS],
-        dg.TableColumn("quality_flags", "array<string>", description="Why a value became NULL: `{sensor}:out_of_range|non_finite|unparseable`"),
+        *[
+            dg.TableColumn(
+                s.name, "double", description=f"{s.description} ({s.unit}); NULL when missing or flagged, valid range [{s.low}, {s.high}]"
+            )
+            for s in SENSORS
+        ],
+        dg.TableColumn(
+            "quality_flags", "array<string>", description="Why a value became NULL: `{sensor}:out_of_range|non_finite|unparseable`"
+        ),
         dg.TableColumn("source_file", "string", description="Landing file the kept reading came from"),
         dg.TableColumn("ingested_at", "timestamp", description="When that file landed (its modification time)"),
         dg.TableColumn("reading_date", "date", description="Partition: UTC date of ts"),
@@ -140,11 +147,21 @@ CLEAN_SCHEMA = dg.TableSchema(
 )
 
 
-def _books_markdown(books: dict[str, cleaning.PartitionAccounting]) -> str:
-    lines = ["| partition | raw | clean | quarantined | exact dups | conflicting dups | flagged values |", "|---|---|---|---|---|---|---|"]
-    for p, b in sorted(books.items()):
-        lines.append(f"| {p} | {b.raw_rows:,} | {b.clean_rows:,} | {b.quarantined_rows:,} | {b.exact_duplicates:,} | {b.conflicting_duplicates:,} | {sum(b.flagged_values.values()):,} |")
-    return "\n".join(lines)
+def _books_table(books: dict[str, cleaning.PartitionAccounting]) -> dg.MetadataValue:
+    return table_metadata(
+        [
+            {
+                "partition": p,
+                "raw": b.raw_rows,
+                "clean": b.clean_rows,
+                "quarantined": b.quarantined_rows,
+                "exact_duplicates": b.exact_duplicates,
+                "conflicting_duplicates": b.conflicting_duplicates,
+                "flagged_values": sum(b.flagged_values.values()),
+            }
+            for p, b in sorted(books.items())
+        ]
+    )
 
 
 @dg.asset(
@@ -155,19 +172,19 @@ def _books_markdown(books: dict[str, cleaning.PartitionAccounting]) -> str:
     deps=[raw_sensor_readings, device_registry],
     check_specs=[accounting_check_spec],
     pool=CLEAN_POOL,
-    freshness_policy=CLEAN_READINGS_FRESHNESS,
+    freshness_policy=freshness_policy(slas.CLEAN_READINGS),
     description=(
         "Validated, deduplicated sensor readings, one row per (device_id, ts), partitioned by UTC date. "
         "Rows that cannot be kept go to the clean_sensor_readings_quarantine table with a reason code."
     ),
     metadata={"dagster/column_schema": CLEAN_SCHEMA, "quarantine_table": QUARANTINE_TABLE},
 )
-def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables) -> dg.MaterializeResult:
+def clean_sensor_readings(context: dg.AssetExecutionContext, delta: DeltaTables) -> dg.MaterializeResult:
     started = time.monotonic()
     days = list(context.partition_keys)
-    session = spark.spark_session
+    session = delta.session
     try:
-        registry = delta.read(session, REGISTRY_TABLE)
+        registry = delta.read(REGISTRY_TABLE)
     except DeltaTableMissing as exc:
         raise dg.Failure(description=f"{exc} (asset: device_registry)") from exc
 
@@ -175,7 +192,9 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkRe
     files = {day: landing.list_landing_files(root, day) for day in days}
     ignored = [path for day in days for path in landing.ignored_files(root, day)]
     if ignored:
-        context.log.warning(f"{len(ignored)} file(s) in the landing folders are not .parquet, .csv or .jsonl and were not read: {ignored[:10]}")
+        context.log.warning(
+            f"{len(ignored)} file(s) in the landing folders are not .parquet, .csv or .jsonl and were not read: {ignored[:10]}"
+        )
     staging_parent = Path(settings.data_root()) / "_staging" if "://" not in settings.data_root() else None
     if staging_parent:
         staging_parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +202,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkRe
     try:
         report = landing.stage_files(files, staging)
         context.log.info(f"staged {report.raw_rows:,} raw rows from {report.files} files for {len(days)} partition(s)")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if report.raw_rows:
             staged = session.read.schema(_spark_schema()).parquet(str(staging))
         else:
@@ -194,8 +213,8 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkRe
             classified = cleaning.classify(staged, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
             marked = cleaning.deduplicated(cleaning.parsed_readings(classified)).persist(StorageLevel.MEMORY_AND_DISK)
             books = cleaning.accounting(classified, marked, days)
-            quarantine_write = delta.replace_partitions(session, cleaning.quarantine_rows(classified, now), QUARANTINE_TABLE, {"landing_date": days})
-            clean_write = delta.replace_partitions(session, cleaning.clean_rows(marked), CLEAN_TABLE, {"reading_date": days})
+            quarantine_write = delta.replace_partitions(cleaning.quarantine_rows(classified, now), QUARANTINE_TABLE, {"landing_date": days})
+            clean_write = delta.replace_partitions(cleaning.clean_rows(marked), CLEAN_TABLE, {"reading_date": days})
             classified.unpersist()
             marked.unpersist()
     finally:
@@ -203,7 +222,11 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkRe
 
     written = {
         r["reading_date"].isoformat(): r["count"]
-        for r in delta.read(session, CLEAN_TABLE, version=clean_write.version).where(F.col("reading_date").isin(days)).groupBy("reading_date").count().collect()
+        for r in delta.read(CLEAN_TABLE, version=clean_write.version)
+        .where(F.col("reading_date").isin(days))
+        .groupBy("reading_date")
+        .count()
+        .collect()
     }
     totals = cleaning.PartitionAccounting(partition="all")
     for b in books.values():
@@ -226,7 +249,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, spark: DeltaSparkRe
             "conflicting_duplicates": totals.conflicting_duplicates,
             "quarantined_by_reason": dg.MetadataValue.json(totals.quarantined_by_reason),
             "flagged_values_by_sensor": dg.MetadataValue.json(totals.flagged_values),
-            "accounting": dg.MetadataValue.md(_books_markdown(books)),
+            "accounting": _books_table(books),
             "landing_files": report.files,
             "unreadable_files": dg.MetadataValue.json(report.unreadable_files),
             "schema_mismatch_files": dg.MetadataValue.json(report.schema_mismatch_files),

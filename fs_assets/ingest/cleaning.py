@@ -17,18 +17,27 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from fs_assets.ingest.contract import (
+from fs_domain.contract import (
     DEVICE_ID_JAVA_REGEX,
     FUTURE_TOLERANCE,
     LANDING_COLUMNS,
-    SENSORS,
     SENSOR_NAMES,
+    SENSORS,
     Reason,
     ValueFlag,
 )
 
 CLEAN_COLUMNS: tuple[str, ...] = ("device_id", "ts", *SENSOR_NAMES, "quality_flags", "source_file", "ingested_at", "reading_date")
-QUARANTINE_COLUMNS: tuple[str, ...] = ("landing_date", "source_file", "source_row", "reason", "detail", "raw_payload", "ingested_at", "quarantined_at")
+QUARANTINE_COLUMNS: tuple[str, ...] = (
+    "landing_date",
+    "source_file",
+    "source_row",
+    "reason",
+    "detail",
+    "raw_payload",
+    "ingested_at",
+    "quarantined_at",
+)
 
 _INF = float("inf")
 
@@ -75,10 +84,25 @@ def rejection_detail() -> Column:
     reason = F.col("reason")
     return (
         F.when(F.col("error_detail").isNotNull(), F.col("error_detail"))
-        .when(reason == Reason.MALFORMED_DEVICE_ID, F.format_string("device id %s is not a valid id", F.to_json(F.array(F.col("device_id")))))
-        .when(reason == Reason.UNPARSEABLE_TIMESTAMP, F.format_string("timestamp %s is not an ISO-8601 date-time", F.to_json(F.array(F.col("ts")))))
-        .when(reason == Reason.FUTURE_TIMESTAMP, F.format_string("timestamp %s is more than %d minutes ahead of ingestion", F.col("ts"), F.lit(int(FUTURE_TOLERANCE.total_seconds() // 60))))
-        .when(reason == Reason.OUTSIDE_PARTITION, F.format_string("reading dated %s arrived in the landing folder of %s", F.to_date("ts_parsed").cast("string"), F.col("landing_date")))
+        .when(
+            reason == Reason.MALFORMED_DEVICE_ID, F.format_string("device id %s is not a valid id", F.to_json(F.array(F.col("device_id"))))
+        )
+        .when(
+            reason == Reason.UNPARSEABLE_TIMESTAMP,
+            F.format_string("timestamp %s is not an ISO-8601 date-time", F.to_json(F.array(F.col("ts")))),
+        )
+        .when(
+            reason == Reason.FUTURE_TIMESTAMP,
+            F.format_string(
+                "timestamp %s is more than %d minutes ahead of ingestion", F.col("ts"), F.lit(int(FUTURE_TOLERANCE.total_seconds() // 60))
+            ),
+        )
+        .when(
+            reason == Reason.OUTSIDE_PARTITION,
+            F.format_string(
+                "reading dated %s arrived in the landing folder of %s", F.to_date("ts_parsed").cast("string"), F.col("landing_date")
+            ),
+        )
         .when(reason == Reason.UNKNOWN_DEVICE, F.format_string("device %s is not in the device registry", F.col("device_id")))
     )
 
@@ -152,7 +176,9 @@ def accounting(classified: DataFrame, marked: DataFrame, partitions: list[str]) 
             entry.quarantined_rows += row["count"]
             entry.quarantined_by_reason[row["reason"]] = row["count"]
     flag_counts = [
-        F.sum(F.when(F.exists("quality_flags", lambda f: f.startswith(f"{n}:")), 1).otherwise(0)).alias(n) for n in SENSOR_NAMES
+        # The lambda becomes a Spark expression at once, inside this iteration: `n` is bound here.
+        F.sum(F.when(F.exists("quality_flags", lambda f: f.startswith(f"{n}:")), 1).otherwise(0)).alias(n)  # noqa: B023
+        for n in SENSOR_NAMES
     ]
     stats = marked.groupBy("landing_date").agg(
         F.sum(F.col("_keep").cast("long")).alias("kept"),

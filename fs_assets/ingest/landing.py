@@ -15,17 +15,17 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from fs_assets.ingest.contract import LANDING_COLUMNS, LANDING_FORMATS, Reason
+from fs_domain.contract import LANDING_COLUMNS, LANDING_FORMATS, Reason
 
 PARTITION_PREFIX = "date="
 
@@ -57,7 +57,7 @@ class LandingFile:
 
     @property
     def ingested_at(self) -> datetime:
-        return datetime.fromtimestamp(self.mtime_ns / 1e9, tz=timezone.utc)
+        return datetime.fromtimestamp(self.mtime_ns / 1e9, tz=UTC)
 
 
 @dataclass
@@ -99,8 +99,7 @@ def ignored_files(landing_root: str, day: date | str) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(
-        str(p) for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in LANDING_FORMATS
+        str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in LANDING_FORMATS
     )
 
 
@@ -110,7 +109,7 @@ def landing_partition_keys(landing_root: str) -> list[str]:
         return []
     keys = []
     for folder in sorted(root.glob(f"{PARTITION_PREFIX}*")):
-        key = folder.name[len(PARTITION_PREFIX):]
+        key = folder.name[len(PARTITION_PREFIX) :]
         try:
             date.fromisoformat(key)
         except ValueError:
@@ -142,8 +141,14 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(column, pa.string())
 
 
-def _staged(f: LandingFile, text: dict[str, pa.Array] | None, source_rows: list[int], reason: str | None = None,
-            detail: str | None = None, payloads: list[str] | None = None) -> pa.Table:
+def _staged(
+    f: LandingFile,
+    text: dict[str, pa.Array] | None,
+    source_rows: list[int],
+    reason: str | None = None,
+    detail: str | None = None,
+    payloads: list[str] | None = None,
+) -> pa.Table:
     """Staged rows of one file: landing columns as text (NULL for rows kept only as a payload)."""
     n = len(source_rows)
     columns = {name: (text[name] if text else pa.nulls(n, pa.string())) for name in LANDING_COLUMNS}
@@ -163,7 +168,9 @@ def _file_error_table(f: LandingFile, reason: str, detail: str) -> pa.Table:
     return _staged(f, None, [0], reason, detail, [json.dumps({"file": f.path, "error": detail})])
 
 
-def _rows_as_payload_table(f: LandingFile, rows: list[dict], reason: str, detail: str, first_row: int = 0, numbers: list[int] | None = None) -> pa.Table:
+def _rows_as_payload_table(
+    f: LandingFile, rows: list[dict], reason: str, detail: str, first_row: int = 0, numbers: list[int] | None = None
+) -> pa.Table:
     """Rows that break the contract, each kept whole as a JSON payload."""
     payloads = [json.dumps(row, default=str, allow_nan=True) for row in rows]
     return _staged(f, None, numbers if numbers is not None else list(range(first_row, first_row + len(rows))), reason, detail, payloads)
@@ -175,7 +182,9 @@ def _conforming(f: LandingFile, table: pa.Table) -> pa.Table:
     except pa.ArrowException as exc:
         # A column of a type with no text form (a struct, a list...): keep every row, whole.
         types = ", ".join(f"{c}: {table.schema.field(c).type}" for c in LANDING_COLUMNS)
-        return _rows_as_payload_table(f, table.to_pylist(), Reason.SCHEMA_MISMATCH, f"column types not readable as text ({types}): {exc}"[:2000])
+        return _rows_as_payload_table(
+            f, table.to_pylist(), Reason.SCHEMA_MISMATCH, f"column types not readable as text ({types}): {exc}"[:2000]
+        )
     return _staged(f, {k: v.combine_chunks() for k, v in text.items()}, list(range(table.num_rows)))
 
 
@@ -214,7 +223,9 @@ def _read_csv(f: LandingFile) -> pa.Table:
     if problem:
         text = data.decode("utf-8", errors="replace")
         rows = list(csv.reader(io.StringIO(text)))[1:]
-        return _rows_as_payload_table(f, [dict(zip(header, r)) if len(r) == len(header) else {"_raw": r} for r in rows], Reason.SCHEMA_MISMATCH, problem, first_row=1)
+        return _rows_as_payload_table(
+            f, [dict(zip(header, r)) if len(r) == len(header) else {"_raw": r} for r in rows], Reason.SCHEMA_MISMATCH, problem, first_row=1
+        )
     ragged: list[tuple[int, str]] = []
 
     def keep_ragged(row: pacsv.InvalidRow) -> str:
@@ -226,12 +237,19 @@ def _read_csv(f: LandingFile) -> pa.Table:
         read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
         parse_options=pacsv.ParseOptions(invalid_row_handler=keep_ragged),
         # Only an empty field is NULL: "NaN", "NA" or "null" are values the cleaning step must see and flag.
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in header}, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
+        ),
     )
     staged = _conforming(f, table)
     if ragged:
-        bad = _rows_as_payload_table(f, [{"_raw": text} for _, text in ragged], Reason.SCHEMA_MISMATCH,
-                                     f"row has a different number of fields than the header ({len(header)})", numbers=[n for n, _ in ragged])
+        bad = _rows_as_payload_table(
+            f,
+            [{"_raw": text} for _, text in ragged],
+            Reason.SCHEMA_MISMATCH,
+            f"row has a different number of fields than the header ({len(header)})",
+            numbers=[n for n, _ in ragged],
+        )
         staged = pa.concat_tables([staged, bad])
     return staged
 

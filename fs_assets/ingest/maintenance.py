@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fs_assets.ingest.contract import DEVICE_ID_PATTERN, MAINTENANCE_COLUMNS
 from fs_assets.ingest.registry import read_text_columns
+from fs_domain.contract import DEVICE_ID_PATTERN, MAINTENANCE_COLUMNS
 
 # Event types a label can be built from: the simulator's compressor failures and the fault onsets
 # of real data (SKAB). `service` and `fault_end` close an episode.

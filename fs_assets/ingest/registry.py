@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fs_assets.ingest.contract import DEVICE_ID_PATTERN, DEVICE_STATUSES, REGISTRY_COLUMNS
+from fs_domain.contract import DEVICE_ID_PATTERN, DEVICE_STATUSES, REGISTRY_COLUMNS
 
 
 class RegistryError(ValueError):

@@ -14,8 +14,15 @@ import pandas as pd
 # Physical summaries that move when a compressor degrades or a sensor drifts (not counts or
 # completeness, which measure the transport rather than the machine).
 SCORED_FEATURES: tuple[str, ...] = (
-    "temp_evaporator_mean", "temp_condenser_mean", "temp_discharge_mean", "pressure_high_mean", "pressure_low_mean",
-    "current_compressor_mean", "current_compressor_p95", "vibration_compressor_mean", "vibration_compressor_p95",
+    "temp_evaporator_mean",
+    "temp_condenser_mean",
+    "temp_discharge_mean",
+    "pressure_high_mean",
+    "pressure_low_mean",
+    "current_compressor_mean",
+    "current_compressor_p95",
+    "vibration_compressor_mean",
+    "vibration_compressor_p95",
     "compressor_duty_cycle",
 )
 IQR_TO_SIGMA = 1.349

@@ -3,7 +3,7 @@ active reference snapshot of `device_health_1d`. The latest score per device fee
 `latest_anomaly_score` on the `Device` object."""
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
@@ -11,20 +11,18 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from fs_assets.features.assets import FEATURES_AUTOMATION, device_features_1d
+from fs_assets.freshness import DAILY_MONITORING_FRESHNESS
+from fs_assets.metadata import table_metadata
 from fs_assets.monitoring.anomaly import SCORED_FEATURES, score_windows
-from fs_assets.ontology.device_object import ANOMALY_SCORES_TABLE
 from fs_assets.partitions import daily_partitions
 from fs_assets.training.assets import feature_reference_snapshot
-from fs_assets.training.models import DEVICE_HEALTH_1D
 from fs_assets.training.reference import active_snapshot
+from fs_domain.models import DEVICE_HEALTH_1D
+from fs_domain.tables import ANOMALY_SCORES_TABLE, DRIFT_TABLE
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
-from fs_resources.spark import DeltaSparkResource
 
 SCORING_MODEL = DEVICE_HEALTH_1D
-
-# Daily outputs: today's partition by 03:00 UTC, at most a day apart.
-DAILY_MONITORING_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 3 * * *", lower_bound_delta=timedelta(hours=24))
 
 SCORES_SCHEMA = (
     "device_id string, window_start timestamp, window_end timestamp, anomaly_score double, top_feature string, "
@@ -32,17 +30,19 @@ SCORES_SCHEMA = (
 )
 
 
-def _active_reference(session, delta: DeltaTables, model):
-    snapshot = active_snapshot(session, delta, model.name)
+def _active_reference(delta: DeltaTables, model):
+    snapshot = active_snapshot(delta, model.name)
     if snapshot is None:
-        raise dg.Failure(description=f"no reference snapshot for {model.name} yet: materialize training_dataset and feature_reference_snapshot (partition {model.name}) first")
+        raise dg.Failure(
+            description=f"no reference snapshot for {model.name} yet: materialize training_dataset and feature_reference_snapshot (partition {model.name}) first"
+        )
     return snapshot
 
 
-def _day_windows(session, delta: DeltaTables, feature_store: FeatureStoreResource, model, days: list[str], columns: list[str]) -> pd.DataFrame:
+def _day_windows(delta: DeltaTables, feature_store: FeatureStoreResource, model, days: list[str], columns: list[str]) -> pd.DataFrame:
     """The feature windows of the model's size that start on `days`."""
     return (
-        delta.read(session, feature_store.features_table())
+        delta.read(feature_store.features_table())
         .where((F.col("window_duration_minutes") == model.window_minutes) & F.col("window_date").isin(days))
         .select(*columns)
         .toPandas()
@@ -71,21 +71,23 @@ DAILY_MONITORING = dict(
         f"against the active `{SCORING_MODEL.name}` reference snapshot; `top_feature` says which moved most."
     ),
 )
-def anomaly_scores(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
     started = time.monotonic()
-    session = spark.spark_session
+    session = delta.session
     days = list(context.partition_keys)
-    snapshot = _active_reference(session, delta, SCORING_MODEL)
-    windows = _day_windows(session, delta, feature_store, SCORING_MODEL, days, ["device_id", "window_start", "window_end", "window_date", *SCORED_FEATURES])
+    snapshot = _active_reference(delta, SCORING_MODEL)
+    windows = _day_windows(
+        delta, feature_store, SCORING_MODEL, days, ["device_id", "window_start", "window_end", "window_date", *SCORED_FEATURES]
+    )
     scores = windows[["device_id", "window_start", "window_end"]].join(score_windows(windows, snapshot.statistics))
     scores["model"] = SCORING_MODEL.name
     scores["snapshot_version"] = snapshot.version
-    scores["scored_at"] = datetime.now(timezone.utc)
+    scores["scored_at"] = datetime.now(UTC)
     scores["window_date"] = windows["window_date"]
     columns = [c.split()[0] for c in SCORES_SCHEMA.split(", ")]
     records = [tuple(_plain(v) for v in row) for row in scores[columns].astype(object).itertuples(index=False, name=None)]
     frame = session.createDataFrame(records, SCORES_SCHEMA)
-    write = delta.replace_partitions(session, frame, ANOMALY_SCORES_TABLE, {"window_date": days})
+    write = delta.replace_partitions(frame, ANOMALY_SCORES_TABLE, {"window_date": days})
     top = scores.sort_values("anomaly_score", ascending=False).head(10)
     return dg.MaterializeResult(
         metadata=write.metadata()
@@ -94,9 +96,19 @@ def anomaly_scores(context: dg.AssetExecutionContext, spark: DeltaSparkResource,
             "snapshot_version": snapshot.version,
             "devices_scored": int(scores["anomaly_score"].notna().sum()),
             "median_score": float(scores["anomaly_score"].median()) if len(scores) else 0.0,
-            "highest": dg.MetadataValue.md(
-                "| device | day | score | top feature | z |\n|---|---|---|---|---|\n"
-                + "\n".join(f"| {r.device_id} | {r.window_date} | {r.anomaly_score:.2f} | {r.top_feature} | {r.top_z:+.1f} |" for r in top.itertuples() if r.anomaly_score == r.anomaly_score)
+            "highest": table_metadata(
+                [
+                    {
+                        "device": r.device_id,
+                        "day": str(r.window_date),
+                        "score": round(float(r.anomaly_score), 2),
+                        "top_feature": r.top_feature,
+                        "z": round(float(r.top_z), 1),
+                    }
+                    for r in top.itertuples()
+                    if r.anomaly_score == r.anomaly_score
+                ],
+                columns=["device", "day", "score", "top_feature", "z"],
             ),
             "seconds": round(time.monotonic() - started, 2),
         }
@@ -114,9 +126,6 @@ def _plain(value):
     return value
 
 
-
-
-DRIFT_TABLE = "feature_drift_monitoring"
 DRIFT_MODEL = DEVICE_HEALTH_1D
 DRIFT_SCHEMA = (
     "feature string, devices long, mean double, std double, p5 double, p50 double, p95 double, null_fraction double, "
@@ -133,13 +142,15 @@ DRIFT_SCHEMA = (
         "null fraction and PSI with its status (investigate >= 0.1, significant > 0.25); a chart in the metadata."
     ),
 )
-def feature_drift_report(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+def feature_drift_report(
+    context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
+) -> dg.MaterializeResult:
     from fs_assets.monitoring.drift import chart_markdown, drift_chart_png, drift_rows, fleet_wide
 
-    session = spark.spark_session
+    session = delta.session
     days = list(context.partition_keys)
-    snapshot = _active_reference(session, delta, DRIFT_MODEL)
-    windows = _day_windows(session, delta, feature_store, DRIFT_MODEL, days, ["window_date", *snapshot.features])
+    snapshot = _active_reference(delta, DRIFT_MODEL)
+    windows = _day_windows(delta, feature_store, DRIFT_MODEL, days, ["window_date", *snapshot.features])
     reports = []
     for day in days:
         of_day = windows[windows["window_date"].astype(str) == day]
@@ -155,10 +166,12 @@ def feature_drift_report(context: dg.AssetExecutionContext, spark: DeltaSparkRes
     report = pd.concat(reports, ignore_index=True)
     report["model"] = DRIFT_MODEL.name
     report["snapshot_version"] = snapshot.version
-    report["computed_at"] = datetime.now(timezone.utc)
+    report["computed_at"] = datetime.now(UTC)
     columns = [c.split()[0] for c in DRIFT_SCHEMA.split(", ")]
     records = [tuple(_plain(v) for v in row) for row in report[columns].astype(object).itertuples(index=False, name=None)]
-    write = delta.replace_partitions(session, session.createDataFrame(records, DRIFT_SCHEMA), DRIFT_TABLE, {"report_date": sorted({r[-1] for r in records})})
+    write = delta.replace_partitions(
+        session.createDataFrame(records, DRIFT_SCHEMA), DRIFT_TABLE, {"report_date": sorted({r[-1] for r in records})}
+    )
 
     latest = reports[-1]
     latest_day = str(latest["report_date"].iat[0])

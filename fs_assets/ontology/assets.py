@@ -6,22 +6,23 @@ Both run hourly (`prehydration_schedule`) and as soon as a new `device_features_
 
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 from pyspark.sql import functions as F
 
 from fs_assets.features.assets import device_features_1d
-from fs_assets.ingest.assets import REGISTRY_TABLE, device_registry
-from fs_assets.ontology.device_object import ANOMALY_SCORES_TABLE, DEVICE, SERVED_STATUSES, table_schema_metadata
+from fs_assets.freshness import freshness_policy
+from fs_assets.ingest.assets import device_registry
 from fs_assets.ontology.objects import device_objects_frame, objects_arrow
-from fs_checks.online_checks import ONLINE_FRESHNESS
+from fs_domain import slas
+from fs_domain.device import DEVICE, SERVED_STATUSES
+from fs_domain.tables import ANOMALY_SCORES_TABLE, OBJECTS_TABLE, REGISTRY_TABLE
 from fs_resources.delta import DeltaTables
-from fs_resources.feature_store import OBJECTS_TABLE, FeatureStoreResource
+from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.online import OnlineStoreUnavailable, encode_timestamp
 from fs_resources.redis_store import RedisResource
-from fs_resources.spark import DeltaSparkResource
-
+from fs_resources.schemas import device_column_schema
 
 OBJECTS_POOL = f"delta_{OBJECTS_TABLE}"
 ONLINE_POOL = "redis_online_store"
@@ -32,20 +33,19 @@ ONLINE_POOL = "redis_online_store"
     kinds={"spark", "delta"},
     deps=[device_features_1d, device_registry, dg.AssetDep(ANOMALY_SCORES_TABLE, partition_mapping=dg.AllPartitionMapping())],
     pool=OBJECTS_POOL,
-    freshness_policy=ONLINE_FRESHNESS,
+    freshness_policy=freshness_policy(slas.DEVICE_OBJECT),
     description=(
         f"The `{DEVICE.name}` object's backing table: one row per registered device with its registry attributes, "
         "the latest complete 1-day window's pre-hydrated features and the latest anomaly score."
     ),
-    metadata={"dagster/column_schema": table_schema_metadata(), "delta_table": OBJECTS_TABLE},
+    metadata={"dagster/column_schema": device_column_schema(), "delta_table": OBJECTS_TABLE},
 )
-def device_objects(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+def device_objects(context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
     started = time.monotonic()
-    session = spark.spark_session
-    hydrated_at = datetime.now(timezone.utc)
-    features = delta.read(session, feature_store.features_table())
-    registry = delta.read(session, REGISTRY_TABLE)
-    scores = delta.read(session, ANOMALY_SCORES_TABLE) if delta.exists(session, ANOMALY_SCORES_TABLE) else None
+    hydrated_at = datetime.now(UTC)
+    features = delta.read(feature_store.features_table())
+    registry = delta.read(REGISTRY_TABLE)
+    scores = delta.read(ANOMALY_SCORES_TABLE) if delta.exists(ANOMALY_SCORES_TABLE) else None
     objects = device_objects_frame(features, registry, scores, hydrated_at).cache()
     summary = objects.agg(
         F.count(F.lit(1)).alias("devices"),
@@ -54,7 +54,7 @@ def device_objects(context: dg.AssetExecutionContext, spark: DeltaSparkResource,
         F.max("features_window_end").alias("latest"),
     ).first()
     by_status = {r["status"]: r["count"] for r in objects.groupBy("status").count().collect()}
-    write = delta.overwrite(session, objects, feature_store.objects_table())
+    write = delta.overwrite(objects, feature_store.objects_table())
     objects.unpersist()
     without = summary["devices"] - summary["with_features"]
     if without:
@@ -79,18 +79,19 @@ def device_objects(context: dg.AssetExecutionContext, spark: DeltaSparkResource,
     kinds={"redis"},
     deps=[device_objects],
     pool=ONLINE_POOL,
-    freshness_policy=ONLINE_FRESHNESS,
+    freshness_policy=freshness_policy(slas.DEVICE_OBJECT),
     description=(
         "Projects `device_objects` into Redis: one hash per served device under `fs:{version}:device:`, "
         "atomic per device, newest snapshot wins, TTL 2 h by default; retired and unknown devices are removed."
     ),
 )
-def device_online_store(context: dg.AssetExecutionContext, spark: DeltaSparkResource, delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource) -> dg.MaterializeResult:
-    session = spark.spark_session
+def device_online_store(
+    context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource
+) -> dg.MaterializeResult:
     table = feature_store.objects_table()
-    source_version = delta.version(session, table)
+    source_version = delta.version(table)
     read_started = time.monotonic()
-    objects = objects_arrow(delta.read(session, table, version=source_version))
+    objects = objects_arrow(delta.read(table, version=source_version))
     read_seconds = time.monotonic() - read_started
     hydrated = set(objects.column("hydrated_at").unique().to_pylist())
     if not hydrated:
@@ -104,8 +105,12 @@ def device_online_store(context: dg.AssetExecutionContext, spark: DeltaSparkReso
     context.log.info(f"projecting {objects.num_rows:,} devices of {table} v{source_version} into {url} under {store.prefix}")
     try:
         report = store.project(
-            objects, hydrated_at, ttl_seconds=ttl, source=f"{table}@v{source_version}",
-            retries=redis.write_retries, log=context.log.warning,
+            objects,
+            hydrated_at,
+            ttl_seconds=ttl,
+            source=f"{table}@v{source_version}",
+            retries=redis.write_retries,
+            log=context.log.warning,
         )
     except OnlineStoreUnavailable as exc:
         raise dg.Failure(description=str(exc), metadata={"redis": url, "source": f"{table}@v{source_version}"}) from exc

@@ -5,7 +5,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fs_assets.ontology.device_object import ANOMALY_SCORE_COLUMN, DEVICE
+from fs_domain.device import ANOMALY_SCORE_COLUMN, DEVICE
 
 
 def device_objects_frame(features: DataFrame, registry: DataFrame, scores: DataFrame | None, hydrated_at: datetime) -> DataFrame:

@@ -22,14 +22,25 @@ def label_entities(entities: pd.DataFrame, events: pd.DataFrame, horizon: timede
     `hours_to_event` = hours until the next such event (NaN past the horizon). Rows keep their order.
     Event times without a zone (as Spark hands them over, in its UTC session) are taken as UTC."""
     failures = events[events["event_type"].isin(event_types)][["device_id", "event_time"]].rename(columns={"event_time": "next_event"})
-    failures = failures.assign(device_id=failures["device_id"].astype(object), next_event=pd.to_datetime(failures["next_event"], utc=True).astype("datetime64[us, UTC]"))
+    failures = failures.assign(
+        device_id=failures["device_id"].astype(object),
+        next_event=pd.to_datetime(failures["next_event"], utc=True).astype("datetime64[us, UTC]"),
+    )
     left = entities[["device_id", "event_time"]].assign(_row=np.arange(len(entities)), device_id=entities["device_id"].astype(object))
-    joined = pd.merge_asof(
-        left.sort_values("event_time", kind="stable"),
-        failures.sort_values("next_event", kind="stable"),
-        left_on="event_time", right_on="next_event", by="device_id",
-        direction="forward", allow_exact_matches=False, tolerance=pd.Timedelta(horizon),
-    ).set_index("_row").reindex(np.arange(len(entities)))
+    joined = (
+        pd.merge_asof(
+            left.sort_values("event_time", kind="stable"),
+            failures.sort_values("next_event", kind="stable"),
+            left_on="event_time",
+            right_on="next_event",
+            by="device_id",
+            direction="forward",
+            allow_exact_matches=False,
+            tolerance=pd.Timedelta(horizon),
+        )
+        .set_index("_row")
+        .reindex(np.arange(len(entities)))
+    )
     out = entities.copy()
     wait = (joined["next_event"] - joined["event_time"]).dt.total_seconds() / 3600
     out["label"] = joined["next_event"].notna().astype("int64").to_numpy()
@@ -52,7 +63,15 @@ def feature_statistics(values: pd.Series) -> dict:
     present = numeric[np.isfinite(numeric)]
     stats: dict = {"count": int(len(numeric)), "null_fraction": float(1 - len(present) / len(numeric)) if len(numeric) else 1.0}
     if len(present) == 0:
-        return stats | {"mean": None, "std": None, "min": None, "max": None, **{k: None for k in QUANTILES}, "bin_edges": [], "bin_shares": []}
+        return stats | {
+            "mean": None,
+            "std": None,
+            "min": None,
+            "max": None,
+            **{k: None for k in QUANTILES},
+            "bin_edges": [],
+            "bin_shares": [],
+        }
     edges = np.unique(np.quantile(present, np.linspace(0, 1, PSI_BINS + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
     return stats | {

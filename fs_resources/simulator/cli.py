@@ -1,8 +1,8 @@
 """`fs-sim`: fill the landing zone with a simulated fleet, keep it live, or import SKAB.
 
-    fs-sim generate --devices 200 --start 2026-01-01 --days 3 --seed 7
-    fs-sim live --devices 200 --interval 300
-    fs-sim import-skab --skab-dir ../shared/data/skab
+fs-sim generate --devices 200 --start 2026-01-01 --days 3 --seed 7
+fs-sim live --devices 200 --interval 300
+fs-sim import-skab --skab-dir ../shared/data/skab
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from tqdm import tqdm
@@ -64,16 +64,22 @@ def run_generate(args: argparse.Namespace, root: str) -> None:
     if args.if_empty and any(landing.glob("date=*/*")):
         print(f"landing zone {landing} already holds readings; nothing generated")
         return
-    spec = fleet.FleetSpec.clean(args.devices, args.start, args.days, args.seed) if args.clean else fleet.FleetSpec(args.devices, args.start, args.days, args.seed)
+    spec = (
+        fleet.FleetSpec.clean(args.devices, args.start, args.days, args.seed)
+        if args.clean
+        else fleet.FleetSpec(args.devices, args.start, args.days, args.seed)
+    )
     totals = fleet.generate(spec, root, progress=lambda days: tqdm(days, desc="simulating days", unit="day"))
-    print(f"wrote {totals['rows']:,} readings in {totals['files']} files ({totals['late_files']} late) for {args.devices} devices under {settings.landing_root(root)}")
+    print(
+        f"wrote {totals['rows']:,} readings in {totals['files']} files ({totals['late_files']} late) for {args.devices} devices under {settings.landing_root(root)}"
+    )
 
 
 def run_live(args: argparse.Namespace, root: str) -> None:
     written_until: dict[date, int] = {}
     iteration = 0
     while True:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         today = now.date()
         spec = replace(fleet.FleetSpec(args.devices, today, 1, args.seed), late_outage_share=0)
         profile = fleet.build_profile(spec)

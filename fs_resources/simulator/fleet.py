@@ -4,23 +4,23 @@ Every device runs an on/off compressor cycle; on top of that some devices drift,
 until the compressor fails (a `failure` maintenance event, then silence until serviced), and
 the transport misbehaves: dropouts, duplicate deliveries, conflicting re-sends, files that arrive
 late for a past day, out-of-range and non-finite values, and readings from unknown or malformed
-device ids. What is written follows the landing-zone contract in `fs_assets.ingest.contract`.
+device ids. What is written follows the landing-zone contract in `fs_domain.contract`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fs_assets.ingest.contract import LANDING_COLUMNS, MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSOR_NAMES
+from fs_domain.contract import LANDING_COLUMNS, MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSOR_NAMES
 from fs_resources import settings
 
 MINUTES_PER_DAY = 1440
@@ -52,12 +52,24 @@ class FleetSpec:
     foreign_rows_per_day: int = 30
 
     @classmethod
-    def clean(cls, devices: int, start: date, days: int, seed: int = 7) -> "FleetSpec":
+    def clean(cls, devices: int, start: date, days: int, seed: int = 7) -> FleetSpec:
         """A fleet whose transport never misbehaves (every reading arrives once, in range)."""
         return cls(
-            devices, start, days, seed, dropout_rate=0, duplicate_rate=0, conflict_rate=0, out_of_range_rate=0,
-            non_finite_rate=0, outage_probability=0, late_outage_share=0, degrading_share=0, drifting_share=0,
-            retired_share=0, foreign_rows_per_day=0,
+            devices,
+            start,
+            days,
+            seed,
+            dropout_rate=0,
+            duplicate_rate=0,
+            conflict_rate=0,
+            out_of_range_rate=0,
+            non_finite_rate=0,
+            outage_probability=0,
+            late_outage_share=0,
+            degrading_share=0,
+            drifting_share=0,
+            retired_share=0,
+            foreign_rows_per_day=0,
         )
 
 
@@ -173,7 +185,9 @@ def _day_rng(spec: FleetSpec, day_index: int, stream: int) -> np.random.Generato
     return np.random.default_rng([spec.seed, 100 + day_index, stream])
 
 
-def simulate_day(spec: FleetSpec, profile: FleetProfile, day_index: int, minute_range: tuple[int, int] = (0, MINUTES_PER_DAY)) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def simulate_day(
+    spec: FleetSpec, profile: FleetProfile, day_index: int, minute_range: tuple[int, int] = (0, MINUTES_PER_DAY)
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One day's readings as (on-time rows, conflicting re-sends, late rows for this day).
 
     `minute_range` limits the day to [start, end) minutes after midnight (used by `fs-sim live`).
@@ -191,7 +205,9 @@ def simulate_day(spec: FleetSpec, profile: FleetProfile, day_index: int, minute_
     present &= rng.random((n, k)) >= spec.dropout_rate
     # A failed compressor sends nothing until it is serviced six hours later.
     failed = profile.failure_minute >= 0
-    silent = failed[:, None] & (minutes[None, :] >= profile.failure_minute[:, None]) & (minutes[None, :] < profile.failure_minute[:, None] + 360)
+    silent = (
+        failed[:, None] & (minutes[None, :] >= profile.failure_minute[:, None]) & (minutes[None, :] < profile.failure_minute[:, None] + 360)
+    )
     present &= ~silent
     # Connectivity outages; some of them are re-delivered later as a late file for this day.
     late = np.zeros((n, k), dtype=bool)
@@ -230,7 +246,9 @@ def simulate_day(spec: FleetSpec, profile: FleetProfile, day_index: int, minute_
     foreign = []
     if spec.foreign_rows_per_day:
         picks = rng.integers(0, k, spec.foreign_rows_per_day)
-        for j, ident in enumerate([UNKNOWN_DEVICE_ID] * (spec.foreign_rows_per_day - len(MALFORMED_DEVICE_IDS)) + list(MALFORMED_DEVICE_IDS)):
+        for j, ident in enumerate(
+            [UNKNOWN_DEVICE_ID] * (spec.foreign_rows_per_day - len(MALFORMED_DEVICE_IDS)) + list(MALFORMED_DEVICE_IDS)
+        ):
             row = {"device_id": ident, "ts": ts[picks[j]]}
             row.update({name: 1.0 for name in SENSOR_NAMES})
             foreign.append(row)
@@ -301,7 +319,7 @@ def generate(spec: FleetSpec, root: str, progress: Callable[[Iterator[int]], Ite
         on_time, conflicts, late = simulate_day(spec, profile, day_index)
         folder = landing_dir(root, day)
         for b, first in enumerate(range(0, len(profile.device_ids), DEVICES_PER_FILE)):
-            ids = set(profile.device_ids[first:first + DEVICES_PER_FILE])
+            ids = set(profile.device_ids[first : first + DEVICES_PER_FILE])
             part = on_time[on_time["device_id"].isin(ids)]
             if b == 0:  # readings from unknown and malformed ids travel with the first batch
                 part = pd.concat([part, on_time[~on_time["device_id"].isin(set(profile.device_ids))]])
@@ -332,4 +350,4 @@ def seed_digest(root: str) -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fs_assets.ingest.contract import LANDING_COLUMNS, MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSOR_NAMES
+from fs_domain.contract import LANDING_COLUMNS, MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSOR_NAMES
 from fs_resources.simulator.fleet import landing_dir, write_maintenance, write_parquet, write_registry
 
 SKAB_TIMEZONE = "Europe/Moscow"

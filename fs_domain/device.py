@@ -12,7 +12,8 @@ Pre-hydrated properties come from the latest *complete* 1-day window of a device
 import sys
 from dataclasses import dataclass
 
-from fs_assets.features.registry import FEATURES_BY_NAME
+from fs_domain.features import FEATURES_BY_NAME
+
 
 @dataclass(frozen=True)
 class ObjectProperty:
@@ -59,16 +60,28 @@ DEVICE = ObjectType(
         ObjectProperty("install_date", "date", "Installation date", "registry"),
         ObjectProperty("status", "string", "active, maintenance or retired; retired devices are not served online", "registry"),
         ObjectProperty(
-            "avg_temperature_evaporator_24h", "double", "Mean evaporator temperature over the latest complete day (°C)", "feature",
-            feature="temp_evaporator_mean", window_minutes=DAY,
+            "avg_temperature_evaporator_24h",
+            "double",
+            "Mean evaporator temperature over the latest complete day (°C)",
+            "feature",
+            feature="temp_evaporator_mean",
+            window_minutes=DAY,
         ),
         ObjectProperty(
-            "avg_compressor_current_24h", "double", "Mean compressor current over the latest complete day (A)", "feature",
-            feature="current_compressor_mean", window_minutes=DAY,
+            "avg_compressor_current_24h",
+            "double",
+            "Mean compressor current over the latest complete day (A)",
+            "feature",
+            feature="current_compressor_mean",
+            window_minutes=DAY,
         ),
         ObjectProperty(
-            "reading_count_24h", "long", "Clean readings in the latest complete day", "feature",
-            feature="reading_count", window_minutes=DAY,
+            "reading_count_24h",
+            "long",
+            "Clean readings in the latest complete day",
+            "feature",
+            feature="reading_count",
+            window_minutes=DAY,
         ),
         ObjectProperty("latest_anomaly_score", "double", "Latest daily anomaly score; NULL until scores exist", "anomaly_scores"),
         ObjectProperty("features_window_end", "timestamp", "End (UTC) of the day window the feature properties come from", "window"),
@@ -76,9 +89,8 @@ DEVICE = ObjectType(
     ),
 )
 
-# Where `latest_anomaly_score` is read from once scores exist: one row per device and scored
-# window, the latest window at or before the hydration time wins.
-ANOMALY_SCORES_TABLE = "anomaly_scores"
+# `latest_anomaly_score` comes from this column of the anomaly scores table: the latest scored
+# window at or before the hydration time wins.
 ANOMALY_SCORE_COLUMN = "anomaly_score"
 
 # Registry statuses that are served online; a retired device's entry is removed.
@@ -98,30 +110,12 @@ def _check_definition() -> None:
 _check_definition()
 
 
-def spark_schema():
-    from pyspark.sql import types as T
-
-    spark_types = {"string": T.StringType(), "double": T.DoubleType(), "long": T.LongType(), "date": T.DateType(), "timestamp": T.TimestampType()}
-    return T.StructType([T.StructField(p.name, spark_types[p.dtype], nullable=p.name != DEVICE.primary_key) for p in DEVICE.properties])
-
-
-def table_schema_metadata():
-    import dagster as dg
-
-    def lineage(p: ObjectProperty) -> str:
-        if p.source == "feature":
-            return f" ← `{p.feature}` ({p.window_minutes}-minute window)"
-        return ""
-
-    return dg.TableSchema(columns=[dg.TableColumn(p.name, p.dtype, description=p.description + lineage(p)) for p in DEVICE.properties])
-
-
 def reference_markdown() -> str:
     lines = [
         f"# The `{DEVICE.name}` object",
         "",
         f"Primary key: `{DEVICE.primary_key}`. Backed by the `device_objects` Delta table and served from Redis",
-        "(`OnlineStore.get_online_features`). Generated from `fs_assets/ontology/device_object.py`.",
+        "(`OnlineStore.get_online_features`). Generated from `fs_domain/device.py`.",
         "",
         "| property | type | source | description |",
         "|---|---|---|---|",

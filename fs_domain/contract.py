@@ -1,7 +1,7 @@
 """The landing-zone and clean-readings contract: columns, physical ranges and reason codes.
 
 This module is the one place where a sensor's name, unit and plausible physical range are defined.
-The simulator, the cleaning transform, the checks and the docs all read from here.
+The simulator, the landing reader, the cleaning transform, the checks and the docs all read from here.
 """
 
 from __future__ import annotations

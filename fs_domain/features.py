@@ -1,7 +1,7 @@
-"""The feature registry: every feature of `device_features`, defined once.
+"""The feature registry: every feature of `device_features` and every window size, defined once.
 
-The Delta schema, the assets' column metadata in the UI, the null thresholds and the generated
-reference page (`docs/features.md`, `python -m fs_assets.features.registry`) all derive from here.
+The Delta schema, the assets' column metadata in the UI, the null thresholds, the kernels and the
+generated reference page (`docs/features.md`, `python -m fs_domain.features`) all derive from here.
 """
 
 from __future__ import annotations
@@ -9,9 +9,24 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from fs_assets.ingest.contract import SENSORS
+from fs_domain.contract import SENSORS
 
-WINDOW_MINUTES: tuple[int, ...] = (15, 60, 1440)
+
+@dataclass(frozen=True)
+class Window:
+    """A tumbling window size, aligned to midnight UTC; its features are one asset."""
+
+    minutes: int
+    suffix: str
+
+    @property
+    def asset_name(self) -> str:
+        return f"device_features_{self.suffix}"
+
+
+WINDOWS: tuple[Window, ...] = (Window(15, "15m"), Window(60, "1h"), Window(1440, "1d"))
+WINDOWS_BY_MINUTES: dict[int, Window] = {w.minutes: w for w in WINDOWS}
+WINDOW_MINUTES: tuple[int, ...] = tuple(w.minutes for w in WINDOWS)
 FEATURE_SET_VERSIONS: tuple[str, ...] = ("v1", "v2")
 DEFAULT_FEATURE_SET_VERSION = "v1"
 
@@ -66,17 +81,48 @@ def _per_sensor_features() -> list[Feature]:
 FEATURES: tuple[Feature, ...] = (
     *_per_sensor_features(),
     Feature("reading_count", "Readings in the window (rows, whatever their NULLs)", "readings", (), 0, dtype="long", family="cross_sensor"),
-    Feature("sensor_completeness", "Share of non-NULL sensor values among the window's readings x 7 sensors", "ratio", tuple(s.name for s in SENSORS), 1, family="cross_sensor"),
-    Feature("pressure_ratio", "pressure_high_mean / pressure_low_mean (compression ratio proxy)", "ratio", ("pressure_high", "pressure_low"), 1, family="cross_sensor"),
-    Feature("compressor_duty_cycle", f"Share of readings with compressor current above {COMPRESSOR_ON_AMPS} A", "ratio", ("current_compressor",), 1, family="cross_sensor"),
+    # Defined for every window with a reading: 0 when every sensor value is NULL.
+    Feature(
+        "sensor_completeness",
+        "Share of non-NULL sensor values among the window's readings x 7 sensors",
+        "ratio",
+        tuple(s.name for s in SENSORS),
+        0,
+        family="cross_sensor",
+    ),
+    Feature(
+        "pressure_ratio",
+        "pressure_high_mean / pressure_low_mean (compression ratio proxy)",
+        "ratio",
+        ("pressure_high", "pressure_low"),
+        1,
+        family="cross_sensor",
+    ),
+    Feature(
+        "compressor_duty_cycle",
+        f"Share of readings with compressor current above {COMPRESSOR_ON_AMPS} A",
+        "ratio",
+        ("current_compressor",),
+        1,
+        family="cross_sensor",
+    ),
     Feature(
         "spectral_entropy_vibration",
         "Normalised Shannon entropy of the FFT power spectrum of compressor vibration (mean removed, readings in time order); 0 = one tone, 1 = white noise",
-        "ratio", ("vibration_compressor",), 16, windows=(60, 1440), family="frequency",
+        "ratio",
+        ("vibration_compressor",),
+        16,
+        windows=(60, 1440),
+        family="frequency",
     ),
     Feature(
-        "vibration_compressor_rms", "Root mean square of compressor vibration in the window (energy, not level)",
-        "mm/s RMS", ("vibration_compressor",), 1, added_in="v2", family="cross_sensor",
+        "vibration_compressor_rms",
+        "Root mean square of compressor vibration in the window (energy, not level)",
+        "mm/s RMS",
+        ("vibration_compressor",),
+        1,
+        added_in="v2",
+        family="cross_sensor",
     ),
 )
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
@@ -108,32 +154,11 @@ def table_columns(version: str = DEFAULT_FEATURE_SET_VERSION) -> list[tuple[str,
     return [*KEY_COLUMNS, *[(f.name, f.dtype, f.description) for f in features_for(version)], *TRAILER_COLUMNS]
 
 
-def spark_schema(version: str = DEFAULT_FEATURE_SET_VERSION):
-    from pyspark.sql import types as T
-
-    types = {"string": T.StringType(), "timestamp": T.TimestampType(), "int": T.IntegerType(), "date": T.DateType(), "double": T.DoubleType(), "long": T.LongType()}
-    return T.StructType([T.StructField(name, types[dtype], True) for name, dtype, _ in table_columns(version)])
-
-
-def table_schema_metadata(version: str = DEFAULT_FEATURE_SET_VERSION):
-    """The column schema shown in the Dagster UI (dagster/column_schema)."""
-    import dagster as dg
-
-    columns = []
-    for name, dtype, text in table_columns(version):
-        f = FEATURES_BY_NAME.get(name)
-        if f is not None:
-            windows = ", ".join(f"{w} min" for w in f.windows)
-            text = f"{text} [{f.unit}; windows {windows}; NULL below {f.min_readings} readings; since {f.added_in}]"
-        columns.append(dg.TableColumn(name, dtype, description=text))
-    return dg.TableSchema(columns=columns)
-
-
 def reference_markdown(version: str = DEFAULT_FEATURE_SET_VERSION) -> str:
     lines = [
         f"# Feature reference ({version})",
         "",
-        "Generated from `fs_assets/features/registry.py` by `python -m fs_assets.features.registry`; do not edit by hand.",
+        "Generated from `fs_domain/features.py` by `python -m fs_domain.features`; do not edit by hand.",
         "",
         "| feature | unit | windows (min) | sources | NULL below | added | description |",
         "|---|---|---|---|---|---|---|",

@@ -8,9 +8,7 @@ by model name, so each model has its own training set and its own versioned refe
 from dataclasses import dataclass
 from datetime import timedelta
 
-import dagster as dg
-
-from fs_assets.features.registry import FEATURES_BY_NAME, features_for
+from fs_domain.features import FEATURES_BY_NAME, features_for
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,15 @@ COMPRESSOR_FAILURE_1H = ModelSpec(
     name="compressor_failure_1h",
     description="Compressor failure within the next 24 hours, sampled hourly from 1-hour windows.",
     features=(
-        "current_compressor_mean", "current_compressor_std", "current_compressor_slope", "vibration_compressor_mean",
-        "vibration_compressor_max", "temp_discharge_mean", "temp_discharge_slope", "pressure_ratio", "compressor_duty_cycle",
+        "current_compressor_mean",
+        "current_compressor_std",
+        "current_compressor_slope",
+        "vibration_compressor_mean",
+        "vibration_compressor_max",
+        "temp_discharge_mean",
+        "temp_discharge_slope",
+        "pressure_ratio",
+        "compressor_duty_cycle",
     ),
     window_minutes=60,
     label_horizon=timedelta(hours=24),
@@ -50,8 +55,6 @@ COMPRESSOR_FAILURE_1H = ModelSpec(
 )
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (DEVICE_HEALTH_1D, COMPRESSOR_FAILURE_1H)}
-
-model_partitions = dg.StaticPartitionsDefinition(list(MODELS))
 
 
 def _check_models() -> None:

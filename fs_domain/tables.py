@@ -1,0 +1,35 @@
+"""Names of the Delta tables under the tables root: one home for each, whoever reads or writes it."""
+
+from fs_domain.features import DEFAULT_FEATURE_SET_VERSION, FEATURE_SET_VERSIONS
+
+# Ingest
+CLEAN_TABLE = "clean_sensor_readings"
+QUARANTINE_TABLE = "clean_sensor_readings_quarantine"
+REGISTRY_TABLE = "device_registry"
+MAINTENANCE_TABLE = "maintenance_events"
+
+# Features and the Device object: one table per feature set version (device_features/v1, ...).
+FEATURES_TABLE = "device_features"
+OBJECTS_TABLE = "device_objects"
+
+# Training and monitoring
+TRAINING_TABLE = "training_datasets"
+REFERENCE_TABLE = "feature_reference_snapshots"
+ANOMALY_SCORES_TABLE = "anomaly_scores"
+DRIFT_TABLE = "feature_drift_monitoring"
+
+
+def _versioned(table: str, version: str) -> str:
+    if version not in FEATURE_SET_VERSIONS:
+        raise ValueError(f"unknown feature set version {version!r}; the registry knows {list(FEATURE_SET_VERSIONS)}")
+    return f"{table}/{version}"
+
+
+def features_table(version: str = DEFAULT_FEATURE_SET_VERSION) -> str:
+    """The features table of a feature set version: device_features/v1, device_features/v2, ..."""
+    return _versioned(FEATURES_TABLE, version)
+
+
+def objects_table(version: str = DEFAULT_FEATURE_SET_VERSION) -> str:
+    """The `device_objects` table built from a version's features: device_objects/v1, ..."""
+    return _versioned(OBJECTS_TABLE, version)
