@@ -8,11 +8,15 @@ _TYPES = {bool: "bool", int: "int", float: "float"}
 
 
 def table_metadata(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> dg.MetadataValue:
-    """`rows` (dicts with the same keys) as a UI table; column types are read from the first row."""
+    """`rows` (dicts with the same keys) as a UI table; a column's type is that of its first non-NULL value."""
     names = list(columns or (rows[0].keys() if rows else []))
-    first = rows[0] if rows else {}
-    schema = dg.TableSchema(columns=[dg.TableColumn(n, _TYPES.get(type(first.get(n)), "string")) for n in names])
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, _column_type(rows, n)) for n in names])
     return dg.MetadataValue.table([dg.TableRecord({n: _plain(r.get(n)) for n in names}) for r in rows], schema=schema)
+
+
+def _column_type(rows: Sequence[Mapping[str, object]], name: str) -> str:
+    value = next((r.get(name) for r in rows if r.get(name) is not None), None)
+    return _TYPES.get(type(value), "string")
 
 
 def _plain(value: object) -> object:

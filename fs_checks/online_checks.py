@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 from pyspark.sql import functions as F
 
+from fs_assets.metadata import table_metadata
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
 from fs_resources.delta import DeltaTables
@@ -115,7 +116,6 @@ def check_online_reconciliation(
                     )
     differing = len({m["device_id"] for m in mismatches})
     fraction = differing / len(sample) if sample else 0.0
-    examples = "\n".join(f"| {m['device_id']} | {m['property']} | {m['offline']} | {m['online']} |" for m in mismatches[:20])
     return dg.AssetCheckResult(
         passed=fraction <= RECONCILIATION_MAX_MISMATCH,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -127,9 +127,7 @@ def check_online_reconciliation(
             "tolerance": RECONCILIATION_TOLERANCE,
             "served_devices": len(served),
             "sample_seed": seed,
-            "differences": dg.MetadataValue.md(
-                "| device | property | offline | online |\n|---|---|---|---|\n" + examples if mismatches else "none"
-            ),
+            "differences": table_metadata(mismatches[:20], columns=["device_id", "property", "offline", "online"]),
         },
     )
 

@@ -176,11 +176,20 @@ def feature_drift_report(
     latest = reports[-1]
     latest_day = str(latest["report_date"].iat[0])
     moved = report[(report["psi_status"] != "ok") | report["null_escalation"]].sort_values("psi", ascending=False)
-    table = "| day | feature | PSI | status | null fraction (ref) | mean (ref) |\n|---|---|---|---|---|---|\n" + "\n".join(
-        f"| {r.report_date} | {r.feature} | {_num(r.psi)} | {r.psi_status}{' · nulls up' if r.null_escalation else ''} | "
-        f"{r.null_fraction:.1%} ({r.reference_null_fraction:.1%}) | {_num(r.mean)} ({_num(r.reference_mean)}) |"
+    moved_rows = [
+        {
+            "day": str(r.report_date),
+            "feature": r.feature,
+            "psi": _rounded(r.psi),
+            "status": r.psi_status,
+            "nulls_up": bool(r.null_escalation),
+            "null_fraction": _rounded(r.null_fraction),
+            "reference_null_fraction": _rounded(r.reference_null_fraction),
+            "mean": _rounded(r.mean),
+            "reference_mean": _rounded(r.reference_mean),
+        }
         for r in moved.itertuples()
-    )
+    ]
     fleet_days = sorted({str(d) for d in report.loc[report["fleet_wide_event"], "report_date"]})
     if fleet_days:
         context.log.warning(f"fleet-wide drift event on {', '.join(fleet_days)}: 5 or more features at PSI >= 0.1")
@@ -189,7 +198,20 @@ def feature_drift_report(
         metadata=write.metadata()
         | {
             "psi_chart": dg.MetadataValue.md(chart_markdown(chart, f"PSI per feature on {latest_day}")),
-            "moved_features": dg.MetadataValue.md(table if len(moved) else "no feature moved"),
+            "moved_features": table_metadata(
+                moved_rows,
+                columns=[
+                    "day",
+                    "feature",
+                    "psi",
+                    "status",
+                    "nulls_up",
+                    "null_fraction",
+                    "reference_null_fraction",
+                    "mean",
+                    "reference_mean",
+                ],
+            ),
             "features_investigate": int((latest["psi_status"] == "investigate").sum()),
             "features_significant": int((latest["psi_status"] == "significant").sum()),
             "null_escalations": int(latest["null_escalation"].sum()),
@@ -201,8 +223,8 @@ def feature_drift_report(
     )
 
 
-def _num(value) -> str:
-    return "NULL" if value is None or value != value else f"{value:.3g}"
+def _rounded(value) -> float | None:
+    return None if value is None or value != value else float(f"{float(value):.4g}")
 
 
 monitoring_assets = [anomaly_scores, feature_drift_report]
