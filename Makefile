@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up, seed the landing zone if empty, serve the Dagster UI (webserver + daemon)
-#   make test   set up, run the whole test suite on real Spark, Delta Lake and Redis
+#   make test   set up, lint (ruff, import contracts), run the whole test suite on real Spark, Delta Lake and Redis
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -13,7 +13,7 @@ DAYS ?= 3
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export FS_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: setup run test validate sim-live import-skab bench docs screenshots clean-data system-deps cluster-check
+.PHONY: setup run test lint validate sim-live import-skab bench docs screenshots clean-data system-deps cluster-check
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -34,12 +34,19 @@ setup: system-deps $(BIN)/.installed
 
 run: setup
 	$(BIN)/fs-sim generate --if-empty --devices $(DEVICES) --days $(DAYS)
-	$(BIN)/python -m fs_resources.redis_store start
-	trap '$(BIN)/python -m fs_resources.redis_store stop' EXIT; \
+	$(BIN)/python -m fs_resources.embedded_redis start
+	trap '$(BIN)/python -m fs_resources.embedded_redis stop' EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
-test: setup
+test: setup lint
 	$(BIN)/pytest
+
+# Style and layering: ruff (lint and format) and the import-linter contracts in pyproject.toml
+# (domain <- resources <- assets <- checks <- sensors <- location, no cycles).
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml
@@ -57,8 +64,8 @@ bench: setup
 	$(BIN)/python bench/skab_anomaly_auc.py
 
 docs: setup
-	$(BIN)/python -m fs_assets.features.registry v2 > docs/features.md
-	$(BIN)/python -m fs_assets.ontology.device_object > docs/device_object.md
+	$(BIN)/python -m fs_domain.features v2 > docs/features.md
+	$(BIN)/python -m fs_domain.device > docs/device_object.md
 
 # The operator guide's pictures: this project's UI in a real headless Chromium (Debian's package).
 screenshots: setup
@@ -66,7 +73,7 @@ screenshots: setup
 	$(BIN)/python docs/screenshots.py
 
 clean-data:
-	-$(BIN)/python -m fs_resources.redis_store stop
+	-$(BIN)/python -m fs_resources.embedded_redis stop
 	rm -rf $(FS_DATA_ROOT)
 
 # A Spark standalone cluster (master + 2 workers on 127.0.0.1) runs one simulated day of 1,000 devices.
