@@ -38,6 +38,9 @@ from fs_domain.features import DEFAULT_FEATURE_SET_VERSION
 from fs_resources.embedded_redis import EmbeddedRedis, redact
 
 DEFAULT_TTL_SECONDS = 2 * 3600
+# Devices read by one Lua call: about 2 ms of server time for 12 fields, short enough that no
+# other client waits noticeably behind a request for a whole fleet.
+READ_CHUNK_KEYS = 1000
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
@@ -273,16 +276,19 @@ class OnlineStore:
         # hydrated_at is always present in a live entry: it tells "no entry" from "all NULL".
         request = fields if "hydrated_at" in fields else (*fields, "hydrated_at")
         typed = [(f, DECODERS[self._dtypes[f]]) for f in fields if self._dtypes[f] != "string"]
+        live = request.index("hydrated_at")
         keys = [self.prefix + validate_device_id(d) for d in device_ids]
         if len(keys) == 1:
             replies = [self._reader.execute_command("HMGET", keys[0], *request)]
-        elif keys:
-            replies = self._read(keys=keys, args=request, client=self._reader)
         else:
-            return []
+            # A script blocks every other client while it runs: bounded chunks keep a large request
+            # from stalling the reads of everyone else (each chunk is still one round trip).
+            replies = []
+            for start in range(0, len(keys), READ_CHUNK_KEYS):
+                replies += self._read(keys=keys[start : start + READ_CHUNK_KEYS], args=request, client=self._reader)
         out: list[dict | None] = []
         for values in replies:
-            if values[-1] is None:
+            if values[live] is None:
                 out.append(None)
                 continue
             row = dict(zip(fields, values))
