@@ -276,10 +276,27 @@ def drop_partitions_before(delta: DeltaTables, table: str, column: str, cutoff: 
     )
 
 
+def keep_history(delta: DeltaTables, table: str, hours: int) -> None:
+    """Keep the table's log entries and removed files for at least `hours`, so time travel reaches
+    as far back as VACUUM leaves files (Delta's defaults, 30 and 7 days, would cut it short)."""
+    from delta.tables import DeltaTable
+
+    interval = f"interval {-(-hours // 24)} days"
+    wanted = {"delta.logRetentionDuration": interval, "delta.deletedFileRetentionDuration": interval}
+    current = DeltaTable.forPath(delta.session, delta.path(table)).detail().first()["properties"] or {}
+    if all(current.get(k) == v for k, v in wanted.items()):
+        return  # already so (tables created by this project are): no extra commit
+    delta.session.sql(
+        f"ALTER TABLE delta.`{delta.path(table)}` SET TBLPROPERTIES "
+        f"('delta.logRetentionDuration' = '{interval}', 'delta.deletedFileRetentionDuration' = '{interval}')"
+    )
+
+
 def vacuum(delta: DeltaTables, table: str, retention_hours: int) -> MaintenanceStep:
     """Delete files no version within `retention_hours` still reads (time travel stops there)."""
     from delta.tables import DeltaTable
 
+    keep_history(delta, table, retention_hours)
     base = Path(delta.path(table))
     files_before = sum(1 for _ in base.rglob("*.parquet")) if base.exists() else None
     DeltaTable.forPath(delta.session, delta.path(table)).vacuum(retention_hours)

@@ -187,9 +187,18 @@ class OfflineStore:
                 f"no feature table at {self.path}: materialize the device_features assets (or check FS_DATA_ROOT and the feature set version)"
             ) from exc
         if as_of is not None:
-            first_commit = min(h["timestamp"] for h in table.history())
-            if as_of < datetime.fromtimestamp(first_commit / 1000, UTC):
-                return None
+            earliest = min(table.history(), key=lambda h: h["version"])
+            earliest_at = datetime.fromtimestamp(earliest["timestamp"] / 1000, UTC)
+            if as_of < earliest_at:
+                if earliest["version"] == 0:
+                    return None  # the table did not exist yet: nothing was known then
+                # The log before `earliest` was cleaned up: the table as it was then cannot be read,
+                # and answering "no features" would be a silent lie.
+                raise HistoricalFeaturesError(
+                    f"as_of {as_of.isoformat()} is before the retained history of {self.path}: the earliest time it can be read "
+                    f"as of is {earliest_at.isoformat()} (version {earliest['version']}); older log entries were removed "
+                    "(delta.logRetentionDuration, see the table maintenance job)"
+                )
             table.load_as_version(as_of)
         reader = table.protocol()
         if reader.min_reader_version > 1:

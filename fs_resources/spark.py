@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 _LOCK = threading.Lock()
 
 MIN_JAVA_MAJOR = 17
+# How long a Delta table's history stays readable (log entries and removed files); VACUUM's
+# default retention in the maintenance job is the same.
+HISTORY_RETENTION_DAYS = 90
 
 
 def delta_maven_coordinate() -> str:
@@ -97,6 +100,11 @@ def delta_spark_conf(master: str | None = None, shuffle_partitions: int = 4, dri
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
+        # Every new table keeps its log and removed files as long as VACUUM's retention (90 days),
+        # so time travel (`as_of`) reaches as far back as the guide promises; Delta's defaults are
+        # 30 and 7 days. The maintenance job sets the same on tables created before.
+        "spark.databricks.delta.properties.defaults.logRetentionDuration": f"interval {HISTORY_RETENTION_DAYS} days",
+        "spark.databricks.delta.properties.defaults.deletedFileRetentionDuration": f"interval {HISTORY_RETENTION_DAYS} days",
     }
     jars = cached_delta_jars()
     if jars:

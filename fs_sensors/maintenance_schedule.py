@@ -17,6 +17,7 @@ from fs_domain.features import FEATURE_SET_VERSIONS
 from fs_domain.models import MODELS
 from fs_resources import delta as delta_ops
 from fs_resources.delta import DeltaTables
+from fs_resources.spark import HISTORY_RETENTION_DAYS
 
 # Tables whose partitions are days, and the partition column holding the day.
 DATED_TABLES = {
@@ -40,7 +41,8 @@ class MaintenanceConfig(dg.Config):
         default=400, description="Partitions of days older than this are dropped (dated tables only); 0 keeps everything."
     )
     vacuum_retention_hours: int = Field(
-        default=24 * 90, description="Files unread by any version of this age are deleted; time travel stops there. At least 168."
+        default=24 * HISTORY_RETENTION_DAYS,
+        description="Files unread by any version of this age are deleted; time travel stops there. At least 168.",
     )
 
 

@@ -45,7 +45,21 @@ def test_definitions_merges_domain_locations_and_resources_only():
 @pytest.mark.parametrize(
     "package, forbidden",
     [
-        ("fs_domain", {"dagster", "dagster_pyspark", "pyspark", "delta", "redis", "fs_resources", "fs_assets", "fs_checks", "fs_sensors", "fs_location"}),
+        (
+            "fs_domain",
+            {
+                "dagster",
+                "dagster_pyspark",
+                "pyspark",
+                "delta",
+                "redis",
+                "fs_resources",
+                "fs_assets",
+                "fs_checks",
+                "fs_sensors",
+                "fs_location",
+            },
+        ),
         ("fs_resources", {"fs_assets", "fs_checks", "fs_sensors", "fs_location"}),
         ("fs_assets", {"fs_checks", "fs_sensors", "fs_location"}),
         ("fs_checks", {"fs_sensors", "fs_location"}),
