@@ -5,11 +5,20 @@
 appended to `$DAGSTER_HOME/alerts.jsonl`. A webhook URL carries its secret in its path or query
 (Slack) or the payload carries a routing key (PagerDuty): neither is ever logged; what is shown is
 `scheme://host`.
+
+A delivery ends one of three ways: delivered (2xx); to retry later (the sink is down, slow, asks
+to slow down with 408/429, or answers 5xx or a redirect, which is never followed: a POST turned
+into a GET would be counted as delivered and would carry credentials to another host); or refused
+for good (any other 4xx: the alert itself is wrong for the sink). A refused alert is set aside in a
+dead-letter file so it cannot hold back the alerts behind it. Keys and texts are cut to the sink's
+limits (PagerDuty: dedup key 255 characters, summary 1,024), a long key by a hash so it stays unique.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
+import hashlib
 import json
 import os
 import time
@@ -25,6 +34,29 @@ from pydantic import Field
 
 ROUTE_DATA_ENGINEERING = "data-engineering"
 ROUTE_ML = "ml"
+
+# PagerDuty Events v2 limits; Slack's text is cut well below its own 40,000 characters.
+MAX_DEDUP_KEY = 255
+MAX_SUMMARY = 1024
+# HTTP statuses that mean "not now" rather than "never": timeout and rate limit.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How one delivery ended; true only when the sink has the alert."""
+
+    outcome: Outcome
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.outcome is Outcome.DELIVERED
 
 
 @dataclass(frozen=True)
@@ -52,6 +84,18 @@ class Alert:
         return cls(**data)
 
 
+def bounded_key(key: str, limit: int = MAX_DEDUP_KEY) -> str:
+    """`key` when it fits, else its start and a hash of the whole (still one key per incident)."""
+    if len(key) <= limit:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{key[: limit - len(digest) - 1]}#{digest}"
+
+
+def bounded_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def safe_endpoint(url: str) -> str:
     """What may be logged of a webhook URL: its scheme and host."""
     parts = urlsplit(url)
@@ -63,7 +107,7 @@ def slack_payload(alert: Alert) -> dict:
     mark = icon["resolve"] if alert.action == "resolve" else icon.get(alert.severity, ":warning:")
     state = "RESOLVED" if alert.action == "resolve" else alert.severity.upper()
     return {
-        "text": f"{mark} [{alert.route}] {state}: {alert.summary}",
+        "text": bounded_text(f"{mark} [{alert.route}] {state}: {alert.summary}", 3000),
         "attachments": [
             {
                 "color": "#2eb67d" if alert.action == "resolve" else ("#e01e5a" if alert.severity == "error" else "#ecb22e"),
@@ -81,10 +125,10 @@ def slack_payload(alert: Alert) -> dict:
 
 
 def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
-    event = {"routing_key": routing_key, "event_action": alert.action, "dedup_key": alert.dedup_key}
+    event = {"routing_key": routing_key, "event_action": alert.action, "dedup_key": bounded_key(alert.dedup_key)}
     if alert.action == "trigger":
         event["payload"] = {
-            "summary": alert.summary,
+            "summary": bounded_text(alert.summary, MAX_SUMMARY),
             "source": "device-feature-store",
             "severity": "error" if alert.severity == "error" else "warning",
             "component": alert.asset,
@@ -136,39 +180,87 @@ class AlertSinkResource(dg.ConfigurableResource):
         url = self._url()
         return f"{self._format()} webhook at {safe_endpoint(url)}" if url else f"file {self.jsonl_file()}"
 
-    def deliver(self, alert: Alert, log=None) -> bool:
-        """True once the sink has the alert; False after the attempts failed (the caller keeps it)."""
+    def heartbeat_file(self) -> Path:
+        return self.jsonl_file().with_name("alert_routing_heartbeat.json")
+
+    def beat(self, at: float | None = None) -> None:
+        """Record that the alert path ran (each tick of the routing sensor); atomic, so a reader
+        never sees half a file."""
+        path = self.heartbeat_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"at": time.time() if at is None else at}))
+        tmp.replace(path)
+
+    def last_beat(self) -> float | None:
+        """When the alert path last ran (epoch seconds), or None if never."""
+        try:
+            return float(json.loads(self.heartbeat_file().read_text())["at"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def dead_letter_file(self) -> Path:
+        return self.jsonl_file().with_name("alerts_dead_letter.jsonl")
+
+    def dead_letter(self, record: dict, reason: str) -> Path:
+        """Set aside an alert (or a stored record that is not one) the sink will never take."""
+        path = self.dead_letter_file()
+        _append_line(path, {"reason": reason, "set_aside_at": time.time(), "alert": record})
+        return path
+
+    def deliver(self, alert: Alert, log=None) -> Delivery:
+        """Delivered once the sink has the alert; RETRY after the attempts failed (the caller keeps
+        it); REFUSED at once when the sink refuses it for good (a 4xx other than 408 or 429)."""
         url = self._url()
         if url is None:
-            path = self.jsonl_file()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as sink:
-                sink.write(json.dumps(alert.to_dict(), default=str) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
-            return True
+            _append_line(self.jsonl_file(), alert.to_dict())
+            return Delivery(Outcome.DELIVERED)
         if self._format() == "pagerduty":
             body = pagerduty_payload(alert, self.routing_key or os.environ.get("FS_ONCALL_ROUTING_KEY") or alert.route)
         else:
             body = slack_payload(alert)
         data = json.dumps(body, default=str).encode()
         target, headers = _with_basic_auth(url)
+        problem = ""
         for attempt in range(1, self.attempts + 1):
             try:
                 request = urllib.request.Request(target, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                with _OPENER.open(request, timeout=self.timeout_seconds) as response:
                     if 200 <= response.status < 300:
-                        return True
+                        return Delivery(Outcome.DELIVERED)
                     problem = f"HTTP {response.status}"
             except urllib.error.HTTPError as exc:
-                problem = f"HTTP {exc.code}"
+                problem = f"HTTP {exc.code}" + (" (redirect, not followed)" if 300 <= exc.code < 400 else "")
+                if 400 <= exc.code < 500 and exc.code not in RETRYABLE_CLIENT_ERRORS:
+                    if log is not None:
+                        log(f"alert {alert.dedup_key} refused by {safe_endpoint(url)} ({problem}): set aside, not retried")
+                    return Delivery(Outcome.REFUSED, problem)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 problem = type(getattr(exc, "reason", exc)).__name__
             if log is not None:
                 log(f"alert {alert.dedup_key} to {safe_endpoint(url)}: attempt {attempt}/{self.attempts} failed ({problem})")
             if attempt < self.attempts:
                 time.sleep(0.5 * 2 ** (attempt - 1))
-        return False
+        return Delivery(Outcome.RETRY, problem)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is reported as the 3xx it is: following it would turn the POST into a body-less
+    GET (counted as delivered) and could send the credentials to another host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _append_line(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as sink:
+        sink.write(json.dumps(record, default=str) + "\n")
+        sink.flush()
+        os.fsync(sink.fileno())
 
 
 def _with_basic_auth(url: str) -> tuple[str, dict[str, str]]:

@@ -14,7 +14,10 @@ data engineering on-call. ERROR pages (high urgency), WARN does not (low). Never
 operators.
 
 Delivery: alerts the sink could not take stay in the cursor's outbox and are retried on the next
-tick, so nothing is dropped while a webhook is down.
+tick, so nothing is dropped while a webhook is down. An alert the sink refuses for good is set
+aside in the dead-letter file, announced by an alert of its own, and the rest go on. Run records
+are read page by page; a run or stored alert that cannot be read is set aside, never the cursor.
+Every tick leaves a heartbeat that `alert_path_self_test_job` watches, so a silent alert path pages.
 """
 
 from __future__ import annotations
@@ -27,14 +30,19 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT
-from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource
+from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource, Outcome
 
 ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT})
+SELF_TEST_JOB = "alert_path_self_test_job"
 # Runs that finished this long before the cursor are looked at again (their ids are remembered),
 # so a run whose end was recorded late is not missed.
 OVERLAP = timedelta(minutes=5)
 # Time a tick spends delivering, well inside the daemon's 60 s sensor evaluation timeout.
 DELIVERY_BUDGET = timedelta(seconds=30)
+# Finished runs read per page, and pages per tick (the rest are read on the next tick).
+RUNS_PAGE = 200
+MAX_PAGES = 25
+CHECK_DEAD_LETTER = "alert_dead_letter"
 # Metadata keys that carry "the value observed" and "the threshold", in order of preference.
 OBSERVED_KEYS = (
     "observed",
@@ -111,9 +119,12 @@ def incident_alerts(state: RoutingState, record, failed_checks: bool, instance: 
     """The run-level alerts one finished run causes, updating the open incidents. A run failed by
     a blocking check is that check's incident: it is not announced twice."""
     run = record.dagster_run
+    if run.job_name == SELF_TEST_JOB:
+        return []  # the self-test pages and resolves its own incident, through the sink directly
     what, partition = run_scope(instance, run)
     key = f"run_failure|{what}|{partition or '-'}"
     if run.status == dg.DagsterRunStatus.FAILURE:
+        # A run stopped by a blocking ERROR check was already paged as that check's incident.
         if key in state.open or failed_checks:
             return []
         state.open[key] = {"severity": "error", "route": ROUTE_DATA_ENGINEERING}
@@ -219,44 +230,111 @@ def check_alerts(state: RoutingState, record, evaluations) -> list[Alert]:
 )
 def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkResource):
     state = RoutingState(context.cursor)
-    since = datetime.fromtimestamp(max(state.since - OVERLAP.total_seconds(), 0), UTC)
-    records = context.instance.get_run_records(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE], updated_after=since),
-        order_by="update_timestamp",
-        ascending=True,
-        limit=200,
-    )
-    for record in records:
-        run_id = record.dagster_run.run_id
-        if run_id in state.seen:
-            continue
-        evaluations = [
-            r.event_log_entry.dagster_event.event_specific_data
-            for r in context.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000).records
-        ]
-        new = incident_alerts(state, record, any(not e.passed for e in evaluations), context.instance) + check_alerts(
-            state, record, evaluations
-        )
-        state.outbox.extend(a.to_dict() for a in new)
-        stamp = record.update_timestamp.timestamp()
-        state.seen[run_id] = stamp
-        state.since = max(state.since, stamp)
-
-    # Once one alert could not be delivered (the sink is down or slow), or the tick's time is spent,
-    # the rest wait in the cursor for the next tick: a tick that timed out would save no cursor and
-    # re-send what it had delivered.
-    undelivered = []
-    deadline = time.monotonic() + DELIVERY_BUDGET.total_seconds()
-    for pending in state.outbox:
-        if undelivered or time.monotonic() > deadline:
-            undelivered.append(pending)
-        elif not alerts.deliver(Alert.from_dict(pending), log=context.log.warning):
-            undelivered.append(pending)
-    delivered = len(state.outbox) - len(undelivered)
-    state.outbox = undelivered
-    context.update_cursor(state.dump())
-    if undelivered:
-        context.log.warning(f"{len(undelivered)} alerts not delivered to {alerts.destination()}; retrying next tick")
+    try:
+        for record in _finished_runs(context.instance, state):
+            run_id = record.dagster_run.run_id
+            try:
+                state.outbox.extend(a.to_dict() for a in _run_alerts(context.instance, state, record))
+            except Exception as exc:  # one unreadable run must not stop the alert path
+                context.log.error(f"alert routing could not read run {run_id}: {type(exc).__name__}: {exc}")
+                alerts.dead_letter({"run_id": run_id}, f"run could not be read: {type(exc).__name__}: {exc}")
+            stamp = record.update_timestamp.timestamp()
+            state.seen[run_id] = stamp
+            state.since = max(state.since, stamp)
+        delivered, refused = _deliver(context, state, alerts)
+    finally:
+        # Whatever happened above, what was read and delivered is remembered.
+        context.update_cursor(state.dump())
+        alerts.beat()
+    if state.outbox:
+        context.log.warning(f"{len(state.outbox)} alerts not delivered to {alerts.destination()}; retrying next tick")
     return dg.SkipReason(
-        f"{delivered} alerts delivered to {alerts.destination()}, {len(undelivered)} waiting, {len(state.open)} incidents open"
+        f"{delivered} alerts delivered to {alerts.destination()}, {refused} set aside as refused, {len(state.outbox)} waiting, "
+        f"{len(state.open)} incidents open"
+    )
+
+
+def _finished_runs(instance: dg.DagsterInstance, state: RoutingState):
+    """Runs finished since the cursor, oldest first, page by page (more than a page can end between ticks)."""
+    after = max(state.since - OVERLAP.total_seconds(), 0)
+    seen_now: set[str] = set()
+    for _ in range(MAX_PAGES):
+        page = instance.get_run_records(
+            filters=dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE], updated_after=datetime.fromtimestamp(after, UTC)
+            ),
+            order_by="update_timestamp",
+            ascending=True,
+            limit=RUNS_PAGE,
+        )
+        fresh = [r for r in page if r.dagster_run.run_id not in state.seen and r.dagster_run.run_id not in seen_now]
+        yield from fresh
+        seen_now |= {r.dagster_run.run_id for r in page}
+        if len(page) < RUNS_PAGE or not fresh:
+            return
+        # The next page starts at the last run read; runs sharing its timestamp are skipped as seen.
+        after = page[-1].update_timestamp.timestamp() - 1e-6
+
+
+def _run_alerts(instance: dg.DagsterInstance, state: RoutingState, record) -> list[Alert]:
+    evaluations = [
+        r.event_log_entry.dagster_event.event_specific_data
+        for r in instance.get_records_for_run(
+            record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000
+        ).records
+    ]
+    paged_by_check = any(not e.passed and e.severity == dg.AssetCheckSeverity.ERROR and e.blocking for e in evaluations)
+    return incident_alerts(state, record, paged_by_check, instance) + check_alerts(state, record, evaluations)
+
+
+def _deliver(context: dg.SensorEvaluationContext, state: RoutingState, alerts: AlertSinkResource) -> tuple[int, int]:
+    """Deliver the outbox in order. Once one alert could not be delivered (the sink is down or slow),
+    or the tick's time is spent, the rest wait in the cursor for the next tick: a tick that timed out
+    would save no cursor and re-send what it had delivered. A refused alert is set aside."""
+    waiting: list[dict] = []
+    delivered = refused = 0
+    deadline = time.monotonic() + DELIVERY_BUDGET.total_seconds()
+    queue = list(state.outbox)
+    while queue:
+        pending = queue.pop(0)
+        if waiting or time.monotonic() > deadline:
+            waiting.append(pending)
+            continue
+        try:
+            alert = Alert.from_dict(pending)
+        except (TypeError, ValueError) as exc:
+            alerts.dead_letter(pending, f"not an alert: {exc}")
+            refused += 1
+            continue
+        result = alerts.deliver(alert, log=context.log.warning)
+        if result.outcome is Outcome.DELIVERED:
+            delivered += 1
+        elif result.outcome is Outcome.REFUSED:
+            refused += 1
+            path = alerts.dead_letter(pending, f"refused by the sink: {result.detail}")
+            if alert.check != CHECK_DEAD_LETTER:
+                queue.append(_dead_letter_notice(alert, result.detail, str(path)).to_dict())
+        else:
+            waiting.append(pending)
+    state.outbox = waiting
+    return delivered, refused
+
+
+def _dead_letter_notice(alert: Alert, detail: str, path: str) -> Alert:
+    """The alert that says another one was refused: short, so the sink takes it."""
+    return Alert(
+        f"{CHECK_DEAD_LETTER}|{alert.dedup_key[:100]}",
+        "trigger",
+        ROUTE_DATA_ENGINEERING,
+        "warning",
+        "low",
+        f"an alert for {alert.asset[:80]} ({alert.check[:60]}) was refused by the sink ({detail}); it is kept in {path}",
+        alert.asset[:200],
+        alert.partition,
+        CHECK_DEAD_LETTER,
+        detail,
+        "2xx",
+        alert.run_id,
+        alert.url,
+        time.time(),
     )
