@@ -20,6 +20,8 @@ ONLINE_STORE = dg.AssetKey("device_online_store")
 CHECK_RECONCILIATION = "check_online_reconciliation"
 CHECK_LAG = "check_prehydration_lag"
 CHECK_KEY_COUNT = "check_online_key_count"
+# Metadata of the lag check: true when the store is empty or expired, so a pre-hydration is due now.
+REFILL_NEEDED = "refill_needed"
 
 # Pre-hydration lag (DESIGN.md, monitoring): within 1 h; alert past 90 minutes.
 LAG_TARGET = slas.DEVICE_OBJECT.target
@@ -138,25 +140,38 @@ def check_online_reconciliation(
     description="Time since the last complete projection into Redis: warn past 60 minutes, error past 90 (or when Redis holds none).",
 )
 def check_prehydration_lag(feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
-    state = redis.online_store(feature_store.version()).projection_state()
+    store = redis.online_store(feature_store.version())
+    state = store.projection_state()
     if state is None or state.hydrated_at is None:
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            description="Redis holds no complete projection (never pre-hydrated, or restarted empty): run prehydration_job",
-            metadata={"redis": redis.redacted_url(), "lag_minutes": None, "threshold_minutes": LAG_ALERT.total_seconds() / 60},
+            description="Redis holds no complete projection (never pre-hydrated, or restarted empty): a pre-hydration is requested",
+            metadata={
+                "redis": redis.redacted_url(),
+                "lag_minutes": None,
+                "threshold_minutes": LAG_ALERT.total_seconds() / 60,
+                REFILL_NEEDED: True,
+            },
         )
     lag = datetime.now(UTC) - state.hydrated_at
-    severity = dg.AssetCheckSeverity.ERROR if lag > LAG_ALERT else dg.AssetCheckSeverity.WARN
+    live = len(store.live_device_ids())
+    # Entries outlived by their TTL are gone although the projection state remains: as empty as a restart.
+    expired = lag.total_seconds() >= redis.resolved_ttl_seconds() or (live == 0 and (state.live_devices or 0) > 0)
+    severity = dg.AssetCheckSeverity.ERROR if lag > LAG_ALERT or expired else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
-        passed=lag <= LAG_TARGET,
+        passed=lag <= LAG_TARGET and not expired,
         severity=severity,
+        description="the online store's entries have expired: a pre-hydration is requested" if expired else None,
         metadata={
             "lag_minutes": round(lag.total_seconds() / 60, 1),
             "target_minutes": LAG_TARGET.total_seconds() / 60,
             "threshold_minutes": LAG_ALERT.total_seconds() / 60,
             "last_hydrated_at": state.hydrated_at.isoformat(),
             "source": state.source or "",
+            "live_keys": live,
+            "live_devices_at_projection": state.live_devices or 0,
+            REFILL_NEEDED: expired,
         },
     )
 

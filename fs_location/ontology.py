@@ -5,6 +5,7 @@ import dagster as dg
 from fs_assets.ontology.assets import ontology_assets
 from fs_checks.online_checks import online_checks
 from fs_sensors.online_store_schedules import (
+    online_store_refill_sensor,
     online_store_watch_job,
     online_store_watch_schedule,
     reconciliation_job,
@@ -17,5 +18,5 @@ defs = dg.Definitions(
     asset_checks=online_checks,
     jobs=[prehydration_job, reconciliation_job, online_store_watch_job],
     schedules=[prehydration_schedule, reconciliation_schedule, online_store_watch_schedule],
-    sensors=[prehydration_sensor],
+    sensors=[prehydration_sensor, online_store_refill_sensor],
 )

@@ -2,13 +2,16 @@
 
 The first user starts it on a free loopback port with its files under `FS_DATA_ROOT/redis` and
 leaves it running for the other runs; `make run` stops it on exit
-(`python -m fs_resources.embedded_redis stop`). A leaf module: it imports nothing of the project
+(`python -m fs_resources.embedded_redis stop`). It keeps its data in an append-only file and its
+port across restarts, so readers find it where it was, with what it held; it requires a password
+generated on first start and kept beside its data (mode 0600, folder 0700). A leaf module: it imports nothing of the project
 but its settings. Passwords never leave it unredacted: what is logged or shown is `redact(url)`.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -46,12 +49,32 @@ def _free_port() -> int:
 class EmbeddedRedis:
     """A real `redis-server` bound to 127.0.0.1, its pid, port and log under `directory`."""
 
-    def __init__(self, directory: Path | None = None, password: str | None = None, persistent: bool = False):
+    def __init__(self, directory: Path | None = None, password: str | None = None, persistent: bool = True, fsync: str = "everysec"):
         self.directory = Path(directory or Path(settings.data_root()) / "redis")
-        self.password = password
-        # The online store is rebuilt by every pre-hydration, so by default nothing is persisted;
-        # `persistent` (an fsync'ed append-only file) keeps the data across a restart.
+        # Unset: the password stored beside the data, generated on the first start.
+        self._password = password
+        # An append-only file keeps the online store across a restart (an empty store would answer
+        # "no entry" for every device until the next pre-hydration); `everysec` loses at most a
+        # second of writes, which the next pre-hydration rewrites anyway.
         self.persistent = persistent
+        self.fsync = fsync
+
+    @property
+    def password_file(self) -> Path:
+        return self.directory / "redis.password"
+
+    @property
+    def password(self) -> str | None:
+        if self._password is None and self.password_file.exists():
+            self._password = self.password_file.read_text().strip()
+        return self._password
+
+    def _ensure_password(self) -> str:
+        if self.password is None:
+            self.password_file.touch(mode=0o600)
+            self.password_file.write_text(secrets.token_urlsafe(24))
+            self._password = None
+        return self.password  # type: ignore[return-value]
 
     @property
     def port_file(self) -> Path:
@@ -86,7 +109,9 @@ class EmbeddedRedis:
                 "(Debian: apt-get install redis-server), or point REDIS_URL at a Redis server."
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        port = port or _free_port()
+        self.directory.chmod(0o700)
+        password = self._ensure_password()
+        port = port or self._saved_port() or _free_port()
         args = [
             binary,
             "--bind",
@@ -104,9 +129,13 @@ class EmbeddedRedis:
             "--save",
             "",
         ]
-        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
-        if self.password:
-            args += ["--requirepass", self.password]
+        args += ["--appendonly", "yes", "--appendfsync", self.fsync] if self.persistent else ["--appendonly", "no"]
+        if password:
+            # From a file only the owner reads, not the command line every `ps` shows.
+            config = self.directory / "redis.conf"
+            config.touch(mode=0o600)
+            config.write_text(f"requirepass {password}\n")
+            args.insert(1, str(config.resolve()))
         subprocess.run(args, check=True, capture_output=True)
         self.port_file.write_text(str(port))
         deadline = time.monotonic() + timeout
@@ -117,6 +146,19 @@ class EmbeddedRedis:
         raise RedisUnavailable(
             f"embedded redis-server did not answer on 127.0.0.1:{port} within {timeout:.0f} s; see {self.directory / 'redis.log'}"
         )
+
+    def _saved_port(self) -> int | None:
+        """The port of the last start, if nothing else took it since: readers find the server where it was."""
+        try:
+            port = int(self.port_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+        return port
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.pid_file.exists():
@@ -129,7 +171,7 @@ class EmbeddedRedis:
                     time.sleep(0.05)
             except (ProcessLookupError, ValueError):
                 pass
-        self.port_file.unlink(missing_ok=True)
+        # The port file stays: the next start takes the same port.
 
 
 def main(argv: list[str] | None = None) -> int:

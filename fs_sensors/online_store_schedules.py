@@ -1,15 +1,18 @@
-"""`reconciliation_schedule` (weekly) and `online_store_watch_schedule` (every 15 minutes).
+"""`reconciliation_schedule` (weekly), `online_store_watch_schedule` (every 15 minutes) and
+`online_store_refill_sensor` (a watch that found the store empty or expired pre-hydrates at once).
 
 Reconciliation compares online reads with the offline store; it shares pre-hydration's
 concurrency key so it never reads a projection half-way through being rewritten. The watch runs
 only the lag check (Redis only, no Spark), so a stalled pre-hydration or a Redis restarted empty is
-noticed within 15 minutes rather than at the next hourly run.
+noticed within 15 minutes rather than at the next hourly run; when the watch finds the store empty
+(a Redis restarted without its data) or its entries expired, the refill sensor launches
+`prehydration_job` instead of leaving readers without answers until the next hour.
 """
 
 import dagster as dg
 
-from fs_checks.online_checks import CHECK_LAG, CHECK_RECONCILIATION, ONLINE_STORE
-from fs_sensors.prehydration_schedule import PREHYDRATION_CONCURRENCY_TAGS
+from fs_checks.online_checks import CHECK_LAG, CHECK_RECONCILIATION, ONLINE_STORE, REFILL_NEEDED
+from fs_sensors.prehydration_schedule import PREHYDRATION_CONCURRENCY_TAGS, prehydration_job
 
 reconciliation_job = dg.define_asset_job(
     "reconciliation_job",
@@ -43,3 +46,22 @@ online_store_watch_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 15 minutes: is the online store's last complete projection within its lag budget?",
 )
+
+
+@dg.run_status_sensor(
+    name="online_store_refill_sensor",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[online_store_watch_job],
+    request_job=prehydration_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Pre-hydrates at once when the 15-minute watch finds the online store empty or expired.",
+)
+def online_store_refill_sensor(context: dg.RunStatusSensorContext):
+    run_id = context.dagster_run.run_id
+    records = context.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100).records
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        refill = (evaluation.metadata or {}).get(REFILL_NEEDED)
+        if evaluation.check_name == CHECK_LAG and refill is not None and refill.value:
+            return dg.RunRequest(run_key=f"refill:{run_id}", tags={"fs/trigger": f"online store empty or expired (watch run {run_id[:8]})"})
+    return dg.SkipReason("the watch found the online store live")
