@@ -48,6 +48,11 @@ FUTURE_TOLERANCE = timedelta(minutes=10)
 
 LANDING_FORMATS: tuple[str, ...] = (".parquet", ".csv", ".jsonl")
 
+# A run that would replace a day of clean readings (or the registry) keeping less than this share
+# of its rows (devices) is refused unless told otherwise: a landing folder that vanished, or a
+# registry file read half-written, must not silently empty what downstream reads.
+MIN_KEPT_SHARE = 0.5
+
 
 class Reason:
     """Quarantine reason codes (the `reason` column of the quarantine table)."""

@@ -5,9 +5,14 @@ recomputed idempotently and a reader never sees half a partition. What a write d
 rows, partitions touched) comes back as Dagster metadata.
 
 Two runs writing the same partitions at once (a backfill over a scheduled run) meet Delta's
-optimistic concurrency: the second commit is refused. Because a write replaces whole partitions
-with what it computed, repeating it on the new table version is safe, so a refused commit is
-retried (`commit_retries`, with jittered backoff) rather than failing the run.
+optimistic concurrency: the second commit is refused. A write replaces whole partitions with what
+it computed, so repeating it on the new table version is safe as long as what it was computed
+from has not changed: a refused commit is retried (`commit_retries`, with jittered backoff) only
+when every input table the writer names (`inputs`, read pinned with `read_pinned`) is still at the
+version it read; otherwise the run fails saying which input moved, and a re-run computes afresh.
+
+Every commit carries the writing run's id in its `userMetadata` (`fs-write:<run id>:<token>`), so
+which run wrote what (clean readings and their quarantine rows, say) can be checked on disk.
 """
 
 import logging
@@ -45,6 +50,10 @@ class DeltaCommitConflict(RuntimeError):
     """Every attempt to commit a write was refused because other writers kept committing first."""
 
 
+class DeltaInputsChanged(RuntimeError):
+    """A refused commit was not retried: a table it was computed from changed since it was read."""
+
+
 class DeltaCommitNotFound(RuntimeError):
     """A write committed, but its commit is not in the table's recent history (so what it did is unknown)."""
 
@@ -71,6 +80,7 @@ class DeltaWrite:
     version: int
     rows_written: int
     partitions: tuple[str, ...]
+    run_id: str | None = None
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
         return {
@@ -79,6 +89,7 @@ class DeltaWrite:
             "delta_version": dg.MetadataValue.int(self.version),
             "dagster/row_count": dg.MetadataValue.int(self.rows_written),
             "partitions_written": dg.MetadataValue.int(len(self.partitions)),
+            "written_by_run": dg.MetadataValue.text(self.run_id or "-"),
             "partitions": dg.MetadataValue.text(", ".join(self.partitions[:50]) + (" …" if len(self.partitions) > 50 else "")),
         }
 
@@ -144,13 +155,33 @@ class DeltaTables(dg.ConfigurableResource):
             return None
         return DeltaTable.forPath(self.session, self.path(table)).history(1).first()["version"]
 
+    def read_pinned(self, table: str) -> tuple["DataFrame", int]:
+        """The table at its current version, and that version: pass it as a write's `inputs` so a
+        refused commit is retried only while the input is unchanged."""
+        version = self.version(table)
+        if version is None:
+            self.read(table)  # raises DeltaTableMissing with its message
+        return self.read(table, version=version), version  # type: ignore[arg-type]
+
+    def writer_run_ids(self, table: str, last: int = 20) -> list[str]:
+        """The run ids recorded by this project's writes among the table's `last` commits, newest first."""
+        from delta.tables import DeltaTable
+
+        history = DeltaTable.forPath(self.session, self.path(table)).history(last).select("userMetadata").collect()
+        return [m.split(":")[1] for (m,) in history if m and m.startswith("fs-write:")]
+
     def replace_partitions(
         self,
         df: "DataFrame",
         table: str,
         partition_values: dict[str, Sequence[object]],
+        *,
+        run_id: str | None = None,
+        inputs: dict[str, int] | None = None,
     ) -> DeltaWrite:
-        """Overwrite exactly the named partitions with `df` in one commit (creating the table if needed)."""
+        """Overwrite exactly the named partitions with `df` in one commit (creating the table if needed).
+
+        `run_id` is recorded with the commit; `inputs` ({table: version read}) guards a retry."""
         predicate = replace_where_predicate(partition_values)
         partitions = tuple(
             "/".join(f"{c}={v}" for c, v in zip(partition_values, combo))
@@ -167,9 +198,9 @@ class DeltaTables(dg.ConfigurableResource):
                 .save(self.path(table))
             )
 
-        return self._commit(table, save, partitions)
+        return self._commit(table, save, partitions, run_id, inputs or {})
 
-    def overwrite(self, df: "DataFrame", table: str) -> DeltaWrite:
+    def overwrite(self, df: "DataFrame", table: str, *, run_id: str | None = None, inputs: dict[str, int] | None = None) -> DeltaWrite:
         """Replace a small unpartitioned table whole, in one commit."""
 
         def save(token: str) -> None:
@@ -177,15 +208,18 @@ class DeltaTables(dg.ConfigurableResource):
                 self.path(table)
             )
 
-        return self._commit(table, save, ())
+        return self._commit(table, save, (), run_id, inputs or {})
 
-    def _commit(self, table: str, save: Callable[[str], None], partitions: tuple[str, ...]) -> DeltaWrite:
+    def _commit(
+        self, table: str, save: Callable[[str], None], partitions: tuple[str, ...], run_id: str | None, inputs: dict[str, int]
+    ) -> DeltaWrite:
         """Run `save` until Delta accepts its commit (or `commit_retries` are spent), then describe that commit."""
         from delta.tables import DeltaTable
 
-        token = f"fs-write-{uuid.uuid4().hex}"
+        token = f"fs-write:{run_id or '-'}:{uuid.uuid4().hex}"
         conflicts = _conflicts()
         for attempt in range(self.commit_retries + 1):
+            before = self.version(table)
             try:
                 save(token)
                 break
@@ -196,6 +230,14 @@ class DeltaTables(dg.ConfigurableResource):
                         f"partitions first ({type(error).__name__}); nothing of this write is visible. Re-run it, or raise "
                         f"`commit_retries` on the delta resource if runs on these partitions often overlap."
                     ) from error
+                moved = {t: (v, self.version(t)) for t, v in inputs.items() if self.version(t) != v}
+                if moved:
+                    raise DeltaInputsChanged(
+                        f"Writing {table!r} was refused because another run committed to the same partitions first "
+                        f"({type(error).__name__}), and what this write was computed from has changed since: "
+                        + ", ".join(f"{t} v{was} -> v{now}" for t, (was, now) in moved.items())
+                        + ". Repeating it would write stale results; nothing of this write is visible. Re-run it to compute from the new data."
+                    ) from error
                 pause = self.retry_backoff_seconds * (2**attempt) * (1 + random.random())
                 log.warning(
                     "%s: commit refused (%s), another run wrote the same partitions; retrying in %.1f s", table, type(error).__name__, pause
@@ -203,6 +245,9 @@ class DeltaTables(dg.ConfigurableResource):
                 time.sleep(pause)
         # The commit is found by its token, not as "the latest": another writer may have committed since.
         commits = DeltaTable.forPath(self.session, self.path(table)).history(COMMIT_LOOKBACK).where(f"userMetadata = '{token}'").collect()
+        if not commits and self.version(table) == before:
+            # Delta writes no commit for a write that changes nothing (no rows in, none replaced).
+            return DeltaWrite(table, self.path(table), before, 0, partitions, run_id)  # type: ignore[arg-type]
         if not commits:
             raise DeltaCommitNotFound(
                 f"Writing {table!r} committed, but its commit (userMetadata {token}) is not among the table's last "
@@ -211,7 +256,7 @@ class DeltaTables(dg.ConfigurableResource):
             )
         last = commits[0]
         metrics = last["operationMetrics"] or {}
-        return DeltaWrite(table, self.path(table), last["version"], int(metrics.get("numOutputRows", 0)), partitions)
+        return DeltaWrite(table, self.path(table), last["version"], int(metrics.get("numOutputRows", 0)), partitions, run_id)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,17 @@ The cursor maps each landing partition to a fingerprint of its files (names, siz
 times). A day whose fingerprint moved (a new file, a late file for a past day, a rewritten file)
 gets one run; the run key carries the fingerprint, so the same file set is never processed twice.
 A changed device registry gets a registry run.
+
+A failed ingest run is retried by Dagster (`dagster/max_retries` on the job, `run_retries` in
+dagster.yaml). When the retries are spent too, the sensor requests the day again after a
+doubling pause (at most `MAX_REREQUESTS` times per file set), so a day whose cause of failure was
+fixed (a poison file removed, a registry repaired) is ingested without anyone re-launching it.
 """
 
 import json
 import os
+import time
+from datetime import timedelta
 
 import dagster as dg
 
@@ -15,8 +22,15 @@ from fs_assets.ingest import landing
 from fs_assets.partitions import daily_partitions
 from fs_resources import settings
 
+# Retries of a failed ingest run by Dagster's run-retry daemon, before the sensor's own re-requests.
+INGEST_RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS"}
+MAX_REREQUESTS = 5
+REREQUEST_PAUSE = timedelta(minutes=5)
+RERUNS_CURSOR_KEY = "__reruns__"
+
 clean_readings_job = dg.define_asset_job(
     "clean_readings_job",
+    tags=INGEST_RETRY_TAGS,
     selection=dg.AssetSelection.assets("clean_sensor_readings").without_checks()
     | dg.AssetSelection.checks_for_assets("clean_sensor_readings"),
     # One process, one Spark session per run: the checks reuse the session the asset started.
@@ -24,7 +38,10 @@ clean_readings_job = dg.define_asset_job(
     description="Ingest landing-zone days into clean_sensor_readings (and its checks).",
 )
 registry_job = dg.define_asset_job(
-    "device_registry_job", selection=dg.AssetSelection.assets("device_registry"), executor_def=dg.in_process_executor
+    "device_registry_job",
+    selection=dg.AssetSelection.assets("device_registry"),
+    executor_def=dg.in_process_executor,
+    tags=INGEST_RETRY_TAGS,
 )
 
 REGISTRY_CURSOR_KEY = "__registry__"
@@ -47,7 +64,8 @@ def _registry_fingerprint() -> str | None:
     description="Requests a clean_sensor_readings run for each landing day whose files changed.",
 )
 def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    seen: dict = json.loads(context.cursor) if context.cursor else {}
+    reruns: dict[str, int] = seen.pop(RERUNS_CURSOR_KEY, {})
     requests: list[dg.RunRequest] = []
     registry = _registry_fingerprint()
     if registry and seen.get(REGISTRY_CURSOR_KEY) != registry:
@@ -57,6 +75,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         # Cleaning needs the registry: hold the days (their cursors stay put) until it exists.
         if requests:
             context.log.info("device_registry has never been materialized; ingesting landing days after it is")
+        seen[RERUNS_CURSOR_KEY] = reruns
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
     valid = set(daily_partitions.get_partition_keys())
     root = settings.landing_root()
@@ -75,4 +94,27 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 dg.RunRequest(run_key=f"{day}:{fp}", partition_key=day, job_name=clean_readings_job.name, tags={"landing_fingerprint": fp})
             )
             seen[day] = fp
+            reruns.pop(day, None)
+        elif (rerun := _rerequest_failed_day(context.instance, day, fp, reruns.get(day, 0))) is not None:
+            requests.append(rerun)
+            reruns[day] = reruns.get(day, 0) + 1
+    seen[RERUNS_CURSOR_KEY] = reruns
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+def _rerequest_failed_day(instance: dg.DagsterInstance, day: str, fp: str, done: int) -> dg.RunRequest | None:
+    """A new request for `day` when its latest ingest run failed (retries spent) long enough ago."""
+    if done >= MAX_REREQUESTS:
+        return None
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=clean_readings_job.name, tags={"dagster/partition": day}), limit=1)
+    latest = records[0] if records else None
+    if latest is None or latest.dagster_run.status != dg.DagsterRunStatus.FAILURE or latest.end_time is None:
+        return None
+    if time.time() - latest.end_time < REREQUEST_PAUSE.total_seconds() * 2**done:
+        return None
+    return dg.RunRequest(
+        run_key=f"{day}:{fp}:rerun{done + 1}",
+        partition_key=day,
+        job_name=clean_readings_job.name,
+        tags={"landing_fingerprint": fp, "fs/rerun_of": latest.dagster_run.run_id},
+    )

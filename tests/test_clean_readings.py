@@ -3,16 +3,20 @@
 import os
 from datetime import timedelta
 
+import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from fs_assets.ingest.contract import Reason
+from fs_assets.ingest.assets import clean_sensor_readings
+from fs_domain.contract import Reason
 from fs_resources import settings
 from fs_resources.simulator.fleet import FleetSpec, generate
 from tests.conftest import SIM_START
 from tests.ingest_runs import checks, clean_rows, materialize_clean, materialize_registry, metadata, quarantine_rows
 from tests.landing_files import readings, registry, write_readings
+
+pytestmark = pytest.mark.integration
 
 DAY = SIM_START.isoformat()
 
@@ -112,7 +116,7 @@ def test_missing_registry_fails_with_a_clear_message(spark, resources, instance,
     assert "device_registry" in message and "materialize" in message
 
 
-def test_a_day_without_files_empties_its_partition(spark, resources, instance, data_root):
+def test_a_day_without_files_is_refused_and_empties_its_partition_only_when_told(spark, resources, instance, data_root):
     registry(data_root, ["dev-a"])
     path = write_readings(data_root, SIM_START, "part.parquet", readings("dev-a", SIM_START, range(3)))
     materialize_registry(resources, instance)
@@ -121,7 +125,17 @@ def test_a_day_without_files_empties_its_partition(spark, resources, instance, d
     write_readings(data_root, SIM_START + timedelta(days=1), "part.parquet", readings("dev-a", SIM_START + timedelta(days=1), range(3)))
     materialize_clean(resources, instance, other)
     path.unlink()
-    result = materialize_clean(resources, instance, DAY)
+    # A vanished landing folder must not overwrite its day with nothing...
+    refused = materialize_clean(resources, instance, DAY, raise_on_error=False)
+    assert not refused.success
+    failure = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "allow_shrink" in str(failure.event_specific_data.user_failure_data) + str(failure.event_specific_data.error.message)
+    assert clean_rows(spark, DAY).count() == 3
+    # ...unless the operator says so.
+    result = dg.materialize(
+        [clean_sensor_readings], partition_key=DAY, resources=resources, instance=instance,
+        run_config={"ops": {"clean_sensor_readings": {"config": {"allow_shrink": True}}}},
+    )  # fmt: skip
     assert metadata(result)["raw_rows"] == 0
     assert clean_rows(spark, DAY).count() == 0
     assert clean_rows(spark, other).count() == 3

@@ -60,13 +60,18 @@ def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
         started = time.monotonic()
         days = list(context.partition_keys)
         version = feature_store.version()
-        clean = delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(days))
+        clean, clean_version = delta.read_pinned(CLEAN_TABLE)
+        clean = clean.where(F.col("reading_date").isin(days))
         features = window_features(clean, spec.minutes, version, datetime.now(UTC)).cache()
         summary = features.agg(
             F.count(F.lit(1)).alias("rows"), F.countDistinct("device_id").alias("devices"), F.max("window_end").alias("latest")
         ).first()
         write = delta.replace_partitions(
-            features, feature_store.features_table(), {"window_date": days, "window_duration_minutes": [spec.minutes]}
+            features,
+            feature_store.features_table(),
+            {"window_date": days, "window_duration_minutes": [spec.minutes]},
+            run_id=context.run_id,
+            inputs={CLEAN_TABLE: clean_version},
         )
         features.unpersist()
         context.log.info(f"{spec.asset_name}: {summary['rows']:,} rows for {summary['devices']:,} devices over {len(days)} day(s)")

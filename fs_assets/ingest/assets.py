@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
@@ -19,7 +20,7 @@ from fs_assets.ingest.registry import RegistryError, read_registry
 from fs_assets.metadata import table_metadata
 from fs_assets.partitions import daily_partitions
 from fs_domain import slas
-from fs_domain.contract import MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSORS
+from fs_domain.contract import MAINTENANCE_COLUMNS, MIN_KEPT_SHARE, REGISTRY_COLUMNS, SENSORS
 from fs_domain.tables import CLEAN_TABLE, MAINTENANCE_TABLE, QUARANTINE_TABLE, REGISTRY_TABLE
 from fs_resources import settings
 from fs_resources.delta import DeltaTableMissing, DeltaTables
@@ -28,6 +29,14 @@ from fs_resources.spark import shuffle_partitions_for
 # One pool per Delta table (limit 1, dagster_home/dagster.yaml): two runs never write a table at once.
 REGISTRY_POOL = f"delta_{REGISTRY_TABLE}"
 CLEAN_POOL = f"delta_{CLEAN_TABLE}"
+
+
+class IngestConfig(dg.Config):
+    allow_shrink: bool = Field(
+        default=False,
+        description="Let this run replace a day of clean readings, or the registry, with less than half the rows it holds "
+        "(a landing folder emptied on purpose, a fleet decommissioned in bulk). Off: such a run is refused before it writes.",
+    )
 
 
 @dg.observable_source_asset(
@@ -67,7 +76,7 @@ def raw_sensor_readings() -> dg.ObserveResult:
         )
     },
 )
-def device_registry(context: dg.AssetExecutionContext, delta: DeltaTables) -> dg.MaterializeResult:
+def device_registry(context: dg.AssetExecutionContext, config: IngestConfig, delta: DeltaTables) -> dg.MaterializeResult:
     path = settings.registry_csv_path()
     try:
         read = read_registry(path)
@@ -75,8 +84,17 @@ def device_registry(context: dg.AssetExecutionContext, delta: DeltaTables) -> dg
         raise dg.Failure(description=str(exc)) from exc
     if len(read.rejected):
         context.log.warning(f"{len(read.rejected)} registry rows rejected; see the `rejected_rows` metadata")
+    if delta.exists(REGISTRY_TABLE) and not config.allow_shrink:
+        # A half-written or truncated registry file would send the missing devices' readings to quarantine.
+        held = delta.read(REGISTRY_TABLE).count()
+        if held and len(read.devices) < held * MIN_KEPT_SHARE:
+            raise dg.Failure(
+                description=f"the registry file lists {len(read.devices):,} valid devices where the table holds {held:,} "
+                f"(less than {MIN_KEPT_SHARE:.0%}): refused, the file may be half-written. Re-run once it is complete, "
+                "or with run config `allow_shrink: true` if the fleet really shrank."
+            )
     session = delta.session
-    write = delta.overwrite(session.createDataFrame(read.devices), REGISTRY_TABLE)
+    write = delta.overwrite(session.createDataFrame(read.devices), REGISTRY_TABLE, run_id=context.run_id)
     status = Counter(read.devices["status"])
     return dg.MaterializeResult(
         metadata=write.metadata()
@@ -114,7 +132,7 @@ def maintenance_events(context: dg.AssetExecutionContext, delta: DeltaTables) ->
     records = [
         (r.device_id, r.event_time.to_pydatetime(), r.event_type, r.component, r.description) for r in read.events.itertuples(index=False)
     ]
-    write = delta.overwrite(session.createDataFrame(records, schema), MAINTENANCE_TABLE)
+    write = delta.overwrite(session.createDataFrame(records, schema), MAINTENANCE_TABLE, run_id=context.run_id)
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {
@@ -179,12 +197,12 @@ def _books_table(books: dict[str, cleaning.PartitionAccounting]) -> dg.MetadataV
     ),
     metadata={"dagster/column_schema": CLEAN_SCHEMA, "quarantine_table": QUARANTINE_TABLE},
 )
-def clean_sensor_readings(context: dg.AssetExecutionContext, delta: DeltaTables) -> dg.MaterializeResult:
+def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfig, delta: DeltaTables) -> dg.MaterializeResult:
     started = time.monotonic()
     days = list(context.partition_keys)
     session = delta.session
     try:
-        registry = delta.read(REGISTRY_TABLE)
+        registry, registry_version = delta.read_pinned(REGISTRY_TABLE)
     except DeltaTableMissing as exc:
         raise dg.Failure(description=f"{exc} (asset: device_registry)") from exc
 
@@ -213,8 +231,15 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, delta: DeltaTables)
             classified = cleaning.classify(staged, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
             marked = cleaning.deduplicated(cleaning.parsed_readings(classified)).persist(StorageLevel.MEMORY_AND_DISK)
             books = cleaning.accounting(classified, marked, days)
-            quarantine_write = delta.replace_partitions(cleaning.quarantine_rows(classified, now), QUARANTINE_TABLE, {"landing_date": days})
-            clean_write = delta.replace_partitions(cleaning.clean_rows(marked), CLEAN_TABLE, {"reading_date": days})
+            if not config.allow_shrink:
+                _refuse_shrinking(delta, {day: books[day].clean_rows if day in books else 0 for day in days})
+            inputs = {REGISTRY_TABLE: registry_version}
+            quarantine_write = delta.replace_partitions(
+                cleaning.quarantine_rows(classified, now), QUARANTINE_TABLE, {"landing_date": days}, run_id=context.run_id, inputs=inputs
+            )
+            clean_write = delta.replace_partitions(
+                cleaning.clean_rows(marked), CLEAN_TABLE, {"reading_date": days}, run_id=context.run_id, inputs=inputs
+            )
             classified.unpersist()
             marked.unpersist()
     finally:
@@ -260,6 +285,25 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, delta: DeltaTables)
         },
         check_results=[evaluate_accounting(books, written)],
     )
+
+
+def _refuse_shrinking(delta: DeltaTables, new_rows: dict[str, int]) -> None:
+    """Fail before writing when a day would keep less than `MIN_KEPT_SHARE` of the clean rows it
+    holds: a landing folder that vanished must not overwrite its day with nothing."""
+    if not delta.exists(CLEAN_TABLE):
+        return
+    held = {
+        r["reading_date"].isoformat(): r["count"]
+        for r in delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(list(new_rows))).groupBy("reading_date").count().collect()
+    }
+    shrinking = {day: (held[day], n) for day, n in new_rows.items() if held.get(day, 0) and n < held[day] * MIN_KEPT_SHARE}
+    if shrinking:
+        detail = ", ".join(f"{day}: {was:,} -> {now:,} rows" for day, (was, now) in sorted(shrinking.items()))
+        raise dg.Failure(
+            description=f"refused to replace clean readings with far fewer rows ({detail}): are that day's landing files gone? "
+            f"Nothing was written. Restore the files, or re-run with run config `allow_shrink: true` to replace the day anyway.",
+            metadata={"shrinking_days": dg.MetadataValue.json(sorted(shrinking))},
+        )
 
 
 def _spark_schema():

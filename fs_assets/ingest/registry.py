@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -34,8 +35,11 @@ def _row_problem(row: pd.Series) -> str | None:
 
 
 def read_text_columns(path: Path, columns: tuple[str, ...], what: str, error: type[ValueError]) -> pd.DataFrame:
-    """A CSV of the landing zone as stripped text, exactly `columns`; `error` names any missing."""
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    """A CSV of the landing zone as stripped text, exactly `columns`; `error` names any missing.
+
+    The file is read in one piece before parsing, so a writer appending meanwhile cannot leave the
+    parser with half of its change."""
+    raw = pd.read_csv(io.BytesIO(Path(path).read_bytes()), dtype=str, keep_default_na=False)
     raw.columns = [c.strip() for c in raw.columns]
     missing = [c for c in columns if c not in raw.columns]
     if missing:

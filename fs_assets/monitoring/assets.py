@@ -87,7 +87,7 @@ def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, featur
     columns = [c.split()[0] for c in SCORES_SCHEMA.split(", ")]
     records = [tuple(_plain(v) for v in row) for row in scores[columns].astype(object).itertuples(index=False, name=None)]
     frame = session.createDataFrame(records, SCORES_SCHEMA)
-    write = delta.replace_partitions(frame, ANOMALY_SCORES_TABLE, {"window_date": days})
+    write = delta.replace_partitions(frame, ANOMALY_SCORES_TABLE, {"window_date": days}, run_id=context.run_id)
     top = scores.sort_values("anomaly_score", ascending=False).head(10)
     return dg.MaterializeResult(
         metadata=write.metadata()
@@ -170,7 +170,10 @@ def feature_drift_report(
     columns = [c.split()[0] for c in DRIFT_SCHEMA.split(", ")]
     records = [tuple(_plain(v) for v in row) for row in report[columns].astype(object).itertuples(index=False, name=None)]
     write = delta.replace_partitions(
-        session.createDataFrame(records, DRIFT_SCHEMA), DRIFT_TABLE, {"report_date": sorted({r[-1] for r in records})}
+        session.createDataFrame(records, DRIFT_SCHEMA),
+        DRIFT_TABLE,
+        {"report_date": sorted({r[-1] for r in records})},
+        run_id=context.run_id,
     )
 
     latest = reports[-1]

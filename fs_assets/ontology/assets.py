@@ -54,7 +54,7 @@ def device_objects(context: dg.AssetExecutionContext, delta: DeltaTables, featur
         F.max("features_window_end").alias("latest"),
     ).first()
     by_status = {r["status"]: r["count"] for r in objects.groupBy("status").count().collect()}
-    write = delta.overwrite(objects, feature_store.objects_table())
+    write = delta.overwrite(objects, feature_store.objects_table(), run_id=context.run_id)
     objects.unpersist()
     without = summary["devices"] - summary["with_features"]
     if without:

@@ -83,7 +83,7 @@ def training_dataset(
     dataset["features_as_of"] = pd.Timestamp(as_of).tz_convert("UTC")
     table = f"{TRAINING_TABLE}/{model.name}"
     frame = delta.session.createDataFrame(dataset.astype({c: "float64" for c in model.features if str(dataset[c].dtype) == "Int64"}))
-    write = delta.overwrite(frame, table)
+    write = delta.overwrite(frame, table, run_id=context.run_id)
     matched = int(dataset["feature_window_end"].notna().sum())
     context.log.info(f"{model.name}: {len(dataset):,} rows, {int(dataset['label'].sum())} positive, {matched:,} with features")
     return dg.MaterializeResult(
