@@ -175,11 +175,12 @@ class EmbeddedRedis:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m fs_resources.embedded_redis start|stop|url`: manage the embedded server."""
+    """`python -m fs_resources.embedded_redis start|stop|url`: manage the embedded server (`start` shows the URL
+    with its password redacted; `url` prints it whole, for REDIS_URL=$(...))."""
     command = (argv or sys.argv[1:] or ["url"])[0]
     server = EmbeddedRedis()
     if command == "start":
-        print(server.start())
+        print(redact(server.start()))
     elif command == "stop":
         server.stop()
     else:
