@@ -13,7 +13,7 @@ DAYS ?= 3
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export FS_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: setup run test lint validate sim-live import-skab bench docs screenshots clean-data system-deps cluster-check
+.PHONY: setup run test test-unit lint validate sim-live import-skab bench docs screenshots clean-data system-deps cluster-check
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -40,6 +40,10 @@ run: setup
 
 test: setup lint
 	$(BIN)/pytest
+
+# The quick tier: pure Python and numpy, no Spark session, no Redis, no Dagster runs (under 3 minutes).
+test-unit: setup
+	$(BIN)/pytest -m unit
 
 # Style and layering: ruff (lint and format) and the import-linter contracts in pyproject.toml
 # (domain <- resources <- assets <- checks <- sensors <- location, no cycles).

@@ -1,19 +1,56 @@
-"""Shared fixtures: one Spark session, one real Redis server and a fresh data root per test."""
+"""Shared fixtures: one Spark session, one real Redis server, a fresh data root per test, one
+ingested simulated fleet per session; the test tiers (unit, integration, e2e) and a bounded wait."""
+
+from __future__ import annotations
 
 import os
+import shutil
 import sys
-from datetime import date
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from fs_resources.delta import DeltaTables
-from fs_resources.redis_store import EmbeddedRedis, RedisResource
+from fs_resources.embedded_redis import EmbeddedRedis
+from fs_resources.redis_store import RedisResource
 from fs_resources.spark import DeltaSparkResource, delta_spark_conf, get_spark_session
 
 # One calendar for the simulated fleet in tests: recent enough to sit inside the partitions.
 SIM_START = date(2026, 1, 5)
+
+TIERS = ("unit", "integration", "e2e")
+# Fixtures that start a Spark session or talk to Redis: a test that uses one is not a unit test.
+NOT_UNIT_FIXTURES = ("spark", "redis_server", "resources")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test carries exactly one tier marker, and a unit test uses no Spark and no Redis."""
+    problems = []
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            problems.append(f"{item.nodeid}: tiers {tiers or 'none'}; mark it with exactly one of {', '.join(TIERS)}")
+        elif tiers == ["unit"] and (used := [f for f in NOT_UNIT_FIXTURES if f in item.fixturenames]):
+            problems.append(f"{item.nodeid}: marked unit but uses {', '.join(used)}; mark it integration")
+    if problems:
+        raise pytest.UsageError("test tiers:\n  " + "\n  ".join(problems))
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.01):
+    """Poll `condition` until it returns something truthy (and return that), at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +81,43 @@ def data_root(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def resources(spark, data_root, redis_server):
-    return {"spark": DeltaSparkResource(), "delta": DeltaTables(), "redis": RedisResource(url=redis_server)}
+    return {"spark": DeltaSparkResource(), "delta": DeltaTables(spark=DeltaSparkResource()), "redis": RedisResource(url=redis_server)}
 
 
 @pytest.fixture
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@dataclass(frozen=True)
+class IngestedFleet:
+    """A simulated landing zone with its registry and clean readings already in Delta (read only)."""
+
+    root: Path
+    devices: int
+    days: tuple[str, ...]
+
+    def copy_to(self, destination: Path) -> Path:
+        """A private copy (landing zone and Delta tables) for a test that writes."""
+        shutil.copytree(self.root, destination)
+        return destination
+
+
+@pytest.fixture(scope="session")
+def ingested_fleet(spark, tmp_path_factory) -> IngestedFleet:
+    """Six clean devices over three days, the registry and the clean readings materialized once per
+    session. Tests read it in place or write only to a copy (`copy_to`)."""
+    from fs_resources.simulator.fleet import FleetSpec, generate
+    from tests.ingest_runs import materialize_clean_range, materialize_registry
+
+    spec = FleetSpec.clean(devices=6, start=SIM_START, days=3, seed=2)
+    days = tuple((SIM_START + timedelta(days=i)).isoformat() for i in range(spec.days))
+    root = tmp_path_factory.mktemp("ingested_fleet") / "data"
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("FS_DATA_ROOT", str(root))
+        generate(spec, str(root))
+        resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(spark=DeltaSparkResource())}
+        materialize_registry(resources, instance)
+        assert materialize_clean_range(resources, instance, days[0], days[-1]).success
+    return IngestedFleet(root, spec.devices, days)

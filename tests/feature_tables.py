@@ -1,15 +1,20 @@
-"""Small `device_features` tables written exactly as the feature assets write them, and a
-brute-force point-in-time reference to hold the offline store to."""
+"""Small `device_features` tables written exactly as the feature assets write them, a
+brute-force point-in-time reference to hold the offline store to, and the instants between commits
+that `as_of` reads are pinned to."""
 
 from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pandas as pd
 
-from fs_assets.features.registry import features_for, spark_schema
+from fs_domain.features import features_for
 from fs_resources.delta import DeltaTables
+from fs_resources.schemas import features_spark_schema
+from fs_resources.spark import DeltaSparkResource
+from tests.conftest import wait_until
 
 UTC = timezone.utc
 
@@ -26,13 +31,19 @@ def windows_frame(windows: list[tuple[str, datetime, int]], seed: int = 1, versi
                 row[f.name] = rng.randrange(0, minutes + 1)
             else:
                 row[f.name] = None if rng.random() < 0.05 else rng.uniform(-30, 30) + offset
-        row |= {"window_duration_minutes": minutes, "window_date": start.date(), "computed_at": datetime.now(UTC), "feature_set_version": version}
+        row |= {
+            "window_duration_minutes": minutes,
+            "window_date": start.date(),
+            "computed_at": datetime.now(UTC),
+            "feature_set_version": version,
+        }
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def write_windows(spark, frame: pd.DataFrame, version: str = "v1") -> None:
-    schema = spark_schema(version)
+    schema = features_spark_schema(version)
+
     def plain(value):
         if isinstance(value, pd.Timestamp):
             return value.to_pydatetime()
@@ -40,8 +51,9 @@ def write_windows(spark, frame: pd.DataFrame, version: str = "v1") -> None:
 
     records = [tuple(plain(r[f.name]) for f in schema.fields) for r in frame.to_dict("records")]
     df = spark.createDataFrame(records, schema)
-    DeltaTables().replace_partitions(
-        spark, df, f"device_features/{version}",
+    DeltaTables(spark=DeltaSparkResource()).replace_partitions(
+        df,
+        f"device_features/{version}",
         {"window_date": sorted(set(frame["window_date"])), "window_duration_minutes": sorted(set(frame["window_duration_minutes"]))},
     )
 
@@ -63,3 +75,32 @@ def reference_join(entities: pd.DataFrame, windows: pd.DataFrame, features: list
         row["feature_window_end"] = None if match is None else pd.Timestamp(match["window_end"])
         out.append(row)
     return pd.DataFrame(out)
+
+
+# Time travel finds a commit by its timestamp: Spark by the log file's modification time, delta-rs
+# by the commit's own timestamp; both are milliseconds and a few ms apart (a coarse file-system clock).
+COMMIT_CLOCK_MARGIN = timedelta(milliseconds=100)
+
+
+def commit_times(table_path: str) -> tuple[datetime, datetime]:
+    """The earliest and latest timestamp either reader may give the table's latest commit."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(table_path)
+    log_file = Path(table_path) / "_delta_log" / f"{table.version():020d}.json"
+    stamps = [table.history(1)[0]["timestamp"], log_file.stat().st_mtime_ns // 1_000_000]
+    earliest, latest = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (min(stamps), max(stamps)))
+    return earliest, latest
+
+
+def an_instant_after_the_last_commit(table_path: str) -> datetime:
+    """Wait (bounded) until the clock is clearly past the table's latest commit, and return that
+    instant: `as_of` it reads that commit. A commit made after `wait_past(instant)` is not seen."""
+    _, latest = commit_times(table_path)
+    wait_past(latest)
+    return datetime.now(UTC)
+
+
+def wait_past(instant: datetime) -> None:
+    """Wait (bounded) until the clock is `COMMIT_CLOCK_MARGIN` past `instant`."""
+    wait_until(lambda: datetime.now(UTC) > instant + COMMIT_CLOCK_MARGIN, timeout=10, what=f"the clock to pass {instant.isoformat()}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dagster as dg
 from pyspark.sql import functions as F
 
-from fs_assets.ingest.assets import QUARANTINE_TABLE, clean_sensor_readings, device_registry
-from fs_checks.ingest_checks import CLEAN_TABLE, ingest_checks
+from fs_assets.ingest.assets import clean_sensor_readings, device_registry
+from fs_checks.ingest_checks import ingest_checks
+from fs_domain.tables import CLEAN_TABLE, QUARANTINE_TABLE
 from fs_resources.delta import DeltaTables
+from fs_resources.spark import DeltaSparkResource
 
 
 def materialize_registry(resources, instance) -> dg.ExecuteInMemoryResult:
@@ -17,13 +19,17 @@ def materialize_registry(resources, instance) -> dg.ExecuteInMemoryResult:
 
 
 def materialize_clean(resources, instance, day: str, raise_on_error: bool = True) -> dg.ExecuteInMemoryResult:
-    return dg.materialize([clean_sensor_readings, *ingest_checks], partition_key=day, resources=resources, instance=instance, raise_on_error=raise_on_error)
+    return dg.materialize(
+        [clean_sensor_readings, *ingest_checks], partition_key=day, resources=resources, instance=instance, raise_on_error=raise_on_error
+    )
 
 
 def materialize_clean_range(resources, instance, first: str, last: str) -> dg.ExecuteInMemoryResult:
     """A range of days in one run, as a UI backfill with a single-run policy launches it."""
     return dg.materialize(
-        [clean_sensor_readings, *ingest_checks], resources=resources, instance=instance,
+        [clean_sensor_readings, *ingest_checks],
+        resources=resources,
+        instance=instance,
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
     )
 
@@ -38,7 +44,7 @@ def checks(result: dg.ExecuteInMemoryResult) -> dict:
 
 
 def table(spark, name: str):
-    return DeltaTables().read(spark, name)
+    return DeltaTables(spark=DeltaSparkResource()).read(name)
 
 
 def clean_rows(spark, day: str):
@@ -49,14 +55,17 @@ def quarantine_rows(spark, day: str):
     return table(spark, QUARANTINE_TABLE).where(F.col("landing_date") == day)
 
 
-
 def pipeline_resources(redis_url: str) -> dict:
     """Every resource the assets from ingest to the online store need, on the test's Redis."""
     from fs_resources.feature_store import FeatureStoreResource
     from fs_resources.redis_store import RedisResource
-    from fs_resources.spark import DeltaSparkResource
 
-    return {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(), "redis": RedisResource(url=redis_url)}
+    return {
+        "spark": DeltaSparkResource(),
+        "delta": DeltaTables(spark=DeltaSparkResource()),
+        "feature_store": FeatureStoreResource(),
+        "redis": RedisResource(url=redis_url),
+    }
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:
@@ -79,9 +88,11 @@ def train_and_monitor(resources, instance, first: str, last: str) -> None:
     from fs_assets.ingest.assets import maintenance_events
     from fs_assets.monitoring.assets import monitoring_assets
     from fs_assets.training.assets import feature_reference_snapshot, training_dataset
-    from fs_assets.training.models import MODELS
+    from fs_domain.models import MODELS
 
     assert dg.materialize([maintenance_events], resources=resources, instance=instance).success
     for model in MODELS:
-        assert dg.materialize([training_dataset, feature_reference_snapshot], partition_key=model, resources=resources, instance=instance).success
+        assert dg.materialize(
+            [training_dataset, feature_reference_snapshot], partition_key=model, resources=resources, instance=instance
+        ).success
     assert dg.materialize(monitoring_assets, resources=resources, instance=instance, tags=range_tags(first, last)).success

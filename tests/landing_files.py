@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fs_assets.ingest.contract import LANDING_COLUMNS, SENSOR_NAMES
+from fs_domain.contract import LANDING_COLUMNS, SENSOR_NAMES
 from fs_resources import settings
 from fs_resources.simulator.fleet import write_parquet, write_registry
 

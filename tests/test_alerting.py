@@ -15,9 +15,9 @@ import pytest
 
 from fs_assets.monitoring.assets import feature_drift_report
 from fs_assets.training.datasets import feature_statistics
-from fs_assets.training.models import DEVICE_HEALTH_1D
 from fs_assets.training.reference import ReferenceSnapshot, write_snapshot
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT, CHECK_NULL_FRACTION_DRIFT, drift_checks
+from fs_domain.models import DEVICE_HEALTH_1D
 from fs_resources.alerts import Alert, AlertSinkResource
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -80,11 +80,27 @@ def receiver():
 OUTCOME = {"coverage": True, "drift": True}
 
 
-@dg.asset(name="device_features_1h", check_specs=[dg.AssetCheckSpec("check_feature_coverage", asset="device_features_1h"), dg.AssetCheckSpec(CHECK_FEATURE_DRIFT, asset="device_features_1h")])
+@dg.asset(
+    name="device_features_1h",
+    check_specs=[
+        dg.AssetCheckSpec("check_feature_coverage", asset="device_features_1h"),
+        dg.AssetCheckSpec(CHECK_FEATURE_DRIFT, asset="device_features_1h"),
+    ],
+)
 def watched_asset():
     yield dg.MaterializeResult()
-    yield dg.AssetCheckResult(check_name="check_feature_coverage", passed=OUTCOME["coverage"], severity=dg.AssetCheckSeverity.ERROR, metadata={"observed": 0.9, "threshold": 0.95})
-    yield dg.AssetCheckResult(check_name=CHECK_FEATURE_DRIFT, passed=OUTCOME["drift"], severity=dg.AssetCheckSeverity.WARN, metadata={"observed": 0.17, "threshold": 0.1})
+    yield dg.AssetCheckResult(
+        check_name="check_feature_coverage",
+        passed=OUTCOME["coverage"],
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"observed": 0.9, "threshold": 0.95},
+    )
+    yield dg.AssetCheckResult(
+        check_name=CHECK_FEATURE_DRIFT,
+        passed=OUTCOME["drift"],
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"observed": 0.17, "threshold": 0.1},
+    )
 
 
 def run_watched(instance, coverage: bool, drift: bool = True):
@@ -98,6 +114,7 @@ def tick(instance, cursor, sink: AlertSinkResource):
     return context.cursor, result
 
 
+@pytest.mark.integration
 def test_a_failing_check_pages_once_and_resolves_once(receiver):
     sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", routing_key="rk-test")
     with dg.instance_for_test() as instance:
@@ -122,6 +139,7 @@ def test_a_failing_check_pages_once_and_resolves_once(receiver):
         assert fixed.run_id != failing_again.run_id
 
 
+@pytest.mark.integration
 def test_drift_goes_to_the_ml_route_and_pipeline_checks_to_data_engineering(receiver):
     sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="slack")
     with dg.instance_for_test() as instance:
@@ -133,6 +151,7 @@ def test_drift_goes_to_the_ml_route_and_pipeline_checks_to_data_engineering(rece
         assert "[ml] WARNING: check_feature_drift failed" in texts[1]
 
 
+@pytest.mark.integration
 def test_an_alert_waits_while_the_receiver_is_down_and_arrives_once_it_is_up(receiver):
     sink = AlertSinkResource(webhook_url=receiver.url, attempts=2, timeout_seconds=2)
     with dg.instance_for_test() as instance:
@@ -152,6 +171,7 @@ def test_an_alert_waits_while_the_receiver_is_down_and_arrives_once_it_is_up(rec
         assert "s3cr3t" not in said and "127.0.0.1" in said
 
 
+@pytest.mark.integration
 def test_a_sink_that_is_down_costs_one_alerts_attempts_per_tick_and_every_alert_arrives_later(receiver):
     sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", attempts=2, timeout_seconds=2)
     with dg.instance_for_test() as instance:
@@ -166,6 +186,7 @@ def test_a_sink_that_is_down_costs_one_alerts_attempts_per_tick_and_every_alert_
         assert json.loads(cursor)["outbox"] == []
 
 
+@pytest.mark.unit
 def test_a_webhook_with_credentials_in_its_url_gets_them_as_basic_auth_and_a_closed_port_is_a_failed_delivery(receiver):
     alert = Alert("k", "trigger", "data-engineering", "error", "high", "s", "a", None, "c", 1, 2, "r", "u", 0.0)
     with_credentials = receiver.url.replace("http://", "http://oncall:s3cr3t@")
@@ -179,6 +200,7 @@ def test_a_webhook_with_credentials_in_its_url_gets_them_as_basic_auth_and_a_clo
     assert "ConnectionRefusedError" in messages[0] and "s3cr3t" not in messages[0]
 
 
+@pytest.mark.integration
 def test_without_a_webhook_alerts_land_in_a_jsonl_file_under_dagster_home(monkeypatch):
     import os
     from pathlib import Path
@@ -201,6 +223,7 @@ def day_windows(day: int, seed: int, offset: float = 0.0) -> pd.DataFrame:
     return windows_frame([(d, DAY0 + timedelta(days=day), 1440) for d in DEVICES], seed=seed, offset=offset)
 
 
+@pytest.mark.integration
 def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(spark, data_root, receiver):
     history = pd.concat([day_windows(d, seed=10 + d) for d in range(3)], ignore_index=True)
     shifted = day_windows(3, seed=99, offset=25.0)
@@ -210,25 +233,41 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
         write_windows(spark, frame)
     features = list(DEVICE_HEALTH_1D.features)
     snapshot = ReferenceSnapshot(
-        model=DEVICE_HEALTH_1D.name, version=1, created_at=datetime.now(UTC).isoformat(), window_minutes=1440, features=features,
-        training_start=str(DAY0), training_end=str(DAY0 + timedelta(days=3)), rows=len(history), devices=len(DEVICES),
+        model=DEVICE_HEALTH_1D.name,
+        version=1,
+        created_at=datetime.now(UTC).isoformat(),
+        window_minutes=1440,
+        features=features,
+        training_start=str(DAY0),
+        training_end=str(DAY0 + timedelta(days=3)),
+        rows=len(history),
+        devices=len(DEVICES),
         statistics={f: feature_statistics(history[f]) for f in features},
     )
-    write_snapshot(spark, DeltaTables(), snapshot)
-    resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource()}
+    write_snapshot(DeltaTables(spark=DeltaSparkResource()), snapshot)
+    resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(spark=DeltaSparkResource()), "feature_store": FeatureStoreResource()}
     sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
     with dg.instance_for_test() as instance:
-        drifted = dg.materialize([feature_drift_report, *drift_checks], partition_key=(DAY0 + timedelta(days=3)).date().isoformat(), resources=resources, instance=instance)
+        drifted = dg.materialize(
+            [feature_drift_report, *drift_checks],
+            partition_key=(DAY0 + timedelta(days=3)).date().isoformat(),
+            resources=resources,
+            instance=instance,
+        )
         checks = {e.check_name: e for e in drifted.get_asset_check_evaluations()}
         assert not checks[CHECK_FEATURE_DRIFT].passed and checks[CHECK_FEATURE_DRIFT].severity == dg.AssetCheckSeverity.ERROR
         assert checks[CHECK_FEATURE_DRIFT].metadata["fleet_wide_event"].value is True
         assert "temp_evaporator_mean" in checks[CHECK_FEATURE_DRIFT].metadata["features_significant"].value
-        assert not checks[CHECK_NULL_FRACTION_DRIFT].passed and checks[CHECK_NULL_FRACTION_DRIFT].metadata["features"].value == ["temp_evaporator_std"]
+        assert not checks[CHECK_NULL_FRACTION_DRIFT].passed and checks[CHECK_NULL_FRACTION_DRIFT].metadata["features"].value == [
+            "temp_evaporator_std"
+        ]
         (event,) = drifted.get_asset_materialization_events()
         md = event.materialization.metadata
         assert md["psi_chart"].value.startswith("![PSI per feature on 2026-01-08](data:image/png;base64,iVBOR")
-        assert "temp_evaporator_mean" in md["moved_features"].value and md["fleet_wide_event_days"].value == ["2026-01-08"]
-        report = DeltaTables().read(spark, "feature_drift_monitoring").toPandas().set_index("feature")
+        assert "temp_evaporator_mean" in {r.data["feature"] for r in md["moved_features"].records} and md[
+            "fleet_wide_event_days"
+        ].value == ["2026-01-08"]
+        report = DeltaTables(spark=DeltaSparkResource()).read("feature_drift_monitoring").toPandas().set_index("feature")
         assert report.loc["temp_evaporator_mean", "psi_status"] == "significant" and report.loc["temp_evaporator_mean", "psi"] > 0.25
 
         cursor, _ = tick(instance, None, sink)
@@ -241,11 +280,13 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
         assert calm_checks[CHECK_NULL_FRACTION_DRIFT].passed
         assert calm_checks[CHECK_FEATURE_DRIFT].metadata["features_significant"].value == []
         assert calm_checks[CHECK_FEATURE_DRIFT].metadata["fleet_wide_event"].value is False
-        report = DeltaTables().read(spark, "feature_drift_monitoring").where("report_date = '2026-01-09'").toPandas()
+        report = DeltaTables(spark=DeltaSparkResource()).read("feature_drift_monitoring").where("report_date = '2026-01-09'").toPandas()
         assert (report["psi_status"] == "ok").mean() > 0.9
 
 
-@dg.asset(name="clean_sensor_readings", check_specs=[dg.AssetCheckSpec("check_accounting_identity", asset="clean_sensor_readings", blocking=True)])
+@dg.asset(
+    name="clean_sensor_readings", check_specs=[dg.AssetCheckSpec("check_accounting_identity", asset="clean_sensor_readings", blocking=True)]
+)
 def blocked_asset():
     yield dg.MaterializeResult()
     yield dg.AssetCheckResult(check_name="check_accounting_identity", passed=OUTCOME["coverage"], severity=dg.AssetCheckSeverity.ERROR)
@@ -256,6 +297,7 @@ def broken_asset():
     raise RuntimeError("landing zone unreadable")
 
 
+@pytest.mark.integration
 def test_a_failed_run_pages_once_unless_a_failed_check_already_says_why(receiver):
     sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
     with dg.instance_for_test() as instance:
@@ -277,6 +319,7 @@ def healthy_other_asset():
     return None
 
 
+@pytest.mark.integration
 def test_a_failed_run_is_resolved_by_its_own_assets_running_again_not_by_another_run_of_the_job(receiver):
     sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
     with dg.instance_for_test() as instance:
@@ -284,7 +327,9 @@ def test_a_failed_run_is_resolved_by_its_own_assets_running_again_not_by_another
         cursor, _ = tick(instance, None, sink)
         assert dg.materialize([healthy_other_asset], instance=instance).success  # same job, other asset
         cursor, _ = tick(instance, cursor, sink)
-        assert [(b["event_action"], b["dedup_key"]) for b in receiver.bodies] == [("trigger", "run_failure|__ephemeral_asset_job__[device_registry]|-")]
+        assert [(b["event_action"], b["dedup_key"]) for b in receiver.bodies] == [
+            ("trigger", "run_failure|__ephemeral_asset_job__[device_registry]|-")
+        ]
         assert dg.materialize([healthy_registry], instance=instance).success
         tick(instance, cursor, sink)
         assert [b["event_action"] for b in receiver.bodies] == ["trigger", "resolve"]

@@ -2,29 +2,91 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 
-from fs_assets.features.backfill_preview import backfill_preview_job
+import dagster as dg
+import pytest
+
+from fs_assets.features import backfill_preview
+from fs_assets.features.backfill_preview import BackfillPreviewConfig, backfill_preview_job, preview_feature_backfill
+from fs_domain.tables import CLEAN_TABLE
 from fs_resources.delta import DeltaTables
-from fs_resources.simulator.fleet import FleetSpec, generate
-from tests.conftest import SIM_START
-from tests.ingest_runs import clean_rows, materialize_clean_range, materialize_registry
+from fs_resources.spark import DeltaSparkResource
+
+# The benchmark the estimate is calibrated on (bench/results/features.json): 10,000 devices x 1 day,
+# 14.4 M readings, all three window sizes in 58.6 s; a run and its Spark session take 25 s to start.
+BENCH_READINGS, BENCH_SECONDS, RUN_START_SECONDS = 14_400_000, 58.6, 25
 
 
-def test_preview_reports_partitions_readings_and_an_estimate(spark, data_root, resources, instance):
-    generate(FleetSpec.clean(devices=3, start=SIM_START, days=2, seed=5), str(data_root))
-    materialize_registry(resources, instance)
-    days = [SIM_START.isoformat(), SIM_START.replace(day=SIM_START.day + 1).isoformat()]
-    assert materialize_clean_range(resources, instance, days[0], days[1]).success
-    expected = sum(clean_rows(spark, d).count() for d in days)
+def expected_seconds(readings: int, window_sizes: int) -> int:
+    """The estimate worked out here: run start plus the benchmark's rate, a third of it per window size."""
+    return round(RUN_START_SECONDS + readings / (BENCH_READINGS / BENCH_SECONDS) * window_sizes / 3)
+
+
+def output_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    (output,) = [e for e in result.events_for_node("preview_feature_backfill") if e.event_type_value == "STEP_OUTPUT"]
+    return {k: v.value for k, v in output.event_specific_data.metadata.items()}
+
+
+@pytest.mark.integration
+def test_preview_reports_partitions_readings_and_an_estimate(ingested_fleet):
+    # Read only: the session's ingested fleet, through a resource pointed at its tables.
+    delta = DeltaTables(spark=DeltaSparkResource(), root=str(ingested_fleet.root / "delta"))
+    clean = delta.read(CLEAN_TABLE)
+    per_day = {d: clean.where(f"reading_date = DATE'{d}'").count() for d in ingested_fleet.days}
+    assert per_day == {d: ingested_fleet.devices * 1440 for d in ingested_fleet.days}  # a clean fleet: one reading a minute
+    empty_day = (date.fromisoformat(ingested_fleet.days[-1]) + timedelta(days=1)).isoformat()
+    expected = sum(per_day.values())
+
     result = backfill_preview_job.execute_in_process(
-        resources={"delta": DeltaTables()},
-        run_config={"ops": {"preview_feature_backfill": {"config": {"start": days[0], "end": SIM_START.replace(day=SIM_START.day + 2).isoformat(), "window_sizes": [60, 1440]}}}},
+        resources={"delta": delta},
+        run_config={
+            "ops": {"preview_feature_backfill": {"config": {"start": ingested_fleet.days[0], "end": empty_day, "window_sizes": [60, 1440]}}}
+        },
     )
     summary = result.output_for_node("preview_feature_backfill")
-    assert summary == {"days": 3, "partitions": 6, "readings": expected, "estimated_seconds": summary["estimated_seconds"], "runs": 2}
-    assert expected == 3 * 2 * 1440 and summary["estimated_seconds"] >= 25
+    assert summary == {"days": 4, "partitions": 8, "readings": expected, "estimated_seconds": expected_seconds(expected, 2), "runs": 2}
+    md = output_metadata(result)
+    assert md["days_without_readings"] == [empty_day]
+    assert {r.data["day"]: r.data["readings"] for r in md["readings_per_day"].records} == {**per_day, empty_day: 0}
+
     bad = backfill_preview_job.execute_in_process(
-        resources={"delta": DeltaTables()}, raise_on_error=False,
-        run_config={"ops": {"preview_feature_backfill": {"config": {"start": days[1], "end": days[0]}}}},
+        resources={"delta": delta},
+        raise_on_error=False,
+        run_config={"ops": {"preview_feature_backfill": {"config": {"start": ingested_fleet.days[1], "end": ingested_fleet.days[0]}}}},
     )
     assert not bad.success
+
+
+class _TablesAt:
+    """Where the clean table lives; all the op asks of its `delta` resource (no Spark session)."""
+
+    def path(self, table: str) -> str:
+        return f"/nowhere/{table}"
+
+
+@pytest.mark.unit
+def test_the_estimate_is_the_benchmarks_rate_per_window_size_plus_a_run_start(monkeypatch):
+    days = ["2026-01-05", "2026-01-06", "2026-01-07"]
+    monkeypatch.setattr(backfill_preview, "readings_per_day", lambda path: {d: BENCH_READINGS for d in days[:2]})
+
+    def preview(end: str, sizes: list[int]) -> dict:
+        context = dg.build_op_context(resources={"delta": _TablesAt()})
+        return preview_feature_backfill(context, BackfillPreviewConfig(start=days[0], end=end, window_sizes=sizes))
+
+    # The benchmark's own day at all three sizes comes out at its measured time plus the run start.
+    one_day = preview(days[0], [15, 60, 1440])
+    assert one_day["readings"] == BENCH_READINGS and abs(one_day["estimated_seconds"] - (RUN_START_SECONDS + BENCH_SECONDS)) <= 1
+    assert one_day["estimated_seconds"] == expected_seconds(BENCH_READINGS, 3)
+    # Two days with readings and one without, at one size: twice the readings, a third of the work per reading.
+    three_days = preview(days[2], [60])
+    assert three_days == {
+        "days": 3,
+        "partitions": 3,
+        "readings": 2 * BENCH_READINGS,
+        "estimated_seconds": expected_seconds(2 * BENCH_READINGS, 1),
+        "runs": 1,
+    }
+    assert three_days["estimated_seconds"] < one_day["estimated_seconds"]
+    with pytest.raises(dg.Failure, match="window sizes \\[30\\]"):
+        preview(days[0], [30])

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fs_assets.ingest.contract import LANDING_COLUMNS, SENSOR_NAMES, Reason
+from fs_domain.contract import LANDING_COLUMNS, SENSOR_NAMES, Reason
 from tests.conftest import SIM_START
 from tests.ingest_runs import checks, clean_rows, materialize_clean, materialize_registry, metadata, quarantine_rows
 from tests.landing_files import day_folder, readings, registry, write_readings
@@ -43,11 +43,14 @@ def bad_day(data_root):
     )
     row = dict(zip(LANDING_COLUMNS, ["dev-b", "2026-01-05T06:00:00Z", -20, 40, 70, 8, 15, 2, 2]))
     (folder / "events.jsonl").write_text(json.dumps(row) + "\n{broken json\n")
-    typed_text = pa.table({c: pa.array(["dev-a"] if c == "device_id" else ["2026-01-05T07:00:00Z"] if c == "ts" else ["12.5"]) for c in LANDING_COLUMNS})
+    typed_text = pa.table(
+        {c: pa.array(["dev-a"] if c == "device_id" else ["2026-01-05T07:00:00Z"] if c == "ts" else ["12.5"]) for c in LANDING_COLUMNS}
+    )
     pq.write_table(typed_text, folder / "strings.parquet")
     return folder
 
 
+@pytest.mark.integration
 def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, resources, instance, bad_day):
     materialize_registry(resources, instance)
     result = materialize_clean(resources, instance, DAY)
@@ -62,18 +65,20 @@ def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, reso
 
     quarantine = {(r["source_file"].rsplit("/", 1)[-1], r["reason"]): r for r in quarantine_rows(spark, DAY).collect()}
     reasons = sorted(quarantine)
-    assert reasons == sorted([
-        ("corrupt.parquet", Reason.UNREADABLE_FILE),
-        ("missing-column.csv", Reason.SCHEMA_MISMATCH),
-        ("extra-column.csv", Reason.SCHEMA_MISMATCH),
-        ("values.csv", Reason.UNPARSEABLE_TIMESTAMP),
-        ("values.csv", Reason.FUTURE_TIMESTAMP),
-        ("values.csv", Reason.OUTSIDE_PARTITION),
-        ("values.csv", Reason.UNKNOWN_DEVICE),
-        ("values.csv", Reason.MALFORMED_DEVICE_ID),
-        ("values.csv", Reason.SCHEMA_MISMATCH),
-        ("events.jsonl", Reason.SCHEMA_MISMATCH),
-    ])
+    assert reasons == sorted(
+        [
+            ("corrupt.parquet", Reason.UNREADABLE_FILE),
+            ("missing-column.csv", Reason.SCHEMA_MISMATCH),
+            ("extra-column.csv", Reason.SCHEMA_MISMATCH),
+            ("values.csv", Reason.UNPARSEABLE_TIMESTAMP),
+            ("values.csv", Reason.FUTURE_TIMESTAMP),
+            ("values.csv", Reason.OUTSIDE_PARTITION),
+            ("values.csv", Reason.UNKNOWN_DEVICE),
+            ("values.csv", Reason.MALFORMED_DEVICE_ID),
+            ("values.csv", Reason.SCHEMA_MISMATCH),
+            ("events.jsonl", Reason.SCHEMA_MISMATCH),
+        ]
+    )
     # the error names the file, and the raw payload keeps the row as it arrived
     assert str(bad_day / "corrupt.parquet") in quarantine[("corrupt.parquet", Reason.UNREADABLE_FILE)]["raw_payload"]
     assert "humidity" in quarantine[("extra-column.csv", Reason.SCHEMA_MISMATCH)]["detail"]
@@ -86,7 +91,9 @@ def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, reso
     assert text["temp_evaporator"] is None and "temp_evaporator:unparseable" in text["quality_flags"]
     nonfinite = rows[("dev-b", at(2, 1))]
     assert [nonfinite[s] for s in ("temp_evaporator", "temp_condenser", "temp_discharge")] == [None, None, None]
-    assert {"temp_evaporator:non_finite", "temp_condenser:non_finite", "temp_discharge:non_finite"} <= set(nonfinite["quality_flags"]), nonfinite["quality_flags"]
+    assert {"temp_evaporator:non_finite", "temp_condenser:non_finite", "temp_discharge:non_finite"} <= set(nonfinite["quality_flags"]), (
+        nonfinite["quality_flags"]
+    )
     out = rows[("dev-b", at(2, 2))]
     assert out["pressure_high"] is None and out["vibration_compressor"] is None and out["current_compressor"] == 8.0
     assert sorted(out["quality_flags"]) == ["pressure_high:out_of_range", "vibration_compressor:out_of_range"]
@@ -94,10 +101,11 @@ def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, reso
     assert ("dev-b", at(3, 0)) in rows and md["duplicates_dropped"] == 1
     assert rows[("dev-a", at(7, 0))]["temp_condenser"] == 12.5
     assert ("dev-b", at(6, 0)) in rows
-    assert all(not math.isnan(r[s]) for r in rows.values() for s in SENSOR_NAMES if r[s] is not None)
+    assert rows and all(not math.isnan(r[s]) for r in rows.values() for s in SENSOR_NAMES if r[s] is not None)
 
 
-def test_a_file_that_vanishes_mid_run_is_quarantined_by_name(spark, resources, instance, data_root):
+@pytest.mark.unit
+def test_a_file_that_vanishes_mid_run_is_quarantined_by_name(data_root):
     from fs_assets.ingest import landing
 
     registry(data_root, ["dev-a"])

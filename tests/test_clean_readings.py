@@ -34,8 +34,17 @@ def _sorted_rows(df, drop=()):
 @pytest.fixture
 def simulated_day(data_root):
     # Two days so the first day also receives a late file (outage backlog delivered on day two).
-    spec = FleetSpec(devices=25, start=SIM_START, days=2, seed=11, outage_probability=0.5, late_outage_share=1.0,
-                     duplicate_rate=0.01, conflict_rate=0.002, foreign_rows_per_day=6)
+    spec = FleetSpec(
+        devices=25,
+        start=SIM_START,
+        days=2,
+        seed=11,
+        outage_probability=0.5,
+        late_outage_share=1.0,
+        duplicate_rate=0.01,
+        conflict_rate=0.002,
+        foreign_rows_per_day=6,
+    )
     generate(spec, str(data_root))
     return spec
 

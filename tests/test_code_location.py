@@ -6,26 +6,50 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from definitions import defs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.unit
 def test_code_location_lists_its_assets_checks_jobs_and_sensors():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert {"raw_sensor_readings", "device_registry", "clean_sensor_readings", "device_features_15m", "device_features_1h", "device_features_1d",
-            "device_objects", "device_online_store", "maintenance_events", "training_dataset", "feature_reference_snapshot",
-            "anomaly_scores", "feature_drift_report"} <= keys
+    assert {
+        "raw_sensor_readings",
+        "device_registry",
+        "clean_sensor_readings",
+        "device_features_15m",
+        "device_features_1h",
+        "device_features_1d",
+        "device_objects",
+        "device_online_store",
+        "maintenance_events",
+        "training_dataset",
+        "feature_reference_snapshot",
+        "anomaly_scores",
+        "feature_drift_report",
+    } <= keys
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"check_accounting_identity", "check_clean_key_unique", "check_physical_ranges", "check_sensor_null_fraction"} <= checks
-    assert {"check_online_reconciliation", "check_prehydration_lag", "check_online_key_count", "check_feature_drift",
-            "check_null_fraction_drift", "freshness_check"} <= checks
+    assert {
+        "check_online_reconciliation",
+        "check_prehydration_lag",
+        "check_online_key_count",
+        "check_feature_drift",
+        "check_null_fraction_drift",
+        "freshness_check",
+    } <= checks
     assert {"clean_readings_job", "device_registry_job", "prehydration_job", "reconciliation_job"} <= {j.name for j in repo.get_all_jobs()}
-    assert {"landing_zone_sensor", "feature_automation_sensor", "prehydration_sensor", "freshness_checks_sensor", "alert_routing_sensor"} <= {
-        s.name for s in repo.sensor_defs
-    }
+    assert {
+        "landing_zone_sensor",
+        "feature_automation_sensor",
+        "prehydration_sensor",
+        "freshness_checks_sensor",
+        "alert_routing_sensor",
+    } <= {s.name for s in repo.sensor_defs}
     assert {"prehydration_schedule", "reconciliation_schedule", "online_store_watch_schedule"} <= {s.name for s in repo.schedule_defs}
     clean = repo.asset_graph.get(dg.AssetKey("clean_sensor_readings"))
     assert clean.partitions_def is not None and clean.backfill_policy is not None
@@ -33,16 +57,22 @@ def test_code_location_lists_its_assets_checks_jobs_and_sensors():
     assert {dg.AssetKey("raw_sensor_readings"), dg.AssetKey("device_registry")} <= set(clean.parent_keys)
 
 
+@pytest.mark.e2e
 def test_dagster_definitions_validate_passes(tmp_path):
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path))
     done = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Validation successful" in done.stderr + done.stdout
 
 
+@pytest.mark.unit
 def test_instance_yaml_limits_each_delta_pool_to_one_writer(tmp_path):
     import shutil
 
@@ -56,6 +86,7 @@ def test_instance_yaml_limits_each_delta_pool_to_one_writer(tmp_path):
     assert {"delta_clean_sensor_readings", "delta_device_registry"} <= pools
 
 
+@pytest.mark.unit
 def test_scheduled_and_sensor_prehydration_share_one_concurrency_key():
     from fs_sensors.online_store_schedules import reconciliation_schedule
     from fs_sensors.prehydration_schedule import prehydration_schedule, prehydration_sensor
@@ -68,21 +99,24 @@ def test_scheduled_and_sensor_prehydration_share_one_concurrency_key():
     assert schedule_job.tags["fs/concurrency_key"] == reconciliation.tags["fs/concurrency_key"] == "prehydration"
 
 
+@pytest.mark.unit
 def test_device_object_page_is_generated_from_the_object_type():
-    from fs_assets.ontology.device_object import reference_markdown
+    from fs_domain.device import reference_markdown
 
     assert (ROOT / "docs" / "device_object.md").read_text() == reference_markdown(), "docs/device_object.md is stale: run `make docs`"
 
 
+@pytest.mark.unit
 def test_feature_reference_page_is_generated_from_the_registry():
-    from fs_assets.features.registry import FEATURE_SET_VERSIONS, reference_markdown
+    from fs_domain.features import FEATURE_SET_VERSIONS, reference_markdown
 
     page = (ROOT / "docs" / "features.md").read_text()
     assert page == reference_markdown(FEATURE_SET_VERSIONS[-1]), "docs/features.md is stale: run `make docs`"
 
 
+@pytest.mark.unit
 def test_feature_assets_show_registry_descriptions_in_the_ui():
-    from fs_assets.features.registry import FEATURES
+    from fs_domain.features import FEATURES
 
     repo = defs.get_repository_def()
     for name in ("device_features_15m", "device_features_1h", "device_features_1d"):
@@ -90,5 +124,6 @@ def test_feature_assets_show_registry_descriptions_in_the_ui():
         schema = spec.metadata["dagster/column_schema"]
         schema = getattr(schema, "schema", schema)
         described = {c.name: c.description for c in schema.columns}
-        assert all(described[f.name] and f.description in described[f.name] for f in FEATURES if f.added_in == "v1")
+        v1 = [f for f in FEATURES if f.added_in == "v1"]
+        assert v1 and all(described[f.name] and f.description in described[f.name] for f in v1)
         assert spec.backfill_policy is not None and spec.freshness_policy is not None

@@ -22,8 +22,11 @@ from delta.tables import DeltaTable
 from fs_assets.features.assets import feature_assets
 from fs_resources.delta import DeltaTables
 from fs_resources.simulator.fleet import FleetSpec
+from fs_resources.spark import DeltaSparkResource
 from tests.conftest import SIM_START
 from tests.ingest_runs import ingest_with_features, pipeline_resources, range_tags
+
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
@@ -45,11 +48,11 @@ RUN_FEATURES = textwrap.dedent(
 
 
 def contents(spark) -> list[tuple]:
-    return sorted(tuple(str(v) for v in r) for r in DeltaTables().read(spark, TABLE).drop("computed_at").collect())
+    return sorted(tuple(str(v) for v in r) for r in DeltaTables(spark=DeltaSparkResource()).read(TABLE).drop("computed_at").collect())
 
 
 def version(spark) -> int:
-    return DeltaTable.forPath(spark, DeltaTables().path(TABLE)).history(1).first()["version"]
+    return DeltaTable.forPath(spark, DeltaTables(spark=DeltaSparkResource()).path(TABLE)).history(1).first()["version"]
 
 
 def data_files(root: Path) -> set[Path]:
@@ -58,7 +61,9 @@ def data_files(root: Path) -> set[Path]:
 
 def start_run(root: Path) -> subprocess.Popen:
     env = dict(os.environ, FS_DATA_ROOT=str(root), FS_SPARK_MASTER="local[1]")
-    return subprocess.Popen([sys.executable, "-c", RUN_FEATURES], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_FEATURES], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
 
 
 @pytest.fixture(scope="module")

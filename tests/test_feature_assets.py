@@ -8,17 +8,20 @@ import dagster as dg
 import pytest
 from pyspark.sql import functions as F
 
-from definitions import feature_checks
 from fs_assets.features.assets import feature_assets
+from fs_checks.feature_checks import build_feature_checks
+from fs_domain.features import WINDOWS
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.redis_store import RedisResource
 from fs_resources.spark import DeltaSparkResource
-from fs_resources.simulator.fleet import FleetSpec, generate
 from tests.conftest import SIM_START
-from tests.ingest_runs import materialize_clean_range, materialize_registry
+
+pytestmark = pytest.mark.integration
 
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
+DEVICES = 6
+feature_checks = [check for window in WINDOWS for check in build_feature_checks(window)]
 
 
 def _materialize_range(resources, instance, version="v1"):
@@ -31,7 +34,7 @@ def _materialize_range(resources, instance, version="v1"):
 
 
 def _rows(spark, version="v1"):
-    table = DeltaTables().read(spark, f"device_features/{version}")
+    table = DeltaTables(spark=DeltaSparkResource()).read(f"device_features/{version}")
     return sorted(tuple(str(v) for v in r) for r in table.drop("computed_at").collect())
 
 
@@ -48,15 +51,17 @@ def _file_digest(root: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def ingested(spark, redis_server, tmp_path_factory):
-    """Three clean days ingested in one range run, then v1 features for the range (shared by the module)."""
-    data_root = tmp_path_factory.mktemp("features") / "data"
+def ingested(spark, redis_server, ingested_fleet, tmp_path_factory):
+    """A copy of the session's ingested fleet (six devices, three clean days), then v1 features for the range (shared by the module)."""
+    assert (ingested_fleet.devices, list(ingested_fleet.days)) == (DEVICES, DAYS)
+    data_root = ingested_fleet.copy_to(tmp_path_factory.mktemp("features") / "data")
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("FS_DATA_ROOT", str(data_root))
-        resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "redis": RedisResource(url=redis_server)}
-        generate(FleetSpec.clean(devices=6, start=SIM_START, days=3, seed=2), str(data_root))
-        materialize_registry(resources, instance)
-        assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
+        resources = {
+            "spark": DeltaSparkResource(),
+            "delta": DeltaTables(spark=DeltaSparkResource()),
+            "redis": RedisResource(url=redis_server),
+        }
         first = _materialize_range(resources, instance)
         yield resources, instance, data_root, first
 
@@ -66,18 +71,23 @@ def test_a_range_backfill_is_one_run_writing_every_partition_and_passing_its_che
     assert result.success
     materialized = {(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()}
     assert materialized == {(a, d) for a in ("device_features_15m", "device_features_1h", "device_features_1d") for d in DAYS}
-    table = DeltaTables().read(spark, "device_features/v1")
-    partitions = {(r["window_date"].isoformat(), r["window_duration_minutes"]) for r in table.select("window_date", "window_duration_minutes").distinct().collect()}
+    table = DeltaTables(spark=DeltaSparkResource()).read("device_features/v1")
+    partitions = {
+        (r["window_date"].isoformat(), r["window_duration_minutes"])
+        for r in table.select("window_date", "window_duration_minutes").distinct().collect()
+    }
     assert partitions == {(d, m) for d in DAYS for m in (15, 60, 1440)}
     counts = {m: table.where(F.col("window_duration_minutes") == m).count() for m in (15, 60, 1440)}
-    assert counts == {15: 6 * 96 * 3, 60: 6 * 24 * 3, 1440: 6 * 3}
+    assert counts == {15: DEVICES * 96 * 3, 60: DEVICES * 24 * 3, 1440: DEVICES * 3}
     evaluations = result.get_asset_check_evaluations()
-    assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == {(a.key.to_user_string(), c.name) for a in feature_assets for c in [k for k in feature_check_keys(a)]}
+    assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == {
+        (a.key.to_user_string(), c.name) for a in feature_assets for c in [k for k in feature_check_keys(a)]
+    }
     failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed]
     assert failed == []
     md = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert md["device_features_1d"]["partitions_written"].value == 3
-    assert md["device_features_15m"]["devices"].value == 6
+    assert md["device_features_15m"]["devices"].value == DEVICES
 
 
 def test_rerunning_the_range_leaves_the_table_contents_identical(spark, ingested):
@@ -94,8 +104,8 @@ def test_a_v2_backfill_leaves_v1_byte_for_byte_unchanged(spark, ingested):
     result = _materialize_range(resources, instance, "v2")
     assert result.success
     assert _file_digest(v1_path) == before
-    v1 = DeltaTables().read(spark, "device_features/v1")
-    v2 = DeltaTables().read(spark, "device_features/v2")
+    v1 = DeltaTables(spark=DeltaSparkResource()).read("device_features/v1")
+    v2 = DeltaTables(spark=DeltaSparkResource()).read("device_features/v2")
     assert "vibration_compressor_rms" in v2.columns and "vibration_compressor_rms" not in v1.columns
     assert v1.count() == v2.count()
     assert v2.where("vibration_compressor_rms IS NULL").count() == 0

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from fs_assets.features.compute import window_features
-from fs_assets.features.registry import COMPRESSOR_ON_AMPS, FEATURES, features_for, table_columns
-from fs_assets.ingest.contract import SENSOR_NAMES
+from fs_domain.contract import SENSOR_NAMES
+from fs_domain.features import COMPRESSOR_ON_AMPS, FEATURES, features_for, table_columns
 
 COMPUTED_AT = datetime(2026, 2, 1, tzinfo=timezone.utc)
 MIN_READINGS = {"mean": 1, "std": 2, "min": 1, "max": 1, "p95": 1, "slope": 2}
@@ -98,26 +98,28 @@ def readings(spark):
     return frame, spark.createDataFrame(frame)
 
 
-@pytest.mark.parametrize("engine", ["kernel", "builtin"])
+@pytest.mark.integration
 @pytest.mark.parametrize("minutes", [15, 60, 1440])
-def test_every_feature_matches_numpy(readings, minutes, engine):
+def test_every_feature_matches_numpy(readings, minutes):
     frame, df = readings
-    got = window_features(df, minutes, "v2", COMPUTED_AT, engine=engine).toPandas()
+    got = window_features(df, minutes, "v2", COMPUTED_AT).toPandas()
     want = _reference(frame, minutes)
-    got["window_start"] = pd.to_datetime(got["window_start"]).dt.tz_localize("UTC") if got["window_start"].dt.tz is None else got["window_start"]
+    got["window_start"] = (
+        pd.to_datetime(got["window_start"]).dt.tz_localize("UTC") if got["window_start"].dt.tz is None else got["window_start"]
+    )
     key = ["device_id", "window_start"]
     merged = want.merge(got, on=key, how="outer", suffixes=("_want", "_got"), indicator=True)
-    assert (merged["_merge"] == "both").all(), merged.loc[merged["_merge"] != "both", key + ["_merge"]]
+    assert len(merged) > 0 and (merged["_merge"] == "both").all(), merged.loc[merged["_merge"] != "both", key + ["_merge"]]
     for feature in features_for("v2"):
         w, g = merged[f"{feature.name}_want"].astype(float), merged[f"{feature.name}_got"].astype(float)
         assert (w.isna() == g.isna()).all(), f"{feature.name}: NULLs differ at {merged.loc[w.isna() != g.isna(), key].values[:3]}"
         np.testing.assert_allclose(g[w.notna()], w[w.notna()], rtol=1e-9, atol=1e-12, err_msg=feature.name)
 
 
-@pytest.mark.parametrize("engine", ["kernel", "builtin"])
-def test_edges(readings, engine):
+@pytest.mark.integration
+def test_edges(readings):
     _, df = readings
-    rows = window_features(df, 15, "v1", COMPUTED_AT, engine=engine).toPandas().set_index(["device_id", "window_start"]).sort_index()
+    rows = window_features(df, 15, "v1", COMPUTED_AT).toPandas().set_index(["device_id", "window_start"]).sort_index()
     ts = lambda s: pd.Timestamp(s)  # noqa: E731  (toPandas gives naive UTC)
     # a reading exactly at 10:15 opens the 10:15 window, and alone its std and slope are NULL
     single = rows.loc[("dev-c", ts("2026-01-05 10:15"))]
@@ -135,6 +137,7 @@ def test_edges(readings, engine):
     assert sorted({t.date().isoformat() for t in d.index}) == ["2026-01-05", "2026-01-06"]
 
 
+@pytest.mark.integration
 def test_columns_follow_the_registry(readings):
     _, df = readings
     got = window_features(df, 60, "v1", COMPUTED_AT)
@@ -144,6 +147,7 @@ def test_columns_follow_the_registry(readings):
     assert len(FEATURES) >= 45
 
 
+@pytest.mark.unit
 def test_kernel_streaming_never_splits_a_device(monkeypatch):
     from fs_assets.features import compute, kernels
 
@@ -156,12 +160,34 @@ def test_kernel_streaming_never_splits_a_device(monkeypatch):
     pd.testing.assert_frame_equal(streamed, whole)
 
 
-@pytest.mark.parametrize("engine", ["kernel", "builtin"])
-def test_a_window_still_running_at_computed_at_is_not_written(readings, engine):
+@pytest.mark.integration
+def test_a_window_still_running_at_computed_at_is_not_written(readings):
     _, df = readings
     # 10:20 on the first day: dev-a's 10:15-10:30 window is running, 10:00-10:15 has just ended.
     running_at = datetime(2026, 1, 5, 10, 20, tzinfo=timezone.utc)
-    got = window_features(df, 15, "v1", running_at, engine=engine).toPandas()
+    got = window_features(df, 15, "v1", running_at).toPandas()
     ends = pd.to_datetime(got["window_end"], utc=True)
     assert len(got) and (ends <= pd.Timestamp(running_at)).all()
     assert pd.Timestamp("2026-01-05 10:15", tz="UTC") in set(ends[got["device_id"] == "dev-a"])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "name", ["compressor_duty_cycle", "vibration_compressor_rms", "pressure_ratio", "temp_discharge_p95", "spectral_entropy_vibration"]
+)
+def test_the_kernel_nulls_every_feature_below_its_registry_threshold(monkeypatch, name):
+    """Raising one feature's threshold in the registry above a window's readings makes that feature, and only it, NULL."""
+    from dataclasses import replace
+
+    from fs_assets.features import kernels
+
+    frame = _readings()
+    frame = frame[frame["device_id"] == "dev-a"]
+    before = kernels.window_features_frame(frame, 60)
+    assert len(before) > 0 and before[name].notna().all()
+    raised = tuple(replace(f, min_readings=10_000) if f.name == name else f for f in kernels.FEATURES)
+    monkeypatch.setattr(kernels, "FEATURES", raised)
+    after = kernels.window_features_frame(frame, 60)
+    assert after[name].isna().all(), f"{name} ignores its registry threshold"
+    others = [c for c in before.columns if c not in (name, "device_id", "window_start") and not (name == "pressure_ratio" and c == name)]
+    pd.testing.assert_frame_equal(after[others], before[others])

@@ -4,6 +4,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pytest
 
 from fs_checks.freshness_checks import (
     CURRENT_PARTITION_SLAS,
@@ -24,6 +25,7 @@ def materialized(instance, asset: str, partition: str) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition))
 
 
+@pytest.mark.unit
 def test_a_backfilled_old_day_leaves_the_current_partition_stale_and_a_current_write_makes_it_fresh():
     with dg.instance_for_test() as instance:
         materialized(instance, "device_features_1h", "2026-01-05")  # a backfill of an old day, just now
@@ -46,6 +48,7 @@ def test_a_backfilled_old_day_leaves_the_current_partition_stale_and_a_current_w
         assert overdue.severity == dg.AssetCheckSeverity.ERROR
 
 
+@pytest.mark.unit
 def test_daily_monitoring_is_due_the_complete_day_before_the_three_oclock_deadline():
     with dg.instance_for_test() as instance:
         now = time.time()
@@ -59,6 +62,7 @@ def test_daily_monitoring_is_due_the_complete_day_before_the_three_oclock_deadli
         assert result.passed and result.metadata["partition"].value == due.isoformat(), result.description
 
 
+@pytest.mark.integration
 def test_the_checks_run_in_dagster_and_evaluate_each_selected_asset():
     assets = [dg.AssetSpec(a) for a in (*CURRENT_PARTITION_SLAS, "anomaly_scores", "feature_drift_report")]
     with dg.instance_for_test() as instance:

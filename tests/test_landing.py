@@ -6,10 +6,13 @@ from datetime import date
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from fs_assets.ingest import landing
-from fs_assets.ingest.contract import Reason
+from fs_domain.contract import Reason
 from tests.landing_files import day_folder, readings, write_readings
+
+pytestmark = pytest.mark.unit
 
 DAY = date(2026, 1, 5)
 
@@ -30,7 +33,21 @@ def test_parquet_floats_and_timestamps_become_exact_text(tmp_path):
 
 def test_tz_aware_parquet_is_converted_to_utc_and_naive_is_kept(tmp_path):
     folder = day_folder(tmp_path, DAY)
-    aware = pa.table({"device_id": ["d"], "ts": pa.array([1767610800000000], pa.timestamp("us", tz="Europe/Moscow"))} | {s: [1.0] for s in ("temp_evaporator", "temp_condenser", "temp_discharge", "current_compressor", "pressure_high", "pressure_low", "vibration_compressor")})
+    aware = pa.table(
+        {"device_id": ["d"], "ts": pa.array([1767610800000000], pa.timestamp("us", tz="Europe/Moscow"))}
+        | {
+            s: [1.0]
+            for s in (
+                "temp_evaporator",
+                "temp_condenser",
+                "temp_discharge",
+                "current_compressor",
+                "pressure_high",
+                "pressure_low",
+                "vibration_compressor",
+            )
+        }
+    )
     pq.write_table(aware, folder / "aware.parquet")
     naive = aware.set_column(1, "ts", pa.array([1767610800000000], pa.timestamp("us")))
     pq.write_table(naive, folder / "naive.parquet")
@@ -41,12 +58,23 @@ def test_tz_aware_parquet_is_converted_to_utc_and_naive_is_kept(tmp_path):
 def test_csv_and_jsonl_rows_are_read_as_text(tmp_path):
     folder = day_folder(tmp_path, DAY)
     header = "device_id,ts,temp_evaporator,temp_condenser,temp_discharge,current_compressor,pressure_high,pressure_low,vibration_compressor"
-    (folder / "a.csv").write_text(header + "\ndev-1,2026-01-05T00:00:00Z,-20,40,70,8,15,2,abc\ndev-1,2026-01-05T00:01:00Z,,40,70,8,15,2,2\n")
+    (folder / "a.csv").write_text(
+        header + "\ndev-1,2026-01-05T00:00:00Z,-20,40,70,8,15,2,abc\ndev-1,2026-01-05T00:01:00Z,,40,70,8,15,2,2\n"
+    )
     table = _read(folder / "a.csv")
     assert table.column("vibration_compressor").to_pylist() == ["abc", "2"]
     assert table.column("temp_evaporator").to_pylist() == ["-20", None]
-    row = {"device_id": "dev-1", "ts": "2026-01-05T00:00:00+01:00", "temp_evaporator": float("nan"), "temp_condenser": 40, "temp_discharge": 70.5,
-           "current_compressor": None, "pressure_high": "15", "pressure_low": 2, "vibration_compressor": 2}
+    row = {
+        "device_id": "dev-1",
+        "ts": "2026-01-05T00:00:00+01:00",
+        "temp_evaporator": float("nan"),
+        "temp_condenser": 40,
+        "temp_discharge": 70.5,
+        "current_compressor": None,
+        "pressure_high": "15",
+        "pressure_low": 2,
+        "vibration_compressor": 2,
+    }
     (folder / "b.jsonl").write_text(json.dumps(row) + "\n\nnot json\n[1, 2]\n")
     table = _read(folder / "b.jsonl")
     assert table.num_rows == 3
@@ -110,10 +138,27 @@ def test_bom_latin1_and_unreadable_column_types_keep_every_row(tmp_path):
     header = "device_id,ts,temp_evaporator,temp_condenser,temp_discharge,current_compressor,pressure_high,pressure_low,vibration_compressor"
     (folder / "bom.csv").write_bytes(("\ufeff" + header + "\ndev-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("utf-8"))
     assert _read(folder / "bom.csv").column("file_error").to_pylist() == [None]
-    (folder / "latin1.csv").write_bytes((header + "\ndév-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\ndev-2,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("latin-1"))
+    (folder / "latin1.csv").write_bytes(
+        (header + "\ndév-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\ndev-2,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("latin-1")
+    )
     table = _read(folder / "latin1.csv")
     assert table.num_rows == 2 and table.column("device_id")[1].as_py() == "dev-2"
-    nested = pa.table({c: pa.array([{"a": 1}]) if c == "temp_evaporator" else pa.array(["x"]) for c in ("device_id", "ts", "temp_evaporator", "temp_condenser", "temp_discharge", "current_compressor", "pressure_high", "pressure_low", "vibration_compressor")})
+    nested = pa.table(
+        {
+            c: pa.array([{"a": 1}]) if c == "temp_evaporator" else pa.array(["x"])
+            for c in (
+                "device_id",
+                "ts",
+                "temp_evaporator",
+                "temp_condenser",
+                "temp_discharge",
+                "current_compressor",
+                "pressure_high",
+                "pressure_low",
+                "vibration_compressor",
+            )
+        }
+    )
     pq.write_table(nested, folder / "nested.parquet")
     table = _read(folder / "nested.parquet")
     assert table.num_rows == 1 and table.column("file_error")[0].as_py() == Reason.SCHEMA_MISMATCH

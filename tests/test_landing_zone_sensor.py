@@ -4,6 +4,7 @@ import json
 from datetime import timedelta
 
 import dagster as dg
+import pytest
 
 from fs_sensors.landing_zone_sensor import REGISTRY_CURSOR_KEY, landing_zone_sensor
 from tests.conftest import SIM_START
@@ -22,6 +23,7 @@ def _record_registry_materialization(instance):
     instance.report_runless_asset_event(dg.AssetMaterialization("device_registry"))
 
 
+@pytest.mark.unit
 def test_new_changed_and_late_files_trigger_exactly_their_partitions(instance, data_root):
     registry(data_root, ["dev-a"])
     write_readings(data_root, DAY1, "a.parquet", readings("dev-a", DAY1, range(3)))
@@ -52,6 +54,7 @@ def test_new_changed_and_late_files_trigger_exactly_their_partitions(instance, d
     assert json.loads(cursor)[DAY1.isoformat()] != first_key
 
 
+@pytest.mark.unit
 def test_folders_outside_the_partitions_are_skipped(instance, data_root):
     _record_registry_materialization(instance)
     write_readings(data_root, "1999-12-31", "a.parquet", readings("dev-a", SIM_START, range(1)))
@@ -59,6 +62,7 @@ def test_folders_outside_the_partitions_are_skipped(instance, data_root):
     assert requests == []
 
 
+@pytest.mark.integration
 def test_observing_the_landing_zone_reports_a_data_version_that_moves_with_the_files(instance, data_root):
     from fs_assets.ingest.assets import raw_sensor_readings
 

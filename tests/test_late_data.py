@@ -5,11 +5,11 @@ training set built as of before the late file is unchanged."""
 from __future__ import annotations
 
 import os
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from definitions import defs
 from fs_assets.features.assets import feature_assets
@@ -19,10 +19,14 @@ from fs_checks.ingest_checks import ingest_checks
 from fs_resources.delta import DeltaTables
 from fs_resources.offline import OfflineStore
 from fs_resources.simulator.fleet import FleetSpec
+from fs_resources.spark import DeltaSparkResource
 from fs_sensors.landing_zone_sensor import landing_zone_sensor
 from tests.conftest import SIM_START
+from tests.feature_tables import an_instant_after_the_last_commit, commit_times
 from tests.ingest_runs import ingest_with_features, pipeline_resources, train_and_monitor
 from tests.landing_files import readings, write_readings
+
+pytestmark = pytest.mark.integration
 
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
 LATE_DAY = DAYS[1]
@@ -37,7 +41,7 @@ def requested(result) -> set[tuple[str, str]]:
 
 
 def feature_rows(spark, day: str) -> list[tuple]:
-    table = DeltaTables().read(spark, "device_features/v1").where(f"window_date = DATE'{day}'").drop("computed_at")
+    table = DeltaTables(spark=DeltaSparkResource()).read("device_features/v1").where(f"window_date = DATE'{day}'").drop("computed_at")
     return sorted(tuple(map(str, r)) for r in table.collect())
 
 
@@ -52,16 +56,25 @@ def test_a_late_file_recomputes_its_day_and_what_follows_and_leaves_an_earlier_t
     assert requested(evaluation) == set()
 
     # 11:00 joins the 10:00-11:00 window, the hour the late file re-sends.
-    entities = pd.DataFrame({"device_id": ["dev-00001"] * 3, "event_time": pd.to_datetime([f"{LATE_DAY}T11:00:00Z", f"{LATE_DAY}T23:59:00Z", f"{DAYS[2]}T00:30:00Z"])})
-    time.sleep(1.1)
-    before_late_file = datetime.now(timezone.utc)
-    time.sleep(1.1)
+    entities = pd.DataFrame(
+        {
+            "device_id": ["dev-00001"] * 3,
+            "event_time": pd.to_datetime([f"{LATE_DAY}T11:00:00Z", f"{LATE_DAY}T23:59:00Z", f"{DAYS[2]}T00:30:00Z"]),
+        }
+    )
+    features_path = DeltaTables(spark=DeltaSparkResource()).path("device_features/v1")
+    before_late_file = an_instant_after_the_last_commit(features_path)
     store = OfflineStore()
     earlier = store.get_historical_features(entities, ["temp_evaporator_mean", "reading_count"], 60, as_of=before_late_file)
     untouched = {d: feature_rows(spark, d) for d in DAYS}
 
     # A late re-send for the middle day: an hour of dev-00001 with other values (the latest file wins).
-    write_readings(data_root, SIM_START + timedelta(days=1), "late-resend.parquet", readings("dev-00001", SIM_START + timedelta(days=1), range(600, 660), temp_evaporator=-5.0))
+    write_readings(
+        data_root,
+        SIM_START + timedelta(days=1),
+        "late-resend.parquet",
+        readings("dev-00001", SIM_START + timedelta(days=1), range(600, 660), temp_evaporator=-5.0),
+    )
     os.utime(data_root / "landing" / f"date={LATE_DAY}" / "late-resend.parquet")
     requests, cursor = _landing_tick(instance, cursor)
     assert [r.partition_key for r in requests] == [LATE_DAY]
@@ -71,6 +84,7 @@ def test_a_late_file_recomputes_its_day_and_what_follows_and_leaves_an_earlier_t
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=AUTOMATED, cursor=evaluation.cursor)
     assert requested(evaluation) == {(a, LATE_DAY) for a in WATCHED}
     assert dg.materialize([*feature_assets, *monitoring_assets], partition_key=LATE_DAY, resources=resources, instance=instance).success
+    assert commit_times(features_path)[0] > before_late_file  # the recomputation is after the training set's as_of
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=AUTOMATED, cursor=evaluation.cursor)
     assert requested(evaluation) == set()
 

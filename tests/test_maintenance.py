@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from delta.tables import DeltaTable
 
 from fs_resources.delta import DeltaTables
@@ -11,11 +12,15 @@ from fs_resources.spark import DeltaSparkResource
 from fs_sensors.maintenance_schedule import table_maintenance_job
 from tests.feature_tables import windows_frame, write_windows
 
+pytestmark = pytest.mark.integration
+
 TODAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def rows(spark):
-    return sorted(tuple(map(str, r)) for r in DeltaTables().read(spark, "device_features/v1").drop("computed_at").collect())
+    return sorted(
+        tuple(map(str, r)) for r in DeltaTables(spark=DeltaSparkResource()).read("device_features/v1").drop("computed_at").collect()
+    )
 
 
 def test_maintenance_drops_expired_days_compacts_and_reports_each_step(spark, data_root):
@@ -23,13 +28,13 @@ def test_maintenance_drops_expired_days_compacts_and_reports_each_step(spark, da
     write_windows(spark, windows_frame([("dev-00001", old, 60)], seed=1))
     write_windows(spark, windows_frame([(f"dev-{d:05d}", recent + timedelta(hours=h), 60) for d in range(1, 4) for h in range(4)], seed=7))
     # Rewrite the recent day as four small files, as many small appends would leave it.
-    path = DeltaTables().path("device_features/v1")
-    spark.read.format("delta").load(path).where(f"window_date = DATE'{recent.date()}'").repartition(4).write.format("delta").mode("overwrite").option(
-        "replaceWhere", f"window_date = DATE'{recent.date()}'"
-    ).save(path)
+    path = DeltaTables(spark=DeltaSparkResource()).path("device_features/v1")
+    spark.read.format("delta").load(path).where(f"window_date = DATE'{recent.date()}'").repartition(4).write.format("delta").mode(
+        "overwrite"
+    ).option("replaceWhere", f"window_date = DATE'{recent.date()}'").save(path)
     kept = [r for r in rows(spark) if str(recent.date()) in r]
     result = table_maintenance_job.execute_in_process(
-        resources={"spark": DeltaSparkResource(), "delta": DeltaTables()},
+        resources={"spark": DeltaSparkResource(), "delta": DeltaTables(spark=DeltaSparkResource())},
         run_config={"ops": {"drop_expired_partitions": {"config": {"retention_days": 30}}}},
     )
     assert result.success
@@ -40,7 +45,10 @@ def test_maintenance_drops_expired_days_compacts_and_reports_each_step(spark, da
     md = {e.step_key: e.event_specific_data.metadata for e in result.all_events if e.event_type_value == "STEP_OUTPUT"}
     assert md["drop_expired_partitions"]["partitions_dropped"].value == 1
     assert md["compact_tables"]["files_removed"].value >= 4 and md["compact_tables"]["files_added"].value >= 1
-    assert "device_features/v1" in md["vacuum_tables"]["tables"].value and md["vacuum_tables"]["retention_hours"].value == 2160
+    assert (
+        "device_features/v1" in {r.data["table"] for r in md["vacuum_tables"]["tables"].records}
+        and md["vacuum_tables"]["retention_hours"].value == 2160
+    )
     operations = [h["operation"] for h in DeltaTable.forPath(spark, path).history().collect()]
     assert operations[:4] == ["VACUUM END", "VACUUM START", "OPTIMIZE", "DELETE"]
 
@@ -48,7 +56,7 @@ def test_maintenance_drops_expired_days_compacts_and_reports_each_step(spark, da
 def test_vacuum_refuses_a_retention_that_could_break_running_readers(spark, data_root):
     write_windows(spark, windows_frame([("dev-00001", TODAY - timedelta(days=1), 60)], seed=1))
     result = table_maintenance_job.execute_in_process(
-        resources={"spark": DeltaSparkResource(), "delta": DeltaTables()},
+        resources={"spark": DeltaSparkResource(), "delta": DeltaTables(spark=DeltaSparkResource())},
         run_config={"ops": {"vacuum_tables": {"config": {"vacuum_retention_hours": 1}}}},
         raise_on_error=False,
     )

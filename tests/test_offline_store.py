@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,7 +11,9 @@ import pandas as pd
 import pytest
 
 from fs_resources.offline import HistoricalFeaturesError, OfflineStore
-from tests.feature_tables import reference_join, windows_frame, write_windows
+from tests.feature_tables import an_instant_after_the_last_commit, commit_times, reference_join, wait_past, windows_frame, write_windows
+
+pytestmark = pytest.mark.integration
 
 UTC = timezone.utc
 DAY1 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -117,7 +118,13 @@ def test_randomised_requests_match_the_reference(spark, data_root):
     )
     # Ties land exactly on window ends, as labels stamped at a boundary do.
     entities.loc[::7, "event_time"] = entities.loc[::7, "event_time"].dt.floor("15min")
-    for minutes, tolerance in ((15, timedelta(minutes=30)), (60, timedelta(hours=1)), (1440, timedelta(days=1)), (60, timedelta(0)), (15, timedelta(hours=6))):
+    for minutes, tolerance in (
+        (15, timedelta(minutes=30)),
+        (60, timedelta(hours=1)),
+        (1440, timedelta(days=1)),
+        (60, timedelta(0)),
+        (15, timedelta(hours=6)),
+    ):
         result = store.get_historical_features(entities, FEATURES, minutes, tolerance=tolerance)
         assert_same_rows(result, reference_join(entities, table, FEATURES, minutes, tolerance), FEATURES)
     result = spark_result(spark, entities, store, features=FEATURES, window_minutes=15, tolerance=timedelta(minutes=30))
@@ -127,14 +134,16 @@ def test_randomised_requests_match_the_reference(spark, data_root):
 def test_a_recomputation_after_as_of_never_appears(spark, data_root):
     windows = hourly("dev-00001", DAY1, 6)
     write_windows(spark, windows_frame(windows, seed=1))
-    time.sleep(1.1)
-    before_fix = datetime.now(UTC)
-    time.sleep(1.1)
+    path = str(data_root / "delta" / "device_features" / "v1")
+    before_fix = an_instant_after_the_last_commit(path)
+    wait_past(before_fix)
     write_windows(spark, windows_frame(windows, seed=1, offset=1000.0))  # the day recomputed later
+    assert commit_times(path)[0] > before_fix
     entities = pd.DataFrame({"device_id": ["dev-00001"] * 2, "event_time": [DAY1 + timedelta(hours=3), DAY1 + timedelta(hours=5)]})
     store = OfflineStore()
     then = store.get_historical_features(entities, ["temp_discharge_mean"], 60, as_of=before_fix)
     now = store.get_historical_features(entities, ["temp_discharge_mean"], 60)
+    assert len(then) == len(now) == 2
     assert (then["temp_discharge_mean"] < 500).all() and (now["temp_discharge_mean"] > 500).all()
     spark_then = spark_result(spark, entities, store, features=["temp_discharge_mean"], window_minutes=60, as_of=before_fix)
     assert list(spark_then["temp_discharge_mean"]) == list(then["temp_discharge_mean"])
@@ -144,7 +153,16 @@ def test_a_recomputation_after_as_of_never_appears(spark, data_root):
 
 def test_a_window_ending_after_the_event_never_joins(spark, data_root):
     write_windows(spark, windows_frame([("dev-00001", DAY1, 1440)], seed=1))
-    entities = pd.DataFrame({"device_id": ["dev-00001"] * 3, "event_time": [DAY1 + timedelta(hours=23, minutes=59), DAY1 + timedelta(days=1) - timedelta(microseconds=1), DAY1 + timedelta(days=1)]})
+    entities = pd.DataFrame(
+        {
+            "device_id": ["dev-00001"] * 3,
+            "event_time": [
+                DAY1 + timedelta(hours=23, minutes=59),
+                DAY1 + timedelta(days=1) - timedelta(microseconds=1),
+                DAY1 + timedelta(days=1),
+            ],
+        }
+    )
     result = OfflineStore().get_historical_features(entities, ["reading_count"], 1440, tolerance=timedelta(days=2))
     assert result["feature_window_end"].isna().tolist() == [True, True, False]
 

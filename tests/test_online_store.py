@@ -13,16 +13,17 @@ from pyspark.sql import functions as F
 
 from fs_assets.features.assets import device_features_1d as FEATURES_1D
 from fs_assets.ontology.assets import device_objects, device_online_store
-from fs_assets.ontology.device_object import DEVICE
 from fs_checks.online_checks import CHECK_KEY_COUNT, CHECK_LAG, CHECK_RECONCILIATION, online_checks
+from fs_domain.device import DEVICE
 from fs_resources import settings
 from fs_resources.delta import DeltaTables
+from fs_resources.embedded_redis import EmbeddedRedis
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.online import InvalidDeviceId, OnlineStore, OnlineStoreUnavailable, UnknownProperty, encode_timestamp
-from fs_resources.redis_store import EmbeddedRedis, RedisResource
+from fs_resources.redis_store import RedisResource
 from fs_resources.simulator.fleet import FleetSpec, generate
 from fs_resources.spark import DeltaSparkResource
-from tests.conftest import SIM_START
+from tests.conftest import SIM_START, wait_until
 from tests.ingest_runs import materialize_clean_range, materialize_registry
 
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(2)]
@@ -46,15 +47,18 @@ def _statuses(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def fleet(spark, tmp_path_factory):
     """Eight simulated devices over two days (one in maintenance, one retired, one silent), their
-    1-day features, and a redis-server of the module's own (the tests stop and restart it)."""
+    1-day features, and a redis-server of the module's own (the tests stop and restart it; it keeps
+    nothing across a restart, so a restart is the worst case: an empty store)."""
     root = tmp_path_factory.mktemp("online")
-    server = EmbeddedRedis(root / "redis")
+    server = EmbeddedRedis(root / "redis", persistent=False)
     url = server.start()
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("FS_DATA_ROOT", str(root / "data"))
         patch.delenv("REDIS_URL", raising=False)
         resources = {
-            "spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(),
+            "spark": DeltaSparkResource(),
+            "delta": DeltaTables(spark=DeltaSparkResource()),
+            "feature_store": FeatureStoreResource(),
             "redis": RedisResource(url=url, write_retries=1),
         }
         generate(FleetSpec.clean(devices=8, start=SIM_START, days=2, seed=4), str(root / "data"))
@@ -62,7 +66,9 @@ def fleet(spark, tmp_path_factory):
         materialize_registry(resources, instance)
         assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
         assert dg.materialize(
-            [FEATURES_1D], resources=resources, instance=instance,
+            [FEATURES_1D],
+            resources=resources,
+            instance=instance,
             tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
         ).success
         yield {"resources": resources, "instance": instance, "server": server, "url": url, "root": root}
@@ -74,13 +80,16 @@ def prehydrate(fleet, raise_on_error=True, **redis_overrides):
     if redis_overrides:
         resources["redis"] = RedisResource(**{"url": fleet["url"], "write_retries": 1, **redis_overrides})
     return dg.materialize(
-        [device_objects, device_online_store, *online_checks], resources=resources, instance=fleet["instance"], raise_on_error=raise_on_error,
+        [device_objects, device_online_store, *online_checks],
+        resources=resources,
+        instance=fleet["instance"],
+        raise_on_error=raise_on_error,
         run_config={"ops": {f"device_online_store_{CHECK_RECONCILIATION}": {"config": {"sample_size": 0}}}},
     )
 
 
 def objects(spark) -> dict[str, dict]:
-    rows = DeltaTables().read(spark, "device_objects/v1").toArrow().to_pylist()
+    rows = DeltaTables(spark=DeltaSparkResource()).read("device_objects/v1").toArrow().to_pylist()
     return {r["device_id"]: r for r in rows}
 
 
@@ -92,13 +101,14 @@ def check_results(result) -> dict:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+@pytest.mark.integration
 def test_device_objects_hold_registry_attributes_and_the_latest_complete_day(spark, fleet):
     result = prehydrate(fleet)
     assert result.success
     rows = objects(spark)
-    registry = {r["device_id"]: r for r in DeltaTables().read(spark, "device_registry").toArrow().to_pylist()}
+    registry = {r["device_id"]: r for r in DeltaTables(spark=DeltaSparkResource()).read("device_registry").toArrow().to_pylist()}
     assert set(rows) == set(registry)
-    features = DeltaTables().read(spark, "device_features/v1").where(F.col("window_duration_minutes") == 1440)
+    features = DeltaTables(spark=DeltaSparkResource()).read("device_features/v1").where(F.col("window_duration_minutes") == 1440)
     last_day = {r["device_id"]: r for r in features.where(F.col("window_date") == DAYS[-1]).toArrow().to_pylist()}
     hydrated = {r["hydrated_at"] for r in rows.values()}
     assert len(hydrated) == 1
@@ -117,18 +127,20 @@ def test_device_objects_hold_registry_attributes_and_the_latest_complete_day(spa
         assert row["reading_count_24h"] == window["reading_count"] == 1440
 
 
+@pytest.mark.integration
 def test_a_day_still_in_progress_is_not_served_as_the_latest_day(spark, fleet):
     from fs_assets.ontology.objects import device_objects_frame
 
-    delta = DeltaTables()
-    features = delta.read(spark, "device_features/v1")
-    registry = delta.read(spark, "device_registry")
+    delta = DeltaTables(spark=DeltaSparkResource())
+    features = delta.read("device_features/v1")
+    registry = delta.read("device_registry")
     during_second_day = datetime.fromisoformat(DAYS[-1] + "T12:00:00+00:00")
     rows = {r["device_id"]: r for r in device_objects_frame(features, registry, None, during_second_day).toArrow().to_pylist()}
     served = [r for r in rows.values() if r["features_window_end"] is not None]
     assert served and {r["features_window_end"] for r in served} == {datetime.fromisoformat(DAYS[-1] + "T00:00:00+00:00")}
 
 
+@pytest.mark.integration
 def test_reads_return_exactly_the_offline_values_and_types(spark, fleet):
     assert prehydrate(fleet).success
     offline = objects(spark)
@@ -161,6 +173,7 @@ def test_reads_return_exactly_the_offline_values_and_types(spark, fleet):
         online_store.get_online_features(["dev-1*"])
 
 
+@pytest.mark.integration
 def test_checks_pass_and_reconciliation_catches_a_changed_value(spark, fleet):
     result = prehydrate(fleet)
     evaluations = check_results(result)
@@ -174,29 +187,52 @@ def test_checks_pass_and_reconciliation_catches_a_changed_value(spark, fleet):
     client.hset(f"fs:v1:device:{victim}", "avg_compressor_current_24h", repr(value + 1e-3))
     client.delete(f"fs:v1:device:{served[-1]}")
     reconciliation = dg.materialize(
-        [device_objects, device_online_store, *online_checks], resources=fleet["resources"], instance=fleet["instance"],
-        selection=dg.AssetSelection.checks(dg.AssetCheckKey(device_online_store.key, CHECK_RECONCILIATION), dg.AssetCheckKey(device_online_store.key, CHECK_KEY_COUNT)),
+        [device_objects, device_online_store, *online_checks],
+        resources=fleet["resources"],
+        instance=fleet["instance"],
+        selection=dg.AssetSelection.checks(
+            dg.AssetCheckKey(device_online_store.key, CHECK_RECONCILIATION), dg.AssetCheckKey(device_online_store.key, CHECK_KEY_COUNT)
+        ),
         run_config={"ops": {f"device_online_store_{CHECK_RECONCILIATION}": {"config": {"sample_size": 0}}}},
     )
     failed = check_results(reconciliation)
     assert not failed[CHECK_RECONCILIATION].passed
     assert failed[CHECK_RECONCILIATION].metadata["pairs_differing"].value == 2
-    assert victim in failed[CHECK_RECONCILIATION].metadata["differences"].value
+    assert victim in {r.data["device_id"] for r in failed[CHECK_RECONCILIATION].metadata["differences"].records}
     assert not failed[CHECK_KEY_COUNT].passed and failed[CHECK_KEY_COUNT].metadata["missing_examples"].value == [served[-1]]
     # The next pre-hydration repairs both.
-    assert all(e.passed for e in check_results(prehydrate(fleet)).values())
+    repaired = check_results(prehydrate(fleet))
+    assert set(repaired) == {CHECK_RECONCILIATION, CHECK_LAG, CHECK_KEY_COUNT} and all(e.passed for e in repaired.values())
 
 
+@pytest.mark.integration
 def test_entries_expire_and_retired_and_unknown_devices_are_removed(spark, fleet):
     client = store(fleet).client
     client.hset("fs:v1:device:dev-08888", mapping={"device_id": "dev-08888", "hydrated_at": "2020-01-01T00:00:00.000000+00:00"})
     served = sorted(d for d, r in objects(spark).items() if r["status"] != "retired")
     result = prehydrate(fleet, ttl_seconds=1234)
     assert result.success
-    md = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}["device_online_store"]
+    md = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}[
+        "device_online_store"
+    ]
     assert md["unknown_removed"].value == 1 and md["live_devices"].value == len(served)
-    assert sorted(store(fleet).live_device_ids()) == served
+    assert served and sorted(store(fleet).live_device_ids()) == served
     assert all(1_200_000 < client.pttl(f"fs:v1:device:{d}") <= 1_234_000 for d in served)
+
+    # ... and Redis really drops them when it runs out: projected again with a 2 s TTL, every entry is gone within a bounded wait.
+    keys = [f"fs:v1:device:{d}" for d in served]
+    short = dg.materialize(
+        [device_online_store],
+        resources={**fleet["resources"], "redis": RedisResource(url=fleet["url"], write_retries=1, ttl_seconds=2)},
+        instance=fleet["instance"],
+    )
+    md = {e.asset_key.to_user_string(): e.materialization.metadata for e in short.get_asset_materialization_events()}["device_online_store"]
+    assert md["ttl_seconds"].value == 2 and md["devices_written"].value == len(served)
+    ttls = [client.pttl(k) for k in keys]
+    assert all(t == -2 or 0 < t <= 2000 for t in ttls), ttls  # -2: already expired; -1 (no expiry) would fail
+    wait_until(lambda: client.exists(*keys) == 0, timeout=30, what="entries with a 2 s TTL to expire")
+    assert store(fleet).live_device_ids() == set() and store(fleet).get_online_features(served[:1]) == [None]
+    assert prehydrate(fleet).success and sorted(store(fleet).live_device_ids()) == served  # served again for what follows
 
     # A device retired in the registry disappears from the online store at the next run.
     retiring = served[0]
@@ -204,7 +240,9 @@ def test_entries_expire_and_retired_and_unknown_devices_are_removed(spark, fleet
     try:
         materialize_registry(fleet["resources"], fleet["instance"])
         result = prehydrate(fleet)
-        md = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}["device_online_store"]
+        md = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}[
+            "device_online_store"
+        ]
         assert md["retired_removed"].value == 1
         assert store(fleet).get_online_features([retiring]) == [None]
     finally:
@@ -217,6 +255,7 @@ def _snapshot(spark, hydrated_at: datetime) -> dict[str, list]:
     return {name: [hydrated_at if name == "hydrated_at" else r[name] for r in rows] for name in DEVICE.property_names}
 
 
+@pytest.mark.integration
 def test_an_older_projection_never_overwrites_a_newer_one(spark, fleet):
     online_store = store(fleet)
     newer = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -233,6 +272,7 @@ def test_an_older_projection_never_overwrites_a_newer_one(spark, fleet):
     online_store.client.flushdb()
 
 
+@pytest.mark.integration
 def test_redis_down_fails_clearly_after_bounded_retries_and_a_restart_is_restored(spark, fleet):
     server: EmbeddedRedis = fleet["server"]
     port = int(server.port_file.read_text())
@@ -250,9 +290,13 @@ def test_redis_down_fails_clearly_after_bounded_retries_and_a_restart_is_restore
     server.start(port=port)
     assert store(fleet).live_device_ids() == set()
     result = prehydrate(fleet)
-    assert result.success and all(e.passed for e in check_results(result).values())
+    restored = check_results(result)
+    assert (
+        result.success and set(restored) == {CHECK_RECONCILIATION, CHECK_LAG, CHECK_KEY_COUNT} and all(e.passed for e in restored.values())
+    )
 
 
+@pytest.mark.integration
 def test_a_redis_stopped_mid_projection_keeps_whole_entries_and_the_next_run_converges(spark, fleet, tmp_path):
     server = EmbeddedRedis(tmp_path / "aof", persistent=True)
     url = server.start()
@@ -269,7 +313,9 @@ def test_a_redis_stopped_mid_projection_keeps_whole_entries_and_the_next_run_con
                 server.stop()
 
         with pytest.raises(OnlineStoreUnavailable, match="unreachable after 2 attempts"):
-            online_store.project(new, second, batch_size=2, batches_per_round_trip=1, retries=1, backoff_seconds=0.05, on_batch=stop_after_first_batch)
+            online_store.project(
+                new, second, batch_size=2, batches_per_round_trip=1, retries=1, backoff_seconds=0.05, on_batch=stop_after_first_batch
+            )
         server.start(port=int(url.rsplit(":", 1)[1].split("/")[0]))
         online_store = OnlineStore.connect(url)
         # Every entry is one whole snapshot, old or new, never a mix; the state still names the old one.
@@ -291,6 +337,7 @@ def test_a_redis_stopped_mid_projection_keeps_whole_entries_and_the_next_run_con
         server.stop()
 
 
+@pytest.mark.integration
 def test_an_authenticated_redis_works_and_its_password_is_never_logged(spark, fleet, tmp_path, monkeypatch):
     password = "s3cret-Pa55word-0nline"
     server = EmbeddedRedis(tmp_path / "auth", password=password)
@@ -300,7 +347,9 @@ def test_an_authenticated_redis_works_and_its_password_is_never_logged(spark, fl
         resources = {**fleet["resources"], "redis": RedisResource()}
         result = dg.materialize([device_objects, device_online_store, *online_checks], resources=resources, instance=fleet["instance"])
         assert result.success
-        md = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}["device_online_store"]
+        md = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}[
+            "device_online_store"
+        ]
         assert "***" in md["redis"].value
         logged = [str(record) for record in fleet["instance"].all_logs(result.run_id)]
         assert logged and not [line for line in logged if password in line]
@@ -311,12 +360,14 @@ def test_an_authenticated_redis_works_and_its_password_is_never_logged(spark, fl
         server.stop()
 
 
+@pytest.mark.unit
 def test_hydrated_at_is_encoded_fixed_width_so_redis_orders_it():
     early = encode_timestamp(datetime(2026, 1, 1, 0, 0, 0, tzinfo=timezone.utc))
     late = encode_timestamp(datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc))
     assert len(early) == len(late) and early < late
 
 
+@pytest.mark.integration
 def test_a_new_day_of_features_triggers_prehydration(fleet):
     from fs_sensors.prehydration_schedule import prehydration_sensor
 

@@ -1,8 +1,12 @@
 """The Redis resource against real redis-server processes: embedded, URL and password."""
 
+import pytest
 import redis
 
-from fs_resources.redis_store import EmbeddedRedis, RedisResource, redact
+from fs_resources.embedded_redis import EmbeddedRedis, redact
+from fs_resources.redis_store import RedisResource
+
+pytestmark = pytest.mark.integration
 
 
 def test_resource_talks_to_a_real_server(redis_server):

@@ -4,10 +4,13 @@ from datetime import date
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from fs_resources import settings
 from fs_resources.simulator import cli
-from fs_resources.simulator.fleet import FleetSpec, MALFORMED_DEVICE_IDS, UNKNOWN_DEVICE_ID, generate, seed_digest
+from fs_resources.simulator.fleet import MALFORMED_DEVICE_IDS, UNKNOWN_DEVICE_ID, FleetSpec, generate, seed_digest
+
+pytestmark = pytest.mark.unit
 
 
 def test_same_seed_same_landing_zone_other_seed_differs(tmp_path):
@@ -46,8 +49,6 @@ def test_cli_generate_if_empty_and_live_once(tmp_path, capsys):
 
 
 def test_cli_rejects_a_bad_date(capsys):
-    import pytest
-
     with pytest.raises(SystemExit):
         cli.main(["generate", "--start", "05/01/2026"])
     assert "YYYY-MM-DD" in capsys.readouterr().err

@@ -8,12 +8,16 @@ from fs_resources.simulator.skab import import_skab, skab_files
 from tests.ingest_runs import checks, clean_rows, materialize_clean, materialize_registry, metadata
 
 SKAB = settings.skab_dir()
-pytestmark = pytest.mark.skipif(
-    not (SKAB / "valve1").is_dir(),
-    reason=f"SKAB data not found at {SKAB}: get the data/ folder of the SKAB repository (waico/SKAB) and set FS_SKAB_DIR to it",
-)
+pytestmark = [
+    pytest.mark.real_data,
+    pytest.mark.skipif(
+        not (SKAB / "valve1").is_dir(),
+        reason=f"SKAB data not found at {SKAB}: get the data/ folder of the SKAB repository (waico/SKAB) and set FS_SKAB_DIR to it",
+    ),
+]
 
 
+@pytest.mark.unit
 def test_skab_import_maps_experiments_to_devices_and_labels_to_events(data_root):
     result = import_skab(SKAB, str(data_root))
     assert result.devices == len(skab_files(SKAB)) == 35
@@ -26,6 +30,7 @@ def test_skab_import_maps_experiments_to_devices_and_labels_to_events(data_root)
     assert first["event_time"].tolist() == ["2020-03-09T07:24:33Z"]
 
 
+@pytest.mark.integration
 def test_skab_day_ingests_at_its_native_one_second_rate(spark, resources, instance, data_root):
     import_skab(SKAB, str(data_root))
     materialize_registry(resources, instance)

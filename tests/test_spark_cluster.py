@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,7 +19,10 @@ def test_a_day_materializes_on_a_standalone_cluster(tmp_path):
     out = tmp_path / "cluster.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "cluster_day.py"), "--devices", "5", "--cluster", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = json.loads(out.read_text())["runs"]

@@ -18,7 +18,7 @@ from fs_assets.monitoring.assets import anomaly_scores
 from fs_assets.ontology.assets import device_objects
 from fs_assets.training.assets import feature_reference_snapshot, training_dataset
 from fs_assets.training.datasets import feature_statistics, label_entities, sample_entities
-from fs_assets.training.models import DEVICE_HEALTH_1D
+from fs_domain.models import DEVICE_HEALTH_1D
 from fs_resources import settings
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -35,7 +35,7 @@ RANGE = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partitio
 
 
 def table(spark, name: str) -> pd.DataFrame:
-    frame = DeltaTables().read(spark, name).toPandas()
+    frame = DeltaTables(spark=DeltaSparkResource()).read(name).toPandas()
     for column in frame.columns:
         if pd.api.types.is_datetime64_any_dtype(frame[column]):
             frame[column] = frame[column].dt.tz_localize("UTC")
@@ -50,10 +50,17 @@ def trained(spark, redis_server, tmp_path_factory):
     spec = dataclasses.replace(FleetSpec.clean(devices=12, start=SIM_START, days=3, seed=21), degrading_share=0.35)
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("FS_DATA_ROOT", str(root))
-        resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(), "feature_store": FeatureStoreResource(), "redis": RedisResource(url=redis_server)}
+        resources = {
+            "spark": DeltaSparkResource(),
+            "delta": DeltaTables(spark=DeltaSparkResource()),
+            "feature_store": FeatureStoreResource(),
+            "redis": RedisResource(url=redis_server),
+        }
         generate(spec, str(root))
         with open(settings.maintenance_csv_path(), "a") as events:
-            events.write("dev 01;x,2026-01-06T00:00:00Z,failure,compressor,typo in the id\ndev-00001,yesterday,failure,compressor,bad time\n")
+            events.write(
+                "dev 01;x,2026-01-06T00:00:00Z,failure,compressor,typo in the id\ndev-00001,yesterday,failure,compressor,bad time\n"
+            )
         materialize_registry(resources, instance)
         assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
         assert dg.materialize([FEATURES_1D], resources=resources, instance=instance, tags=RANGE).success
@@ -61,7 +68,15 @@ def trained(spark, redis_server, tmp_path_factory):
         built = dg.materialize([training_dataset], partition_key=MODEL, resources=resources, instance=instance)
         reference = dg.materialize([feature_reference_snapshot], partition_key=MODEL, resources=resources, instance=instance)
         scored = dg.materialize([anomaly_scores], resources=resources, instance=instance, tags=RANGE)
-        yield {"resources": resources, "instance": instance, "root": root, "labels": labels, "built": built, "reference": reference, "scored": scored}
+        yield {
+            "resources": resources,
+            "instance": instance,
+            "root": root,
+            "labels": labels,
+            "built": built,
+            "reference": reference,
+            "scored": scored,
+        }
 
 
 def materialized(result) -> dict:
@@ -69,6 +84,7 @@ def materialized(result) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+@pytest.mark.integration
 def test_maintenance_events_keep_valid_rows_and_report_the_rest(spark, trained):
     assert trained["labels"].success
     md = materialized(trained["labels"])
@@ -79,6 +95,7 @@ def test_maintenance_events_keep_valid_rows_and_report_the_rest(spark, trained):
     assert str(events["event_time"].dt.tz) == "UTC"
 
 
+@pytest.mark.integration
 def test_the_training_set_has_brute_force_labels_and_point_in_time_features(spark, trained):
     assert trained["built"].success
     dataset = table(spark, f"training_datasets/{MODEL}")
@@ -87,26 +104,43 @@ def test_the_training_set_has_brute_force_labels_and_point_in_time_features(spar
     events = table(spark, "maintenance_events")
     failures = events[events["event_type"] == "failure"]
     for row in dataset.itertuples():
-        upcoming = failures[(failures["device_id"] == row.device_id) & (failures["event_time"] > row.event_time) & (failures["event_time"] <= row.event_time + timedelta(days=7))]
+        upcoming = failures[
+            (failures["device_id"] == row.device_id)
+            & (failures["event_time"] > row.event_time)
+            & (failures["event_time"] <= row.event_time + timedelta(days=7))
+        ]
         assert row.label == int(len(upcoming) > 0), row
     assert dataset["label"].sum() > 0
     windows = table(spark, "device_features/v1")
-    expected = reference_join(dataset[["device_id", "event_time"]], windows, list(DEVICE_HEALTH_1D.features), 1440, DEVICE_HEALTH_1D.tolerance)
+    expected = reference_join(
+        dataset[["device_id", "event_time"]], windows, list(DEVICE_HEALTH_1D.features), 1440, DEVICE_HEALTH_1D.tolerance
+    )
     for name in [*DEVICE_HEALTH_1D.features, "feature_window_end"]:
         got, want = dataset[name], expected[name]
         assert (got.isna() == want.isna()).all(), name
+        assert got.notna().any(), f"{name} is NULL in every row: nothing to compare"
         assert (got[got.notna()].astype(object) == want[want.notna()].astype(object)).all(), name
     md = materialized(trained["built"])
     assert md["positives"] == dataset["label"].sum() and md["features_as_of"]
 
 
+@pytest.mark.unit
 def test_labels_look_strictly_ahead_within_the_horizon():
-    entities = sample_entities(["dev-00001", "dev-00002"], pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime(), pd.Timestamp("2026-01-06", tz="UTC").to_pydatetime(), timedelta(hours=6))
-    events = pd.DataFrame({
-        "device_id": ["dev-00001", "dev-00001", "dev-00002"],
-        "event_time": pd.to_datetime(["2026-01-05T12:00:00Z", "2026-01-07T00:00:00Z", "2026-01-05T06:00:00Z"]).astype("datetime64[us, UTC]"),
-        "event_type": ["failure", "service", "failure"],
-    })
+    entities = sample_entities(
+        ["dev-00001", "dev-00002"],
+        pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime(),
+        pd.Timestamp("2026-01-06", tz="UTC").to_pydatetime(),
+        timedelta(hours=6),
+    )
+    events = pd.DataFrame(
+        {
+            "device_id": ["dev-00001", "dev-00001", "dev-00002"],
+            "event_time": pd.to_datetime(["2026-01-05T12:00:00Z", "2026-01-07T00:00:00Z", "2026-01-05T06:00:00Z"]).astype(
+                "datetime64[us, UTC]"
+            ),
+            "event_type": ["failure", "service", "failure"],
+        }
+    )
     labelled = label_entities(entities, events, timedelta(hours=6), ("failure",))
     got = {(r.device_id, r.event_time.hour, r.event_time.day): r.label for r in labelled.itertuples()}
     # dev-00001 fails at 12:00: labelled at 06:00 (6 h ahead, inclusive), not at 12:00 itself.
@@ -115,6 +149,7 @@ def test_labels_look_strictly_ahead_within_the_horizon():
     assert got[("dev-00002", 6, 5)] == 0 and sum(labelled["label"]) == 1
 
 
+@pytest.mark.integration
 def test_the_reference_snapshot_is_a_versioned_artifact_and_a_delta_row(spark, trained):
     assert trained["reference"].success
     md = materialized(trained["reference"])
@@ -134,6 +169,7 @@ def test_the_reference_snapshot_is_a_versioned_artifact_and_a_delta_row(spark, t
     assert sorted(rows["snapshot_version"]) == [1, 2] and set(rows["model"]) == {MODEL}
 
 
+@pytest.mark.integration
 def test_anomaly_scores_are_the_scorer_on_each_device_day_and_reach_the_device_object(spark, trained):
     assert trained["scored"].success
     scores = table(spark, "anomaly_scores")
@@ -143,6 +179,7 @@ def test_anomaly_scores_are_the_scorer_on_each_device_day_and_reach_the_device_o
     snapshot = json.loads(open(materialized(trained["reference"])["artifact"]).read())
     expected = score_windows(windows, snapshot["statistics"])
     merged = windows[["device_id", "window_start"]].join(expected).merge(scores, on=["device_id", "window_start"], suffixes=("", "_table"))
+    assert len(merged) == len(windows) > 0
     assert np.allclose(merged["anomaly_score"], merged["anomaly_score_table"], rtol=1e-12, equal_nan=True)
     assert (merged["top_feature"] == merged["top_feature_table"]).all()
     assert dg.materialize([device_objects], resources=trained["resources"], instance=trained["instance"]).success
@@ -152,6 +189,7 @@ def test_anomaly_scores_are_the_scorer_on_each_device_day_and_reach_the_device_o
         assert objects.loc[device_id, "latest_anomaly_score"] == row["anomaly_score"]
 
 
+@pytest.mark.unit
 def test_the_scorer_is_a_robust_z_and_auc_counts_ranks():
     stats = {name: {"p25": 0.0, "p50": 1.0, "p75": 1.349, "std": 1.0} for name in SCORED_FEATURES}
     frame = pd.DataFrame({name: [1.0, np.nan] for name in SCORED_FEATURES})
@@ -167,8 +205,20 @@ def test_the_scorer_is_a_robust_z_and_auc_counts_ranks():
     assert feature_statistics(pd.Series([np.nan, np.nan]))["null_fraction"] == 1.0
 
 
+@pytest.mark.unit
 def test_labels_are_all_zero_when_no_event_was_ever_recorded():
-    entities = sample_entities(["dev-00001"], pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime(), pd.Timestamp("2026-01-06", tz="UTC").to_pydatetime(), timedelta(hours=12))
-    no_events = pd.DataFrame({"device_id": pd.Series([], dtype=object), "event_time": pd.Series([], dtype="datetime64[ns]"), "event_type": pd.Series([], dtype=object)})
+    entities = sample_entities(
+        ["dev-00001"],
+        pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime(),
+        pd.Timestamp("2026-01-06", tz="UTC").to_pydatetime(),
+        timedelta(hours=12),
+    )
+    no_events = pd.DataFrame(
+        {
+            "device_id": pd.Series([], dtype=object),
+            "event_time": pd.Series([], dtype="datetime64[ns]"),
+            "event_type": pd.Series([], dtype=object),
+        }
+    )
     labelled = label_entities(entities, no_events, timedelta(days=1), ("failure",))
     assert list(labelled["label"]) == [0, 0] and labelled["hours_to_event"].isna().all()

@@ -22,8 +22,11 @@ from fs_resources.dagster_ui import DagsterUI
 from fs_resources.delta import DeltaTables
 from fs_resources.online import OnlineStore
 from fs_resources.simulator.fleet import FleetSpec
+from fs_resources.spark import DeltaSparkResource
 from tests.conftest import SIM_START
 from tests.ingest_runs import ingest_with_features, pipeline_resources, train_and_monitor
+
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(2)]
@@ -36,10 +39,10 @@ DAILY_TABLES = {FEATURES: "window_date", "anomaly_scores": "window_date", "featu
 
 def snapshot(spark) -> dict[str, list[tuple]]:
     """Every daily table's rows for the range, without the columns that record when a row was written."""
-    tables = DeltaTables()
+    tables = DeltaTables(spark=DeltaSparkResource())
     out = {}
     for name, day_column in DAILY_TABLES.items():
-        df = tables.read(spark, name).where(f"{day_column} BETWEEN DATE'{DAYS[0]}' AND DATE'{DAYS[-1]}'")
+        df = tables.read(name).where(f"{day_column} BETWEEN DATE'{DAYS[0]}' AND DATE'{DAYS[-1]}'")
         df = df.drop(*[c for c in df.columns if c in ("computed_at", "scored_at", "reported_at", "run_id")])
         # Statistics summed in another row order differ in the last bits: compared to 12 digits.
         out[name] = sorted(tuple(f"{v:.12g}" if isinstance(v, float) else str(v) for v in r) for r in df.collect())
@@ -47,7 +50,7 @@ def snapshot(spark) -> dict[str, list[tuple]]:
 
 
 def versions(spark) -> dict[str, int]:
-    tables = DeltaTables()
+    tables = DeltaTables(spark=DeltaSparkResource())
     return {name: DeltaTable.forPath(spark, tables.path(name)).history(1).first()["version"] for name in DAILY_TABLES}
 
 
@@ -58,12 +61,16 @@ def fleet(spark, redis_server, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv("FS_DATA_ROOT", str(root))
         resources = pipeline_resources(redis_server)
-        ingest_with_features(resources, instance, root, FleetSpec.clean(devices=DEVICES, start=SIM_START, days=len(DAYS), seed=21), DAYS[0], DAYS[-1])
+        ingest_with_features(
+            resources, instance, root, FleetSpec.clean(devices=DEVICES, start=SIM_START, days=len(DAYS), seed=21), DAYS[0], DAYS[-1]
+        )
         train_and_monitor(resources, instance, DAYS[0], DAYS[-1])
         yield root, snapshot(spark)
 
 
-def test_a_ui_backfill_runs_the_range_as_one_run_waits_for_an_overlapping_run_and_reaches_redis(spark, fleet, redis_server, tmp_path, monkeypatch):
+def test_a_ui_backfill_runs_the_range_as_one_run_waits_for_an_overlapping_run_and_reaches_redis(
+    spark, fleet, redis_server, tmp_path, monkeypatch
+):
     root, expected = fleet
     monkeypatch.setenv("FS_DATA_ROOT", str(root))
     home = tmp_path / "dagster_home"
@@ -106,10 +113,18 @@ def test_a_ui_backfill_runs_the_range_as_one_run_waits_for_an_overlapping_run_an
     after = versions(spark)
     assert all(after[name] > before[name] for name in DAILY_TABLES), (before, after)
     assert snapshot(spark) == expected
-    recomputed = DeltaTables().read(spark, FEATURES).where(f"window_date = DATE'{DAYS[0]}'").agg({"computed_at": "min"}).first()[0]
+    recomputed = (
+        DeltaTables(spark=DeltaSparkResource())
+        .read(FEATURES)
+        .where(f"window_date = DATE'{DAYS[0]}'")
+        .agg({"computed_at": "min"})
+        .first()[0]
+    )
     assert recomputed.replace(tzinfo=timezone.utc) >= launched_at - timedelta(seconds=1)
 
     # ... and on to Redis: every device of the fleet is served, with the 1-day window's values.
     served = OnlineStore.connect(redis_server).get_online_features([f"dev-{i:05d}" for i in range(1, DEVICES + 1)])
     assert all(entry is not None for entry in served), served
-    assert {entry["features_window_end"] for entry in served} == {datetime.fromisoformat(DAYS[-1]).replace(tzinfo=timezone.utc) + timedelta(days=1)}
+    assert {entry["features_window_end"] for entry in served} == {
+        datetime.fromisoformat(DAYS[-1]).replace(tzinfo=timezone.utc) + timedelta(days=1)
+    }
