@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fs_assets.ingest import landing
-from fs_domain.contract import Reason
+from fs_domain.contract import LANDING_COLUMNS, SENSOR_NAMES, Reason
 from tests.landing_files import day_folder, readings, write_readings
 
 pytestmark = pytest.mark.unit
@@ -34,19 +34,7 @@ def test_parquet_floats_and_timestamps_become_exact_text(tmp_path):
 def test_tz_aware_parquet_is_converted_to_utc_and_naive_is_kept(tmp_path):
     folder = day_folder(tmp_path, DAY)
     aware = pa.table(
-        {"device_id": ["d"], "ts": pa.array([1767610800000000], pa.timestamp("us", tz="Europe/Moscow"))}
-        | {
-            s: [1.0]
-            for s in (
-                "temp_evaporator",
-                "temp_condenser",
-                "temp_discharge",
-                "current_compressor",
-                "pressure_high",
-                "pressure_low",
-                "vibration_compressor",
-            )
-        }
+        {"device_id": ["d"], "ts": pa.array([1767610800000000], pa.timestamp("us", tz="Europe/Moscow"))} | {s: [1.0] for s in SENSOR_NAMES}
     )
     pq.write_table(aware, folder / "aware.parquet")
     naive = aware.set_column(1, "ts", pa.array([1767610800000000], pa.timestamp("us")))
@@ -143,22 +131,7 @@ def test_bom_latin1_and_unreadable_column_types_keep_every_row(tmp_path):
     )
     table = _read(folder / "latin1.csv")
     assert table.num_rows == 2 and table.column("device_id")[1].as_py() == "dev-2"
-    nested = pa.table(
-        {
-            c: pa.array([{"a": 1}]) if c == "temp_evaporator" else pa.array(["x"])
-            for c in (
-                "device_id",
-                "ts",
-                "temp_evaporator",
-                "temp_condenser",
-                "temp_discharge",
-                "current_compressor",
-                "pressure_high",
-                "pressure_low",
-                "vibration_compressor",
-            )
-        }
-    )
+    nested = pa.table({c: pa.array([{"a": 1}]) if c == "temp_evaporator" else pa.array(["x"]) for c in LANDING_COLUMNS})
     pq.write_table(nested, folder / "nested.parquet")
     table = _read(folder / "nested.parquet")
     assert table.num_rows == 1 and table.column("file_error")[0].as_py() == Reason.SCHEMA_MISMATCH
