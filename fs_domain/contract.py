@@ -48,6 +48,21 @@ FUTURE_TOLERANCE = timedelta(minutes=10)
 
 LANDING_FORMATS: tuple[str, ...] = (".parquet", ".csv", ".jsonl")
 
+
+@dataclass(frozen=True)
+class FileLimits:
+    """What one landing file may hold before it is quarantined whole, as one record naming the limit.
+
+    The defaults leave room for the largest file a 100,000-device fleet sends (an hour of readings,
+    6 M rows, about 400 MB as CSV) while keeping any one task's memory bounded.
+    JSON values nested deeper than the parser's own limit (1,000 levels) fail that row only.
+    """
+
+    max_bytes: int = 1 << 30
+    max_rows: int = 10_000_000
+    max_line_chars: int = 65_536
+
+
 # A run that would replace a day of clean readings (or the registry) keeping less than this share
 # of its rows (devices) is refused unless told otherwise: a landing folder that vanished, or a
 # registry file read half-written, must not silently empty what downstream reads.
@@ -64,6 +79,7 @@ class Reason:
     UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
     OUTSIDE_PARTITION = "outside_partition"
+    FILE_OVER_LIMIT = "file_over_limit"
 
     ALL = (
         UNREADABLE_FILE,
@@ -73,6 +89,7 @@ class Reason:
         UNPARSEABLE_TIMESTAMP,
         FUTURE_TIMESTAMP,
         OUTSIDE_PARTITION,
+        FILE_OVER_LIMIT,
     )
 
 
@@ -82,6 +99,8 @@ class ValueFlag:
     OUT_OF_RANGE = "out_of_range"
     NON_FINITE = "non_finite"
     UNPARSEABLE = "unparseable"
+    # The file has no column for this sensor (a model without it): every value is NULL, flagged.
+    MISSING_COLUMN = "missing_column"
 
 
 REGISTRY_COLUMNS: tuple[str, ...] = (

@@ -5,6 +5,8 @@ from fs_domain.features import DEFAULT_FEATURE_SET_VERSION, FEATURE_SET_VERSIONS
 # Ingest
 CLEAN_TABLE = "clean_sensor_readings"
 QUARANTINE_TABLE = "clean_sensor_readings_quarantine"
+# One row per landing file cleaned: what it held and what became of it (the incremental ingest's ledger).
+LEDGER_TABLE = "landing_file_ledger"
 REGISTRY_TABLE = "device_registry"
 MAINTENANCE_TABLE = "maintenance_events"
 

@@ -12,7 +12,10 @@ when every input table the writer names (`inputs`, read pinned with `read_pinned
 version it read; otherwise the run fails saying which input moved, and a re-run computes afresh.
 
 Every commit carries the writing run's id in its `userMetadata` (`fs-write:<run id>:<token>`), so
-which run wrote what (clean readings and their quarantine rows, say) can be checked on disk.
+which run wrote what (clean readings and their quarantine rows, say) can be checked on disk. A
+write that is one step of a batch spanning several tables (an incremental ingest: quarantine,
+clean rows, ledger) also names the batch (`...:batch=<id>`): a re-run of a batch cut short finds
+the steps already committed (`batch_commit`) and does not apply them twice.
 """
 
 import logging
@@ -81,6 +84,10 @@ class DeltaWrite:
     rows_written: int
     partitions: tuple[str, ...]
     run_id: str | None = None
+    operation_metrics: tuple[tuple[str, str], ...] = ()
+
+    def metric(self, name: str) -> int:
+        return int(dict(self.operation_metrics).get(name, 0))
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
         return {
@@ -178,6 +185,7 @@ class DeltaTables(dg.ConfigurableResource):
         *,
         run_id: str | None = None,
         inputs: dict[str, int] | None = None,
+        batch: str | None = None,
     ) -> DeltaWrite:
         """Overwrite exactly the named partitions with `df` in one commit (creating the table if needed).
 
@@ -198,7 +206,72 @@ class DeltaTables(dg.ConfigurableResource):
                 .save(self.path(table))
             )
 
-        return self._commit(table, save, partitions, run_id, inputs or {})
+        return self._commit(table, save, partitions, run_id, inputs or {}, batch)
+
+    def append(
+        self, df: "DataFrame", table: str, partition_by: Sequence[str], *, run_id: str | None = None, batch: str | None = None
+    ) -> DeltaWrite:
+        """Add `df`'s rows in one commit (creating the table if needed)."""
+
+        def save(token: str) -> None:
+            df.write.format("delta").mode("append").option("userMetadata", token).partitionBy(*partition_by).save(self.path(table))
+
+        return self._commit(table, save, (), run_id, {}, batch)
+
+    def merge(
+        self,
+        source: "DataFrame",
+        table: str,
+        on: str,
+        update_when: str,
+        *,
+        run_id: str | None = None,
+        inputs: dict[str, int] | None = None,
+        batch: str | None = None,
+    ) -> DeltaWrite:
+        """Delta MERGE in one commit: source rows matching a target row `on` replace it when
+        `update_when` holds (aliases `t` and `s`); source rows matching none are inserted."""
+        from delta.tables import DeltaTable
+
+        def save(token: str) -> None:
+            conf = "spark.databricks.delta.commitInfo.userMetadata"
+            self.session.conf.set(conf, token)
+            try:
+                (
+                    DeltaTable.forPath(self.session, self.path(table))
+                    .alias("t")
+                    .merge(source.alias("s"), on)
+                    .whenMatchedUpdateAll(condition=update_when)
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+            finally:
+                self.session.conf.unset(conf)
+
+        return self._commit(table, save, (), run_id, inputs or {}, batch)
+
+    def batch_commit(self, table: str, batch: str) -> DeltaWrite | None:
+        """The commit a write of `batch` made to `table`, if one did (among the last `COMMIT_LOOKBACK`)."""
+        from delta.tables import DeltaTable
+
+        if not self.exists(table):
+            return None
+        commits = (
+            DeltaTable.forPath(self.session, self.path(table))
+            .history(COMMIT_LOOKBACK)
+            .where(f"userMetadata LIKE 'fs-write:%:batch={batch}'")
+            .collect()
+        )
+        return self._described(table, commits[0], (), commits[0]["userMetadata"].split(":")[1]) if commits else None
+
+    def _described(self, table: str, commit, partitions: tuple[str, ...], run_id: str | None) -> DeltaWrite:
+        metrics = commit["operationMetrics"] or {}
+        rows = int(metrics.get("numOutputRows", 0)) or int(metrics.get("numTargetRowsInserted", 0)) + int(
+            metrics.get("numTargetRowsUpdated", 0)
+        )
+        return DeltaWrite(
+            table, self.path(table), commit["version"], rows, partitions, run_id, tuple(sorted((k, str(v)) for k, v in metrics.items()))
+        )
 
     def overwrite(self, df: "DataFrame", table: str, *, run_id: str | None = None, inputs: dict[str, int] | None = None) -> DeltaWrite:
         """Replace a small unpartitioned table whole, in one commit."""
@@ -211,12 +284,18 @@ class DeltaTables(dg.ConfigurableResource):
         return self._commit(table, save, (), run_id, inputs or {})
 
     def _commit(
-        self, table: str, save: Callable[[str], None], partitions: tuple[str, ...], run_id: str | None, inputs: dict[str, int]
+        self,
+        table: str,
+        save: Callable[[str], None],
+        partitions: tuple[str, ...],
+        run_id: str | None,
+        inputs: dict[str, int],
+        batch: str | None = None,
     ) -> DeltaWrite:
         """Run `save` until Delta accepts its commit (or `commit_retries` are spent), then describe that commit."""
         from delta.tables import DeltaTable
 
-        token = f"fs-write:{run_id or '-'}:{uuid.uuid4().hex}"
+        token = f"fs-write:{run_id or '-'}:{uuid.uuid4().hex}" + (f":batch={batch}" if batch else "")
         conflicts = _conflicts()
         for attempt in range(self.commit_retries + 1):
             before = self.version(table)
@@ -254,9 +333,7 @@ class DeltaTables(dg.ConfigurableResource):
                 f"{COMMIT_LOOKBACK} commits: other writers committed in between, so what this write did cannot be reported. "
                 "The data is written; re-running the step reports it."
             )
-        last = commits[0]
-        metrics = last["operationMetrics"] or {}
-        return DeltaWrite(table, self.path(table), last["version"], int(metrics.get("numOutputRows", 0)), partitions, run_id)
+        return self._described(table, commits[0], partitions, run_id)
 
 
 @dataclass(frozen=True)

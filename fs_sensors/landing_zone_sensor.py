@@ -12,7 +12,6 @@ fixed (a poison file removed, a registry repaired) is ingested without anyone re
 """
 
 import json
-import os
 import time
 from datetime import timedelta
 
@@ -21,6 +20,7 @@ import dagster as dg
 from fs_assets.ingest import landing
 from fs_assets.partitions import daily_partitions
 from fs_resources import settings
+from fs_resources.filesystem import filesystem_for
 
 # Retries of a failed ingest run by Dagster's run-retry daemon, before the sensor's own re-requests.
 INGEST_RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS"}
@@ -48,12 +48,9 @@ REGISTRY_CURSOR_KEY = "__registry__"
 
 
 def _registry_fingerprint() -> str | None:
-    path = settings.registry_csv_path()
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
+    folder, name = settings.registry_csv_path().rsplit("/", 1)
+    found = [f for f in filesystem_for(folder).list(folder) if f.name == name]
+    return f"{found[0].size}-{found[0].mtime_ns}" if found else None
 
 
 @dg.sensor(
@@ -79,13 +76,14 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
     valid = set(daily_partitions.get_partition_keys())
     root = settings.landing_root()
-    for day in landing.landing_partition_keys(root):
+    fs = filesystem_for(root)
+    for day in landing.landing_partition_keys(fs, root):
         if day not in valid:
             context.log.warning(
                 f"landing folder date={day} is outside the partitions ({daily_partitions.start:%Y-%m-%d} .. today); skipped"
             )
             continue
-        files = landing.list_landing_files(root, day)
+        files = landing.list_landing_files(fs, root, day)
         if not files:
             continue
         fp = landing.fingerprint(files)

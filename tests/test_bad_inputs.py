@@ -1,4 +1,6 @@
 """Every kind of bad landing input ends as quarantine rows or flagged NULLs, never a lost row."""
+# Schema drift: an extra column is ignored (and named), a missing sensor column gives flagged NULLs,
+# a missing key column quarantines the file's rows.
 
 import json
 import math
@@ -25,7 +27,8 @@ def bad_day(data_root):
     (folder / "corrupt.parquet").write_bytes(b"PAR1\x00\x01garbage")
     (folder / "empty.csv").write_text("")
     (folder / "notes.txt").write_text("not a landing format")
-    (folder / "missing-column.csv").write_text("device_id,ts,temp_evaporator\ndev-a,2026-01-05T01:00:00Z,1\n")
+    (folder / "missing-column.csv").write_text("device_id,ts,temp_evaporator\ndev-a,2026-01-05T01:01:00Z,1\n")
+    (folder / "missing-key.csv").write_text("device_id,temp_evaporator\ndev-a,1\ndev-a,2\n")
     (folder / "extra-column.csv").write_text(HEADER + ",humidity\ndev-a,2026-01-05T01:00:00Z,-20,40,70,8,15,2,2,55\n")
     (folder / "values.csv").write_text(
         HEADER + "\n"
@@ -57,8 +60,8 @@ def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, reso
     assert result.success
     assert checks(result)["check_accounting_identity"].passed
     md = metadata(result)
-    assert md["raw_rows"] == 10 + 1 + 1 + 1 + 11 + 2 + 1
-    assert md["raw_rows"] == md["clean_rows"] + md["quarantined_rows"] + md["duplicates_dropped"]
+    assert md["raw_rows"] == 10 + 1 + 1 + 2 + 1 + 11 + 2 + 1
+    assert md["raw_rows"] == md["clean_rows_added"] + md["quarantined_rows"] + md["duplicates_dropped"]
     assert md["empty_files"] == [str(bad_day / "empty.csv")]
     assert list(md["unreadable_files"]) == [str(bad_day / "corrupt.parquet")]
     assert md["ignored_files"] == [str(bad_day / "notes.txt")]
@@ -68,8 +71,7 @@ def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, reso
     assert reasons == sorted(
         [
             ("corrupt.parquet", Reason.UNREADABLE_FILE),
-            ("missing-column.csv", Reason.SCHEMA_MISMATCH),
-            ("extra-column.csv", Reason.SCHEMA_MISMATCH),
+            ("missing-key.csv", Reason.SCHEMA_MISMATCH),
             ("values.csv", Reason.UNPARSEABLE_TIMESTAMP),
             ("values.csv", Reason.FUTURE_TIMESTAMP),
             ("values.csv", Reason.OUTSIDE_PARTITION),
@@ -81,7 +83,10 @@ def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, reso
     )
     # the error names the file, and the raw payload keeps the row as it arrived
     assert str(bad_day / "corrupt.parquet") in quarantine[("corrupt.parquet", Reason.UNREADABLE_FILE)]["raw_payload"]
-    assert "humidity" in quarantine[("extra-column.csv", Reason.SCHEMA_MISMATCH)]["detail"]
+    assert "missing key columns ['ts']" in quarantine[("missing-key.csv", Reason.SCHEMA_MISMATCH)]["detail"]
+    assert md["extra_columns"] == {str(bad_day / "extra-column.csv"): ["humidity"]}
+    assert md["missing_sensor_columns"] == {str(bad_day / "missing-column.csv"): [s for s in SENSOR_NAMES if s != "temp_evaporator"]}
+    assert not checks(result)["check_landing_schema_drift"].passed
     assert "yesterday at noon" in quarantine[("values.csv", Reason.UNPARSEABLE_TIMESTAMP)]["raw_payload"]
     assert "dev-zzz" in quarantine[("values.csv", Reason.UNKNOWN_DEVICE)]["raw_payload"]
 
@@ -101,17 +106,8 @@ def test_bad_inputs_are_quarantined_or_flagged_and_the_books_balance(spark, reso
     assert ("dev-b", at(3, 0)) in rows and md["duplicates_dropped"] == 1
     assert rows[("dev-a", at(7, 0))]["temp_condenser"] == 12.5
     assert ("dev-b", at(6, 0)) in rows
+    drifted = rows[("dev-a", at(1, 1))]
+    assert drifted["temp_evaporator"] == 1.0 and drifted["pressure_low"] is None
+    assert "pressure_low:missing_column" in drifted["quality_flags"] and len(drifted["quality_flags"]) == len(SENSOR_NAMES) - 1
+    assert rows[("dev-a", at(1, 0))]["vibration_compressor"] == 2.0  # the extra column's file, read as usual
     assert rows and all(not math.isnan(r[s]) for r in rows.values() for s in SENSOR_NAMES if r[s] is not None)
-
-
-@pytest.mark.unit
-def test_a_file_that_vanishes_mid_run_is_quarantined_by_name(data_root):
-    from fs_assets.ingest import landing
-
-    registry(data_root, ["dev-a"])
-    path = write_readings(data_root, SIM_START, "soon-gone.parquet", readings("dev-a", SIM_START, range(3)))
-    listed = landing.list_landing_files(str(data_root / "landing"), DAY)
-    path.unlink()
-    report = landing.stage_files({DAY: listed}, data_root / "staging")
-    assert report.unreadable_files == {str(path): "the file vanished before it could be read"}
-    assert report.raw_rows == 1

@@ -67,7 +67,7 @@ def test_simulated_day_balances_its_books_against_an_independent_count(spark, re
     assert md["raw_rows"] == len(raw)
     assert md["duplicates_dropped"] == expected_duplicates > 0
     assert n_quarantine == expected_quarantine == md["quarantined_rows"] > 0
-    assert n_clean == keepable.drop_duplicates(["device_id", "ts"]).shape[0] == md["clean_rows"]
+    assert n_clean == keepable.drop_duplicates(["device_id", "ts"]).shape[0] == md["clean_rows_added"]
     assert len(raw) == n_clean + n_quarantine + md["duplicates_dropped"]
     assert md["conflicting_duplicates"] > 0
     assert set(md["quarantined_by_reason"]) == {Reason.UNKNOWN_DEVICE, Reason.MALFORMED_DEVICE_ID}
@@ -98,7 +98,7 @@ def test_conflicting_duplicates_latest_ingested_wins_and_are_counted(spark, reso
     materialize_registry(resources, instance)
     result = materialize_clean(resources, instance, DAY)
     md = metadata(result)
-    assert (md["raw_rows"], md["clean_rows"], md["duplicates_dropped"], md["conflicting_duplicates"]) == (5, 3, 2, 1)
+    assert (md["raw_rows"], md["clean_rows_added"], md["duplicates_dropped"], md["conflicting_duplicates"]) == (5, 3, 2, 1)
     rows = {r["ts"].minute: r for r in clean_rows(spark, DAY).collect()}
     assert rows[1]["temp_condenser"] == 41.0 and rows[1]["source_file"] == str(newer)
     assert rows[2]["temp_condenser"] == 40.0

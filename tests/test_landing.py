@@ -1,145 +1,149 @@
-"""Staging landing files as raw text: every format, and every way a file can be bad."""
+"""Reading the landing zone: listing through the filesystem layer, and Spark reading every format typed."""
 
 import json
 import os
-from datetime import date
+from datetime import date, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from fs_assets.ingest import landing
-from fs_domain.contract import LANDING_COLUMNS, SENSOR_NAMES, Reason
+from fs_domain.contract import LANDING_COLUMNS, SENSOR_NAMES, FileLimits, Reason
+from fs_resources.filesystem import HadoopFileSystem, LocalFileSystem
 from tests.landing_files import day_folder, readings, write_readings
 
-pytestmark = pytest.mark.unit
-
 DAY = date(2026, 1, 5)
+HEADER = ",".join(LANDING_COLUMNS)
 
 
-def _read(path):
-    stat = path.stat()
-    return landing.read_landing_file(landing.LandingFile(str(path), stat.st_size, stat.st_mtime_ns))
+def _root(tmp_path) -> str:
+    return str(tmp_path / "landing")
 
 
-def test_parquet_floats_and_timestamps_become_exact_text(tmp_path):
-    frame = readings("dev-1", DAY, range(3), temp_evaporator=0.1 + 0.2)
-    table = _read(write_readings(tmp_path, DAY, "a.parquet", frame))
-    assert table.num_rows == 3
-    assert float(table.column("temp_evaporator")[0].as_py()) == 0.1 + 0.2
-    assert table.column("ts")[1].as_py() == "2026-01-05T00:01:00.000000Z"
-    assert table.column("file_error").null_count == 3
+def _staged(spark, tmp_path, limits=None):
+    fs = HadoopFileSystem(spark)
+    files = landing.list_landing_files(fs, _root(tmp_path), DAY)
+    staged = landing.read_landing(spark, fs, {DAY.isoformat(): files}, limits)
+    rows = [r.asDict() for r in staged.rows.collect()]
+    return {os.path.basename(r["source_file"]): [x for x in rows if x["source_file"] == r["source_file"]] for r in rows}, staged.report
 
 
-def test_tz_aware_parquet_is_converted_to_utc_and_naive_is_kept(tmp_path):
+@pytest.mark.unit
+def test_in_flight_files_are_not_listed_and_fingerprint_moves_on_change(tmp_path):
+    folder = day_folder(tmp_path, DAY)
+    write_readings(tmp_path, DAY, "a.parquet", readings("dev-1", DAY, range(2)))
+    (folder / ".b.parquet.tmp").write_bytes(b"partial")
+    fs = LocalFileSystem()
+    files = landing.list_landing_files(fs, _root(tmp_path), DAY)
+    assert [f.name for f in files] == ["a.parquet"]
+    before = landing.fingerprint(files)
+    write_readings(tmp_path, DAY, "late.parquet", readings("dev-1", DAY, range(5, 6)))
+    assert landing.fingerprint(landing.list_landing_files(fs, _root(tmp_path), DAY)) != before
+
+
+@pytest.mark.unit
+def test_other_formats_and_symbolic_links_are_reported_not_read(tmp_path):
+    folder = day_folder(tmp_path, DAY)
+    (folder / "readings.json").write_text("{}")
+    (folder / "readings.csv.gz").write_bytes(b"\x1f\x8b")
+    outside = tmp_path / "secret.csv"
+    outside.write_text(HEADER + "\n")
+    (folder / "link.csv").symlink_to(outside)
+    (tmp_path / "landing" / "date=2026-01-06").symlink_to(folder)
+    fs = LocalFileSystem()
+    assert landing.ignored_files(fs, _root(tmp_path), DAY) == [str(folder / n) for n in ("link.csv", "readings.csv.gz", "readings.json")]
+    assert landing.list_landing_files(fs, _root(tmp_path), DAY) == []
+    assert landing.landing_partition_keys(fs, _root(tmp_path)) == ["2026-01-05"]
+
+
+@pytest.mark.integration
+def test_listing_through_spark_sees_what_the_local_listing_sees(spark, tmp_path):
+    write_readings(tmp_path, DAY, "a.parquet", readings("dev-1", DAY, range(2)))
+    (day_folder(tmp_path, DAY) / "b.csv").write_text(HEADER + "\n")
+    (day_folder(tmp_path, DAY) / "link.csv").symlink_to(day_folder(tmp_path, DAY) / "b.csv")
+    local, hadoop = LocalFileSystem(), HadoopFileSystem(spark)
+    assert landing.list_landing_files(hadoop, _root(tmp_path), DAY) == landing.list_landing_files(local, _root(tmp_path), DAY)
+    uri_root = f"file://{_root(tmp_path)}"
+    assert [f.name for f in landing.list_landing_files(hadoop, uri_root, DAY)] == ["a.parquet", "b.csv"]
+    assert landing.landing_partition_keys(hadoop, uri_root) == ["2026-01-05"]
+
+
+@pytest.mark.integration
+def test_parquet_is_read_typed_and_csv_and_jsonl_keep_their_text(spark, tmp_path):
+    write_readings(tmp_path, DAY, "a.parquet", readings("dev-1", DAY, range(3), temp_evaporator=0.1 + 0.2))
     folder = day_folder(tmp_path, DAY)
     aware = pa.table(
         {"device_id": ["d"], "ts": pa.array([1767610800000000], pa.timestamp("us", tz="Europe/Moscow"))} | {s: [1.0] for s in SENSOR_NAMES}
     )
     pq.write_table(aware, folder / "aware.parquet")
-    naive = aware.set_column(1, "ts", pa.array([1767610800000000], pa.timestamp("us")))
-    pq.write_table(naive, folder / "naive.parquet")
-    assert _read(folder / "aware.parquet").column("ts")[0].as_py() == "2026-01-05T11:00:00.000000Z"
-    assert _read(folder / "naive.parquet").column("ts")[0].as_py() == "2026-01-05T11:00:00.000000"
-
-
-def test_csv_and_jsonl_rows_are_read_as_text(tmp_path):
-    folder = day_folder(tmp_path, DAY)
-    header = "device_id,ts,temp_evaporator,temp_condenser,temp_discharge,current_compressor,pressure_high,pressure_low,vibration_compressor"
-    (folder / "a.csv").write_text(
-        header + "\ndev-1,2026-01-05T00:00:00Z,-20,40,70,8,15,2,abc\ndev-1,2026-01-05T00:01:00Z,,40,70,8,15,2,2\n"
+    (folder / "c.csv").write_text(
+        HEADER + "\ndev-1,2026-01-05T00:00:00Z,-20,40,70,8,15,2,abc\ndev-1,2026-01-05T00:01:00Z,,40,70,8,15,2,2\n"
     )
-    table = _read(folder / "a.csv")
-    assert table.column("vibration_compressor").to_pylist() == ["abc", "2"]
-    assert table.column("temp_evaporator").to_pylist() == ["-20", None]
-    row = {
-        "device_id": "dev-1",
-        "ts": "2026-01-05T00:00:00+01:00",
-        "temp_evaporator": float("nan"),
-        "temp_condenser": 40,
-        "temp_discharge": 70.5,
-        "current_compressor": None,
-        "pressure_high": "15",
-        "pressure_low": 2,
-        "vibration_compressor": 2,
-    }
-    (folder / "b.jsonl").write_text(json.dumps(row) + "\n\nnot json\n[1, 2]\n")
-    table = _read(folder / "b.jsonl")
-    assert table.num_rows == 3
-    good = table.filter(pa.compute.is_null(table.column("file_error")))
-    assert good.column("temp_evaporator").to_pylist() == ["nan"]
-    assert good.column("current_compressor").to_pylist() == [None]
-    assert table.column("file_error").to_pylist().count(Reason.SCHEMA_MISMATCH) == 2
+    row = dict(zip(LANDING_COLUMNS, ["dev-1", "2026-01-05T00:00:00+01:00", float("nan"), 40, 70.5, None, "15", 2, 2]))
+    (folder / "d.jsonl").write_text(json.dumps(row) + "\n\nnot json\n[1, 2]\n")
+    rows, _ = _staged(spark, tmp_path)
+    parquet = rows["a.parquet"]
+    assert [r["temp_evaporator_value"] for r in parquet] == [0.1 + 0.2] * 3 and parquet[0]["temp_evaporator_text"] is None
+    assert sorted(r["source_row"] for r in parquet) == [0, 1, 2]
+    assert rows["aware.parquet"][0]["ts_value"] == datetime(2026, 1, 5, 11, 0)  # an offset is converted to UTC
+    csv_rows = sorted(rows["c.csv"], key=lambda r: r["row_order"])
+    assert [r["vibration_compressor_text"] for r in csv_rows] == ["abc", "2"]
+    assert [r["vibration_compressor_value"] for r in csv_rows] == [None, 2.0]
+    assert [r["temp_evaporator_text"] for r in csv_rows] == ["-20", None]
+    good, *bad = sorted(rows["d.jsonl"], key=lambda r: r["row_order"])
+    assert good["temp_evaporator_text"] == "NaN" and good["current_compressor_text"] is None and good["pressure_high_value"] == 15.0
+    assert good["ts_value"] == datetime(2026, 1, 4, 23, 0)
+    assert [r["file_error"] for r in bad] == [Reason.SCHEMA_MISMATCH] * 2 and [r["raw_payload"] for r in bad] == ["not json", "[1, 2]"]
 
 
-def test_csv_with_missing_or_extra_columns_keeps_every_row_as_payload(tmp_path):
+@pytest.mark.integration
+def test_ragged_rows_corrupt_empty_and_vanished_files_are_records_naming_them(spark, tmp_path):
     folder = day_folder(tmp_path, DAY)
-    (folder / "missing.csv").write_text("device_id,ts,temp_evaporator\ndev-1,2026-01-05T00:00:00Z,1\ndev-2,2026-01-05T00:00:00Z,2\n")
-    table = _read(folder / "missing.csv")
-    assert table.num_rows == 2
-    assert set(table.column("file_error").to_pylist()) == {Reason.SCHEMA_MISMATCH}
-    assert "missing columns" in table.column("error_detail")[0].as_py()
-    assert json.loads(table.column("raw_payload")[1].as_py())["device_id"] == "dev-2"
-
-
-def test_ragged_csv_rows_are_kept_as_schema_mismatch(tmp_path):
-    folder = day_folder(tmp_path, DAY)
-    header = "device_id,ts,temp_evaporator,temp_condenser,temp_discharge,current_compressor,pressure_high,pressure_low,vibration_compressor"
-    (folder / "r.csv").write_text(header + "\ndev-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\ndev-1,2026-01-05T00:01:00Z,1,2,3,4,5,6,7,8\n")
-    table = _read(folder / "r.csv")
-    assert table.num_rows == 2
-    assert table.column("file_error").to_pylist() == [None, Reason.SCHEMA_MISMATCH]
-
-
-def test_corrupt_empty_and_vanished_files_become_one_error_row_naming_the_file(tmp_path):
-    folder = day_folder(tmp_path, DAY)
+    (folder / "r.csv").write_text(HEADER + "\ndev-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\ndev-1,2026-01-05T00:01:00Z,1,2,3,4,5,6,7,8\n")
     (folder / "corrupt.parquet").write_bytes(b"PAR1 this is not parquet")
     (folder / "zero.parquet").write_bytes(b"")
     (folder / "empty.csv").write_text("")
-    files = landing.list_landing_files(str(tmp_path / "landing"), DAY)
+    fs = HadoopFileSystem(spark)
+    files = landing.list_landing_files(fs, _root(tmp_path), DAY)
     (folder / "gone.parquet").write_bytes(b"x")
-    gone = landing.LandingFile(str(folder / "gone.parquet"), 1, 0)
+    gone = [f for f in landing.list_landing_files(fs, _root(tmp_path), DAY) if f.name == "gone.parquet"]
     os.remove(folder / "gone.parquet")
-    report = landing.stage_files({DAY.isoformat(): files + [gone]}, tmp_path / "staging")
-    assert set(report.unreadable_files) == {str(folder / "corrupt.parquet"), str(folder / "zero.parquet"), gone.path}
-    assert "vanished" in report.unreadable_files[gone.path]
+    staged = landing.read_landing(spark, fs, {DAY.isoformat(): files + gone})
+    report = staged.report
+    assert set(report.unreadable_files) == {str(folder / n) for n in ("corrupt.parquet", "zero.parquet", "gone.parquet")}
+    assert "vanished" in report.unreadable_files[str(folder / "gone.parquet")]
     assert report.empty_files == [str(folder / "empty.csv")]
-    assert report.raw_rows == 3
-    staged = pq.read_table(tmp_path / "staging")
-    assert staged.num_rows == 3
-    assert all(gone.path in p or "corrupt" in p or "zero" in p for p in staged.column("raw_payload").to_pylist())
+    rows = [r.asDict() for r in staged.rows.collect()]
+    ragged = sorted((r for r in rows if r["source_file"].endswith("r.csv")), key=lambda r: r["row_order"])
+    assert [r["file_error"] for r in ragged] == [None, Reason.SCHEMA_MISMATCH]
+    records = [r for r in rows if r["file_error"] == Reason.UNREADABLE_FILE]
+    assert len(records) == 3 and all(json.loads(r["raw_payload"])["file"] == r["source_file"] for r in records)
 
 
-def test_in_flight_files_are_not_listed_and_fingerprint_moves_on_change(tmp_path):
+@pytest.mark.integration
+def test_bom_latin1_and_nested_values_keep_every_row(spark, tmp_path):
     folder = day_folder(tmp_path, DAY)
-    write_readings(tmp_path, DAY, "a.parquet", readings("dev-1", DAY, range(2)))
-    (folder / ".b.parquet.tmp").write_bytes(b"partial")
-    files = landing.list_landing_files(str(tmp_path / "landing"), DAY)
-    assert [f.name for f in files] == ["a.parquet"]
-    before = landing.fingerprint(files)
-    write_readings(tmp_path, DAY, "late.parquet", readings("dev-1", DAY, range(5, 6)))
-    assert landing.fingerprint(landing.list_landing_files(str(tmp_path / "landing"), DAY)) != before
-
-
-def test_bom_latin1_and_unreadable_column_types_keep_every_row(tmp_path):
-    folder = day_folder(tmp_path, DAY)
-    header = "device_id,ts,temp_evaporator,temp_condenser,temp_discharge,current_compressor,pressure_high,pressure_low,vibration_compressor"
-    (folder / "bom.csv").write_bytes(("\ufeff" + header + "\ndev-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("utf-8"))
-    assert _read(folder / "bom.csv").column("file_error").to_pylist() == [None]
+    (folder / "bom.csv").write_bytes(("\ufeff" + HEADER + "\ndev-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("utf-8"))
     (folder / "latin1.csv").write_bytes(
-        (header + "\ndév-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\ndev-2,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("latin-1")
+        (HEADER + "\ndév-1,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\ndev-2,2026-01-05T00:00:00Z,1,2,3,4,5,6,7\n").encode("latin-1")
     )
-    table = _read(folder / "latin1.csv")
-    assert table.num_rows == 2 and table.column("device_id")[1].as_py() == "dev-2"
     nested = pa.table({c: pa.array([{"a": 1}]) if c == "temp_evaporator" else pa.array(["x"]) for c in LANDING_COLUMNS})
     pq.write_table(nested, folder / "nested.parquet")
-    table = _read(folder / "nested.parquet")
-    assert table.num_rows == 1 and table.column("file_error")[0].as_py() == Reason.SCHEMA_MISMATCH
+    rows, report = _staged(spark, tmp_path)
+    assert [r["file_error"] for r in rows["bom.csv"]] == [None] and rows["bom.csv"][0]["device_id"] == "dev-1"
+    assert sorted(r["device_id"] for r in rows["latin1.csv"])[0] == "dev-2"
+    (value,) = rows["nested.parquet"]
+    assert value["temp_evaporator_value"] is None and value["temp_evaporator_text"] == '{"a":1}'  # flagged unparseable when cleaned
+    assert not report.schema_mismatch_files
 
 
-def test_files_of_other_formats_are_reported_not_read(tmp_path):
-    folder = day_folder(tmp_path, DAY)
-    (folder / "readings.json").write_text("{}")
-    (folder / "readings.csv.gz").write_bytes(b"\x1f\x8b")
-    assert landing.ignored_files(str(tmp_path / "landing"), DAY) == [str(folder / "readings.csv.gz"), str(folder / "readings.json")]
-    assert landing.list_landing_files(str(tmp_path / "landing"), DAY) == []
+@pytest.mark.integration
+def test_limits_refuse_a_file_whole_with_one_record_naming_the_limit(spark, tmp_path):
+    write_readings(tmp_path, DAY, "rows.parquet", readings("dev-1", DAY, range(20)))
+    (day_folder(tmp_path, DAY) / "long.csv").write_text(HEADER + "\n" + "dev-1,2026-01-05T00:00:00Z," + "1" * 500 + ",2,3,4,5,6,7\n")
+    rows, report = _staged(spark, tmp_path, FileLimits(max_rows=10, max_line_chars=100))
+    assert "max_rows" in report.over_limit_files[str(day_folder(tmp_path, DAY) / "rows.parquet")]
+    assert [r["file_error"] for r in rows["rows.parquet"]] == [Reason.FILE_OVER_LIMIT]
+    (long_row,) = rows["long.csv"]  # a value over the line limit: that row only
+    assert long_row["file_error"] == Reason.FILE_OVER_LIMIT and "max_line_chars" in long_row["error_detail"]

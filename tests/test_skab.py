@@ -38,7 +38,7 @@ def test_skab_day_ingests_at_its_native_one_second_rate(spark, resources, instan
     assert result.success and checks(result)["check_accounting_identity"].passed
     md = metadata(result)
     valve_rows = sum(len(pd.read_csv(p, sep=";")) for p in skab_files(SKAB) if p.parent.name in ("valve1", "valve2"))
-    assert md["raw_rows"] == valve_rows == md["clean_rows"] + md["quarantined_rows"] + md["duplicates_dropped"]
+    assert md["raw_rows"] == valve_rows == md["clean_rows_added"] + md["quarantined_rows"] + md["duplicates_dropped"]
     assert md["quarantined_rows"] == 0
     rows = clean_rows(spark, "2020-03-09").where("device_id = 'skab-valve1-00'").orderBy("ts").limit(3).collect()
     assert [(b["ts"] - a["ts"]).total_seconds() for a, b in zip(rows, rows[1:])] == [1.0, 1.0]

@@ -1,9 +1,17 @@
-"""The accounting identity of clean readings: raw rows = clean + quarantined + duplicates dropped.
+"""The books of clean readings, and what the landing files' columns looked like.
 
-It is a blocking check of `clean_sensor_readings` that the clean step evaluates itself: only the
-step knows how many raw rows it read. So the check's spec and evaluation live beside the asset
-(the other ingest checks, which re-read the written table, are in `fs_checks.ingest_checks`).
+`check_accounting_identity` is a blocking check of `clean_sensor_readings` that the clean step
+evaluates itself: only the step knows how many raw rows it read. It holds at two levels:
+- the run: raw rows read = clean rows added + quarantined + duplicates dropped, per day;
+- the day: the ledger's sums over every file ever cleaned for the day match the tables (clean rows
+  held = rows added, quarantine rows held = rows quarantined, raw = added + quarantined + dropped).
+
+`check_landing_schema_drift` (WARN) names files that carried extra columns (ignored), lacked sensor
+columns (NULL, flagged `{sensor}:missing_column`) or could be read only in part.
+The other ingest checks, which re-read the written table, are in `fs_checks.ingest_checks`.
 """
+
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -11,31 +19,65 @@ from fs_assets.ingest.cleaning import PartitionAccounting
 from fs_assets.metadata import table_metadata
 
 CHECK_ACCOUNTING = "check_accounting_identity"
+CHECK_SCHEMA_DRIFT = "check_landing_schema_drift"
 
 accounting_check_spec = dg.AssetCheckSpec(
     name=CHECK_ACCOUNTING,
     asset=dg.AssetKey("clean_sensor_readings"),
     blocking=True,
-    description="raw rows = clean rows + quarantined rows + duplicates dropped, for every partition written.",
+    description="Per run and per day: raw rows = clean rows + quarantined rows + duplicates dropped, "
+    "with the day's ledger matching the rows the tables hold.",
+)
+schema_drift_check_spec = dg.AssetCheckSpec(
+    name=CHECK_SCHEMA_DRIFT,
+    asset=dg.AssetKey("clean_sensor_readings"),
+    description="Landing files of this run had exactly the contract's columns and were read whole "
+    "(extra columns are ignored, missing sensor columns give flagged NULLs).",
 )
 
 
-def evaluate_accounting(books: dict[str, PartitionAccounting], written: dict[str, int]) -> dg.AssetCheckResult:
-    """Balance each partition's books, with the clean rows counted back from the written table."""
+@dataclass
+class DayBooks:
+    """A day's books over every file cleaned for it (the ledger) against what the tables hold."""
+
+    day: str
+    raw_rows: int = 0
+    quarantined_rows: int = 0
+    clean_rows_added: int = 0
+    duplicates_dropped: int = 0
+    clean_in_table: int = 0
+    quarantined_in_table: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return (
+            self.raw_rows == self.clean_rows_added + self.quarantined_rows + self.duplicates_dropped
+            and self.clean_in_table == self.clean_rows_added
+            and self.quarantined_in_table == self.quarantined_rows
+        )
+
+
+def evaluate_accounting(books: dict[str, PartitionAccounting], days: dict[str, DayBooks]) -> dg.AssetCheckResult:
     rows = []
     unbalanced = []
-    for partition, b in sorted(books.items()):
-        on_disk = written.get(partition, 0)
-        ok = b.balanced and on_disk == b.clean_rows
+    for partition in sorted(set(books) | set(days)):
+        run = books.get(partition, PartitionAccounting(partition=partition))
+        day = days.get(partition, DayBooks(partition))
+        ok = run.balanced and day.balanced
         if not ok:
             unbalanced.append(partition)
         rows.append(
             {
                 "partition": partition,
-                "raw": b.raw_rows,
-                "clean_in_table": on_disk,
-                "quarantined": b.quarantined_rows,
-                "duplicates_dropped": b.duplicates_dropped,
+                "run_raw": run.raw_rows,
+                "run_clean_added": run.clean_rows,
+                "run_quarantined": run.quarantined_rows,
+                "run_duplicates_dropped": run.duplicates_dropped,
+                "day_raw": day.raw_rows,
+                "day_clean_in_table": day.clean_in_table,
+                "day_clean_added": day.clean_rows_added,
+                "day_quarantined_in_table": day.quarantined_in_table,
+                "day_quarantined": day.quarantined_rows,
                 "books": "ok" if ok else "UNBALANCED",
             }
         )
@@ -45,8 +87,36 @@ def evaluate_accounting(books: dict[str, PartitionAccounting], written: dict[str
         severity=dg.AssetCheckSeverity.ERROR,
         description=None if not unbalanced else f"books do not balance for {', '.join(unbalanced)}",
         metadata={
-            "partitions_checked": len(books),
+            "partitions_checked": len(rows),
             "unbalanced_partitions": dg.MetadataValue.text(", ".join(unbalanced) or "none"),
             "books": table_metadata(rows),
+        },
+    )
+
+
+def evaluate_schema_drift(
+    extra: dict[str, list[str]], missing: dict[str, list[str]], partially_read: dict[str, str]
+) -> dg.AssetCheckResult:
+    files = sorted(set(extra) | set(missing) | set(partially_read))
+    return dg.AssetCheckResult(
+        check_name=CHECK_SCHEMA_DRIFT,
+        passed=not files,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if not files else f"{len(files)} landing file(s) differ from the contract's columns or were read in part",
+        metadata={
+            "files_with_extra_columns": len(extra),
+            "files_missing_sensor_columns": len(missing),
+            "files_read_in_part": len(partially_read),
+            "files": table_metadata(
+                [
+                    {
+                        "file": f,
+                        "extra_columns": ", ".join(extra.get(f, [])),
+                        "missing_sensor_columns": ", ".join(missing.get(f, [])),
+                        "read_in_part": partially_read.get(f, ""),
+                    }
+                    for f in files[:200]
+                ]
+            ),
         },
     )

@@ -1,4 +1,4 @@
-"""The clean-readings transform, as Spark column expressions over staged raw rows.
+"""The clean-readings transform, as Spark column expressions over staged rows (`landing.read_landing`).
 
     staged rows ──► classify ──► quarantine (reason code + raw payload)
                         └──────► parse sensors (NULL + flag when unparseable, non-finite, out of range)
@@ -20,7 +20,6 @@ from pyspark.sql import functions as F
 from fs_domain.contract import (
     DEVICE_ID_JAVA_REGEX,
     FUTURE_TOLERANCE,
-    LANDING_COLUMNS,
     SENSOR_NAMES,
     SENSORS,
     Reason,
@@ -62,11 +61,6 @@ class PartitionAccounting:
         return self.raw_rows == self.clean_rows + self.quarantined_rows + self.duplicates_dropped
 
 
-def parsed_timestamp() -> Column:
-    # ISO-8601 with or without an offset; without one the time is taken as UTC (the session zone).
-    return F.expr("try_cast(ts AS TIMESTAMP)")
-
-
 def rejection_reason(now: datetime) -> Column:
     """The first contract rule a staged row breaks, or NULL when the row can be kept."""
     ts = F.col("ts_parsed")
@@ -89,12 +83,14 @@ def rejection_detail() -> Column:
         )
         .when(
             reason == Reason.UNPARSEABLE_TIMESTAMP,
-            F.format_string("timestamp %s is not an ISO-8601 date-time", F.to_json(F.array(F.col("ts")))),
+            F.format_string("timestamp %s is not an ISO-8601 date-time", F.to_json(F.array(F.col("ts_text")))),
         )
         .when(
             reason == Reason.FUTURE_TIMESTAMP,
             F.format_string(
-                "timestamp %s is more than %d minutes ahead of ingestion", F.col("ts"), F.lit(int(FUTURE_TOLERANCE.total_seconds() // 60))
+                "timestamp %s is more than %d minutes ahead of ingestion",
+                F.col("ts_parsed").cast("string"),
+                F.lit(int(FUTURE_TOLERANCE.total_seconds() // 60)),
             ),
         )
         .when(
@@ -108,9 +104,10 @@ def rejection_detail() -> Column:
 
 
 def sensor_flag(name: str, low: float, high: float) -> Column:
-    raw, value = F.col(name), F.col(f"_{name}_value")
+    text, value = F.col(f"{name}_text"), F.col(f"{name}_value")
     return (
-        F.when(raw.isNotNull() & value.isNull(), F.lit(f"{name}:{ValueFlag.UNPARSEABLE}"))
+        F.when(F.array_contains("missing_sensors", name), F.lit(f"{name}:{ValueFlag.MISSING_COLUMN}"))
+        .when(text.isNotNull() & value.isNull(), F.lit(f"{name}:{ValueFlag.UNPARSEABLE}"))
         .when(F.isnan(value) | (F.abs(value) == F.lit(_INF)), F.lit(f"{name}:{ValueFlag.NON_FINITE}"))
         .when((value < F.lit(low)) | (value > F.lit(high)), F.lit(f"{name}:{ValueFlag.OUT_OF_RANGE}"))
     )
@@ -120,16 +117,45 @@ def classify(staged: DataFrame, registry: DataFrame, now: datetime) -> DataFrame
     """Staged rows with `ts_parsed` and `reason` (NULL for rows that can be kept)."""
     registered = registry.select("device_id").distinct().withColumn("_registered", F.lit(True))
     return (
-        staged.withColumn("ts_parsed", parsed_timestamp())
+        staged.withColumn("ts_parsed", F.col("ts_value"))
         .join(F.broadcast(registered), on="device_id", how="left")
         .withColumn("reason", rejection_reason(now))
     )
 
 
+def text_row_numbers(classified: DataFrame) -> DataFrame:
+    """Where each task's share of a text file starts, so `row_order` becomes the row's index in its file.
+
+    Rows of CSV and JSON-lines files carry `monotonically_increasing_id()`: the task number in the
+    upper bits, the row's position within the task below, and a file's splits keep their order
+    across tasks. A small aggregation per (file, task) turns that into exact row numbers.
+    """
+    per_task = (
+        classified.where("text_format")
+        .groupBy("source_uri", F.shiftright("row_order", 33).alias("_task"))
+        .agg(F.min("row_order").alias("_first"), F.count("*").alias("_rows"))
+    )
+    earlier = Window.partitionBy("source_uri").orderBy("_first").rowsBetween(Window.unboundedPreceding, -1)
+    return per_task.withColumn("_offset", F.coalesce(F.sum("_rows").over(earlier), F.lit(0))).drop("_rows")
+
+
 def quarantine_rows(classified: DataFrame, now: datetime) -> DataFrame:
-    raw_row = F.to_json(F.struct(*[F.col(c) for c in LANDING_COLUMNS]))
+    raw_row = F.to_json(
+        F.struct(
+            F.col("device_id"),
+            F.coalesce(F.col("ts_text"), F.col("ts_value").cast("string")).alias("ts"),
+            *[F.coalesce(F.col(f"{s}_text"), F.col(f"{s}_value").cast("string")).alias(s) for s in SENSOR_NAMES],
+        )
+    )
+    rows = classified.where(F.col("reason").isNotNull())
+    numbers = text_row_numbers(classified)
     return (
-        classified.where(F.col("reason").isNotNull())
+        rows.withColumn("_task", F.shiftright("row_order", 33))
+        .join(F.broadcast(numbers), on=["source_uri", "_task"], how="left")
+        .withColumn(
+            "source_row",
+            F.when(F.col("text_format"), F.col("_offset") + F.col("row_order") - F.col("_first")).otherwise(F.col("source_row")),
+        )
         .withColumn("detail", rejection_detail())
         .withColumn("raw_payload", F.coalesce(F.col("raw_payload"), raw_row))
         .withColumn("landing_date", F.to_date("landing_date"))
@@ -141,19 +167,17 @@ def quarantine_rows(classified: DataFrame, now: datetime) -> DataFrame:
 def parsed_readings(classified: DataFrame) -> DataFrame:
     """Kept rows with typed sensor values; a bad value becomes NULL and leaves a flag."""
     rows = classified.where(F.col("reason").isNull())
-    for s in SENSORS:
-        rows = rows.withColumn(f"_{s.name}_value", F.expr(f"try_cast({s.name} AS DOUBLE)"))
     flags = [sensor_flag(s.name, s.low, s.high) for s in SENSORS]
     rows = rows.withColumn("quality_flags", F.filter(F.array(*flags), lambda x: x.isNotNull()))
     for s, flag in zip(SENSORS, flags):
-        rows = rows.withColumn(s.name, F.when(flag.isNull(), F.col(f"_{s.name}_value")))
+        rows = rows.withColumn(s.name, F.when(flag.isNull(), F.col(f"{s.name}_value")))
     return rows.withColumn("ts", F.col("ts_parsed")).withColumn("reading_date", F.to_date("ts_parsed"))
 
 
 def deduplicated(readings: DataFrame) -> DataFrame:
     """Marks each (device_id, ts) group: `_keep` for the latest ingested row, `_conflict` when values differ."""
     key = Window.partitionBy("device_id", "ts")
-    latest_first = key.orderBy(F.col("ingested_at").desc(), F.col("source_file").desc(), F.col("source_row").desc())
+    latest_first = key.orderBy(F.col("ingested_at").desc(), F.col("source_file").desc(), F.col("row_order").desc())
     content = F.xxhash64(*[F.col(n) for n in SENSOR_NAMES], F.col("quality_flags"))
     return (
         readings.withColumn("_content", content)
@@ -166,15 +190,27 @@ def clean_rows(marked: DataFrame) -> DataFrame:
     return marked.where("_keep").select(*CLEAN_COLUMNS)
 
 
-def accounting(classified: DataFrame, marked: DataFrame, partitions: list[str]) -> dict[str, PartitionAccounting]:
-    """Per landing partition counts, from three small aggregations over the cached frames."""
+@dataclass
+class FileAccounting:
+    raw_rows: int = 0
+    quarantined_rows: int = 0
+
+
+def accounting(
+    classified: DataFrame, marked: DataFrame, partitions: list[str]
+) -> tuple[dict[str, PartitionAccounting], dict[str, FileAccounting]]:
+    """Per landing partition and per file counts, from two small aggregations over the cached frames."""
     books = {p: PartitionAccounting(partition=p) for p in partitions}
-    for row in classified.groupBy("landing_date", "reason").count().collect():
+    files: dict[str, FileAccounting] = {}
+    for row in classified.groupBy("landing_date", "source_file", "reason").count().collect():
         entry = books.setdefault(row["landing_date"], PartitionAccounting(partition=row["landing_date"]))
+        per_file = files.setdefault(row["source_file"], FileAccounting())
         entry.raw_rows += row["count"]
+        per_file.raw_rows += row["count"]
         if row["reason"] is not None:
             entry.quarantined_rows += row["count"]
-            entry.quarantined_by_reason[row["reason"]] = row["count"]
+            per_file.quarantined_rows += row["count"]
+            entry.quarantined_by_reason[row["reason"]] = entry.quarantined_by_reason.get(row["reason"], 0) + row["count"]
     flag_counts = [
         # The lambda becomes a Spark expression at once, inside this iteration: `n` is bound here.
         F.sum(F.when(F.exists("quality_flags", lambda f: f.startswith(f"{n}:")), 1).otherwise(0)).alias(n)  # noqa: B023
@@ -195,4 +231,4 @@ def accounting(classified: DataFrame, marked: DataFrame, partitions: list[str]) 
         entry.duplicates_dropped = row["exact"] + row["conflicting"]
         entry.conflicting_keys = row["conflicting_keys"]
         entry.flagged_values = {n: row[n] for n in SENSOR_NAMES if row[n]}
-    return books
+    return books, files

@@ -1,11 +1,16 @@
-"""Reading the landing zone: list a day's files and stage them, unreadable ones included, as raw text.
+"""Reading the landing zone with Spark: list a day's files, read them typed on the executors.
 
-Every landing file, whatever its format (Parquet, CSV, JSON lines), is read one at a time and
-staged as a Parquet file of *strings* in a fixed schema, one row per raw row, tagged with its
-source file, row number and ingestion time. Nothing is parsed here beyond what the format needs:
-parsing, validation and quarantine happen in Spark (`fs_assets.ingest.cleaning`), so a bad value
-never stops a file and a bad file never stops a partition. A file that cannot be read at all (a
-corrupt footer, a vanished file) is staged as one row that carries the reason and the error.
+    list (Spark's filesystem layer) ──► per-file gate: size, rows, header, footer ──► one record per refused file
+                                              └──► Spark reads Parquet / CSV / JSON lines by group of same schema
+                                                      └──► one staged frame: typed values + the text they came from
+
+Nothing passes through the driver but file names, Parquet footers and CSV header lines. Each staged
+row keeps what the cleaning step needs to judge it (`fs_assets.ingest.cleaning`): the parsed value
+and, for text formats, the text it was parsed from, so an unparseable value is flagged rather than
+lost. Schema drift is handled per file: extra columns are ignored and reported, a missing sensor
+column gives NULLs flagged `{sensor}:missing_column`, and only a missing key column (`device_id`,
+`ts`) quarantines the file's rows. A file that cannot be read at all, or breaks a `FileLimits`
+limit, becomes one staged row carrying the reason, so it is counted and quarantined by name.
 """
 
 from __future__ import annotations
@@ -14,111 +19,112 @@ import csv
 import hashlib
 import io
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import date
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from fs_domain.contract import LANDING_COLUMNS, LANDING_FORMATS, Reason
+from fs_domain.contract import KEY_COLUMNS, LANDING_COLUMNS, LANDING_FORMATS, SENSOR_NAMES, FileLimits, Reason
+from fs_resources.filesystem import FileStatus, FileSystem
 
 PARTITION_PREFIX = "date="
+CORRUPT = "_corrupt_record"
 
-STAGED_SCHEMA = pa.schema(
-    [(name, pa.string()) for name in LANDING_COLUMNS]
-    + [
-        ("source_file", pa.string()),
-        ("source_row", pa.int64()),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
-        ("file_error", pa.string()),
-        ("error_detail", pa.string()),
-        ("raw_payload", pa.string()),
-        ("landing_date", pa.string()),
+LandingFile = FileStatus
+
+# One row per raw row read (or per file refused whole), the input of the cleaning step.
+STAGED_SCHEMA = T.StructType(
+    [
+        T.StructField("device_id", T.StringType()),
+        T.StructField("ts_value", T.TimestampType()),
+        T.StructField("ts_text", T.StringType()),  # the text a timestamp was parsed from (text formats)
+        *[T.StructField(f"{s}_value", T.DoubleType()) for s in SENSOR_NAMES],
+        *[T.StructField(f"{s}_text", T.StringType()) for s in SENSOR_NAMES],
+        T.StructField("missing_sensors", T.ArrayType(T.StringType())),
+        T.StructField("source_uri", T.StringType()),
+        T.StructField("source_row", T.LongType()),  # row index in the file; text formats get it at quarantine
+        T.StructField("row_order", T.LongType()),  # increases with the row's position in its file
+        T.StructField("text_format", T.BooleanType()),
+        T.StructField("file_error", T.StringType()),
+        T.StructField("error_detail", T.StringType()),
+        T.StructField("raw_payload", T.StringType()),
     ]
 )
-# Readers fill every column but `landing_date`, which staging adds for the folder the file came from.
-_READ_SCHEMA = pa.schema([f for f in STAGED_SCHEMA if f.name != "landing_date"])
-
-
-@dataclass(frozen=True)
-class LandingFile:
-    path: str
-    size: int
-    mtime_ns: int
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).name
-
-    @property
-    def ingested_at(self) -> datetime:
-        return datetime.fromtimestamp(self.mtime_ns / 1e9, tz=UTC)
+FILES_SCHEMA = T.StructType(
+    [
+        T.StructField("source_uri", T.StringType()),
+        T.StructField("source_file", T.StringType()),
+        T.StructField("landing_date", T.StringType()),
+        T.StructField("ingested_at", T.TimestampType()),
+    ]
+)
 
 
 @dataclass
 class StagingReport:
-    """What staging saw, file by file: the raw row count is the left side of the accounting identity."""
+    """What reading saw, file by file (row counts come from the cleaning step's accounting)."""
 
-    raw_rows: int = 0
     files: int = 0
-    rows_by_file: dict[str, int] = field(default_factory=dict)
     unreadable_files: dict[str, str] = field(default_factory=dict)
+    over_limit_files: dict[str, str] = field(default_factory=dict)
     schema_mismatch_files: dict[str, str] = field(default_factory=dict)
+    extra_columns: dict[str, list[str]] = field(default_factory=dict)
+    missing_columns: dict[str, list[str]] = field(default_factory=dict)
     empty_files: list[str] = field(default_factory=list)
+    footer_rows: dict[str, int] = field(default_factory=dict)  # Parquet files: rows their footer promises
 
 
-def partition_folder(landing_root: str, day: date | str) -> Path:
-    return Path(landing_root) / f"{PARTITION_PREFIX}{day if isinstance(day, str) else day.isoformat()}"
+@dataclass
+class Staged:
+    rows: DataFrame  # STAGED_SCHEMA + source_file, landing_date, ingested_at
+    report: StagingReport
 
 
-def list_landing_files(landing_root: str, day: date | str) -> list[LandingFile]:
-    """The day's landing files in a stable order; in-flight files (dot-prefixed) are not listed."""
-    folder = partition_folder(landing_root, day)
-    if not folder.is_dir():
-        return []
-    files = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in LANDING_FORMATS or not path.is_file():
-            continue
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue
-        files.append(LandingFile(str(path), stat.st_size, stat.st_mtime_ns))
-    return files
+def partition_folder(landing_root: str, day: date | str) -> str:
+    return f"{landing_root}/{PARTITION_PREFIX}{day if isinstance(day, str) else day.isoformat()}"
 
 
-def ignored_files(landing_root: str, day: date | str) -> list[str]:
-    """Files in the day's folder that are not in a landing format (reported, never silently skipped)."""
-    folder = partition_folder(landing_root, day)
-    if not folder.is_dir():
-        return []
+def _landing_format(f: FileStatus) -> str | None:
+    suffix = "." + f.name.rsplit(".", 1)[-1].lower() if "." in f.name else ""
+    return suffix if suffix in LANDING_FORMATS else None
+
+
+def list_landing_files(fs: FileSystem, landing_root: str, day: date | str) -> list[FileStatus]:
+    """The day's landing files in a stable order; in-flight (dot-prefixed) files and links are not listed."""
+    return [
+        f
+        for f in fs.list(partition_folder(landing_root, day))
+        if not f.is_dir and not f.is_symlink and not f.name.startswith(".") and _landing_format(f)
+    ]
+
+
+def ignored_files(fs: FileSystem, landing_root: str, day: date | str) -> list[str]:
+    """Entries of the day's folder that are not read: other formats and symbolic links (reported, never silent)."""
     return sorted(
-        str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in LANDING_FORMATS
+        f.path
+        for f in fs.list(partition_folder(landing_root, day))
+        if not f.name.startswith(".") and (f.is_symlink or (not f.is_dir and not _landing_format(f)))
     )
 
 
-def landing_partition_keys(landing_root: str) -> list[str]:
-    root = Path(landing_root)
-    if not root.is_dir():
-        return []
+def landing_partition_keys(fs: FileSystem, landing_root: str) -> list[str]:
     keys = []
-    for folder in sorted(root.glob(f"{PARTITION_PREFIX}*")):
+    for folder in fs.list(landing_root):
+        if not folder.is_dir or folder.is_symlink or not folder.name.startswith(PARTITION_PREFIX):
+            continue
         key = folder.name[len(PARTITION_PREFIX) :]
         try:
             date.fromisoformat(key)
         except ValueError:
             continue
         keys.append(key)
-    return keys
+    return sorted(keys)
 
 
-def fingerprint(files: Iterable[LandingFile]) -> str:
+def fingerprint(files: Iterable[FileStatus]) -> str:
     """Changes whenever a file is added, removed, rewritten or touched."""
     digest = hashlib.sha1()
     for f in files:
@@ -126,205 +132,277 @@ def fingerprint(files: Iterable[LandingFile]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Raw text of a typed column; timestamps become ISO-8601 in UTC (naive ones are taken as UTC)."""
-    if pa.types.is_timestamp(column.type):
-        # %S carries the column's sub-second digits; Spark reads up to microseconds.
-        if column.type.tz is not None:
-            return pc.strftime(pc.cast(column, pa.timestamp(column.type.unit, tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
-        return pc.strftime(column, format="%Y-%m-%dT%H:%M:%S")
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return pc.cast(column, pa.string())
-    if pa.types.is_dictionary(column.type):
-        return pc.cast(pc.cast(column, column.type.value_type), pa.string())
-    # Arrow prints floats in their shortest round-trip form, so the text parses back to the same double.
-    return pc.cast(column, pa.string())
+# ----------------------------------------------------------------------------------------------
+# Per-file gate: what the driver learns from a listing entry, a Parquet footer or a CSV header.
 
 
-def _staged(
-    f: LandingFile,
-    text: dict[str, pa.Array] | None,
-    source_rows: list[int],
-    reason: str | None = None,
-    detail: str | None = None,
-    payloads: list[str] | None = None,
-) -> pa.Table:
-    """Staged rows of one file: landing columns as text (NULL for rows kept only as a payload)."""
-    n = len(source_rows)
-    columns = {name: (text[name] if text else pa.nulls(n, pa.string())) for name in LANDING_COLUMNS}
-    columns.update(
-        source_file=pa.array([f.path] * n, pa.string()),
-        source_row=pa.array(source_rows, pa.int64()),
-        ingested_at=pa.array([f.ingested_at] * n, pa.timestamp("us", tz="UTC")),
-        file_error=pa.array([reason] * n, pa.string()),
-        error_detail=pa.array([detail] * n, pa.string()),
-        raw_payload=pa.array(payloads if payloads is not None else [None] * n, pa.string()),
-    )
-    return pa.table(columns, schema=_READ_SCHEMA)
+def _file_record(f: FileStatus, reason: str, detail: str) -> tuple:
+    """A staged row standing for a whole file that is not read."""
+    row = {c.name: None for c in STAGED_SCHEMA}
+    payload = json.dumps({"file": f.path, "error": detail})
+    row.update(source_uri=f.uri, source_row=0, row_order=0, text_format=False, file_error=reason, error_detail=detail, raw_payload=payload)
+    return tuple(row[c.name] for c in STAGED_SCHEMA)
 
 
-def _file_error_table(f: LandingFile, reason: str, detail: str) -> pa.Table:
-    """A file that could not be read at all: one row naming it, so it is counted and quarantined."""
-    return _staged(f, None, [0], reason, detail, [json.dumps({"file": f.path, "error": detail})])
-
-
-def _rows_as_payload_table(
-    f: LandingFile, rows: list[dict], reason: str, detail: str, first_row: int = 0, numbers: list[int] | None = None
-) -> pa.Table:
-    """Rows that break the contract, each kept whole as a JSON payload."""
-    payloads = [json.dumps(row, default=str, allow_nan=True) for row in rows]
-    return _staged(f, None, numbers if numbers is not None else list(range(first_row, first_row + len(rows))), reason, detail, payloads)
-
-
-def _conforming(f: LandingFile, table: pa.Table) -> pa.Table:
+def _parquet_footer(session: SparkSession, f: FileStatus) -> tuple[int, str]:
+    """(row count, schema) from the file's footer, read through Hadoop: no row is read."""
+    jvm = session._jvm
+    path = jvm.org.apache.hadoop.fs.Path(f.uri)
+    source = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(path, session._jsc.hadoopConfiguration())
+    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(source)
     try:
-        text = {name: _as_text(table.column(name)) for name in LANDING_COLUMNS}
-    except pa.ArrowException as exc:
-        # A column of a type with no text form (a struct, a list...): keep every row, whole.
-        types = ", ".join(f"{c}: {table.schema.field(c).type}" for c in LANDING_COLUMNS)
-        return _rows_as_payload_table(
-            f, table.to_pylist(), Reason.SCHEMA_MISMATCH, f"column types not readable as text ({types}): {exc}"[:2000]
-        )
-    return _staged(f, {k: v.combine_chunks() for k, v in text.items()}, list(range(table.num_rows)))
+        schema = reader.getFooter().getFileMetaData().getSchema()
+        return int(reader.getRecordCount()), "|".join(str(schema.getType(i)) for i in range(schema.getFieldCount()))
+    finally:
+        reader.close()
+
+
+def _java_error(exc: Exception) -> str:
+    text = str(exc)
+    for line in text.splitlines():
+        if "Exception:" in line or "Error:" in line:
+            return line.strip()[:2000]
+    return text.strip().splitlines()[0][:2000] if text.strip() else type(exc).__name__
+
+
+def _csv_header(fs: FileSystem, f: FileStatus, limits: FileLimits) -> list[str] | str:
+    """The header's column names, or why the file cannot be read by its header."""
+    line = fs.first_line(f.uri, limits.max_line_chars + 2)
+    if not line.endswith(b"\n") and len(line) < f.size:
+        return f"the header line is longer than {limits.max_line_chars:,} characters (limit: max_line_chars)"
+    text = line.decode("utf-8-sig", errors="replace").strip("\r\n")
+    return [h.strip() for h in next(csv.reader(io.StringIO(text)), [])]
 
 
 def _column_problem(names: list[str]) -> str | None:
-    missing = [c for c in LANDING_COLUMNS if c not in names]
-    extra = [c for c in names if c not in LANDING_COLUMNS]
+    """Only a missing or repeated key column, or a repeated name, makes a file's columns unusable."""
+    missing = [c for c in KEY_COLUMNS if c not in names]
     duplicated = sorted({c for c in names if names.count(c) > 1})
     problems = []
     if missing:
-        problems.append(f"missing columns {missing}")
-    if extra:
-        problems.append(f"unexpected columns {extra}")
+        problems.append(f"missing key columns {missing}")
     if duplicated:
         problems.append(f"duplicated columns {duplicated}")
     return "; ".join(problems) or None
 
 
-def _read_parquet(f: LandingFile) -> pa.Table:
-    table = pq.read_table(f.path)
-    problem = _column_problem(table.column_names)
-    if problem:
-        return _rows_as_payload_table(f, table.to_pylist(), Reason.SCHEMA_MISMATCH, problem)
-    return _conforming(f, table)
+# ----------------------------------------------------------------------------------------------
+# Normalising one group of files (same format, same columns) to the staged schema.
 
 
-def _read_csv(f: LandingFile) -> pa.Table:
-    with open(f.path, "rb") as handle:
-        # A byte-order mark or bytes that are not UTF-8 must not cost the file: decode leniently
-        # (U+FFFD marks the bad bytes, which then fail validation row by row).
-        data = handle.read().decode("utf-8-sig", errors="replace").encode("utf-8")
-    if not data.strip():
-        return _READ_SCHEMA.empty_table()
-    header = next(csv.reader(io.StringIO(data.decode("utf-8").splitlines()[0])))
-    header = [h.strip() for h in header]
-    problem = _column_problem(header)
-    if problem:
-        text = data.decode("utf-8", errors="replace")
-        rows = list(csv.reader(io.StringIO(text)))[1:]
-        return _rows_as_payload_table(
-            f, [dict(zip(header, r)) if len(r) == len(header) else {"_raw": r} for r in rows], Reason.SCHEMA_MISMATCH, problem, first_row=1
+def _text_to_timestamp(text: Column) -> Column:
+    # ISO-8601 with or without an offset; without one the time is taken as UTC (the session zone).
+    return text.try_cast("timestamp")
+
+
+def _normalised(frame: DataFrame, text_format: bool, row_order: Column, source_row: Column, max_chars: int) -> DataFrame:
+    fields = {f.name: f.dataType for f in frame.schema.fields}
+    scalar = (T.StringType, T.NumericType, T.BooleanType, T.TimestampType, T.TimestampNTZType, T.DateType)
+    columns: list[Column] = []
+
+    def as_text(name: str) -> Column:
+        kind = fields[name]
+        if isinstance(kind, T.StringType):
+            return F.col(name)
+        return F.col(name).cast("string") if isinstance(kind, scalar) else F.to_json(F.col(name))
+
+    columns.append(as_text("device_id").alias("device_id"))
+    ts_type = fields["ts"]
+    if isinstance(ts_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        columns += [F.col("ts").cast("timestamp").alias("ts_value"), F.lit(None).cast("string").alias("ts_text")]
+    else:
+        columns += [_text_to_timestamp(as_text("ts")).alias("ts_value"), as_text("ts").alias("ts_text")]
+    missing = [s for s in SENSOR_NAMES if s not in fields]
+    for s in SENSOR_NAMES:
+        kind = fields.get(s)
+        if kind is None:
+            value, text = F.lit(None).cast("double"), F.lit(None).cast("string")
+        elif isinstance(kind, (T.NumericType, T.BooleanType)) and not isinstance(kind, T.StringType):
+            value, text = F.col(s).cast("double"), F.lit(None).cast("string")
+        else:
+            text = as_text(s)
+            value = text.try_cast("double")
+        columns += [value.alias(f"{s}_value"), text.alias(f"{s}_text")]
+    corrupt = F.col(CORRUPT) if CORRUPT in fields else F.lit(None).cast("string")
+    bad_row = (
+        F.when(corrupt.isNotNull(), F.lit(Reason.SCHEMA_MISMATCH)).when(
+            F.greatest(*[F.coalesce(F.length(as_text(c)), F.lit(0)) for c in LANDING_COLUMNS if c in fields]) > F.lit(max_chars),
+            F.lit(Reason.FILE_OVER_LIMIT),
         )
-    ragged: list[tuple[int, str]] = []
-
-    def keep_ragged(row: pacsv.InvalidRow) -> str:
-        ragged.append((row.number or -1, row.text))
-        return "skip"
-
-    table = pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=keep_ragged),
-        # Only an empty field is NULL: "NaN", "NA" or "null" are values the cleaning step must see and flag.
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in header}, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
-        ),
+        if text_format
+        else F.lit(None).cast("string")
     )
-    staged = _conforming(f, table)
-    if ragged:
-        bad = _rows_as_payload_table(
-            f,
-            [{"_raw": text} for _, text in ragged],
-            Reason.SCHEMA_MISMATCH,
-            f"row has a different number of fields than the header ({len(header)})",
-            numbers=[n for n, _ in ragged],
-        )
-        staged = pa.concat_tables([staged, bad])
-    return staged
+    detail = (
+        F.when(
+            corrupt.isNotNull(), F.lit("the row does not parse with the file's columns (wrong number of fields, or not a JSON object)")
+        ).when(bad_row == Reason.FILE_OVER_LIMIT, F.lit(f"a value is longer than {max_chars:,} characters (limit: max_line_chars)"))
+        if text_format
+        else F.lit(None).cast("string")
+    )
+    columns += [
+        F.array(*[F.lit(s) for s in missing]).cast("array<string>").alias("missing_sensors"),
+        _decoded_uri(F.col("_metadata.file_path")).alias("source_uri"),
+        source_row.alias("source_row"),
+        row_order.alias("row_order"),
+        F.lit(text_format).alias("text_format"),
+        bad_row.alias("file_error"),
+        detail.alias("error_detail"),
+        (F.substring(corrupt, 1, max_chars) if text_format else F.lit(None).cast("string")).alias("raw_payload"),
+    ]
+    return frame.select(*columns)
 
 
-def _read_jsonl(f: LandingFile) -> pa.Table:
-    good: dict[str, list] = {c: [] for c in LANDING_COLUMNS}
-    good_rows: list[int] = []
-    bad: list[tuple[int, dict, str]] = []
-    with open(f.path, encoding="utf-8-sig", errors="replace") as handle:
-        for number, line in enumerate(handle):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append((number, {"_raw": line.rstrip("\n")}, f"invalid JSON: {exc.msg}"))
-                continue
-            if not isinstance(record, dict):
-                bad.append((number, {"_raw": line.rstrip("\n")}, "line is not a JSON object"))
-                continue
-            problem = _column_problem(list(record))
-            if problem:
-                bad.append((number, record, problem))
-                continue
-            for c in LANDING_COLUMNS:
-                value = record[c]
-                if value is None:
-                    good[c].append(None)
-                elif isinstance(value, float) and not math.isfinite(value):
-                    good[c].append(repr(value))
-                else:
-                    good[c].append(value if isinstance(value, str) else json.dumps(value))
-            good_rows.append(number)
-    tables = [_staged(f, {c: pa.array(good[c], pa.string()) for c in LANDING_COLUMNS}, good_rows)]
-    for number, record, problem in bad:
-        table = _rows_as_payload_table(f, [record], Reason.SCHEMA_MISMATCH, problem, first_row=number)
-        tables.append(table)
-    return pa.concat_tables(tables)
+def _whole_rows_as_schema_mismatch(frame: DataFrame, detail: str, text_format: bool, row_order: Column, source_row: Column) -> DataFrame:
+    """Every row of a file whose columns cannot be used, kept whole as its JSON payload."""
+    names = [c for c in frame.columns if c != CORRUPT]
+    payload = F.to_json(F.struct(*[F.col(f"`{c}`") for c in names]))
+    if CORRUPT in frame.columns:
+        payload = F.coalesce(F.col(CORRUPT), payload)
+    nulls = {c.name: F.lit(None).cast(c.dataType) for c in STAGED_SCHEMA}
+    nulls.update(
+        source_uri=_decoded_uri(F.col("_metadata.file_path")),
+        source_row=source_row,
+        row_order=row_order,
+        text_format=F.lit(text_format),
+        file_error=F.lit(Reason.SCHEMA_MISMATCH),
+        error_detail=F.lit(detail),
+        raw_payload=payload,
+        missing_sensors=F.array().cast("array<string>"),
+    )
+    return frame.select(*[nulls[c.name].alias(c.name) for c in STAGED_SCHEMA])
 
 
-READERS = {".parquet": _read_parquet, ".csv": _read_csv, ".jsonl": _read_jsonl}
+def _decoded_uri(path: Column) -> Column:
+    """Spark's `_metadata.file_path` is URL-encoded; Hadoop's listing is not ('+' is a literal plus)."""
+    return F.url_decode(F.regexp_replace(path, r"\+", "%2B"))
 
 
-def read_landing_file(f: LandingFile) -> pa.Table:
-    """One landing file as staged rows; never raises for a bad file, it becomes a staged error row."""
-    reader = READERS[Path(f.path).suffix.lower()]
-    try:
-        return reader(f)
-    except FileNotFoundError:
-        return _file_error_table(f, Reason.UNREADABLE_FILE, "the file vanished before it could be read")
-    except (pa.ArrowException, OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
-        if f.size == 0:
-            return _file_error_table(f, Reason.UNREADABLE_FILE, "empty file (0 bytes)")
-        return _file_error_table(f, Reason.UNREADABLE_FILE, f"{type(exc).__name__}: {exc}"[:2000])
+def _text_order() -> tuple[Column, Column]:
+    # Within one task the ids follow the file's rows; a file's splits keep their order across tasks.
+    return F.monotonically_increasing_id(), F.lit(None).cast("long")
 
 
-def stage_files(files_by_day: dict[str, list[LandingFile]], staging_dir: Path, report: StagingReport | None = None) -> StagingReport:
-    """Stage each file as `staging_dir/NNNNN.parquet`; returns what was seen, file by file."""
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    report = report or StagingReport()
-    numbered = [(day, f) for day, files in sorted(files_by_day.items()) for f in files]
-    for i, (day, f) in enumerate(numbered):
-        table = read_landing_file(f)
+def read_landing(
+    session: SparkSession, fs: FileSystem, files_by_day: dict[str, list[FileStatus]], limits: FileLimits | None = None
+) -> Staged:
+    """Every listed file as staged rows; never raises for a bad file, it becomes a staged record."""
+    limits = limits or FileLimits()
+    report = StagingReport()
+    records: list[tuple] = []
+    parquet: dict[str, list[FileStatus]] = {}
+    csvs: dict[tuple[str, ...], list[FileStatus]] = {}
+    whole_mismatch: list[tuple[FileStatus, list[str], str]] = []
+    jsonl: list[FileStatus] = []
+    footer_rows: dict[str, int] = {}
+    listed: list[tuple[str, FileStatus]] = [(day, f) for day, files in sorted(files_by_day.items()) for f in files]
+
+    def refuse(f: FileStatus, reason: str, detail: str) -> None:
+        records.append(_file_record(f, reason, detail))
+        (report.over_limit_files if reason == Reason.FILE_OVER_LIMIT else report.unreadable_files)[f.path] = detail
+
+    for _, f in listed:
         report.files += 1
-        report.raw_rows += table.num_rows
-        report.rows_by_file[f.path] = table.num_rows
-        errors = pc.unique(table.column("file_error").drop_null()).to_pylist() if table.num_rows else []
-        if Reason.UNREADABLE_FILE in errors:
-            report.unreadable_files[f.path] = table.column("error_detail")[0].as_py()
-        elif Reason.SCHEMA_MISMATCH in errors:
-            details = pc.unique(table.column("error_detail").drop_null()).to_pylist()
-            report.schema_mismatch_files[f.path] = "; ".join(details)
-        if table.num_rows == 0:
-            report.empty_files.append(f.path)
+        kind = _landing_format(f)
+        if f.size > limits.max_bytes:
+            refuse(f, Reason.FILE_OVER_LIMIT, f"the file is {f.size:,} bytes, over {limits.max_bytes:,} (limit: max_bytes)")
             continue
-        table = table.append_column("landing_date", pa.array([day] * table.num_rows, pa.string()))
-        pq.write_table(table, staging_dir / f"{i:05d}.parquet")
-    return report
+        if f.size == 0:
+            if kind == ".parquet":
+                refuse(f, Reason.UNREADABLE_FILE, "empty file (0 bytes)")
+            else:
+                report.empty_files.append(f.path)
+            continue
+        try:
+            if kind == ".parquet":
+                rows, signature = _parquet_footer(session, f)
+                footer_rows[f.uri] = rows
+                if rows > limits.max_rows:
+                    refuse(f, Reason.FILE_OVER_LIMIT, f"the file holds {rows:,} rows, over {limits.max_rows:,} (limit: max_rows)")
+                elif rows == 0:
+                    report.empty_files.append(f.path)
+                else:
+                    parquet.setdefault(signature, []).append(f)
+            elif kind == ".csv":
+                header = _csv_header(fs, f, limits)
+                if isinstance(header, str):
+                    refuse(f, Reason.FILE_OVER_LIMIT, header)
+                elif not header or header == [""]:
+                    report.empty_files.append(f.path)
+                elif problem := _column_problem(header):
+                    whole_mismatch.append((f, header, problem))
+                else:
+                    csvs.setdefault(tuple(header), []).append(f)
+            else:
+                jsonl.append(f)
+        except Exception as exc:  # a vanished file, a corrupt footer: py4j raises them as Py4JJavaError
+            gone = "FileNotFoundException" in str(exc) or isinstance(exc, FileNotFoundError)
+            refuse(f, Reason.UNREADABLE_FILE, "the file vanished before it could be read" if gone else _java_error(exc))
+
+    frames: list[DataFrame] = []
+    for files in parquet.values():
+        uris = [f.uri for f in files]
+        # A page that fails to decode ends the file's read instead of the run; the footer count tells.
+        frame = session.read.option("ignoreCorruptFiles", "true").parquet(*uris)
+        report.footer_rows.update({f.path: n for f, n in zip(files, [footer_rows[f.uri] for f in files])})
+        names = frame.columns
+        order = F.col("_metadata.row_index")
+        if problem := _column_problem(names):
+            for f in files:
+                whole_mismatch.append((f, names, problem))
+            continue
+        frames.append(_normalised(frame, False, order, order, limits.max_line_chars))
+        _note_drift(report, files, names)
+    for header, files in csvs.items():
+        frame = _read_csv(session, [f.uri for f in files], list(header))
+        frames.append(_normalised(frame, True, *_text_order(), limits.max_line_chars))
+        _note_drift(report, files, list(header))
+    if jsonl:
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in LANDING_COLUMNS] + [T.StructField(CORRUPT, T.StringType())])
+        frame = session.read.schema(schema).options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).json([f.uri for f in jsonl])
+        frames.append(_normalised(frame, True, *_text_order(), limits.max_line_chars))
+    for f, names, problem in whole_mismatch:
+        report.schema_mismatch_files[f.path] = problem
+        if _landing_format(f) == ".parquet":
+            frame = session.read.parquet(f.uri)
+            order = F.col("_metadata.row_index")
+            frames.append(_whole_rows_as_schema_mismatch(frame, problem, False, order, order))
+        else:
+            unique = [n if names.index(n) == i else f"{n}_{i}" for i, n in enumerate(names)]
+            frame = _read_csv(session, [f.uri], unique)
+            frames.append(_whole_rows_as_schema_mismatch(frame, problem, True, *_text_order()))
+    if records:
+        frames.append(session.createDataFrame(records, STAGED_SCHEMA))
+
+    staged = session.createDataFrame([], STAGED_SCHEMA)
+    for frame in frames:
+        staged = staged.unionByName(frame)
+    files = session.createDataFrame(
+        [(f.uri, f.path, day, f.ingested_at.replace(tzinfo=None)) for day, f in listed],
+        FILES_SCHEMA,
+    )
+    return Staged(staged.join(F.broadcast(files), on="source_uri", how="left"), report)
+
+
+def _read_csv(session: SparkSession, uris: list[str], header: list[str]) -> DataFrame:
+    schema = T.StructType([T.StructField(h, T.StringType()) for h in header] + [T.StructField(CORRUPT, T.StringType())])
+    return session.read.schema(schema).csv(
+        uris,
+        header=True,
+        enforceSchema=True,
+        mode="PERMISSIVE",
+        columnNameOfCorruptRecord=CORRUPT,
+        # Only an empty field is NULL: "NaN", "NA" or "null" are values the cleaning step must see and flag.
+        nullValue="",
+        emptyValue="",
+        encoding="UTF-8",
+    )
+
+
+def _note_drift(report: StagingReport, files: list[FileStatus], names: list[str]) -> None:
+    extra = [n for n in names if n not in LANDING_COLUMNS and n != CORRUPT]
+    missing = [s for s in SENSOR_NAMES if s not in names]
+    for f in files:
+        if extra:
+            report.extra_columns[f.path] = extra
+        if missing:
+            report.missing_columns[f.path] = missing

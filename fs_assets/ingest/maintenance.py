@@ -9,6 +9,7 @@ import pandas as pd
 
 from fs_assets.ingest.registry import read_text_columns
 from fs_domain.contract import DEVICE_ID_PATTERN, MAINTENANCE_COLUMNS
+from fs_resources.filesystem import FileSystem, LocalFileSystem
 
 # Event types a label can be built from: the simulator's compressor failures and the fault onsets
 # of real data (SKAB). `service` and `fault_end` close an episode.
@@ -25,15 +26,15 @@ class MaintenanceRead:
     rejected: pd.DataFrame  # the raw row plus a `problem` column
 
 
-def read_maintenance(path: str | Path) -> MaintenanceRead:
+def read_maintenance(path: str | Path, fs: FileSystem | None = None) -> MaintenanceRead:
     """Valid events, typed, and rejected rows with the reason for each. A missing file means no
     events yet (a new fleet), not an error. Timestamps without an offset are taken as UTC."""
-    path = Path(path)
-    if not path.exists():
+    data = (fs or LocalFileSystem()).read_bytes(str(path))
+    if data is None:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in MAINTENANCE_COLUMNS})
         empty["event_time"] = pd.Series(dtype="datetime64[us, UTC]")
         return MaintenanceRead(empty, empty.assign(problem=pd.Series(dtype=object)))
-    raw = read_text_columns(path, MAINTENANCE_COLUMNS, "maintenance events file", MaintenanceError)
+    raw = read_text_columns(str(path), data, MAINTENANCE_COLUMNS, "maintenance events file", MaintenanceError)
     times = pd.to_datetime(raw["event_time"], utc=True, errors="coerce", format="ISO8601")
     problems = pd.Series(None, index=raw.index, dtype=object)
     problems[~raw["device_id"].map(lambda d: bool(DEVICE_ID_PATTERN.fullmatch(d)))] = "malformed device id"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from fs_domain.contract import DEVICE_ID_PATTERN, DEVICE_STATUSES, REGISTRY_COLUMNS
+from fs_resources.filesystem import FileSystem, LocalFileSystem
 
 
 class RegistryError(ValueError):
@@ -34,12 +35,12 @@ def _row_problem(row: pd.Series) -> str | None:
     return None
 
 
-def read_text_columns(path: Path, columns: tuple[str, ...], what: str, error: type[ValueError]) -> pd.DataFrame:
+def read_text_columns(path: str, data: bytes, columns: tuple[str, ...], what: str, error: type[ValueError]) -> pd.DataFrame:
     """A CSV of the landing zone as stripped text, exactly `columns`; `error` names any missing.
 
     The file is read in one piece before parsing, so a writer appending meanwhile cannot leave the
     parser with half of its change."""
-    raw = pd.read_csv(io.BytesIO(Path(path).read_bytes()), dtype=str, keep_default_na=False)
+    raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     raw.columns = [c.strip() for c in raw.columns]
     missing = [c for c in columns if c not in raw.columns]
     if missing:
@@ -47,15 +48,15 @@ def read_text_columns(path: Path, columns: tuple[str, ...], what: str, error: ty
     return raw[list(columns)].apply(lambda col: col.str.strip())
 
 
-def read_registry(path: str | Path) -> RegistryRead:
+def read_registry(path: str | Path, fs: FileSystem | None = None) -> RegistryRead:
     """The registry's valid rows, typed, and its rejected rows with the reason for each.
 
     A device id listed twice keeps its last row; the earlier ones are rejected as duplicates.
     """
-    path = Path(path)
-    if not path.exists():
+    data = (fs or LocalFileSystem()).read_bytes(str(path))
+    if data is None:
         raise RegistryError(f"device registry not found at {path}; `fs-sim generate` writes one, or place devices.csv there")
-    raw = read_text_columns(path, REGISTRY_COLUMNS, "device registry", RegistryError)
+    raw = read_text_columns(str(path), data, REGISTRY_COLUMNS, "device registry", RegistryError)
     problems = raw.apply(_row_problem, axis=1)
     duplicated = raw["device_id"].duplicated(keep="last") & problems.isna()
     problems[duplicated] = "device id listed again further down; the last row wins"

@@ -1,0 +1,134 @@
+"""The ledger of landing files already cleaned, which makes ingest incremental.
+
+A run of `clean_sensor_readings` cleans only the files its day's ledger does not list yet, and
+merges their readings into the day (latest ingested wins, as in a rebuild). A day is rebuilt from
+all its files instead when the ledger cannot vouch for what the table holds: a ledgered file was
+rewritten or removed, the day has clean rows but no ledger (written before the ledger existed), or
+the run asks for it (`rebuild: true`).
+
+Why a ledger rather than hourly partitions: files arrive per gateway and per quarter hour, but late
+files carry readings of any hour, so an hourly partition would still have to be re-read whole for
+one late file; the ledger makes the unit of work the file itself, whatever hours it covers.
+
+Each file's row says how its rows ended: `raw = quarantined + clean_rows_added + duplicates_dropped`,
+where `clean_rows_added` counts its readings that were new keys when it was cleaned. Summed over a
+day it must match the tables: clean rows = sum of `clean_rows_added`, quarantine rows = sum of
+`quarantined_rows` (the per-day books of `check_accounting_identity`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from fs_resources.filesystem import FileStatus
+
+LEDGER_SCHEMA = T.StructType(
+    [
+        T.StructField("landing_date", T.DateType()),
+        T.StructField("source_file", T.StringType()),
+        T.StructField("size_bytes", T.LongType()),
+        T.StructField("mtime_ns", T.LongType()),
+        T.StructField("batch_id", T.StringType()),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("raw_rows", T.LongType()),
+        T.StructField("quarantined_rows", T.LongType()),
+        T.StructField("clean_rows_added", T.LongType()),
+        T.StructField("duplicates_dropped", T.LongType()),
+        T.StructField("processed_at", T.TimestampType()),
+    ]
+)
+
+
+@dataclass
+class DayPlan:
+    """What a run does for one landing day."""
+
+    day: str
+    files: list[FileStatus]
+    rebuild: bool
+    why: str
+    new: list[FileStatus] = field(default_factory=list)
+
+    @property
+    def to_read(self) -> list[FileStatus]:
+        return self.files if self.rebuild else self.new
+
+
+def plan(
+    days: list[str],
+    listed: dict[str, list[FileStatus]],
+    ledger: dict[str, dict[str, tuple[int, int]]],
+    days_with_rows: set[str],
+    force: bool,
+) -> list[DayPlan]:
+    """Per day: rebuild from all files, or clean only the files the ledger does not list."""
+    plans = []
+    for day in days:
+        files, known = listed.get(day, []), ledger.get(day, {})
+        current = {f.path: (f.size, f.mtime_ns) for f in files}
+        changed = sorted(p for p, stamp in known.items() if current.get(p) != stamp)
+        if force:
+            plans.append(DayPlan(day, files, True, "rebuild requested (run config `rebuild: true`)"))
+        elif changed:
+            plans.append(DayPlan(day, files, True, f"{len(changed)} cleaned file(s) rewritten or removed since, e.g. {changed[0]}"))
+        elif not known and day in days_with_rows:
+            plans.append(DayPlan(day, files, True, "the day holds clean rows but no ledger: rebuilt once to start one"))
+        elif not known:
+            plans.append(DayPlan(day, files, True, "first run of the day"))
+        else:
+            plans.append(DayPlan(day, files, False, "incremental", new=[f for f in files if f.path not in known]))
+    return plans
+
+
+def batch_id(plans: list[DayPlan]) -> str:
+    """Names the work of a run by its inputs, so a re-run of the same work is recognised."""
+    digest = hashlib.sha1()
+    for p in plans:
+        digest.update(f"{p.day}\0{int(p.rebuild)}\n".encode())
+        for f in p.to_read:
+            digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def read_ledger(ledger: DataFrame, days: list[str]) -> dict[str, dict[str, tuple[int, int]]]:
+    rows = ledger.where(ledger.landing_date.isin(days)).select("landing_date", "source_file", "size_bytes", "mtime_ns").collect()
+    known: dict[str, dict[str, tuple[int, int]]] = {}
+    for r in rows:
+        known.setdefault(r["landing_date"].isoformat(), {})[r["source_file"]] = (r["size_bytes"], r["mtime_ns"])
+    return known
+
+
+def ledger_rows(
+    session: SparkSession,
+    plans: list[DayPlan],
+    per_file: dict[str, tuple[int, int, int]],
+    batch: str,
+    run_id: str,
+    now: datetime,
+) -> DataFrame:
+    """One row per file read by this run; `per_file` maps a file to (raw, quarantined, clean rows added)."""
+    rows = []
+    for p in plans:
+        for f in p.to_read:
+            raw, quarantined, added = per_file.get(f.path, (0, 0, 0))
+            rows.append(
+                (
+                    datetime.fromisoformat(p.day).date(),
+                    f.path,
+                    f.size,
+                    f.mtime_ns,
+                    batch,
+                    run_id,
+                    raw,
+                    quarantined,
+                    added,
+                    raw - quarantined - added,
+                    now.replace(tzinfo=None),
+                )
+            )
+    return session.createDataFrame(rows, LEDGER_SCHEMA)
