@@ -33,6 +33,7 @@ setup: system-deps $(BIN)/.installed
 	@$(BIN)/python -m fs_resources.spark
 
 run: setup
+	@mkdir -p "$(FS_DATA_ROOT)" && chmod 700 "$(FS_DATA_ROOT)" "$(DAGSTER_HOME)"
 	$(BIN)/fs-sim generate --if-empty --devices $(DEVICES) --days $(DAYS)
 	$(BIN)/python -m fs_resources.embedded_redis start
 	trap '$(BIN)/python -m fs_resources.embedded_redis stop' EXIT; \

@@ -223,32 +223,44 @@ class DeltaTables(dg.ConfigurableResource):
         source: "DataFrame",
         table: str,
         on: str,
-        update_when: str,
+        update_when: str = "true",
         *,
+        delete_when: str | None = None,
         run_id: str | None = None,
         inputs: dict[str, int] | None = None,
         batch: str | None = None,
     ) -> DeltaWrite:
-        """Delta MERGE in one commit: source rows matching a target row `on` replace it when
-        `update_when` holds (aliases `t` and `s`); source rows matching none are inserted."""
+        """Delta MERGE in one commit (aliases `t` for the table, `s` for the source). A source row
+        matching a target row `on` deletes it when `delete_when` holds, else replaces it when
+        `update_when` holds; a source row matching none is inserted (unless `delete_when` holds).
+        The table's columns are taken from the source by name; extra source columns are ignored."""
         from delta.tables import DeltaTable
+
+        columns = self.read(table).columns
+        values = {c: f"s.`{c}`" for c in columns}
+        keep = f"NOT ({delete_when})" if delete_when else None
 
         def save(token: str) -> None:
             conf = "spark.databricks.delta.commitInfo.userMetadata"
             self.session.conf.set(conf, token)
             try:
-                (
-                    DeltaTable.forPath(self.session, self.path(table))
-                    .alias("t")
-                    .merge(source.alias("s"), on)
-                    .whenMatchedUpdateAll(condition=update_when)
-                    .whenNotMatchedInsertAll()
-                    .execute()
-                )
+                builder = DeltaTable.forPath(self.session, self.path(table)).alias("t").merge(source.alias("s"), on)
+                if delete_when:
+                    builder = builder.whenMatchedDelete(condition=delete_when)
+                update = f"({update_when}) AND {keep}" if keep else update_when
+                builder.whenMatchedUpdate(condition=update, set=values).whenNotMatchedInsert(condition=keep, values=values).execute()
             finally:
                 self.session.conf.unset(conf)
 
         return self._commit(table, save, (), run_id, inputs or {}, batch)
+
+    def enable_change_feed(self, table: str) -> None:
+        """Record row-level changes (Delta's change data feed), so readers can ask what changed since a version."""
+        from delta.tables import DeltaTable
+
+        properties = DeltaTable.forPath(self.session, self.path(table)).detail().first()["properties"] or {}
+        if properties.get("delta.enableChangeDataFeed") != "true":
+            self.session.sql(f"ALTER TABLE delta.`{self.path(table)}` SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')")
 
     def batch_commit(self, table: str, batch: str) -> DeltaWrite | None:
         """The commit a write of `batch` made to `table`, if one did (among the last `COMMIT_LOOKBACK`)."""

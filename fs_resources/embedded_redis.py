@@ -154,6 +154,8 @@ class EmbeddedRedis:
         except (FileNotFoundError, ValueError):
             return None
         with socket.socket() as s:
+            # As redis-server binds: connections the old server closed (TIME_WAIT) do not hold the port.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:

@@ -7,6 +7,7 @@
 | `REDIS_URL` | unset: an embedded Redis server under `FS_DATA_ROOT/redis` | online store |
 | `FS_JARS_CACHE` | `~/.cache/device-feature-store/jars` | Delta Lake JARs, resolved from Maven Central once |
 | `FS_SKAB_DIR` | `../shared/data/skab` | the SKAB real-sensor data set |
+| `FS_BACKFILL_DAYS_PER_RUN` | `3` | a UI backfill of the daily assets runs as runs of at most this many days |
 """
 
 from __future__ import annotations
@@ -54,3 +55,38 @@ def jars_cache_dir() -> Path:
 
 def skab_dir() -> Path:
     return Path(os.environ.get("FS_SKAB_DIR") or DEFAULT_SKAB_DIR).expanduser().resolve()
+
+
+DEFAULT_BACKFILL_DAYS_PER_RUN = 3
+
+
+def backfill_days_per_run() -> int:
+    """How many days one backfill run of the daily assets holds (read when the code location loads).
+
+    Three days of the design fleet is about 430 M readings: a run's memory and its re-work after a
+    failure stay bounded, while the 10-20 s a run costs to start stays small beside its work."""
+    value = int(os.environ.get("FS_BACKFILL_DAYS_PER_RUN") or DEFAULT_BACKFILL_DAYS_PER_RUN)
+    if value < 1:
+        raise ValueError(f"FS_BACKFILL_DAYS_PER_RUN must be at least 1, not {value}")
+    return value
+
+
+def private_folder(path: str | Path) -> Path | None:
+    """Create a local folder readable by its owner only (0700), or tighten it; None for a URI root.
+
+    The data root holds readings and the Redis password, `DAGSTER_HOME` run logs: neither is for
+    other users of the machine."""
+    if "://" in str(path) or str(path).startswith("file:"):
+        return None
+    folder = Path(path).expanduser()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if folder.stat().st_mode & 0o077 and folder.stat().st_uid == os.getuid():
+        folder.chmod(0o700)
+    return folder
+
+
+def secure_local_folders() -> None:
+    """The data root and the Dagster instance folder, private to their owner."""
+    private_folder(data_root())
+    if home := os.environ.get("DAGSTER_HOME"):
+        private_folder(home)

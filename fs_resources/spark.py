@@ -186,6 +186,7 @@ class DeltaSparkResource(PySparkResource):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        settings.secure_local_folders()
         self._spark_session = get_spark_session(self.session_conf())
 
     def session_conf(self) -> dict[str, str]:

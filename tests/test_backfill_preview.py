@@ -18,9 +18,9 @@ from fs_resources.spark import DeltaSparkResource
 BENCH_READINGS, BENCH_SECONDS, RUN_START_SECONDS = 14_400_000, 58.6, 25
 
 
-def expected_seconds(readings: int, window_sizes: int) -> int:
-    """The estimate worked out here: run start plus the benchmark's rate, a third of it per window size."""
-    return round(RUN_START_SECONDS + readings / (BENCH_READINGS / BENCH_SECONDS) * window_sizes / 3)
+def expected_seconds(readings: int, window_sizes: int, runs: int = 1) -> int:
+    """The estimate worked out here: a start per run plus the benchmark's rate, a third of it per window size."""
+    return round(runs * RUN_START_SECONDS + readings / (BENCH_READINGS / BENCH_SECONDS) * window_sizes / 3)
 
 
 def output_metadata(result: dg.ExecuteInProcessResult) -> dict:
@@ -45,7 +45,8 @@ def test_preview_reports_partitions_readings_and_an_estimate(ingested_fleet):
         },
     )
     summary = result.output_for_node("preview_feature_backfill")
-    assert summary == {"days": 4, "partitions": 8, "readings": expected, "estimated_seconds": expected_seconds(expected, 2), "runs": 2}
+    # Four days in runs of at most FS_BACKFILL_DAYS_PER_RUN (3): two runs.
+    assert summary == {"days": 4, "partitions": 8, "readings": expected, "estimated_seconds": expected_seconds(expected, 2, 2), "runs": 2}
     md = output_metadata(result)
     assert md["days_without_readings"] == [empty_day]
     assert {r.data["day"]: r.data["readings"] for r in md["readings_per_day"].records} == {**per_day, empty_day: 0}
@@ -88,5 +89,7 @@ def test_the_estimate_is_the_benchmarks_rate_per_window_size_plus_a_run_start(mo
         "runs": 1,
     }
     assert three_days["estimated_seconds"] < one_day["estimated_seconds"]
+    monkeypatch.setenv("FS_BACKFILL_DAYS_PER_RUN", "1")  # a day per run: one start per day
+    assert preview(days[2], [60])["runs"] == 3
     with pytest.raises(dg.Failure, match="window sizes \\[30\\]"):
         preview(days[0], [30])

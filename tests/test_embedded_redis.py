@@ -1,6 +1,7 @@
 """The embedded Redis server: its password, its port and its data survive a restart."""
 
 import stat
+import time
 
 import pytest
 import redis
@@ -37,4 +38,36 @@ def test_a_restart_comes_back_on_its_port_with_its_data(tmp_path):
         assert EmbeddedRedis(tmp_path / "redis").start() == url
         assert redis.Redis.from_url(url).get("fs:v1:device:dev-1") == b"kept"
     finally:
+        server.stop()
+
+
+def test_a_redis_restart_mid_prehydration_is_retried_and_the_projection_completes(tmp_path):
+    import threading
+
+    from fs_resources.online import OnlineStore
+    from tests.test_online_reads import HYDRATED_AT, _objects
+
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    ids = [f"dev-{i:04d}" for i in range(2000)]
+    restarted = []
+
+    def restart_after_first_batch(done: int, total: int) -> None:
+        if not restarted:  # down now, back in a second: the next round trip meets a closed socket
+            server.stop()
+            threading.Timer(1.0, lambda: restarted.append(server.start())).start()
+            restarted.append(done)
+
+    try:
+        store = OnlineStore(redis.Redis.from_url(url), "v1")
+        report = store.project(
+            _objects(ids), HYDRATED_AT, ttl_seconds=600, batch_size=250, batches_per_round_trip=1,
+            retries=5, backoff_seconds=0.5, on_batch=restart_after_first_batch,
+        )  # fmt: skip
+        assert restarted == [250, url] and report.retries >= 1
+        assert report.written == len(ids) and not report.superseded
+        rows = store.get_online_features(ids)
+        assert all(rows) and store.projection_state().live_devices == len(ids)
+    finally:
+        time.sleep(1.2)
         server.stop()

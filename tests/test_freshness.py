@@ -82,3 +82,22 @@ def test_the_checks_run_in_dagster_and_evaluate_each_selected_asset():
             "anomaly_scores": False,
             "feature_drift_report": False,
         }
+
+
+@pytest.mark.unit
+def test_data_time_freshness_judges_the_data_against_each_sla():
+    from fs_checks.data_freshness_checks import DATA_CLOCKS, judge
+
+    now = datetime(2026, 1, 5, 12, 50, tzinfo=timezone.utc).timestamp()
+    clean = DATA_CLOCKS["clean_sensor_readings"]
+    assert judge("clean_sensor_readings", clean, datetime(2026, 1, 5, 12, 40), now).passed
+    late = judge("clean_sensor_readings", clean, datetime(2026, 1, 5, 12, 30), now)
+    assert not late.passed and late.severity == dg.AssetCheckSeverity.ERROR and late.metadata["lag_minutes"].value == 20
+    fifteen = DATA_CLOCKS["device_features_15m"]
+    # Written up to 12:00: the 12:00-12:15 window closed 35 min ago (past the 30-min target, within the 45-min alert).
+    warn = judge("device_features_15m", fifteen, datetime(2026, 1, 5, 12, 0), now)
+    assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+    assert judge("device_features_15m", fifteen, datetime(2026, 1, 5, 12, 30), now).passed
+    # The 1-day window of a day in progress is not late: yesterday's, written, is the newest that can be.
+    assert judge("device_features_1d", DATA_CLOCKS["device_features_1d"], datetime(2026, 1, 5, 0, 0), now).passed
+    assert not judge("device_objects", DATA_CLOCKS["device_objects"], None, now).passed

@@ -71,3 +71,25 @@ def test_no_module_imports_a_layer_above_its_own(package, forbidden):
     offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & forbidden) for p in (ROOT / package).rglob("*.py")}
     assert offenders, f"no modules found in {package}"
     assert {p: names for p, names in offenders.items() if names} == {}
+
+
+def test_daily_assets_backfill_in_runs_of_a_bounded_number_of_days():
+    from fs_assets.features.assets import feature_assets
+    from fs_assets.ingest.assets import clean_sensor_readings
+    from fs_resources import settings
+
+    for asset in (clean_sensor_readings, *feature_assets):
+        policy = asset.backfill_policy
+        assert policy.max_partitions_per_run == settings.backfill_days_per_run() == settings.DEFAULT_BACKFILL_DAYS_PER_RUN
+
+
+def test_the_data_root_and_the_instance_folder_are_private_to_their_owner(tmp_path, monkeypatch):
+    from fs_resources import settings
+
+    data, home = tmp_path / "data", tmp_path / "home"
+    home.mkdir(mode=0o755)
+    monkeypatch.setenv("FS_DATA_ROOT", str(data))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    settings.secure_local_folders()
+    assert (data.stat().st_mode & 0o777, home.stat().st_mode & 0o777) == (0o700, 0o700)
+    assert settings.private_folder("s3a://bucket/root") is None

@@ -1,20 +1,24 @@
 """`device_features_15m`, `device_features_1h`, `device_features_1d`: one factory, one small spec each.
 
 All three write the one `device_features` Delta table (path per feature set version), partitioned by
-`window_date` and `window_duration_minutes`, replacing exactly the partitions of the run. With
-`BackfillPolicy.single_run()` a UI backfill of any date range is one run and one Spark job per size.
+`window_date` and `window_duration_minutes`. A day's first run (or a `full: true` run) replaces the
+day's partition whole; later runs MERGE only the windows touched since (`fs_assets.features.touched`).
 """
 
 import time
 from datetime import UTC, datetime
 
 import dagster as dg
+from pydantic import Field
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
+from fs_assets.features import touched
 from fs_assets.features.compute import window_features
+from fs_assets.features.windows import MICROS_PER_MINUTE, window_start
 from fs_assets.freshness import freshness_policy
 from fs_assets.ingest.assets import clean_sensor_readings
-from fs_assets.partitions import daily_partitions
+from fs_assets.partitions import daily_backfill_policy, daily_partitions
 from fs_domain import slas
 from fs_domain.features import WINDOWS, Window
 from fs_domain.tables import CLEAN_TABLE, FEATURES_TABLE
@@ -36,6 +40,13 @@ FEATURES_AUTOMATION = (
 ).with_label("after its clean readings change")
 
 
+class FeaturesConfig(dg.Config):
+    full: bool = Field(
+        default=False,
+        description="Recompute the run's days whole, instead of only the windows touched since the previous run of each day.",
+    )
+
+
 def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
     """The features asset of one window size of the registry."""
 
@@ -44,42 +55,71 @@ def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
         group_name="features",
         kinds={"spark", "delta"},
         partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=daily_backfill_policy,
         deps=[clean_sensor_readings],
         pool=FEATURES_POOL,
         freshness_policy=freshness_policy(slas.FEATURES),
         automation_condition=FEATURES_AUTOMATION,
-        description=f"Features of {spec.minutes}-minute tumbling windows (aligned to midnight UTC), one row per device and window.",
+        description=f"Features of {spec.minutes}-minute tumbling windows (aligned to midnight UTC), one row per device and closed window. "
+        "A day's first run computes it whole; later runs recompute only the windows new readings touched or that closed since.",
         metadata={
             "dagster/column_schema": features_column_schema(),
             "window_duration_minutes": spec.minutes,
             "delta_table": FEATURES_TABLE,
         },
     )
-    def _feature_asset(context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
+    def _feature_asset(
+        context: dg.AssetExecutionContext, config: FeaturesConfig, delta: DeltaTables, feature_store: FeatureStoreResource
+    ) -> dg.MaterializeResult:
         started = time.monotonic()
+        now = datetime.now(UTC)
         days = list(context.partition_keys)
         version = feature_store.version()
+        table = feature_store.features_table()
         clean, clean_version = delta.read_pinned(CLEAN_TABLE)
-        clean = clean.where(F.col("reading_date").isin(days))
-        features = window_features(clean, spec.minutes, version, datetime.now(UTC)).cache()
-        summary = features.agg(
-            F.count(F.lit(1)).alias("rows"), F.countDistinct("device_id").alias("devices"), F.max("window_end").alias("latest")
-        ).first()
-        write = delta.replace_partitions(
-            features,
-            feature_store.features_table(),
-            {"window_date": days, "window_duration_minutes": [spec.minutes]},
-            run_id=context.run_id,
-            inputs={CLEAN_TABLE: clean_version},
+        plan = touched.plan(context.instance, context.asset_key, days, version, config.full or not delta.exists(table))
+        keys = touched.touched_windows(delta, CLEAN_TABLE, clean, clean_version, plan, spec.minutes, now) if plan.incremental_days else None
+        if plan.incremental_days and keys is None:
+            for day in plan.incremental_days:
+                plan.why[day] = (
+                    f"recomputed whole: the clean table's change feed does not reach back to v{plan.since[day].clean_version + 1}"
+                )
+            plan.full_days, plan.incremental_days = days, []
+        inputs = {CLEAN_TABLE: clean_version}
+        write = None
+        rows_written = 0
+        if plan.full_days:
+            features = window_features(clean.where(F.col("reading_date").isin(plan.full_days)), spec.minutes, version, now)
+            write = delta.replace_partitions(
+                features, table, {"window_date": plan.full_days, "window_duration_minutes": [spec.minutes]},
+                run_id=context.run_id, inputs=inputs,
+            )  # fmt: skip
+            rows_written += write.rows_written
+        windows_recomputed = None
+        if plan.incremental_days:
+            keys = keys.persist(StorageLevel.MEMORY_AND_DISK)
+            windows_recomputed = keys.count()
+            write = _merge_touched(delta, table, clean, keys, plan.incremental_days, spec.minutes, version, now, context.run_id, inputs)
+            rows_written += write.metric("numTargetRowsInserted") + write.metric("numTargetRowsUpdated")
+            keys.unpersist()
+        summary = (
+            delta.read(table)
+            .where(F.col("window_date").isin(days) & (F.col("window_duration_minutes") == spec.minutes))
+            .agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("device_id").alias("devices"), F.max("window_end").alias("latest"))
+            .first()
         )
-        features.unpersist()
-        context.log.info(f"{spec.asset_name}: {summary['rows']:,} rows for {summary['devices']:,} devices over {len(days)} day(s)")
+        context.log.info(f"{spec.asset_name}: {rows_written:,} rows written; {summary['rows']:,} rows for {len(days)} day(s)")
         return dg.MaterializeResult(
-            metadata=write.metadata()
+            metadata=(write.metadata() if write else {})
             | {
+                "dagster/row_count": summary["rows"],
+                "rows_written": rows_written,
                 "devices": summary["devices"] or 0,
-                "feature_set_version": version,
+                "recomputed": dg.MetadataValue.json(plan.why),
+                "windows_recomputed": windows_recomputed if windows_recomputed is not None else "all (whole days)",
+                touched.VERSION_KEY: version,
+                touched.CLEAN_VERSION_KEY: clean_version,
+                touched.COMPUTED_AT_KEY: now.isoformat(),
                 "window_duration_minutes": spec.minutes,
                 "days": len(days),
                 "latest_window_end": summary["latest"].isoformat() if summary["latest"] else "none",
@@ -88,6 +128,27 @@ def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
         )
 
     return _feature_asset
+
+
+def _merge_touched(delta, table, clean, keys, days, minutes, version, now, run_id, inputs):
+    """Recompute the touched windows' features and MERGE them in; a touched window left without readings is deleted."""
+    readings = (
+        clean.where(F.col("reading_date").isin(days))
+        .withColumn("window_start", window_start(F.col("ts"), minutes))
+        .join(keys, on=["device_id", "window_start"], how="left_semi")
+        .drop("window_start")
+    )
+    fresh = window_features(readings, minutes, version, now)
+    closed = keys.where(
+        F.timestamp_micros(F.unix_micros("window_start") + F.lit(minutes * MICROS_PER_MINUTE)) <= F.lit(now).cast("timestamp")
+    )
+    source = closed.join(fresh, on=["device_id", "window_start"], how="left").withColumn("_gone", F.col("window_date").isNull())
+    in_days = ", ".join(f"DATE'{d}'" for d in sorted(days))
+    on = (
+        f"t.window_date IN ({in_days}) AND t.window_duration_minutes = {minutes} "
+        "AND t.device_id = s.device_id AND t.window_start = s.window_start"
+    )
+    return delta.merge(source, table, on, delete_when="s._gone", run_id=run_id, inputs=inputs)
 
 
 feature_assets = [build_feature_asset(window) for window in WINDOWS]

@@ -13,6 +13,7 @@ from pydantic import Field
 from fs_assets.metadata import table_metadata
 from fs_domain.features import WINDOW_MINUTES
 from fs_domain.tables import CLEAN_TABLE
+from fs_resources import settings
 from fs_resources.delta import DeltaTables
 
 # bench/results/features.json: 10,000 devices x 1 day (14.4 M readings), all three window sizes in
@@ -52,13 +53,14 @@ def preview_feature_backfill(context: dg.OpExecutionContext, config: BackfillPre
     counts = readings_per_day(delta.path(CLEAN_TABLE))
     readings = sum(counts.get(d, 0) for d in days)
     empty = [d for d in days if counts.get(d, 0) == 0]
-    seconds = RUN_OVERHEAD_SECONDS + readings * len(config.window_sizes) / 3 / READINGS_PER_SECOND_ALL_SIZES
+    chunks = -(-len(days) // settings.backfill_days_per_run())
+    seconds = chunks * RUN_OVERHEAD_SECONDS + readings * len(config.window_sizes) / 3 / READINGS_PER_SECOND_ALL_SIZES
     summary = {
         "days": len(days),
         "partitions": len(days) * len(config.window_sizes),
         "readings": readings,
         "estimated_seconds": round(seconds),
-        "runs": len(config.window_sizes),
+        "runs": chunks,
     }
     context.add_output_metadata(
         summary
@@ -66,7 +68,7 @@ def preview_feature_backfill(context: dg.OpExecutionContext, config: BackfillPre
             "estimate": dg.MetadataValue.md(
                 f"**{len(days)} days × {len(config.window_sizes)} window sizes = {summary['partitions']} partitions**, "
                 f"{readings:,} clean readings, roughly **{_duration(seconds)}** on this machine "
-                f"(one run, one Spark job per window size; `BackfillPolicy.single_run`)."
+                f"(runs of at most {settings.backfill_days_per_run()} days, one Spark job per window size each)."
             ),
             "days_without_readings": dg.MetadataValue.json(empty[:100]),
             "readings_per_day": table_metadata([{"day": d, "readings": counts.get(d, 0)} for d in days[:400]]),

@@ -22,7 +22,7 @@ from fs_assets.ingest.cleaning import CLEAN_COLUMNS
 from fs_assets.ingest.maintenance import MaintenanceError, read_maintenance
 from fs_assets.ingest.registry import RegistryError, read_registry
 from fs_assets.metadata import table_metadata
-from fs_assets.partitions import daily_partitions
+from fs_assets.partitions import daily_backfill_policy, daily_partitions
 from fs_domain import slas
 from fs_domain.contract import MAINTENANCE_COLUMNS, MIN_KEPT_SHARE, REGISTRY_COLUMNS, SENSORS, FileLimits
 from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE, MAINTENANCE_TABLE, QUARANTINE_TABLE, REGISTRY_TABLE
@@ -211,7 +211,7 @@ def _books_table(books: dict[str, cleaning.PartitionAccounting]) -> dg.MetadataV
     group_name="ingest",
     kinds={"spark", "delta"},
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=daily_backfill_policy,
     deps=[raw_sensor_readings, device_registry],
     check_specs=[accounting_check_spec, schema_drift_check_spec],
     pool=CLEAN_POOL,
@@ -358,6 +358,9 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             ),
         )
 
+    if delta.exists(CLEAN_TABLE):
+        # Features recompute only the windows whose readings changed: they read this table's change feed.
+        delta.enable_change_feed(CLEAN_TABLE)
     day_books = _day_books(delta, days)
     totals = _totals(books)
     partially_read = {

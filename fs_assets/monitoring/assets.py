@@ -14,7 +14,7 @@ from fs_assets.features.assets import FEATURES_AUTOMATION, device_features_1d
 from fs_assets.freshness import DAILY_MONITORING_FRESHNESS
 from fs_assets.metadata import table_metadata
 from fs_assets.monitoring.anomaly import SCORED_FEATURES, score_windows
-from fs_assets.partitions import daily_partitions
+from fs_assets.partitions import daily_backfill_policy, daily_partitions
 from fs_assets.training.assets import feature_reference_snapshot
 from fs_assets.training.reference import active_snapshot
 from fs_domain.models import DEVICE_HEALTH_1D
@@ -57,7 +57,7 @@ DAILY_MONITORING = dict(
     group_name="monitoring",
     kinds={"pandas", "delta"},
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=daily_backfill_policy,
     deps=[device_features_1d, dg.AssetDep(feature_reference_snapshot, partition_mapping=dg.AllPartitionMapping())],
     freshness_policy=DAILY_MONITORING_FRESHNESS,
 )
