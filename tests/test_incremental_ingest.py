@@ -55,13 +55,13 @@ def test_a_day_built_file_by_file_equals_its_rebuild_row_for_row(spark, resource
     for i, batch in enumerate(batches):
         for name in batch:
             os.rename(aside / name, folder / name)
-        result = materialize_clean(resources, instance, DAY)
+        result = materialize_clean(resources, instance, DAY, with_checks=False)
         md = metadata(result)
         assert checks(result)["check_accounting_identity"].passed, md["accounting"]
         assert md["files_read"] == len(batch) and md["files_already_cleaned"] == sum(len(b) for b in batches[:i])
     incremental = _rows(clean_rows(spark, DAY))
     incremental_quarantine = _rows(quarantine_rows(spark, DAY), drop=("quarantined_at",))
-    assert metadata(materialize_clean(resources, instance, DAY))["files_read"] == 0  # nothing new: nothing read
+    assert metadata(materialize_clean(resources, instance, DAY, with_checks=False))["files_read"] == 0  # nothing new: nothing read
 
     rebuilt = _clean(resources, instance, rebuild=True)
     assert checks(rebuilt)["check_accounting_identity"].passed

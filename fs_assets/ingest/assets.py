@@ -29,7 +29,7 @@ from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE, MAINTENANCE_TABLE, QUARA
 from fs_resources import settings
 from fs_resources.delta import DeltaTableMissing, DeltaTables, DeltaWrite
 from fs_resources.filesystem import filesystem_for
-from fs_resources.spark import shuffle_partitions_for
+from fs_resources.spark import file_splits_for, shuffle_partitions_for
 
 # One pool per Delta table (limit 1, dagster_home/dagster.yaml): two runs never write a table at once.
 REGISTRY_POOL = f"delta_{REGISTRY_TABLE}"
@@ -249,51 +249,29 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
     staged = landing.read_landing(session, fs, {p.day: p.to_read for p in plans if p.to_read}, config.limits())
     now = datetime.now(UTC)
     inputs = {REGISTRY_TABLE: registry_version}
-    with shuffle_partitions_for(session, _estimated_rows(plans)) as partitions:
+    footer_rows = staged.report.footer_rows
+    parquet_bytes = sum(f.size for p in plans for f in p.to_read if f.path in footer_rows)
+    estimated = sum(footer_rows.values()) + sum(f.size // 100 for p in plans for f in p.to_read if f.path not in footer_rows)
+    bytes_per_row = parquet_bytes / max(1, sum(footer_rows.values())) if footer_rows else 100.0
+    with file_splits_for(session, bytes_per_row), shuffle_partitions_for(session, estimated) as partitions:
         if partitions > 4:
-            context.log.info(f"about {_estimated_rows(plans):,} raw rows: {partitions} shuffle partitions")
+            context.log.info(f"about {estimated:,} raw rows: {partitions} shuffle partitions")
         classified = cleaning.classify(staged.rows, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
         marked = cleaning.deduplicated(cleaning.parsed_readings(classified)).persist(StorageLevel.MEMORY_AND_DISK)
         books, per_file = cleaning.accounting(classified, marked, [p.day for p in plans])
         if rebuilt and not config.allow_shrink:
             _refuse_shrinking(delta, {day: books[day].clean_rows for day in rebuilt})
-        kept_by_file = {r["source_file"]: r["count"] for r in marked.where("_keep").groupBy("source_file").count().collect()}
+        kept_by_file = {path: acc.kept_rows for path, acc in per_file.items()}
         quarantine = cleaning.quarantine_rows(classified, now)
         kept = marked.where("_keep").select(*CLEAN_COLUMNS, "landing_date")
         writes = []
         if rebuilt:
-            writes.append(
-                _once(
-                    delta,
-                    QUARANTINE_TABLE,
-                    batch,
-                    "quarantine-rebuild",
-                    lambda b: delta.replace_partitions(
-                        quarantine.where(F.col("landing_date").isin(rebuilt)),
-                        QUARANTINE_TABLE,
-                        {"landing_date": rebuilt},
-                        run_id=context.run_id,
-                        inputs=inputs,
-                        batch=b,
-                    ),
-                )
-            )
-            writes.append(
-                _once(
-                    delta,
-                    CLEAN_TABLE,
-                    batch,
-                    "clean-rebuild",
-                    lambda b: delta.replace_partitions(
-                        kept.where(F.col("landing_date").isin(rebuilt)).select(*CLEAN_COLUMNS),
-                        CLEAN_TABLE,
-                        {"reading_date": rebuilt},
-                        run_id=context.run_id,
-                        inputs=inputs,
-                        batch=b,
-                    ),
-                )
-            )
+            # Replacing whole days is idempotent: a re-run of a rebuild simply writes them again.
+            rebuilt_rows = F.col("landing_date").isin(rebuilt)
+            q = quarantine.where(rebuilt_rows)
+            writes.append(delta.replace_partitions(q, QUARANTINE_TABLE, {"landing_date": rebuilt}, run_id=context.run_id, inputs=inputs))
+            c = kept.where(rebuilt_rows).select(*CLEAN_COLUMNS)
+            writes.append(delta.replace_partitions(c, CLEAN_TABLE, {"reading_date": rebuilt}, run_id=context.run_id, inputs=inputs))
         if merged:
             writes.append(
                 _once(
@@ -334,19 +312,8 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         now,
     )
     if rebuilt:
-        _once(
-            delta,
-            LEDGER_TABLE,
-            batch,
-            "ledger-rebuild",
-            lambda b: delta.replace_partitions(
-                ledger_frame.where(F.col("landing_date").isin(rebuilt)),
-                LEDGER_TABLE,
-                {"landing_date": rebuilt},
-                run_id=context.run_id,
-                batch=b,
-            ),
-        )
+        entries = ledger_frame.where(F.col("landing_date").isin(rebuilt))
+        delta.replace_partitions(entries, LEDGER_TABLE, {"landing_date": rebuilt}, run_id=context.run_id)
     if merged:
         _once(
             delta,
@@ -433,11 +400,6 @@ def _days_with_rows(delta: DeltaTables, days: list[str]) -> set[str]:
         return set()
     held = delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(days)).select("reading_date").distinct().collect()
     return {r["reading_date"].isoformat() for r in held}
-
-
-def _estimated_rows(plans: list[ledger.DayPlan]) -> int:
-    # Parquet ~12 bytes a reading compressed, text ~120: the estimate only sizes the shuffle.
-    return sum(f.size // (12 if f.name.endswith(".parquet") else 120) for p in plans for f in p.to_read)
 
 
 def _day_books(delta: DeltaTables, days: list[str]) -> dict[str, DayBooks]:

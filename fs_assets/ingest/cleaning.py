@@ -132,10 +132,10 @@ def text_row_numbers(classified: DataFrame) -> DataFrame:
     """
     per_task = (
         classified.where("text_format")
-        .groupBy("source_uri", F.shiftright("row_order", 33).alias("_task"))
+        .groupBy("source_file", F.shiftright("row_order", 33).alias("_task"))
         .agg(F.min("row_order").alias("_first"), F.count("*").alias("_rows"))
     )
-    earlier = Window.partitionBy("source_uri").orderBy("_first").rowsBetween(Window.unboundedPreceding, -1)
+    earlier = Window.partitionBy("source_file").orderBy("_first").rowsBetween(Window.unboundedPreceding, -1)
     return per_task.withColumn("_offset", F.coalesce(F.sum("_rows").over(earlier), F.lit(0))).drop("_rows")
 
 
@@ -151,7 +151,7 @@ def quarantine_rows(classified: DataFrame, now: datetime) -> DataFrame:
     numbers = text_row_numbers(classified)
     return (
         rows.withColumn("_task", F.shiftright("row_order", 33))
-        .join(F.broadcast(numbers), on=["source_uri", "_task"], how="left")
+        .join(F.broadcast(numbers), on=["source_file", "_task"], how="left")
         .withColumn(
             "source_row",
             F.when(F.col("text_format"), F.col("_offset") + F.col("row_order") - F.col("_first")).otherwise(F.col("source_row")),
@@ -171,7 +171,9 @@ def parsed_readings(classified: DataFrame) -> DataFrame:
     rows = rows.withColumn("quality_flags", F.filter(F.array(*flags), lambda x: x.isNotNull()))
     for s, flag in zip(SENSORS, flags):
         rows = rows.withColumn(s.name, F.when(flag.isNull(), F.col(f"{s.name}_value")))
-    return rows.withColumn("ts", F.col("ts_parsed")).withColumn("reading_date", F.to_date("ts_parsed"))
+    rows = rows.withColumn("ts", F.col("ts_parsed")).withColumn("reading_date", F.to_date("ts_parsed"))
+    # Only what the clean table, the de-duplication and the books need travels on (a narrower cache).
+    return rows.select(*CLEAN_COLUMNS, "landing_date", "row_order")
 
 
 def deduplicated(readings: DataFrame) -> DataFrame:
@@ -194,6 +196,7 @@ def clean_rows(marked: DataFrame) -> DataFrame:
 class FileAccounting:
     raw_rows: int = 0
     quarantined_rows: int = 0
+    kept_rows: int = 0  # rows that won their key within the batch
 
 
 def accounting(
@@ -216,7 +219,7 @@ def accounting(
         F.sum(F.when(F.exists("quality_flags", lambda f: f.startswith(f"{n}:")), 1).otherwise(0)).alias(n)  # noqa: B023
         for n in SENSOR_NAMES
     ]
-    stats = marked.groupBy("landing_date").agg(
+    stats = marked.groupBy("landing_date", "source_file").agg(
         F.sum(F.col("_keep").cast("long")).alias("kept"),
         F.sum((~F.col("_keep") & ~F.col("_conflict")).cast("long")).alias("exact"),
         F.sum((~F.col("_keep") & F.col("_conflict")).cast("long")).alias("conflicting"),
@@ -225,10 +228,13 @@ def accounting(
     )
     for row in stats.collect():
         entry = books[row["landing_date"]]
-        entry.clean_rows = row["kept"]
-        entry.exact_duplicates = row["exact"]
-        entry.conflicting_duplicates = row["conflicting"]
-        entry.duplicates_dropped = row["exact"] + row["conflicting"]
-        entry.conflicting_keys = row["conflicting_keys"]
-        entry.flagged_values = {n: row[n] for n in SENSOR_NAMES if row[n]}
+        files[row["source_file"]].kept_rows = row["kept"]
+        entry.clean_rows += row["kept"]
+        entry.exact_duplicates += row["exact"]
+        entry.conflicting_duplicates += row["conflicting"]
+        entry.duplicates_dropped += row["exact"] + row["conflicting"]
+        entry.conflicting_keys += row["conflicting_keys"]
+        for n in SENSOR_NAMES:
+            if row[n]:
+                entry.flagged_values[n] = entry.flagged_values.get(n, 0) + row[n]
     return books, files

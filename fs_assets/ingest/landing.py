@@ -380,7 +380,8 @@ def read_landing(
         [(f.uri, f.path, day, f.ingested_at.replace(tzinfo=None)) for day, f in listed],
         FILES_SCHEMA,
     )
-    return Staged(staged.join(F.broadcast(files), on="source_uri", how="left"), report)
+    # Rows name their file as listed (`source_file`); the URI was only the key to find it.
+    return Staged(staged.join(F.broadcast(files), on="source_uri", how="left").drop("source_uri"), report)
 
 
 def _read_csv(session: SparkSession, uris: list[str], header: list[str]) -> DataFrame:
