@@ -22,7 +22,7 @@ from fs_assets.partitions import daily_backfill_policy, daily_partitions
 from fs_domain import slas
 from fs_domain.features import WINDOWS, Window
 from fs_domain.tables import CLEAN_TABLE, FEATURES_TABLE
-from fs_resources.delta import DeltaTables
+from fs_resources.delta import DeltaTables, replace_where_predicate
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.schemas import features_column_schema
 
@@ -143,11 +143,8 @@ def _merge_touched(delta, table, clean, keys, days, minutes, version, now, run_i
         F.timestamp_micros(F.unix_micros("window_start") + F.lit(minutes * MICROS_PER_MINUTE)) <= F.lit(now).cast("timestamp")
     )
     source = closed.join(fresh, on=["device_id", "window_start"], how="left").withColumn("_gone", F.col("window_date").isNull())
-    in_days = ", ".join(f"DATE'{d}'" for d in sorted(days))
-    on = (
-        f"t.window_date IN ({in_days}) AND t.window_duration_minutes = {minutes} "
-        "AND t.device_id = s.device_id AND t.window_start = s.window_start"
-    )
+    partitions = replace_where_predicate({"t.window_date": days, "t.window_duration_minutes": [minutes]})
+    on = f"{partitions} AND t.device_id = s.device_id AND t.window_start = s.window_start"
     return delta.merge(source, table, on, delete_when="s._gone", run_id=run_id, inputs=inputs)
 
 

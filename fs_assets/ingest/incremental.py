@@ -21,8 +21,15 @@ from pyspark.sql import functions as F
 
 from fs_assets.ingest.cleaning import CLEAN_COLUMNS
 from fs_domain.contract import SENSOR_NAMES
+from fs_resources.delta import replace_where_predicate
 
-NEWER = "(s.ingested_at > t.ingested_at) OR (s.ingested_at = t.ingested_at AND s.source_file > t.source_file)"
+
+def newer(at: str, file: str, held_at: str, held_file: str) -> str:
+    """The rebuild's rule as SQL: a reading is newer when its file landed later, then by file name."""
+    return f"({at} > {held_at}) OR ({at} = {held_at} AND {file} > {held_file})"
+
+
+NEWER = newer("s.ingested_at", "s.source_file", "t.ingested_at", "t.source_file")  # the MERGE's spelling
 
 
 @dataclass
@@ -60,12 +67,10 @@ def against_held(batch: DataFrame, held: DataFrame, days: list[str]) -> MergeOut
         F.col("source_file").alias("t_source_file"),
         _content().alias("t_content"),
     )
-    newer = (F.col("ingested_at") > F.col("t_ingested_at")) | (
-        (F.col("ingested_at") == F.col("t_ingested_at")) & (F.col("source_file") > F.col("t_source_file"))
-    )
+    is_newer = F.expr(newer("ingested_at", "source_file", "t_ingested_at", "t_source_file"))
     joined = (
         batch.join(target, on=["device_id", "ts"], how="left")
-        .withColumn("_status", F.when(F.col("t_ingested_at").isNull(), "new").when(newer, "replaces").otherwise("loses"))
+        .withColumn("_status", F.when(F.col("t_ingested_at").isNull(), "new").when(is_newer, "replaces").otherwise("loses"))
         .withColumn("_conflict", F.col("t_content").isNotNull() & (F.col("t_content") != _content()))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
@@ -90,8 +95,7 @@ def merge_condition(days: list[str], ts_range: tuple[str, str]) -> str:
     """The MERGE's match: keys equal, with the day's partitions and the batch's ts range stated
     on the target so Delta prunes partitions and skips files by their `ts` statistics."""
     lo, hi = ts_range
-    in_days = ", ".join(f"DATE'{d}'" for d in sorted(days))
     return (
-        f"t.reading_date IN ({in_days}) AND t.ts >= TIMESTAMP'{lo}' AND t.ts <= TIMESTAMP'{hi}' "
+        f"{replace_where_predicate({'t.reading_date': days})} AND t.ts >= TIMESTAMP'{lo}' AND t.ts <= TIMESTAMP'{hi}' "
         "AND t.device_id = s.device_id AND t.ts = s.ts"
     )
