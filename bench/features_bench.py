@@ -35,17 +35,24 @@ WINDOWS = (15, 60, 1440)
 
 
 def duckdb_sql(path: str, minutes: int) -> str:
+    """The same features with the registry's minimum readings for this window size."""
+    least = {f.name: f.threshold(minutes) for f in features_for("v1") if minutes in f.windows}
+
+    def guarded(name: str, expression: str, count: str) -> str:
+        return f"CASE WHEN {count} >= {least[name]} THEN {expression} END AS {name}"
+
     per_sensor = []
     for s in SENSOR_NAMES:
         per_sensor += [
-            f"avg({s}) AS {s}_mean",
-            f"CASE WHEN count({s}) >= 2 THEN stddev_samp({s}) END AS {s}_std",
-            f"min({s}) AS {s}_min",
-            f"max({s}) AS {s}_max",
-            f"quantile_cont({s}, 0.95) AS {s}_p95",
+            guarded(f"{s}_mean", f"avg({s})", f"count({s})"),
+            guarded(f"{s}_std", f"stddev_samp({s})", f"count({s})"),
+            guarded(f"{s}_min", f"min({s})", f"count({s})"),
+            guarded(f"{s}_max", f"max({s})", f"count({s})"),
+            guarded(f"{s}_p95", f"quantile_cont({s}, 0.95)", f"count({s})"),
             # regr_slope gives NaN, not NULL, for one reading
-            f"CASE WHEN count({s}) >= 2 THEN regr_slope({s}, minutes_offset) END AS {s}_slope",
+            guarded(f"{s}_slope", f"regr_slope({s}, minutes_offset)", f"count({s})"),
         ]
+    pair = "least(count(pressure_high), count(pressure_low))"
     completeness = " + ".join(f"count({s})" for s in SENSOR_NAMES)
     return f"""
         WITH tagged AS (
@@ -55,9 +62,9 @@ def duckdb_sql(path: str, minutes: int) -> str:
         )
         SELECT device_id, window_start, count(*) AS reading_count,
                ({completeness}) / (7.0 * count(*)) AS sensor_completeness,
-               avg(CASE WHEN current_compressor > {COMPRESSOR_ON_AMPS} THEN 1.0 WHEN current_compressor IS NOT NULL THEN 0.0 END) AS compressor_duty_cycle,
+               {guarded("compressor_duty_cycle", f"avg(CASE WHEN current_compressor > {COMPRESSOR_ON_AMPS} THEN 1.0 WHEN current_compressor IS NOT NULL THEN 0.0 END)", "count(current_compressor)")},
                {", ".join(per_sensor)},
-               avg(pressure_high) / NULLIF(avg(pressure_low), 0) AS pressure_ratio
+               {guarded("pressure_ratio", "avg(pressure_high) / NULLIF(avg(pressure_low), 0)", pair)}
         FROM tagged GROUP BY device_id, window_start
     """
 

@@ -50,8 +50,8 @@ def features_column_schema(version: str = DEFAULT_FEATURE_SET_VERSION) -> dg.Tab
     for name, dtype, text in table_columns(version):
         f = FEATURES_BY_NAME.get(name)
         if f is not None:
-            windows = ", ".join(f"{w} min" for w in f.windows)
-            text = f"{text} [{f.unit}; windows {windows}; NULL below {f.min_readings} readings; since {f.added_in}]"
+            below = ", ".join(f"{f.threshold(w)} in {w} min" for w in f.windows)
+            text = f"{text} [{f.unit}; NULL below {below} readings; since {f.added_in}]"
         columns.append(dg.TableColumn(name, dtype, description=text))
     return dg.TableSchema(columns=columns)
 

@@ -11,7 +11,15 @@ from fs_domain.contract import SENSOR_NAMES
 from fs_domain.features import COMPRESSOR_ON_AMPS, FEATURES, features_for, table_columns
 
 COMPUTED_AT = datetime(2026, 2, 1, tzinfo=timezone.utc)
-MIN_READINGS = {"mean": 1, "std": 2, "min": 1, "max": 1, "p95": 1, "slope": 2}
+# The design's minimum readings (DESIGN.md, features contract), written out independently of the
+# registry: per window size, for a per-sensor aggregate (std and slope need at least 2), the
+# cross-sensor ratios and spectral entropy.
+AGGREGATE_MIN = {15: 1, 60: 4, 1440: 100}
+SPECTRAL_MIN = {60: 60, 1440: 100}
+
+
+def _least(minutes: int, statistic_needs: int = 1) -> int:
+    return max(statistic_needs, AGGREGATE_MIN[minutes])
 
 
 def _readings() -> pd.DataFrame:
@@ -48,8 +56,8 @@ def _readings() -> pd.DataFrame:
     return frame
 
 
-def _spectral_entropy(x: np.ndarray) -> float:
-    if len(x) < 16:
+def _spectral_entropy(x: np.ndarray, minutes: int) -> float:
+    if minutes not in SPECTRAL_MIN or len(x) < SPECTRAL_MIN[minutes]:
         return np.nan
     spectrum = np.abs(np.fft.fft(x - x.mean())) ** 2
     half = spectrum[1 : len(x) // 2 + 1]
@@ -69,24 +77,25 @@ def _reference(frame: pd.DataFrame, minutes: int) -> pd.DataFrame:
         row = {"device_id": device, "window_start": start, "reading_count": len(g)}
         x_all = (g["ts"] - start).dt.total_seconds().to_numpy() / 60.0
         present = 0
+        one, two = _least(minutes), _least(minutes, 2)
         for s in SENSOR_NAMES:
             mask = g[s].notna().to_numpy()
             v, x = g[s].to_numpy()[mask], x_all[mask]
             present += len(v)
-            row[f"{s}_mean"] = v.mean() if len(v) >= 1 else np.nan
-            row[f"{s}_std"] = v.std(ddof=1) if len(v) >= 2 else np.nan
-            row[f"{s}_min"] = v.min() if len(v) else np.nan
-            row[f"{s}_max"] = v.max() if len(v) else np.nan
-            row[f"{s}_p95"] = np.percentile(v, 95) if len(v) else np.nan
-            row[f"{s}_slope"] = np.polyfit(x, v, 1)[0] if len(v) >= 2 else np.nan
+            row[f"{s}_mean"] = v.mean() if len(v) >= one else np.nan
+            row[f"{s}_std"] = v.std(ddof=1) if len(v) >= two else np.nan
+            row[f"{s}_min"] = v.min() if len(v) >= one else np.nan
+            row[f"{s}_max"] = v.max() if len(v) >= one else np.nan
+            row[f"{s}_p95"] = np.percentile(v, 95) if len(v) >= one else np.nan
+            row[f"{s}_slope"] = np.polyfit(x, v, 1)[0] if len(v) >= two else np.nan
         row["sensor_completeness"] = present / (7 * len(g))
         low = row["pressure_low_mean"]
         row["pressure_ratio"] = row["pressure_high_mean"] / low if np.isfinite(low) and low != 0 else np.nan
         cur = g["current_compressor"].dropna().to_numpy()
-        row["compressor_duty_cycle"] = (cur > COMPRESSOR_ON_AMPS).mean() if len(cur) else np.nan
+        row["compressor_duty_cycle"] = (cur > COMPRESSOR_ON_AMPS).mean() if len(cur) >= one else np.nan
         vib = g["vibration_compressor"].dropna().to_numpy()
-        row["spectral_entropy_vibration"] = _spectral_entropy(vib) if minutes in (60, 1440) else np.nan
-        row["vibration_compressor_rms"] = np.sqrt(np.mean(vib**2)) if len(vib) else np.nan
+        row["spectral_entropy_vibration"] = _spectral_entropy(vib, minutes)
+        row["vibration_compressor_rms"] = np.sqrt(np.mean(vib**2)) if len(vib) >= one else np.nan
         out.append(row)
     return pd.DataFrame(out)
 
@@ -185,9 +194,29 @@ def test_the_kernel_nulls_every_feature_below_its_registry_threshold(monkeypatch
     frame = frame[frame["device_id"] == "dev-a"]
     before = kernels.window_features_frame(frame, 60)
     assert len(before) > 0 and before[name].notna().all()
-    raised = tuple(replace(f, min_readings=10_000) if f.name == name else f for f in kernels.FEATURES)
+    raised = tuple(replace(f, min_readings={m: 10_000 for m in f.windows}) if f.name == name else f for f in kernels.FEATURES)
     monkeypatch.setattr(kernels, "FEATURES", raised)
     after = kernels.window_features_frame(frame, 60)
     assert after[name].isna().all(), f"{name} ignores its registry threshold"
     others = [c for c in before.columns if c not in (name, "device_id", "window_start") and not (name == "pressure_ratio" and c == name)]
     pd.testing.assert_frame_equal(after[others], before[others])
+
+
+@pytest.mark.unit
+def test_the_registry_states_the_designs_minimum_readings():
+    """24-hour aggregates NULL below 100 readings, 1-hour spectral entropy below 60, and every other
+    feature's threshold per window size as the reference above states it."""
+    for feature in FEATURES:
+        for minutes in feature.windows:
+            if feature.name in ("reading_count", "sensor_completeness"):
+                want = 0
+            elif feature.name == "spectral_entropy_vibration":
+                want = SPECTRAL_MIN[minutes]
+            else:
+                want = _least(minutes, 2 if feature.statistic in ("std", "slope") else 1)
+            assert feature.threshold(minutes) == want, (feature.name, minutes)
+    day_aggregates = [f for f in FEATURES if 1440 in f.windows and f.name not in ("reading_count", "sensor_completeness")]
+    assert len(day_aggregates) >= 45 and {f.threshold(1440) for f in day_aggregates} == {100}
+    spectral = next(f for f in FEATURES if f.name == "spectral_entropy_vibration")
+    with pytest.raises(ValueError, match="no 15-minute window"):
+        spectral.threshold(15)

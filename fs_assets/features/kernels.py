@@ -5,8 +5,8 @@ Readings are grouped into windows, and each window's values are laid out as one 
 doubles memory). Every statistic is then a whole-array numpy operation. This module is the one
 definition of the window features' math: Spark runs it per device-sorted partition
 (`compute.window_features`), and `window_features_frame` gives the same result on a pandas frame.
-Every feature is NULL (NaN here) below its registry threshold (`Feature.min_readings`), applied in
-one place, `_guarded`.
+Every feature is NULL (NaN here) below its registry threshold for the window size
+(`Feature.threshold(minutes)`), applied in one place, `_guarded`.
 """
 
 from __future__ import annotations
@@ -19,22 +19,24 @@ from fs_domain.features import COMPRESSOR_ON_AMPS, FEATURES, FEATURES_BY_NAME
 
 MICROS_PER_MINUTE = 60_000_000
 P95 = 0.95
-SPECTRAL_MIN = FEATURES_BY_NAME["spectral_entropy_vibration"].min_readings
+SPECTRAL = "spectral_entropy_vibration"
 
 
 def _guarded(out: dict[str, np.ndarray], valid_counts: dict[str, np.ndarray], counts: np.ndarray, minutes: int) -> dict[str, np.ndarray]:
-    """Every feature NaN where its window holds fewer non-NULL source values than the registry's
-    threshold, or where the feature has no window of this size."""
+    """Every feature NaN where its window holds fewer non-NULL values of any of its sources (or
+    fewer readings, for a feature without sources) than the registry's threshold for the window
+    size, or where the feature has no window of this size."""
     for feature in FEATURES:
         if feature.name not in out:
             continue
         if minutes not in feature.windows:
             out[feature.name] = np.full(len(counts), np.nan)
             continue
-        if feature.min_readings <= 0 or feature.dtype != "double":
+        least = feature.threshold(minutes)
+        if least <= 0 or feature.dtype != "double":
             continue
-        present = counts if not feature.sources else sum(valid_counts[s] for s in feature.sources)
-        out[feature.name] = np.where(present >= feature.min_readings, out[feature.name], np.nan)
+        present = counts if not feature.sources else np.minimum.reduce([valid_counts[s] for s in feature.sources])
+        out[feature.name] = np.where(present >= least, out[feature.name], np.nan)
     return out
 
 
@@ -56,12 +58,12 @@ def _percentile(values: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
     return np.where(n >= 1, result, np.nan)
 
 
-def spectral_entropy_rows(values: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Row-wise normalised spectral entropy; NaN below the threshold or for a constant signal."""
+def spectral_entropy_rows(values: np.ndarray, n: np.ndarray, least: int) -> np.ndarray:
+    """Row-wise normalised spectral entropy; NaN below `least` values or for a constant signal."""
     out = np.full(len(values), np.nan)
     # Move each row's valid values to the front, in time order, then batch rows of equal length.
     compact = np.take_along_axis(values, np.argsort(np.isnan(values), axis=1, kind="stable"), axis=1)
-    for length in np.unique(n[n >= SPECTRAL_MIN]):
+    for length in np.unique(n[n >= max(least, 2)]):
         rows = np.flatnonzero(n == length)
         x = compact[rows, :length]
         x = x - x.mean(axis=1, keepdims=True)
@@ -109,7 +111,12 @@ def _batch_features(columns: dict[str, np.ndarray], x: np.ndarray, counts: np.nd
         out["vibration_compressor_rms"] = np.sqrt(
             np.where(vib_valid, vib * vib, 0.0).sum(axis=1) / np.maximum(valid_counts["vibration_compressor"], 1)
         )
-        out["spectral_entropy_vibration"] = spectral_entropy_rows(vib, valid_counts["vibration_compressor"])
+        spectral = FEATURES_BY_NAME[SPECTRAL]
+        out[SPECTRAL] = (
+            spectral_entropy_rows(vib, valid_counts["vibration_compressor"], spectral.threshold(minutes))
+            if minutes in spectral.windows
+            else np.full(len(counts), np.nan)
+        )
     return _guarded(out, valid_counts, counts, minutes)
 
 
