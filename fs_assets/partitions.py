@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fs_domain.models import MODELS
+from fs_domain.models import MODEL_NAMES
 from fs_resources import settings
 
 # The earliest day the store accepts; SKAB's recordings (2020-02-08 onwards) are the oldest data.
@@ -16,5 +16,5 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE
 # and no run's memory grows with the range.
 daily_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=settings.backfill_days_per_run())
 
-# training_dataset and feature_reference_snapshot: one partition per model spec.
-model_partitions = dg.StaticPartitionsDefinition(list(MODELS))
+# The training assets: one partition per model (its spec on the run's feature set version).
+model_partitions = dg.StaticPartitionsDefinition(list(MODEL_NAMES))

@@ -1,67 +1,156 @@
-"""Models a training set and a reference snapshot are built for, one spec each.
+"""Models a training set and a reference snapshot are built for: one spec per model and feature set version.
 
 A model names its features, the window size they come from, how far ahead its label looks and
-how often a device is sampled. `training_dataset` and `feature_reference_snapshot` are partitioned
-by model name, so each model has its own training set and its own versioned reference.
+how often a device is sampled. Each spec belongs to one feature set version: `device_health_1d`
+on v1 reads v1's features, and its v2 spec (the same model retrained with what v2 adds) reads
+v2's. Everything a model writes (training set, reference snapshots, promotions, scores, drift
+reports) lives under its version's tables, so validating v2 never touches what v1 serves.
 """
 
 from dataclasses import dataclass
 from datetime import timedelta
 
-from fs_domain.features import FEATURES_BY_NAME, features_for
+from fs_domain.features import FEATURE_SET_VERSIONS, FEATURES_BY_NAME, features_for
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str
+    feature_set_version: str
     features: tuple[str, ...]
     window_minutes: int
     # Label: a failure (of `label_events`) within (event_time, event_time + label_horizon].
     label_horizon: timedelta
     sample_every: timedelta
+    # The anomaly score's inputs: physical summaries that move when a compressor degrades or a
+    # sensor drifts (not counts or completeness, which measure the transport, not the machine).
+    scored_features: tuple[str, ...]
     label_events: tuple[str, ...] = ("failure", "fault_start")
     tolerance: timedelta = timedelta(hours=1)
+    # Pre-hydration writes its latest input vector beside the `Device` object.
+    served_online: bool = True
+    # Its score is the `Device` object's `latest_anomaly_score`.
+    scores_device_object: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.feature_set_version}"
 
 
-DEVICE_HEALTH_1D = ModelSpec(
-    name="device_health_1d",
-    description="Compressor failure within 7 days, from a device's latest complete day; its reference scores anomalies and measures drift.",
-    # Every v1 feature of the day window: its reference is also what drift reports compare against.
-    features=tuple(f.name for f in features_for("v1") if 1440 in f.windows),
-    window_minutes=1440,
-    label_horizon=timedelta(days=7),
-    sample_every=timedelta(days=1),
-    tolerance=timedelta(hours=1),
+# Scores whose inputs are this sparse are flagged reduced-confidence: fewer readings than this
+# share of the window's one-a-minute readings, or sensor completeness below this.
+SPARSE_READING_SHARE = 0.5
+SPARSE_COMPLETENESS = 0.8
+# The reduced-confidence check warns when more than this share of a day's scores of a model is flagged.
+REDUCED_CONFIDENCE_MAX_SHARE = 0.10
+
+_DAY_SCORED = (
+    "temp_evaporator_mean",
+    "temp_condenser_mean",
+    "temp_discharge_mean",
+    "pressure_high_mean",
+    "pressure_low_mean",
+    "current_compressor_mean",
+    "current_compressor_p95",
+    "vibration_compressor_mean",
+    "vibration_compressor_p95",
+    "compressor_duty_cycle",
+)
+_HOUR_FEATURES = (
+    "current_compressor_mean",
+    "current_compressor_std",
+    "current_compressor_slope",
+    "vibration_compressor_mean",
+    "vibration_compressor_max",
+    "temp_discharge_mean",
+    "temp_discharge_slope",
+    "pressure_ratio",
+    "compressor_duty_cycle",
 )
 
-COMPRESSOR_FAILURE_1H = ModelSpec(
-    name="compressor_failure_1h",
-    description="Compressor failure within the next 24 hours, sampled hourly from 1-hour windows.",
-    features=(
-        "current_compressor_mean",
-        "current_compressor_std",
-        "current_compressor_slope",
-        "vibration_compressor_mean",
-        "vibration_compressor_max",
-        "temp_discharge_mean",
-        "temp_discharge_slope",
-        "pressure_ratio",
-        "compressor_duty_cycle",
-    ),
-    window_minutes=60,
-    label_horizon=timedelta(hours=24),
-    sample_every=timedelta(hours=1),
-)
 
-MODELS: dict[str, ModelSpec] = {m.name: m for m in (DEVICE_HEALTH_1D, COMPRESSOR_FAILURE_1H)}
+def _added_since_v1(version: str, window_minutes: int) -> tuple[str, ...]:
+    """The features a version adds over v1 that have a window of this size: a model's retrained
+    spec reads them too."""
+    return tuple(f.name for f in features_for(version) if f.added_in != FEATURE_SET_VERSIONS[0] and window_minutes in f.windows)
+
+
+def _specs_for(version: str) -> tuple[ModelSpec, ...]:
+    day_features = tuple(f.name for f in features_for(version) if 1440 in f.windows)
+    hour_features = _HOUR_FEATURES + _added_since_v1(version, 60)
+    return (
+        ModelSpec(
+            name="device_health_1d",
+            description="Compressor failure within 7 days, from a device's latest complete day; its reference scores anomalies and measures drift.",
+            feature_set_version=version,
+            # Every 1-day feature of the version: its reference is also what drift reports compare against.
+            features=day_features,
+            window_minutes=1440,
+            label_horizon=timedelta(days=7),
+            sample_every=timedelta(days=1),
+            scored_features=_DAY_SCORED + _added_since_v1(version, 1440),
+            scores_device_object=True,
+        ),
+        ModelSpec(
+            name="compressor_failure_1h",
+            description="Compressor failure within the next 24 hours, sampled hourly from 1-hour windows.",
+            feature_set_version=version,
+            features=hour_features,
+            window_minutes=60,
+            label_horizon=timedelta(hours=24),
+            sample_every=timedelta(hours=1),
+            scored_features=hour_features,
+        ),
+    )
+
+
+MODEL_SPECS: tuple[ModelSpec, ...] = tuple(spec for version in FEATURE_SET_VERSIONS for spec in _specs_for(version))
+MODEL_NAMES: tuple[str, ...] = tuple(dict.fromkeys(m.name for m in MODEL_SPECS))
+
+
+class UnknownModel(ValueError):
+    pass
+
+
+def models_for(version: str) -> dict[str, ModelSpec]:
+    """The model specs of a feature set version, by model name."""
+    if version not in FEATURE_SET_VERSIONS:
+        raise ValueError(f"unknown feature set version {version!r}; known: {list(FEATURE_SET_VERSIONS)}")
+    return {m.name: m for m in MODEL_SPECS if m.feature_set_version == version}
+
+
+def model_spec(name: str, version: str) -> ModelSpec:
+    """The spec of model `name` on feature set `version`."""
+    specs = models_for(version)
+    if name not in specs:
+        raise UnknownModel(f"no model {name!r} on feature set {version}; its models: {sorted(specs)}")
+    return specs[name]
+
+
+def device_score_model(version: str) -> ModelSpec:
+    """The model whose score the `Device` object of `version` shows as `latest_anomaly_score`."""
+    (model,) = [m for m in models_for(version).values() if m.scores_device_object]
+    return model
+
+
+# The v1 specs, by name, for code that means the deployed line.
+DEVICE_HEALTH_1D = model_spec("device_health_1d", "v1")
+COMPRESSOR_FAILURE_1H = model_spec("compressor_failure_1h", "v1")
 
 
 def _check_models() -> None:
-    for model in MODELS.values():
-        for name in model.features:
+    for model in MODEL_SPECS:
+        known = {f.name for f in features_for(model.feature_set_version)}
+        for name in (*model.features, *model.scored_features):
+            if name not in known:
+                raise ValueError(f"{model.key}: {name} is not a feature of {model.feature_set_version}")
             if model.window_minutes not in FEATURES_BY_NAME[name].windows:
-                raise ValueError(f"{model.name}: {name} has no {model.window_minutes}-minute window")
+                raise ValueError(f"{model.key}: {name} has no {model.window_minutes}-minute window")
+        if not set(model.scored_features) <= set(model.features):
+            raise ValueError(f"{model.key}: scores features it does not read")
+    for version in FEATURE_SET_VERSIONS:
+        device_score_model(version)
 
 
 _check_models()

@@ -14,14 +14,18 @@ MAINTENANCE_TABLE = "maintenance_events"
 FEATURES_TABLE = "device_features"
 OBJECTS_TABLE = "device_objects"
 
-# Training and monitoring
+# Training and monitoring: one table per feature set version too (training_datasets/v1/<model>,
+# anomaly_scores/v1, ...), each row naming its model, so a v2 line never rewrites v1's.
 TRAINING_TABLE = "training_datasets"
 REFERENCE_TABLE = "feature_reference_snapshots"
+# Which snapshot is each model's baseline: an append-only log of promotions (who, when, why).
+PROMOTIONS_TABLE = "model_promotions"
 ANOMALY_SCORES_TABLE = "anomaly_scores"
 DRIFT_TABLE = "feature_drift_monitoring"
 
 
-def _versioned(table: str, version: str) -> str:
+def versioned(table: str, version: str) -> str:
+    """`table` of a feature set version: `anomaly_scores` -> `anomaly_scores/v1`."""
     if version not in FEATURE_SET_VERSIONS:
         raise ValueError(f"unknown feature set version {version!r}; the registry knows {list(FEATURE_SET_VERSIONS)}")
     return f"{table}/{version}"
@@ -29,9 +33,14 @@ def _versioned(table: str, version: str) -> str:
 
 def features_table(version: str = DEFAULT_FEATURE_SET_VERSION) -> str:
     """The features table of a feature set version: device_features/v1, device_features/v2, ..."""
-    return _versioned(FEATURES_TABLE, version)
+    return versioned(FEATURES_TABLE, version)
 
 
 def objects_table(version: str = DEFAULT_FEATURE_SET_VERSION) -> str:
     """The `device_objects` table built from a version's features: device_objects/v1, ..."""
-    return _versioned(OBJECTS_TABLE, version)
+    return versioned(OBJECTS_TABLE, version)
+
+
+def training_table(model: str, version: str) -> str:
+    """A model's training set on a feature set version: training_datasets/v1/device_health_1d, ..."""
+    return f"{versioned(TRAINING_TABLE, version)}/{model}"

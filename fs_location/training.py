@@ -1,4 +1,4 @@
-"""Training: per-model training sets and reference snapshots."""
+"""Training: per-model training sets, reference snapshots and their promotion to baseline."""
 
 import dagster as dg
 

@@ -208,6 +208,12 @@ class OfflineStore:
             )
         return table
 
+    def table_version(self, as_of: datetime | None = None) -> int | None:
+        """The Delta version of the features table a read as of `as_of` (or now) sees; None when
+        nothing had been written by then. Training sets record it beside their rows."""
+        table = self._snapshot(None if as_of is None else _utc(as_of, "as_of"))
+        return None if table is None else table.version()
+
     def _read_windows(self, request: _Request, first: datetime | None, last: datetime | None, device_ids: np.ndarray) -> pa.Table:
         columns = ["device_id", "window_end", *request.features]
         schema = pa.schema(

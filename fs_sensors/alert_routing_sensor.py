@@ -30,9 +30,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT
+from fs_checks.score_checks import CHECK_SCORE_CONFIDENCE
 from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource, Outcome
 
-ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT})
+# What a model's owners act on: drift, and scores resting on inputs they should not trust.
+ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT, CHECK_SCORE_CONFIDENCE})
 SELF_TEST_JOB = "alert_path_self_test_job"
 # Runs that finished this long before the cursor are looked at again (their ids are remembered),
 # so a run whose end was recorded late is not missed.

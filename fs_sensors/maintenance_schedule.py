@@ -14,7 +14,7 @@ from pydantic import Field
 from fs_assets.metadata import table_metadata
 from fs_domain import tables
 from fs_domain.features import FEATURE_SET_VERSIONS
-from fs_domain.models import MODELS
+from fs_domain.models import MODEL_SPECS
 from fs_resources import delta as delta_ops
 from fs_resources.delta import DeltaTables
 from fs_resources.spark import HISTORY_RETENTION_DAYS
@@ -24,15 +24,15 @@ DATED_TABLES = {
     tables.CLEAN_TABLE: "reading_date",
     tables.QUARANTINE_TABLE: "landing_date",
     **{tables.features_table(v): "window_date" for v in FEATURE_SET_VERSIONS},
-    tables.ANOMALY_SCORES_TABLE: "window_date",
-    tables.DRIFT_TABLE: "report_date",
+    **{tables.versioned(tables.ANOMALY_SCORES_TABLE, v): "window_date" for v in FEATURE_SET_VERSIONS},
+    **{tables.versioned(tables.DRIFT_TABLE, v): "report_date" for v in FEATURE_SET_VERSIONS},
 }
 OTHER_TABLES = (
     tables.REGISTRY_TABLE,
     tables.MAINTENANCE_TABLE,
-    tables.REFERENCE_TABLE,
+    *(tables.versioned(t, v) for t in (tables.REFERENCE_TABLE, tables.PROMOTIONS_TABLE) for v in FEATURE_SET_VERSIONS),
     *(tables.objects_table(v) for v in FEATURE_SET_VERSIONS),
-    *(f"{tables.TRAINING_TABLE}/{m}" for m in MODELS),
+    *(tables.training_table(m.name, m.feature_set_version) for m in MODEL_SPECS),
 )
 
 

@@ -89,15 +89,13 @@ def ingest_with_features(resources, instance, root, spec, first: str, last: str)
 
 
 def train_and_monitor(resources, instance, first: str, last: str) -> None:
-    """Labels, every model's training set and reference snapshot, then the days' scores and drift reports."""
+    """Labels, every model's training set, reference snapshot and its promotion, then the days' scores and drift reports."""
     from fs_assets.ingest.assets import maintenance_events
     from fs_assets.monitoring.assets import monitoring_assets
-    from fs_assets.training.assets import feature_reference_snapshot, training_dataset
-    from fs_domain.models import MODELS
+    from fs_assets.training.assets import training_assets
+    from fs_domain.models import MODEL_NAMES
 
     assert dg.materialize([maintenance_events], resources=resources, instance=instance).success
-    for model in MODELS:
-        assert dg.materialize(
-            [training_dataset, feature_reference_snapshot], partition_key=model, resources=resources, instance=instance
-        ).success
+    for model in MODEL_NAMES:
+        assert dg.materialize(training_assets, partition_key=model, resources=resources, instance=instance).success
     assert dg.materialize(monitoring_assets, resources=resources, instance=instance, tags=range_tags(first, last)).success

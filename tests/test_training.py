@@ -1,4 +1,4 @@
-"""Labels, training sets, reference snapshots and anomaly scores, materialized for real."""
+"""Labels, training sets, reference snapshots, their promotion, anomaly scores and drift, materialized for real."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import pandas as pd
 import pytest
 
 from fs_assets.features.assets import device_features_1d as FEATURES_1D
+from fs_assets.features.assets import device_features_1h as FEATURES_1H
 from fs_assets.ingest.assets import maintenance_events
-from fs_assets.monitoring.anomaly import SCORED_FEATURES, auc, score_windows
-from fs_assets.monitoring.assets import anomaly_scores
+from fs_assets.monitoring.anomaly import auc, score_windows
+from fs_assets.monitoring.assets import anomaly_scores, feature_drift_report
 from fs_assets.ontology.assets import device_objects
-from fs_assets.training.assets import feature_reference_snapshot, training_dataset
+from fs_assets.training.assets import feature_reference_snapshot, promoted_reference, training_assets, training_dataset
 from fs_assets.training.datasets import feature_statistics, label_entities, sample_entities
-from fs_domain.models import DEVICE_HEALTH_1D
+from fs_assets.training.reference import promoted
+from fs_checks.score_checks import CHECK_SCORE_CONFIDENCE, score_checks
+from fs_domain.models import COMPRESSOR_FAILURE_1H, DEVICE_HEALTH_1D, MODEL_NAMES, model_spec
 from fs_resources import settings
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -42,10 +45,14 @@ def table(spark, name: str) -> pd.DataFrame:
     return frame
 
 
+SCORED = DEVICE_HEALTH_1D.scored_features
+
+
 @pytest.fixture(scope="module")
 def trained(spark, redis_server, tmp_path_factory):
     """Twelve devices over three days, a third of them degrading into a compressor failure:
-    ingested, 1-day features, the device_health_1d training set, its reference and the scores."""
+    ingested, 1-hour and 1-day features, both models' training sets, references and promotions
+    (device_health_1d step by step, so each step's result can be looked at), and the scores."""
     root = tmp_path_factory.mktemp("training") / "data"
     spec = dataclasses.replace(FleetSpec.clean(devices=12, start=SIM_START, days=3, seed=21), degrading_share=0.35)
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
@@ -61,13 +68,25 @@ def trained(spark, redis_server, tmp_path_factory):
             events.write(
                 "dev 01;x,2026-01-06T00:00:00Z,failure,compressor,typo in the id\ndev-00001,yesterday,failure,compressor,bad time\n"
             )
+        # One unit in maintenance: it keeps reporting, and drift must leave it out.
+        registry = pd.read_csv(settings.registry_csv_path())
+        registry.loc[registry.index[-1], "status"] = "maintenance"
+        registry.to_csv(settings.registry_csv_path(), index=False)
         materialize_registry(resources, instance)
         assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
-        assert dg.materialize([FEATURES_1D], resources=resources, instance=instance, tags=RANGE).success
+        assert dg.materialize([FEATURES_1H, FEATURES_1D], resources=resources, instance=instance, tags=RANGE).success
         labels = dg.materialize([maintenance_events], resources=resources, instance=instance)
         built = dg.materialize([training_dataset], partition_key=MODEL, resources=resources, instance=instance)
         reference = dg.materialize([feature_reference_snapshot], partition_key=MODEL, resources=resources, instance=instance)
-        scored = dg.materialize([anomaly_scores], resources=resources, instance=instance, tags=RANGE)
+        promotion = dg.materialize(
+            [promoted_reference],
+            partition_key=MODEL,
+            resources=resources,
+            instance=instance,
+            run_config={"ops": {"promoted_reference": {"config": {"promoted_by": "ml-oncall", "reason": "first baseline"}}}},
+        )
+        hourly = dg.materialize(training_assets, partition_key=COMPRESSOR_FAILURE_1H.name, resources=resources, instance=instance)
+        scored = dg.materialize([anomaly_scores, *score_checks], resources=resources, instance=instance, tags=RANGE)
         yield {
             "resources": resources,
             "instance": instance,
@@ -75,6 +94,8 @@ def trained(spark, redis_server, tmp_path_factory):
             "labels": labels,
             "built": built,
             "reference": reference,
+            "promotion": promotion,
+            "hourly": hourly,
             "scored": scored,
         }
 
@@ -98,7 +119,7 @@ def test_maintenance_events_keep_valid_rows_and_report_the_rest(spark, trained):
 @pytest.mark.integration
 def test_the_training_set_has_brute_force_labels_and_point_in_time_features(spark, trained):
     assert trained["built"].success
-    dataset = table(spark, f"training_datasets/{MODEL}")
+    dataset = table(spark, f"training_datasets/v1/{MODEL}")
     registry = table(spark, "device_registry")
     assert len(dataset) == len(registry) * 3  # one sample per device at each of the three midnights after day one
     events = table(spark, "maintenance_events")
@@ -122,6 +143,10 @@ def test_the_training_set_has_brute_force_labels_and_point_in_time_features(spar
         assert (got[got.notna()].astype(object) == want[want.notna()].astype(object)).all(), name
     md = materialized(trained["built"])
     assert md["positives"] == dataset["label"].sum() and md["features_as_of"]
+    # The rows say which model, feature set and Delta versions they were built from.
+    features_version = DeltaTables(spark=DeltaSparkResource()).version("device_features/v1")
+    assert set(dataset["model"]) == {MODEL} and set(dataset["feature_set_version"]) == {"v1"}
+    assert set(dataset["features_delta_version"]) == {features_version} == {md["features_delta_version"]}
 
 
 @pytest.mark.unit
@@ -155,29 +180,32 @@ def test_the_reference_snapshot_is_a_versioned_artifact_and_a_delta_row(spark, t
     md = materialized(trained["reference"])
     snapshot = json.loads(open(md["artifact"]).read())
     assert snapshot["model"] == MODEL and snapshot["version"] == 1 and snapshot["features"] == list(DEVICE_HEALTH_1D.features)
-    dataset = table(spark, f"training_datasets/{MODEL}")
+    assert snapshot["feature_set_version"] == "v1" and f"training_datasets/v1/{MODEL}" in snapshot["read_versions"]
+    dataset = table(spark, f"training_datasets/v1/{MODEL}")
     values = dataset["temp_evaporator_mean"].dropna()
     stats = snapshot["statistics"]["temp_evaporator_mean"]
     assert stats["mean"] == pytest.approx(values.mean(), rel=1e-12)
     assert stats["p50"] == pytest.approx(np.quantile(values, 0.5), rel=1e-12)
     assert stats["null_fraction"] == pytest.approx(dataset["temp_evaporator_mean"].isna().mean())
     assert len(stats["bin_shares"]) == len(stats["bin_edges"]) + 1 and sum(stats["bin_shares"]) == pytest.approx(1.0)
-    assert snapshot["devices"] == dataset["device_id"].nunique() and snapshot["training_start"] <= snapshot["training_end"]
-    again = dg.materialize([feature_reference_snapshot], partition_key=MODEL, resources=trained["resources"], instance=trained["instance"])
-    assert materialized(again)["snapshot_version"] == 2
-    rows = table(spark, "feature_reference_snapshots")
-    assert sorted(rows["snapshot_version"]) == [1, 2] and set(rows["model"]) == {MODEL}
+    assert snapshot["devices"] == dataset["device_id"].nunique()
+    # The training range starts where the earliest window starts, a day before it ends.
+    first_end = dataset["feature_window_end"].dropna().min()
+    assert pd.Timestamp(snapshot["training_start"]) == first_end - timedelta(days=1)
+    assert pd.Timestamp(snapshot["training_end"]) == dataset["feature_window_end"].dropna().max()
 
 
 @pytest.mark.integration
 def test_anomaly_scores_are_the_scorer_on_each_device_day_and_reach_the_device_object(spark, trained):
     assert trained["scored"].success
-    scores = table(spark, "anomaly_scores")
+    scores = table(spark, "anomaly_scores/v1")
+    scores = scores[scores["model"] == MODEL]
     windows = table(spark, "device_features/v1")
     windows = windows[windows["window_duration_minutes"] == 1440].sort_values(["device_id", "window_start"]).reset_index(drop=True)
     assert len(scores) == len(windows)
     snapshot = json.loads(open(materialized(trained["reference"])["artifact"]).read())
-    expected = score_windows(windows, snapshot["statistics"])
+    assert set(scores["snapshot_version"]) == {snapshot["version"]} and set(scores["feature_set_version"]) == {"v1"}
+    expected = score_windows(windows, snapshot["statistics"], SCORED)
     merged = windows[["device_id", "window_start"]].join(expected).merge(scores, on=["device_id", "window_start"], suffixes=("", "_table"))
     assert len(merged) == len(windows) > 0
     assert np.allclose(merged["anomaly_score"], merged["anomaly_score_table"], rtol=1e-12, equal_nan=True)
@@ -191,11 +219,11 @@ def test_anomaly_scores_are_the_scorer_on_each_device_day_and_reach_the_device_o
 
 @pytest.mark.unit
 def test_the_scorer_is_a_robust_z_and_auc_counts_ranks():
-    stats = {name: {"p25": 0.0, "p50": 1.0, "p75": 1.349, "std": 1.0} for name in SCORED_FEATURES}
-    frame = pd.DataFrame({name: [1.0, np.nan] for name in SCORED_FEATURES})
+    stats = {name: {"p25": 0.0, "p50": 1.0, "p75": 1.349, "std": 1.0} for name in SCORED}
+    frame = pd.DataFrame({name: [1.0, np.nan] for name in SCORED})
     frame.loc[0, "temp_discharge_mean"] = 4.0  # z = 3 on one of ten features
-    scored = score_windows(frame, stats)
-    assert scored.loc[0, "anomaly_score"] == pytest.approx(np.sqrt(9 / len(SCORED_FEATURES)))
+    scored = score_windows(frame, stats, SCORED)
+    assert scored.loc[0, "anomaly_score"] == pytest.approx(np.sqrt(9 / len(SCORED)))
     assert scored.loc[0, "top_feature"] == "temp_discharge_mean" and scored.loc[0, "top_z"] == pytest.approx(3.0)
     assert np.isnan(scored.loc[1, "anomaly_score"]) and scored.loc[1, "features_scored"] == 0
     rng = np.random.default_rng(3)
@@ -222,3 +250,131 @@ def test_labels_are_all_zero_when_no_event_was_ever_recorded():
     )
     labelled = label_entities(entities, no_events, timedelta(days=1), ("failure",))
     assert list(labelled["label"]) == [0, 0] and labelled["hours_to_event"].isna().all()
+
+
+@pytest.mark.integration
+def test_a_snapshot_is_a_baseline_only_once_promoted_and_promoting_an_older_one_rolls_back(spark, trained):
+    resources, instance = trained["resources"], trained["instance"]
+    md = materialized(trained["promotion"])
+    assert md["snapshot_version"] == 1 and md["promoted_by"] == "ml-oncall" and md["reason"] == "first baseline"
+
+    def drift_baseline() -> set[int]:
+        result = dg.materialize([feature_drift_report], partition_key=DAYS[-1], resources=resources, instance=instance)
+        rows = table(spark, "feature_drift_monitoring/v1")
+        rows = rows[(rows["model"] == MODEL) & (rows["report_date"].astype(str) == DAYS[-1])]
+        assert materialized(result)["models"][MODEL] == set(rows["snapshot_version"]).pop()
+        return set(rows["snapshot_version"])
+
+    delta = DeltaTables(spark=DeltaSparkResource())
+    # A new snapshot moves nothing by itself.
+    again = dg.materialize([feature_reference_snapshot], partition_key=MODEL, resources=resources, instance=instance)
+    assert materialized(again)["snapshot_version"] == 2 and materialized(again)["promoted_snapshot_version"] == 1
+    assert promoted(delta, DEVICE_HEALTH_1D)[1].version == 1
+    # Promoted (the latest, by default), it is what drift compares against; promoting v1 again rolls back.
+    assert dg.materialize([promoted_reference], partition_key=MODEL, resources=resources, instance=instance).success
+    assert drift_baseline() == {2}
+    back = dg.materialize(
+        [promoted_reference],
+        partition_key=MODEL,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"promoted_reference": {"config": {"snapshot_version": 1, "reason": "v2 pages too often"}}}},
+    )
+    assert materialized(back)["previous_snapshot_version"] == 2 and drift_baseline() == {1}
+    history = table(spark, "model_promotions/v1")
+    history = history[history["model"] == MODEL].sort_values("promoted_at")
+    assert list(history["snapshot_version"]) == [1, 2, 1] and list(history["reason"])[-1] == "v2 pages too often"
+    # A snapshot that does not exist is refused, and the baseline stays.
+    missing = dg.materialize(
+        [promoted_reference],
+        partition_key=MODEL,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"promoted_reference": {"config": {"snapshot_version": 9}}}},
+        raise_on_error=False,
+    )
+    assert not missing.success and promoted(delta, DEVICE_HEALTH_1D)[1].version == 1
+
+
+@pytest.mark.integration
+def test_both_models_are_scored_with_their_inputs_completeness_and_a_confidence_flag(spark, trained):
+    assert trained["hourly"].success
+    scores = table(spark, "anomaly_scores/v1")
+    windows = table(spark, "device_features/v1")
+    hourly = scores[scores["model"] == COMPRESSOR_FAILURE_1H.name]
+    hours = windows[windows["window_duration_minutes"] == 60]
+    assert len(hourly) == len(hours) > 0 and (hourly["window_end"] - hourly["window_start"] == pd.Timedelta(hours=1)).all()
+    merged = hourly.merge(hours, on=["device_id", "window_start"], suffixes=("", "_features"))
+    assert len(merged) == len(hourly)
+    assert (merged["reading_count"] == merged["reading_count_features"]).all()
+    assert np.allclose(merged["sensor_completeness"], merged["sensor_completeness_features"])
+    # Reduced confidence exactly where the inputs are sparse or fall outside the reference's range.
+    snapshot = json.loads(
+        open(table(spark, "feature_reference_snapshots/v1").query(f"model == '{COMPRESSOR_FAILURE_1H.name}'")["artifact"].iat[0]).read()
+    )
+    outside = np.zeros(len(merged), dtype=int)
+    for name in COMPRESSOR_FAILURE_1H.features:
+        low, high = snapshot["statistics"][name]["min"], snapshot["statistics"][name]["max"]
+        values = merged[f"{name}"].astype(float)
+        outside += ((values < low) | (values > high)).to_numpy()
+    sparse = (merged["reading_count"] < 30) | (merged["sensor_completeness"] < 0.8)
+    assert (merged["inputs_out_of_range"].to_numpy() == outside).all()
+    assert (merged["reduced_confidence"].to_numpy() == (sparse.to_numpy() | (outside > 0))).all()
+    # The check counts them per day and model.
+    evaluation = next(e for e in trained["scored"].get_asset_check_evaluations() if e.check_name == CHECK_SCORE_CONFIDENCE)
+    per_day = {(r.data["day"], r.data["model"]): r.data["reduced_confidence"] for r in evaluation.metadata["per_day"].records}
+    for (day, model), count in per_day.items():
+        rows = scores[(scores["window_date"].astype(str) == day) & (scores["model"] == model)]
+        assert int(rows["reduced_confidence"].sum()) == count
+    assert {m for _, m in per_day} == set(MODEL_NAMES)
+
+
+@pytest.mark.integration
+def test_drift_is_measured_over_active_devices_only(spark, trained):
+    resources, instance = trained["resources"], trained["instance"]
+    registry = table(spark, "device_registry")
+    result = dg.materialize([feature_drift_report], partition_key=DAYS[1], resources=resources, instance=instance)
+    assert result.success
+    rows = table(spark, "feature_drift_monitoring/v1")
+    rows = rows[(rows["report_date"].astype(str) == DAYS[1]) & (rows["model"] == MODEL)]
+    active = registry.loc[registry["status"] == "active", "device_id"]
+    windows = table(spark, "device_features/v1")
+    day = windows[(windows["window_duration_minutes"] == 1440) & (windows["window_date"].astype(str) == DAYS[1])]
+    assert len(active) < len(registry), "the fleet needs a retired or maintenance device for this to bite"
+    assert set(rows["devices"]) == {int(day["device_id"].isin(active).sum())}
+    mean = rows.set_index("feature").loc["temp_evaporator_mean", "mean"]
+    assert mean == pytest.approx(day.loc[day["device_id"].isin(active), "temp_evaporator_mean"].mean(), rel=1e-12)
+
+
+@pytest.mark.e2e
+def test_a_v2_line_trains_promotes_scores_and_reports_drift_and_leaves_v1_untouched(spark, trained):
+    """Old models keep reading v1 while v2 is validated: every v2 step writes v2's tables only."""
+    resources, instance = trained["resources"], trained["instance"]
+    delta = DeltaTables(spark=DeltaSparkResource())
+    v1_tables = [
+        "device_features/v1",
+        *(f"training_datasets/v1/{m}" for m in MODEL_NAMES),
+        "feature_reference_snapshots/v1",
+        "model_promotions/v1",
+        "anomaly_scores/v1",
+    ]
+    before = {t: delta.version(t) for t in v1_tables}
+    before_rows = {t: delta.read(t).toPandas().sort_values(delta.read(t).columns[:3]).reset_index(drop=True) for t in v1_tables[1:]}
+    v2 = resources | {"feature_store": FeatureStoreResource(feature_set_version="v2")}
+    assert dg.materialize([FEATURES_1H, FEATURES_1D], resources=v2, instance=instance, tags=RANGE).success
+    for model in MODEL_NAMES:
+        assert dg.materialize(training_assets, partition_key=model, resources=v2, instance=instance).success
+    assert dg.materialize([anomaly_scores, feature_drift_report], resources=v2, instance=instance, tags=RANGE).success
+
+    assert {t: delta.version(t) for t in v1_tables} == before
+    for t, rows in before_rows.items():
+        pd.testing.assert_frame_equal(delta.read(t).toPandas().sort_values(rows.columns[:3].tolist()).reset_index(drop=True), rows)
+    training = table(spark, f"training_datasets/v2/{MODEL}")
+    assert set(training["feature_set_version"]) == {"v2"} and "vibration_compressor_rms" in training.columns
+    assert "vibration_compressor_rms" in model_spec(MODEL, "v2").features
+    scores = table(spark, "anomaly_scores/v2")
+    assert set(scores["feature_set_version"]) == {"v2"} and set(scores["model"]) == set(MODEL_NAMES)
+    promotions = table(spark, "model_promotions/v2")
+    assert set(promotions["model"]) == set(MODEL_NAMES) and set(promotions["feature_set_version"]) == {"v2"}
+    drift = table(spark, "feature_drift_monitoring/v2")
+    assert "vibration_compressor_rms" in set(drift["feature"]) and set(drift["snapshot_version"]) == {1}

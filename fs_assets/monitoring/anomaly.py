@@ -1,4 +1,4 @@
-"""The baseline anomaly scorer: robust z-scores of a few key 1-day features against the reference.
+"""The baseline anomaly scorer: robust z-scores of a model's scored features against its reference.
 
 For each scored feature, z = (value - reference median) / (reference IQR / 1.349), the IQR scaled
 to a standard deviation for normal data, so one outlier in training does not widen the yardstick.
@@ -11,26 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# Physical summaries that move when a compressor degrades or a sensor drifts (not counts or
-# completeness, which measure the transport rather than the machine).
-SCORED_FEATURES: tuple[str, ...] = (
-    "temp_evaporator_mean",
-    "temp_condenser_mean",
-    "temp_discharge_mean",
-    "pressure_high_mean",
-    "pressure_low_mean",
-    "current_compressor_mean",
-    "current_compressor_p95",
-    "vibration_compressor_mean",
-    "vibration_compressor_p95",
-    "compressor_duty_cycle",
-)
 IQR_TO_SIGMA = 1.349
 # A |z| beyond this says "far off" already; capping keeps one broken sensor from drowning the rest.
 Z_CAP = 50.0
 
 
-def robust_scales(statistics: dict[str, dict], features: tuple[str, ...] = SCORED_FEATURES) -> dict[str, tuple[float, float]]:
+def robust_scales(statistics: dict[str, dict], features: tuple[str, ...]) -> dict[str, tuple[float, float]]:
     """(centre, scale) per feature the reference can score: median and IQR/1.349 (std when the
     IQR is zero, e.g. a duty cycle that was always 1)."""
     scales = {}
@@ -46,8 +32,9 @@ def robust_scales(statistics: dict[str, dict], features: tuple[str, ...] = SCORE
     return scales
 
 
-def score_windows(windows: pd.DataFrame, statistics: dict[str, dict], features: tuple[str, ...] = SCORED_FEATURES) -> pd.DataFrame:
-    """`anomaly_score`, `top_feature`, `top_z` and `features_scored` for each row of `windows`."""
+def score_windows(windows: pd.DataFrame, statistics: dict[str, dict], features: tuple[str, ...]) -> pd.DataFrame:
+    """`anomaly_score`, `top_feature`, `top_z` and `features_scored` for each row of `windows`, from
+    `features` (a model's `scored_features`)."""
     scales = robust_scales(statistics, features)
     if not scales:
         raise ValueError("the reference snapshot has no usable statistics for any scored feature")

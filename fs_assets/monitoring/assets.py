@@ -1,6 +1,13 @@
-"""`anomaly_scores` (daily): the baseline scorer on each device's 1-day features against the
-active reference snapshot of `device_health_1d`. The latest score per device feeds
-`latest_anomaly_score` on the `Device` object."""
+"""`anomaly_scores` and `feature_drift_report`: every model of the run's feature set version, each
+day, against the model's promoted reference snapshot.
+
+Each model is scored on its own window size (`device_health_1d` once a day per device,
+`compressor_failure_1h` once an hour), and each score says how far to trust it: the window's
+`reading_count` and `sensor_completeness`, how many inputs fell outside the reference's min/max,
+and `reduced_confidence` when the inputs were sparse, stale (the day's clean readings changed after
+the features were computed) or out of range. The latest `device_health_1d` score per device feeds
+`latest_anomaly_score` on the `Device` object. Drift is measured over the active fleet only.
+"""
 
 import time
 from datetime import UTC, datetime
@@ -8,57 +15,128 @@ from datetime import UTC, datetime
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import functions as F
 
-from fs_assets.features.assets import FEATURES_AUTOMATION, device_features_1d
+from fs_assets.features.assets import FEATURES_AUTOMATION, feature_assets
 from fs_assets.freshness import DAILY_MONITORING_FRESHNESS
+from fs_assets.ingest.assets import clean_sensor_readings, device_registry
 from fs_assets.metadata import table_metadata
-from fs_assets.monitoring.anomaly import SCORED_FEATURES, score_windows
+from fs_assets.monitoring.anomaly import score_windows
 from fs_assets.partitions import daily_backfill_policy, daily_partitions
-from fs_assets.training.assets import feature_reference_snapshot
-from fs_assets.training.reference import active_snapshot
-from fs_domain.models import DEVICE_HEALTH_1D
-from fs_domain.tables import ANOMALY_SCORES_TABLE, DRIFT_TABLE
+from fs_assets.training.assets import promoted_reference
+from fs_assets.training.reference import Promotion, ReferenceSnapshot, promoted
+from fs_domain.features import WINDOWS_BY_MINUTES
+from fs_domain.models import MODEL_SPECS, SPARSE_COMPLETENESS, SPARSE_READING_SHARE, ModelSpec, models_for
+from fs_domain.tables import ANOMALY_SCORES_TABLE, DRIFT_TABLE, REGISTRY_TABLE, versioned
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 
-SCORING_MODEL = DEVICE_HEALTH_1D
-
 SCORES_SCHEMA = (
     "device_id string, window_start timestamp, window_end timestamp, anomaly_score double, top_feature string, "
-    "top_z double, features_scored long, model string, snapshot_version int, scored_at timestamp, window_date date"
+    "top_z double, features_scored long, reading_count long, sensor_completeness double, inputs_out_of_range int, "
+    "reduced_confidence boolean, confidence_notes string, model string, feature_set_version string, snapshot_version int, "
+    "features_delta_version long, scored_at timestamp, window_date date"
 )
+# Why a score is reduced-confidence (comma-joined in `confidence_notes`).
+SPARSE, STALE, OUT_OF_RANGE = "sparse", "stale", "out_of_range"
 
 
-def _active_reference(delta: DeltaTables, model):
-    snapshot = active_snapshot(delta, model.name)
-    if snapshot is None:
+def _baselines(context, delta: DeltaTables, version: str) -> dict[str, tuple[ModelSpec, Promotion, ReferenceSnapshot]]:
+    """Each model of the version with its promoted reference; a model without one is named and left out."""
+    found, missing = {}, []
+    for model in models_for(version).values():
+        baseline = promoted(delta, model)
+        if baseline is None:
+            missing.append(model.name)
+        else:
+            found[model.name] = (model, *baseline)
+    if missing:
+        context.log.warning(f"no promoted reference on {version} for {', '.join(missing)}: left out until one is promoted")
+    if not found:
         raise dg.Failure(
-            description=f"no reference snapshot for {model.name} yet: materialize training_dataset and feature_reference_snapshot (partition {model.name}) first"
+            description=(
+                f"no model on {version} has a promoted reference snapshot: materialize training_dataset, "
+                "feature_reference_snapshot and promoted_reference (one partition per model) first"
+            ),
+            metadata={"models_without_baseline": dg.MetadataValue.json(missing)},
         )
-    return snapshot
+    return found
 
 
-def _day_windows(delta: DeltaTables, feature_store: FeatureStoreResource, model, days: list[str], columns: list[str]) -> pd.DataFrame:
-    """The feature windows of the model's size that start on `days`."""
+def _model_windows(delta: DeltaTables, table: str, version_read: int, model: ModelSpec, days: list[str], columns: list[str]):
+    """The model's windows (its window size) that start on `days`, as a Spark frame of `columns`."""
     return (
-        delta.read(feature_store.features_table())
+        delta.read(table, version=version_read)
         .where((F.col("window_duration_minutes") == model.window_minutes) & F.col("window_date").isin(days))
-        .select(*columns)
-        .toPandas()
+        .select(*dict.fromkeys(columns))
     )
 
 
-# Both daily monitoring assets: one run for any range of days, recomputed after the day's 1-day
-# features change (late data), once every model has a reference snapshot (before that a dep is
-# missing and nothing is requested).
+def _latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> float | None:
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1).records
+    return records[0].timestamp if records else None
+
+
+def stale_days(instance: dg.DagsterInstance, days: list[str], minutes: int) -> list[str]:
+    """Days whose clean readings were written again after their features of this window size:
+    the features (and so any score of them) may miss readings."""
+    features_key = dg.AssetKey(WINDOWS_BY_MINUTES[minutes].asset_name)
+    out = []
+    for day in days:
+        clean_at = _latest_materialization(instance, clean_sensor_readings.key, day)
+        features_at = _latest_materialization(instance, features_key, day)
+        if clean_at is not None and features_at is not None and clean_at > features_at:
+            out.append(day)
+    return out
+
+
+def confidence(
+    windows: pd.DataFrame, model: ModelSpec, statistics: dict[str, dict], stale: set[str]
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Per window: inputs outside the reference's min/max, reduced confidence, and why."""
+    out_of_range = np.zeros(len(windows), dtype="int64")
+    for name in model.features:
+        low, high = statistics.get(name, {}).get("min"), statistics.get(name, {}).get("max")
+        if low is None or high is None:
+            continue
+        values = windows[name].to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            out_of_range += ((values < low) | (values > high)).astype("int64")
+    counts = windows["reading_count"].to_numpy(dtype="float64", na_value=0.0)
+    completeness = windows["sensor_completeness"].to_numpy(dtype="float64", na_value=0.0)
+    sparse = (counts < SPARSE_READING_SHARE * model.window_minutes) | (completeness < SPARSE_COMPLETENESS)
+    old = windows["window_date"].astype(str).isin(stale).to_numpy()
+    notes = [
+        ",".join(n for n, flag in ((SPARSE, a), (STALE, b), (OUT_OF_RANGE, c > 0)) if flag) or None
+        for a, b, c in zip(sparse, old, out_of_range)
+    ]
+    return out_of_range, sparse | old | (out_of_range > 0), notes
+
+
+def spark_rows(session, frame: pd.DataFrame, schema: str):
+    """A pandas frame as a Spark frame of `schema`, through Arrow (NaN and NaT become NULL)."""
+    columns = [c.split()[0] for c in schema.split(", ")]
+    table = pa.Table.from_pandas(frame[columns], preserve_index=False)
+    return session.createDataFrame(table.to_pandas(types_mapper=pd.ArrowDtype), schema)
+
+
+def _monitoring_deps() -> list:
+    windows = sorted({m.window_minutes for m in MODEL_SPECS})
+    used = [a for a in feature_assets if any(a.key.path[-1] == WINDOWS_BY_MINUTES[w].asset_name for w in windows)]
+    return [*used, device_registry, dg.AssetDep(promoted_reference, partition_mapping=dg.AllPartitionMapping())]
+
+
+# Both daily monitoring assets: one run for any range of days, recomputed after the day's features
+# change (late data), once every model has a promoted reference (before that a dep is missing and
+# nothing is requested).
 DAILY_MONITORING = dict(
     automation_condition=FEATURES_AUTOMATION,
     group_name="monitoring",
     kinds={"pandas", "delta"},
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
-    deps=[device_features_1d, dg.AssetDep(feature_reference_snapshot, partition_mapping=dg.AllPartitionMapping())],
+    deps=_monitoring_deps(),
     freshness_policy=DAILY_MONITORING_FRESHNESS,
 )
 
@@ -67,70 +145,103 @@ DAILY_MONITORING = dict(
     **DAILY_MONITORING,
     pool=f"delta_{ANOMALY_SCORES_TABLE}",
     description=(
-        "Daily anomaly score per device: root mean square of robust z-scores (median, IQR) of key 1-day features "
-        f"against the active `{SCORING_MODEL.name}` reference snapshot; `top_feature` says which moved most."
+        "Anomaly scores of every model of the run's feature set version, per device and window of the model's size: root "
+        "mean square of robust z-scores (median, IQR) of its scored features against its promoted reference snapshot; "
+        "`top_feature` says which moved most; `reduced_confidence` (with `confidence_notes`) when inputs were sparse, "
+        "stale or outside the reference's min/max."
     ),
 )
 def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
     started = time.monotonic()
-    session = delta.session
+    version = feature_store.version()
     days = list(context.partition_keys)
-    snapshot = _active_reference(delta, SCORING_MODEL)
-    windows = _day_windows(
-        delta, feature_store, SCORING_MODEL, days, ["device_id", "window_start", "window_end", "window_date", *SCORED_FEATURES]
-    )
-    scores = windows[["device_id", "window_start", "window_end"]].join(score_windows(windows, snapshot.statistics))
-    scores["model"] = SCORING_MODEL.name
-    scores["snapshot_version"] = snapshot.version
-    scores["scored_at"] = datetime.now(UTC)
-    scores["window_date"] = windows["window_date"]
-    columns = [c.split()[0] for c in SCORES_SCHEMA.split(", ")]
-    records = [tuple(_plain(v) for v in row) for row in scores[columns].astype(object).itertuples(index=False, name=None)]
-    frame = session.createDataFrame(records, SCORES_SCHEMA)
-    write = delta.replace_partitions(frame, ANOMALY_SCORES_TABLE, {"window_date": days}, run_id=context.run_id)
-    top = scores.sort_values("anomaly_score", ascending=False).head(10)
-    return dg.MaterializeResult(
-        metadata=write.metadata()
-        | {
-            "model": SCORING_MODEL.name,
-            "snapshot_version": snapshot.version,
-            "devices_scored": int(scores["anomaly_score"].notna().sum()),
-            "median_score": float(scores["anomaly_score"].median()) if len(scores) else 0.0,
-            "highest": table_metadata(
-                [
+    baselines = _baselines(context, delta, version)
+    table = feature_store.features_table()
+    features_version = delta.version(table)
+    scored_at = datetime.now(UTC)
+    frames, summary, top_rows = [], [], []
+    for model, promotion, snapshot in baselines.values():
+        keys = ["device_id", "window_start", "window_end", "window_date", "reading_count", "sensor_completeness"]
+        windows = _model_windows(delta, table, features_version, model, days, [*keys, *model.features]).toPandas()
+        stale = set(stale_days(context.instance, days, model.window_minutes))
+        scores = windows[keys].join(score_windows(windows, snapshot.statistics, model.scored_features))
+        scores["inputs_out_of_range"], scores["reduced_confidence"], scores["confidence_notes"] = confidence(
+            windows, model, snapshot.statistics, stale
+        )
+        scores = scores.assign(
+            model=model.name,
+            feature_set_version=version,
+            snapshot_version=snapshot.version,
+            features_delta_version=features_version,
+            scored_at=scored_at,
+        )
+        frames.append(scores)
+        summary.append(
+            {
+                "model": model.name,
+                "window_minutes": model.window_minutes,
+                "snapshot_version": snapshot.version,
+                "promoted_by": promotion.promoted_by,
+                "scores": len(scores),
+                "reduced_confidence": int(scores["reduced_confidence"].sum()),
+                "median_score": _rounded(scores["anomaly_score"].median()) if len(scores) else None,
+                "stale_days": ", ".join(sorted(stale)),
+            }
+        )
+        for r in scores.sort_values("anomaly_score", ascending=False).head(5).itertuples():
+            if r.anomaly_score == r.anomaly_score:
+                top_rows.append(
                     {
+                        "model": model.name,
                         "device": r.device_id,
-                        "day": str(r.window_date),
+                        "window_start": str(r.window_start),
                         "score": round(float(r.anomaly_score), 2),
                         "top_feature": r.top_feature,
                         "z": round(float(r.top_z), 1),
+                        "reduced_confidence": bool(r.reduced_confidence),
                     }
-                    for r in top.itertuples()
-                    if r.anomaly_score == r.anomaly_score
+                )
+    scores = pd.concat(frames, ignore_index=True)
+    write = delta.replace_partitions(
+        spark_rows(delta.session, scores, SCORES_SCHEMA),
+        versioned(ANOMALY_SCORES_TABLE, version),
+        {"window_date": days, "model": list(baselines)},
+        run_id=context.run_id,
+        inputs={table: features_version},
+    )
+    return dg.MaterializeResult(
+        metadata=write.metadata()
+        | {
+            "feature_set_version": version,
+            "features_delta_version": features_version,
+            "models": table_metadata(
+                summary,
+                columns=[
+                    "model",
+                    "window_minutes",
+                    "snapshot_version",
+                    "promoted_by",
+                    "scores",
+                    "reduced_confidence",
+                    "median_score",
+                    "stale_days",
                 ],
-                columns=["device", "day", "score", "top_feature", "z"],
+            ),
+            "devices_scored": int(scores.loc[scores["anomaly_score"].notna(), "device_id"].nunique()),
+            "reduced_confidence": int(scores["reduced_confidence"].sum()),
+            "highest": table_metadata(
+                top_rows, columns=["model", "device", "window_start", "score", "top_feature", "z", "reduced_confidence"]
             ),
             "seconds": round(time.monotonic() - started, 2),
         }
     )
 
 
-def _plain(value):
-    """pandas scalars to what Spark's row conversion takes: NaN/NaT to NULL, Timestamp to datetime."""
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-DRIFT_MODEL = DEVICE_HEALTH_1D
 DRIFT_SCHEMA = (
     "feature string, devices long, mean double, std double, p5 double, p50 double, p95 double, null_fraction double, "
     "reference_mean double, reference_null_fraction double, psi double, psi_status string, null_escalation boolean, "
-    "fleet_wide_event boolean, model string, snapshot_version int, computed_at timestamp, report_date date"
+    "fleet_wide_event boolean, model string, feature_set_version string, window_minutes int, snapshot_version int, "
+    "features_delta_version long, registry_delta_version long, computed_at timestamp, report_date date"
 )
 
 
@@ -138,8 +249,9 @@ DRIFT_SCHEMA = (
     **DAILY_MONITORING,
     pool=f"delta_{DRIFT_TABLE}",
     description=(
-        f"Daily drift of every 1-day feature against the active `{DRIFT_MODEL.name}` reference: mean, std, p5/p50/p95, "
-        "null fraction and PSI with its status (investigate >= 0.1, significant > 0.25); a chart in the metadata."
+        "Daily drift of every model's features (its window size, the run's feature set version) against its promoted "
+        "reference, over the active fleet only: mean, std, p5/p50/p95, null fraction and PSI with its status "
+        "(investigate >= 0.1, significant > 0.25); a chart per model in the metadata."
     ),
 )
 def feature_drift_report(
@@ -147,40 +259,69 @@ def feature_drift_report(
 ) -> dg.MaterializeResult:
     from fs_assets.monitoring.drift import chart_markdown, drift_chart_png, drift_rows, fleet_wide
 
-    session = delta.session
+    version = feature_store.version()
     days = list(context.partition_keys)
-    snapshot = _active_reference(delta, DRIFT_MODEL)
-    windows = _day_windows(delta, feature_store, DRIFT_MODEL, days, ["window_date", *snapshot.features])
-    reports = []
-    for day in days:
-        of_day = windows[windows["window_date"].astype(str) == day]
-        if of_day.empty:
-            context.log.warning(f"{day}: no 1-day features; no drift report for it")
-            continue
-        rows = drift_rows(of_day, snapshot.statistics, snapshot.features)
-        rows["fleet_wide_event"] = fleet_wide(rows)
-        rows["report_date"] = datetime.fromisoformat(day).date()
-        reports.append(rows)
+    baselines = _baselines(context, delta, version)
+    table = feature_store.features_table()
+    features_version = delta.version(table)
+    registry_version = delta.version(REGISTRY_TABLE)
+    # Retired units and units in maintenance are not the fleet the model watches: their features
+    # would move the statistics without anything having drifted.
+    active = delta.read(REGISTRY_TABLE, version=registry_version).where(F.col("status") == "active").select("device_id")
+    reports, charts, empty = [], {}, []
+    for model, _promotion, snapshot in baselines.values():
+        windows = (
+            _model_windows(delta, table, features_version, model, days, ["device_id", "window_date", *snapshot.features])
+            .join(F.broadcast(active), "device_id", "left_semi")
+            .drop("device_id")
+            .toPandas()
+        )
+        for day in days:
+            of_day = windows[windows["window_date"].astype(str) == day]
+            if of_day.empty:
+                empty.append(f"{model.name} {day}")
+                continue
+            rows = drift_rows(of_day, snapshot.statistics, snapshot.features)
+            rows["fleet_wide_event"] = fleet_wide(rows)
+            rows["report_date"] = datetime.fromisoformat(day).date()
+            rows = rows.assign(
+                model=model.name,
+                feature_set_version=version,
+                window_minutes=model.window_minutes,
+                snapshot_version=snapshot.version,
+                features_delta_version=features_version,
+                registry_delta_version=registry_version,
+            )
+            reports.append(rows)
+        latest = [r for r in reports if r["model"].iat[0] == model.name]
+        if latest:
+            day = str(latest[-1]["report_date"].iat[0])
+            charts[model.name] = chart_markdown(
+                drift_chart_png(latest[-1], f"PSI per feature, {day}, {model.key} against reference v{snapshot.version}"),
+                f"PSI per feature of {model.name} on {day}",
+            )
+    if empty:
+        context.log.warning(f"no active devices' features for {', '.join(empty)}; no drift report for them")
     if not reports:
-        raise dg.Failure(description=f"no 1-day features for {', '.join(days)}: materialize device_features_1d for these days first")
+        raise dg.Failure(
+            description=f"no features of active devices for {', '.join(days)}: materialize the feature assets for these days first"
+        )
     report = pd.concat(reports, ignore_index=True)
-    report["model"] = DRIFT_MODEL.name
-    report["snapshot_version"] = snapshot.version
     report["computed_at"] = datetime.now(UTC)
-    columns = [c.split()[0] for c in DRIFT_SCHEMA.split(", ")]
-    records = [tuple(_plain(v) for v in row) for row in report[columns].astype(object).itertuples(index=False, name=None)]
     write = delta.replace_partitions(
-        session.createDataFrame(records, DRIFT_SCHEMA),
-        DRIFT_TABLE,
-        {"report_date": sorted({r[-1] for r in records})},
+        spark_rows(delta.session, report, DRIFT_SCHEMA),
+        versioned(DRIFT_TABLE, version),
+        {"report_date": sorted({d for d in report["report_date"]}), "model": sorted(set(report["model"]))},
         run_id=context.run_id,
+        inputs={table: features_version},
     )
 
-    latest = reports[-1]
-    latest_day = str(latest["report_date"].iat[0])
+    latest_day = report["report_date"].max()
+    latest = report[report["report_date"] == latest_day]
     moved = report[(report["psi_status"] != "ok") | report["null_escalation"]].sort_values("psi", ascending=False)
     moved_rows = [
         {
+            "model": r.model,
             "day": str(r.report_date),
             "feature": r.feature,
             "psi": _rounded(r.psi),
@@ -193,17 +334,17 @@ def feature_drift_report(
         }
         for r in moved.itertuples()
     ]
-    fleet_days = sorted({str(d) for d in report.loc[report["fleet_wide_event"], "report_date"]})
+    fleet_days = sorted({f"{m} {d}" for m, d in report.loc[report["fleet_wide_event"], ["model", "report_date"]].itertuples(index=False)})
     if fleet_days:
         context.log.warning(f"fleet-wide drift event on {', '.join(fleet_days)}: 5 or more features at PSI >= 0.1")
-    chart = drift_chart_png(latest, f"PSI per feature, {latest_day}, against {DRIFT_MODEL.name} reference v{snapshot.version}")
     return dg.MaterializeResult(
         metadata=write.metadata()
+        | {f"psi_chart_{name}": dg.MetadataValue.md(chart) for name, chart in charts.items()}
         | {
-            "psi_chart": dg.MetadataValue.md(chart_markdown(chart, f"PSI per feature on {latest_day}")),
             "moved_features": table_metadata(
                 moved_rows,
                 columns=[
+                    "model",
                     "day",
                     "feature",
                     "psi",
@@ -220,8 +361,10 @@ def feature_drift_report(
             "null_escalations": int(latest["null_escalation"].sum()),
             "fleet_wide_event_days": dg.MetadataValue.json(fleet_days),
             "max_psi": float(latest["psi"].max()) if latest["psi"].notna().any() else 0.0,
-            "model": DRIFT_MODEL.name,
-            "snapshot_version": snapshot.version,
+            "models": dg.MetadataValue.json({m: int(s.version) for m, (_, _, s) in baselines.items()}),
+            "feature_set_version": version,
+            "features_delta_version": features_version,
+            "active_devices_only": True,
         }
     )
 

@@ -17,7 +17,8 @@ from fs_assets.ingest.assets import device_registry
 from fs_assets.ontology.objects import device_objects_frame, objects_arrow
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
-from fs_domain.tables import ANOMALY_SCORES_TABLE, OBJECTS_TABLE, REGISTRY_TABLE
+from fs_domain.models import device_score_model
+from fs_domain.tables import ANOMALY_SCORES_TABLE, OBJECTS_TABLE, REGISTRY_TABLE, versioned
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.online import OnlineStoreUnavailable, encode_timestamp
@@ -45,7 +46,9 @@ def device_objects(context: dg.AssetExecutionContext, delta: DeltaTables, featur
     hydrated_at = datetime.now(UTC)
     features = delta.read(feature_store.features_table())
     registry = delta.read(REGISTRY_TABLE)
-    scores = delta.read(ANOMALY_SCORES_TABLE) if delta.exists(ANOMALY_SCORES_TABLE) else None
+    scores_table = versioned(ANOMALY_SCORES_TABLE, feature_store.version())
+    score_model = device_score_model(feature_store.version())
+    scores = delta.read(scores_table).where(F.col("model") == score_model.name) if delta.exists(scores_table) else None
     objects = device_objects_frame(features, registry, scores, hydrated_at).cache()
     summary = objects.agg(
         F.count(F.lit(1)).alias("devices"),
@@ -66,7 +69,9 @@ def device_objects(context: dg.AssetExecutionContext, delta: DeltaTables, featur
             "devices_by_status": dg.MetadataValue.json(by_status),
             "devices_without_features": without,
             "devices_with_anomaly_score": summary["with_score"],
-            "anomaly_scores": "read" if scores is not None else f"{ANOMALY_SCORES_TABLE} not written yet: latest_anomaly_score is NULL",
+            "anomaly_scores": f"{scores_table}, model {score_model.name}"
+            if scores is not None
+            else f"{scores_table} not written yet: latest_anomaly_score is NULL",
             "latest_features_window_end": summary["latest"].isoformat() if summary["latest"] else "none",
             "feature_set_version": feature_store.version(),
             "seconds": round(time.monotonic() - started, 2),

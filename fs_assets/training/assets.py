@@ -1,11 +1,16 @@
-"""`training_dataset` and `feature_reference_snapshot`: one partition per model (fs_domain/models.py).
+"""`training_dataset`, `feature_reference_snapshot` and `promoted_reference`: one partition per model.
+
+Each run works on one feature set version (the `feature_store` resource's), with that version's
+spec of the model (fs_domain/models.py), and writes under that version's tables only.
 
 The training set is built with the same `OfflineStore.get_historical_features` ML scientists call
 from a notebook, as of a recorded processing time, so rebuilding it later with that `as_of` gives
 the same rows even after days were recomputed. The reference snapshot is the model's memory of
-its training features: drift reports and anomaly scores compare against the active (latest) one.
+its training features; it becomes the baseline of drift reports and anomaly scores only when
+promoted (`promoted_reference`, with who and why), and promoting an older one rolls back.
 """
 
+import getpass
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,9 +24,18 @@ from fs_assets.ingest.assets import device_registry, maintenance_events
 from fs_assets.metadata import table_metadata
 from fs_assets.partitions import model_partitions
 from fs_assets.training.datasets import feature_statistics, label_entities, sample_entities
-from fs_assets.training.reference import ReferenceSnapshot, next_snapshot_version, write_snapshot
-from fs_domain.models import MODELS
-from fs_domain.tables import MAINTENANCE_TABLE, REFERENCE_TABLE, REGISTRY_TABLE, TRAINING_TABLE
+from fs_assets.training.reference import (
+    Promotion,
+    ReferenceSnapshot,
+    next_snapshot_version,
+    promoted,
+    promotions,
+    read_snapshot,
+    record_promotion,
+    write_snapshot,
+)
+from fs_domain.models import model_spec
+from fs_domain.tables import MAINTENANCE_TABLE, PROMOTIONS_TABLE, REFERENCE_TABLE, REGISTRY_TABLE, TRAINING_TABLE, training_table
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.offline import OfflineStore
@@ -56,13 +70,16 @@ def _feature_days(delta: DeltaTables, table: str, minutes: int) -> tuple[str, st
     # Every model reads whatever days its date range names: all partitions of its inputs.
     deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping()) for a in feature_assets] + [device_registry, maintenance_events],
     pool=f"delta_{TRAINING_TABLE}",
-    description="A model's training set: every device sampled over a date range, labelled from maintenance events, with point-in-time features.",
+    description=(
+        "A model's training set on the run's feature set version: every device sampled over a date range, labelled from "
+        "maintenance events, with point-in-time features; rows record the model, the version and the Delta versions read."
+    ),
 )
 def training_dataset(
     context: dg.AssetExecutionContext, config: TrainingDatasetConfig, delta: DeltaTables, feature_store: FeatureStoreResource
 ) -> dg.MaterializeResult:
     started = time.monotonic()
-    model = MODELS[context.partition_key]
+    model = model_spec(context.partition_key, feature_store.version())
     first, last = _feature_days(delta, feature_store.features_table(), model.window_minutes)
     start = datetime.fromisoformat(config.start or first).replace(tzinfo=UTC)
     end = datetime.fromisoformat(config.end or last).replace(tzinfo=UTC) + timedelta(days=1)
@@ -75,13 +92,18 @@ def training_dataset(
         raise dg.Failure(
             description=f"no {MAINTENANCE_TABLE} table yet: materialize maintenance_events first; without it every label would be 0"
         )
-    events = delta.read(MAINTENANCE_TABLE).toPandas()
+    maintenance_version = delta.version(MAINTENANCE_TABLE)
+    events = delta.read(MAINTENANCE_TABLE, version=maintenance_version).toPandas()
     entities = label_entities(sample_entities(devices, start, end, model.sample_every), events, model.label_horizon, model.label_events)
-    store = OfflineStore(tables_root=delta.base(), feature_set_version=feature_store.version())
+    store = OfflineStore(tables_root=delta.base(), feature_set_version=model.feature_set_version)
+    features_version = store.table_version(as_of)
     dataset = store.get_historical_features(entities, list(model.features), model.window_minutes, tolerance=model.tolerance, as_of=as_of)
     dataset.insert(0, "model", model.name)
+    dataset.insert(1, "feature_set_version", model.feature_set_version)
     dataset["features_as_of"] = pd.Timestamp(as_of).tz_convert("UTC")
-    table = f"{TRAINING_TABLE}/{model.name}"
+    dataset["features_delta_version"] = features_version
+    dataset["maintenance_delta_version"] = maintenance_version
+    table = training_table(model.name, model.feature_set_version)
     frame = delta.session.createDataFrame(dataset.astype({c: "float64" for c in model.features if str(dataset[c].dtype) == "Int64"}))
     write = delta.overwrite(frame, table, run_id=context.run_id)
     matched = int(dataset["feature_window_end"].notna().sum())
@@ -90,6 +112,9 @@ def training_dataset(
         metadata=write.metadata()
         | {
             "model": model.name,
+            "feature_set_version": model.feature_set_version,
+            "features_delta_version": features_version,
+            "maintenance_delta_version": maintenance_version,
             "window_minutes": model.window_minutes,
             "date_range": f"{start.date()} .. {(end - timedelta(days=1)).date()}",
             "features_as_of": as_of.isoformat(),
@@ -109,31 +134,48 @@ def training_dataset(
     partitions_def=model_partitions,
     deps=[training_dataset],
     pool=f"delta_{REFERENCE_TABLE}",
-    description="A model's reference snapshot of its training features (per feature mean, std, min, max, percentiles, null fraction, PSI bins); a JSON artifact and a Delta row, versioned per model.",
+    description=(
+        "A model's reference snapshot of its training features (per feature mean, std, min, max, percentiles, null "
+        "fraction, PSI bins): a JSON artifact and a Delta row, numbered per model and feature set version. Not a "
+        "baseline until promoted (`promoted_reference`)."
+    ),
 )
-def feature_reference_snapshot(context: dg.AssetExecutionContext, delta: DeltaTables) -> dg.MaterializeResult:
-    model = MODELS[context.partition_key]
-    training = delta.read(f"{TRAINING_TABLE}/{model.name}").toPandas()
+def feature_reference_snapshot(
+    context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
+) -> dg.MaterializeResult:
+    model = model_spec(context.partition_key, feature_store.version())
+    source = training_table(model.name, model.feature_set_version)
+    if not delta.exists(source):
+        raise dg.Failure(
+            description=f"no training set {source} yet: materialize training_dataset ({model.name}) on {model.feature_set_version} first"
+        )
+    training_version = delta.version(source)
+    training = delta.read(source, version=training_version).toPandas()
     if training.empty:
-        raise dg.Failure(description=f"the {model.name} training set is empty: widen its date range or check the features")
-    window_end = pd.to_datetime(training["feature_window_end"]).dropna()
+        raise dg.Failure(description=f"the {model.key} training set is empty: widen its date range or check the features")
+    window_end = pd.to_datetime(training["feature_window_end"], utc=True).dropna()
+    # A window covers [window_end - size, window_end): the features start with the earliest window's start.
+    window_start = window_end - pd.Timedelta(minutes=model.window_minutes)
     snapshot = ReferenceSnapshot(
         model=model.name,
-        version=next_snapshot_version(delta, model.name),
+        feature_set_version=model.feature_set_version,
+        version=next_snapshot_version(delta, model),
         created_at=datetime.now(UTC).isoformat(),
         window_minutes=model.window_minutes,
         features=list(model.features),
-        training_start=window_end.min().isoformat() if len(window_end) else None,
+        training_start=window_start.min().isoformat() if len(window_start) else None,
         training_end=window_end.max().isoformat() if len(window_end) else None,
         rows=len(training),
         devices=int(training["device_id"].nunique()),
         statistics={name: feature_statistics(training[name]) for name in model.features},
+        read_versions={source: training_version, **_training_inputs(training)},
     )
-    artifact, write = write_snapshot(delta, snapshot)
+    artifact, write = write_snapshot(delta, snapshot, run_id=context.run_id)
+    baseline = promoted(delta, model)
     statistics = [
         {
             "feature": n,
-            **{k: _number(s[k]) for k in ("mean", "std", "p5", "p50", "p95")},
+            **{k: _number(s[k]) for k in ("mean", "std", "min", "p5", "p50", "p95", "max")},
             "null_fraction": round(float(s["null_fraction"]), 4),
         }
         for n, s in snapshot.statistics.items()
@@ -142,12 +184,97 @@ def feature_reference_snapshot(context: dg.AssetExecutionContext, delta: DeltaTa
         metadata=write.metadata()
         | {
             "model": model.name,
+            "feature_set_version": model.feature_set_version,
             "snapshot_version": snapshot.version,
+            "promoted_snapshot_version": baseline[1].version if baseline else None,
+            "next_step": f"promote it: materialize promoted_reference ({model.name}) with snapshot_version {snapshot.version}",
             "artifact": dg.MetadataValue.path(str(artifact)),
             "training_range": f"{snapshot.training_start} .. {snapshot.training_end}",
+            "read_versions": dg.MetadataValue.json(snapshot.read_versions),
             "devices": snapshot.devices,
             "rows": snapshot.rows,
-            "statistics": table_metadata(statistics, columns=["feature", "mean", "std", "p5", "p50", "p95", "null_fraction"]),
+            "statistics": table_metadata(statistics, columns=["feature", "mean", "std", "min", "p5", "p50", "p95", "max", "null_fraction"]),
+        }
+    )
+
+
+def _training_inputs(training: pd.DataFrame) -> dict[str, int]:
+    """The Delta versions the training set itself read (recorded in its rows)."""
+    out = {}
+    for column, name in (("features_delta_version", "features"), ("maintenance_delta_version", MAINTENANCE_TABLE)):
+        if column in training and training[column].notna().any():
+            out[name] = int(training[column].dropna().iloc[0])
+    return out
+
+
+class PromotionConfig(dg.Config):
+    snapshot_version: int | None = Field(
+        default=None, ge=1, description="The snapshot to make the model's baseline; unset: its latest. An older one rolls back."
+    )
+    promoted_by: str | None = Field(default=None, description="Who promotes it; unset: the run's `user` tag, else the OS user running it.")
+    reason: str = Field(default="", description="Why, for whoever reads the promotion history later.")
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"delta"},
+    partitions_def=model_partitions,
+    deps=[feature_reference_snapshot],
+    pool=f"delta_{PROMOTIONS_TABLE}",
+    description=(
+        "Which reference snapshot is a model's baseline for drift reports and anomaly scores: each materialization "
+        "promotes one snapshot (config `snapshot_version`, unset the latest) with who, when and why; promoting an "
+        "older snapshot rolls back. Never automatic."
+    ),
+)
+def promoted_reference(
+    context: dg.AssetExecutionContext, config: PromotionConfig, delta: DeltaTables, feature_store: FeatureStoreResource
+) -> dg.MaterializeResult:
+    model = model_spec(context.partition_key, feature_store.version())
+    snapshot = read_snapshot(delta, model, config.snapshot_version)
+    if snapshot is None:
+        which = f"snapshot v{config.snapshot_version}" if config.snapshot_version else "any snapshot"
+        raise dg.Failure(
+            description=f"{model.key} has no {which} in {REFERENCE_TABLE}/{model.feature_set_version}: materialize feature_reference_snapshot ({model.name}) first"
+        )
+    before = promoted(delta, model)
+    promotion = Promotion(
+        model=model.name,
+        feature_set_version=model.feature_set_version,
+        snapshot_version=snapshot.version,
+        promoted_by=config.promoted_by or context.run.tags.get("user") or getpass.getuser(),
+        promoted_at=datetime.now(UTC),
+        reason=config.reason,
+        previous_snapshot_version=before[1].version if before else None,
+        run_id=context.run_id,
+    )
+    write = record_promotion(delta, promotion)
+    history = promotions(delta, model)
+    verb = "rolled back to" if before and snapshot.version < before[1].version else "promoted"
+    context.log.info(f"{model.key}: {verb} reference snapshot v{snapshot.version} (was {f'v{before[1].version}' if before else 'none'})")
+    return dg.MaterializeResult(
+        metadata=write.metadata()
+        | {
+            "model": model.name,
+            "feature_set_version": model.feature_set_version,
+            "snapshot_version": snapshot.version,
+            "previous_snapshot_version": promotion.previous_snapshot_version,
+            "promoted_by": promotion.promoted_by,
+            "promoted_at": promotion.promoted_at.isoformat(),
+            "reason": promotion.reason,
+            "training_range": f"{snapshot.training_start} .. {snapshot.training_end}",
+            "history": table_metadata(
+                [
+                    {
+                        "promoted_at": p.promoted_at.isoformat(),
+                        "snapshot_version": p.snapshot_version,
+                        "promoted_by": p.promoted_by,
+                        "reason": p.reason,
+                    }
+                    for p in reversed(history[-20:])
+                ],
+                columns=["promoted_at", "snapshot_version", "promoted_by", "reason"],
+            ),
         }
     )
 
@@ -156,4 +283,4 @@ def _number(value) -> float | None:
     return None if value is None else float(f"{value:.4g}")
 
 
-training_assets = [training_dataset, feature_reference_snapshot]
+training_assets = [training_dataset, feature_reference_snapshot, promoted_reference]

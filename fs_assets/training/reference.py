@@ -1,12 +1,23 @@
-"""Reference snapshots: written as a JSON model artifact and a row of `feature_reference_snapshots`."""
+"""Reference snapshots and their promotion.
+
+A snapshot is written as a JSON model artifact and a row of `feature_reference_snapshots/<version>`.
+Writing one changes nothing downstream: a snapshot becomes the model's baseline (what drift reports
+compare against and what anomaly scores are measured from) only when it is promoted, a row appended
+to `model_promotions/<version>` saying which snapshot, who, when and why. The latest promotion of a
+model wins, so rolling back is promoting an older snapshot again.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from fs_domain.tables import REFERENCE_TABLE
+from pyspark.sql import functions as F
+
+from fs_domain.models import ModelSpec
+from fs_domain.tables import PROMOTIONS_TABLE, REFERENCE_TABLE, versioned
 from fs_resources import settings
 from fs_resources.delta import DeltaTables, DeltaWrite
 
@@ -14,6 +25,7 @@ from fs_resources.delta import DeltaTables, DeltaWrite
 @dataclass(frozen=True)
 class ReferenceSnapshot:
     model: str
+    feature_set_version: str
     version: int
     created_at: str
     window_minutes: int
@@ -23,6 +35,8 @@ class ReferenceSnapshot:
     rows: int
     devices: int
     statistics: dict[str, dict]
+    # The Delta versions the snapshot was computed from: {table: version}.
+    read_versions: dict[str, int]
 
     @classmethod
     def from_json(cls, text: str) -> ReferenceSnapshot:
@@ -32,22 +46,44 @@ class ReferenceSnapshot:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
 
 
-def artifact_path(model: str, version: int, root: str | None = None) -> Path:
-    return Path(settings.data_root() if root is None else root) / "models" / model / "reference" / f"v{version}.json"
+@dataclass(frozen=True)
+class Promotion:
+    model: str
+    feature_set_version: str
+    snapshot_version: int
+    promoted_by: str
+    promoted_at: datetime
+    reason: str
+    previous_snapshot_version: int | None
+    run_id: str
 
 
-def next_snapshot_version(delta: DeltaTables, model: str) -> int:
-    if not delta.exists(REFERENCE_TABLE):
+PROMOTIONS_SCHEMA = (
+    "model string, feature_set_version string, snapshot_version int, promoted_by string, promoted_at timestamp, "
+    "reason string, previous_snapshot_version int, run_id string"
+)
+SNAPSHOTS_SCHEMA = (
+    "model string, feature_set_version string, snapshot_version int, created_at string, window_minutes int, "
+    "features array<string>, training_start string, training_end string, rows long, devices long, artifact string, snapshot_json string"
+)
+
+
+def artifact_path(model: str, feature_set_version: str, version: int, root: str | None = None) -> Path:
+    base = Path(settings.data_root() if root is None else root)
+    return base / "models" / feature_set_version / model / "reference" / f"v{version}.json"
+
+
+def next_snapshot_version(delta: DeltaTables, model: ModelSpec) -> int:
+    table = versioned(REFERENCE_TABLE, model.feature_set_version)
+    if not delta.exists(table):
         return 1
-    from pyspark.sql import functions as F
-
-    latest = delta.read(REFERENCE_TABLE).where(F.col("model") == model).agg(F.max("snapshot_version")).first()[0]
+    latest = delta.read(table).where(F.col("model") == model.name).agg(F.max("snapshot_version")).first()[0]
     return (latest or 0) + 1
 
 
-def write_snapshot(delta: DeltaTables, snapshot: ReferenceSnapshot) -> tuple[Path, DeltaWrite]:
-    """The JSON artifact first (atomically), then the Delta row that makes it the active snapshot."""
-    path = artifact_path(snapshot.model, snapshot.version)
+def write_snapshot(delta: DeltaTables, snapshot: ReferenceSnapshot, run_id: str | None = None) -> tuple[Path, DeltaWrite]:
+    """The JSON artifact first (atomically), then its Delta row. Neither makes it a baseline."""
+    path = artifact_path(snapshot.model, snapshot.feature_set_version, snapshot.version)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(snapshot.to_json())
@@ -55,6 +91,7 @@ def write_snapshot(delta: DeltaTables, snapshot: ReferenceSnapshot) -> tuple[Pat
     row = [
         (
             snapshot.model,
+            snapshot.feature_set_version,
             snapshot.version,
             snapshot.created_at,
             snapshot.window_minutes,
@@ -67,20 +104,57 @@ def write_snapshot(delta: DeltaTables, snapshot: ReferenceSnapshot) -> tuple[Pat
             snapshot.to_json(),
         )
     ]
-    schema = (
-        "model string, snapshot_version int, created_at string, window_minutes int, features array<string>, "
-        "training_start string, training_end string, rows long, devices long, artifact string, snapshot_json string"
-    )
     return path, delta.replace_partitions(
-        delta.session.createDataFrame(row, schema), REFERENCE_TABLE, {"model": [snapshot.model], "snapshot_version": [snapshot.version]}
+        delta.session.createDataFrame(row, SNAPSHOTS_SCHEMA),
+        versioned(REFERENCE_TABLE, snapshot.feature_set_version),
+        {"model": [snapshot.model], "snapshot_version": [snapshot.version]},
+        run_id=run_id,
     )
 
 
-def active_snapshot(delta: DeltaTables, model: str) -> ReferenceSnapshot | None:
-    """The model's latest snapshot, or None before any was written."""
-    if not delta.exists(REFERENCE_TABLE):
+def read_snapshot(delta: DeltaTables, model: ModelSpec, snapshot_version: int | None = None) -> ReferenceSnapshot | None:
+    """A snapshot of the model (the latest written when `snapshot_version` is None), or None."""
+    table = versioned(REFERENCE_TABLE, model.feature_set_version)
+    if not delta.exists(table):
         return None
-    from pyspark.sql import functions as F
+    rows = delta.read(table).where(F.col("model") == model.name)
+    if snapshot_version is not None:
+        rows = rows.where(F.col("snapshot_version") == snapshot_version)
+    found = rows.orderBy(F.col("snapshot_version").desc()).limit(1).select("snapshot_json").collect()
+    return ReferenceSnapshot.from_json(found[0]["snapshot_json"]) if found else None
 
-    rows = delta.read(REFERENCE_TABLE).where(F.col("model") == model).orderBy(F.col("snapshot_version").desc()).limit(1).collect()
-    return ReferenceSnapshot.from_json(rows[0]["snapshot_json"]) if rows else None
+
+def promotions(delta: DeltaTables, model: ModelSpec) -> list[Promotion]:
+    """Every promotion of the model on its feature set version, oldest first."""
+    table = versioned(PROMOTIONS_TABLE, model.feature_set_version)
+    if not delta.exists(table):
+        return []
+    rows = delta.read(table).where(F.col("model") == model.name).orderBy("promoted_at").collect()
+    # Spark hands timestamps back naive, in its UTC session time zone.
+    return [Promotion(**(r.asDict() | {"promoted_at": r["promoted_at"].replace(tzinfo=UTC)})) for r in rows]
+
+
+def promoted(delta: DeltaTables, model: ModelSpec) -> tuple[Promotion, ReferenceSnapshot] | None:
+    """The model's baseline: its latest promotion and the snapshot it names, or None before any."""
+    history = promotions(delta, model)
+    if not history:
+        return None
+    latest = history[-1]
+    snapshot = read_snapshot(delta, model, latest.snapshot_version)
+    if snapshot is None:
+        raise RuntimeError(
+            f"{model.key}: promotion of snapshot v{latest.snapshot_version} names a snapshot that is not in "
+            f"{versioned(REFERENCE_TABLE, model.feature_set_version)}"
+        )
+    return latest, snapshot
+
+
+def record_promotion(delta: DeltaTables, promotion: Promotion) -> DeltaWrite:
+    """Append the promotion; a re-execution of the same run finds its row and writes nothing twice."""
+    table = versioned(PROMOTIONS_TABLE, promotion.feature_set_version)
+    batch = f"promote-{promotion.model}-{promotion.run_id}"
+    done = delta.batch_commit(table, batch)
+    if done is not None:
+        return done
+    frame = delta.session.createDataFrame([tuple(asdict(promotion).values())], PROMOTIONS_SCHEMA)
+    return delta.append(frame, table, ["model"], run_id=promotion.run_id, batch=batch)
