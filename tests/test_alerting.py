@@ -15,7 +15,7 @@ import pytest
 
 from fs_assets.monitoring.assets import feature_drift_report
 from fs_assets.training.datasets import feature_statistics
-from fs_assets.training.reference import ReferenceSnapshot, write_snapshot
+from fs_assets.training.reference import Promotion, ReferenceSnapshot, record_promotion, write_snapshot
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT, CHECK_NULL_FRACTION_DRIFT, drift_checks
 from fs_domain.models import DEVICE_HEALTH_1D
 from fs_resources.alerts import Alert, AlertSinkResource
@@ -232,8 +232,11 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
     for frame in (history, shifted, normal):
         write_windows(spark, frame)
     features = list(DEVICE_HEALTH_1D.features)
+    delta = DeltaTables(spark=DeltaSparkResource())
+    delta.overwrite(spark.createDataFrame(pd.DataFrame({"device_id": DEVICES, "status": "active"})), "device_registry")
     snapshot = ReferenceSnapshot(
         model=DEVICE_HEALTH_1D.name,
+        feature_set_version="v1",
         version=1,
         created_at=datetime.now(UTC).isoformat(),
         window_minutes=1440,
@@ -243,8 +246,10 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
         rows=len(history),
         devices=len(DEVICES),
         statistics={f: feature_statistics(history[f]) for f in features},
+        read_versions={},
     )
-    write_snapshot(DeltaTables(spark=DeltaSparkResource()), snapshot)
+    write_snapshot(delta, snapshot)
+    record_promotion(delta, Promotion(DEVICE_HEALTH_1D.name, "v1", 1, "ml-oncall", datetime.now(UTC), "", None, "test"))
     resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(spark=DeltaSparkResource()), "feature_store": FeatureStoreResource()}
     sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
     with dg.instance_for_test() as instance:
@@ -257,17 +262,19 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
         checks = {e.check_name: e for e in drifted.get_asset_check_evaluations()}
         assert not checks[CHECK_FEATURE_DRIFT].passed and checks[CHECK_FEATURE_DRIFT].severity == dg.AssetCheckSeverity.ERROR
         assert checks[CHECK_FEATURE_DRIFT].metadata["fleet_wide_event"].value is True
-        assert "temp_evaporator_mean" in checks[CHECK_FEATURE_DRIFT].metadata["features_significant"].value
+        assert "device_health_1d: temp_evaporator_mean" in checks[CHECK_FEATURE_DRIFT].metadata["features_significant"].value
         assert not checks[CHECK_NULL_FRACTION_DRIFT].passed and checks[CHECK_NULL_FRACTION_DRIFT].metadata["features"].value == [
-            "temp_evaporator_std"
+            "device_health_1d: temp_evaporator_std"
         ]
         (event,) = drifted.get_asset_materialization_events()
         md = event.materialization.metadata
-        assert md["psi_chart"].value.startswith("![PSI per feature on 2026-01-08](data:image/png;base64,iVBOR")
+        assert md["psi_chart_device_health_1d"].value.startswith(
+            "![PSI per feature of device_health_1d on 2026-01-08](data:image/png;base64,iVBOR"
+        )
         assert "temp_evaporator_mean" in {r.data["feature"] for r in md["moved_features"].records} and md[
             "fleet_wide_event_days"
-        ].value == ["2026-01-08"]
-        report = DeltaTables(spark=DeltaSparkResource()).read("feature_drift_monitoring").toPandas().set_index("feature")
+        ].value == ["device_health_1d 2026-01-08"]
+        report = delta.read("feature_drift_monitoring/v1").toPandas().set_index("feature")
         assert report.loc["temp_evaporator_mean", "psi_status"] == "significant" and report.loc["temp_evaporator_mean", "psi"] > 0.25
 
         cursor, _ = tick(instance, None, sink)
@@ -280,7 +287,7 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
         assert calm_checks[CHECK_NULL_FRACTION_DRIFT].passed
         assert calm_checks[CHECK_FEATURE_DRIFT].metadata["features_significant"].value == []
         assert calm_checks[CHECK_FEATURE_DRIFT].metadata["fleet_wide_event"].value is False
-        report = DeltaTables(spark=DeltaSparkResource()).read("feature_drift_monitoring").where("report_date = '2026-01-09'").toPandas()
+        report = delta.read("feature_drift_monitoring/v1").where("report_date = '2026-01-09'").toPandas()
         assert (report["psi_status"] == "ok").mean() > 0.9
 
 

@@ -40,7 +40,7 @@ def test_training_dataset_refuses_to_label_without_maintenance_events(spark, dat
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert "maintenance_events" in failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
-    assert not delta.exists(f"training_datasets/{DEVICE_HEALTH_1D.name}")
+    assert not delta.exists(f"training_datasets/v1/{DEVICE_HEALTH_1D.name}")
 
 
 def test_a_write_that_cannot_find_its_own_commit_raises(spark, data_root, monkeypatch):
