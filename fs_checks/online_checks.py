@@ -1,4 +1,4 @@
-"""Checks on the online store: offline/online reconciliation, pre-hydration lag, live key count."""
+"""Checks on the online store: offline/online reconciliation of every served value, pre-hydration lag, live key count."""
 
 import math
 import random
@@ -9,8 +9,10 @@ from pydantic import Field
 from pyspark.sql import functions as F
 
 from fs_assets.metadata import table_metadata
+from fs_assets.ontology.objects import vector_first_day
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
+from fs_domain.models import models_for, vector_columns
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.redis_store import RedisResource
@@ -27,8 +29,10 @@ REFILL_NEEDED = "refill_needed"
 LAG_TARGET = slas.DEVICE_OBJECT.target
 LAG_ALERT = slas.DEVICE_OBJECT.alert
 
-# Training-serving consistency (seed document, weekly reconciliation): 1,000 random device-window
-# pairs, tolerance 1e-6 on floats, alert when more than 0.1 % of them differ.
+# Training-serving consistency (DESIGN.md, online store): 1,000 random devices, each compared on its
+# `Device` object and on every served model's input vector (a device-window pair each), every
+# served value against the offline tables, absolute tolerance 1e-6; fails when more than 0.1 % of
+# the compared values differ.
 RECONCILIATION_SAMPLE = 1000
 RECONCILIATION_TOLERANCE = 1e-6
 RECONCILIATION_MAX_MISMATCH = 0.001
@@ -36,6 +40,7 @@ READ_CHUNK = 1000
 
 
 def values_agree(offline: object, online: object) -> bool:
+    """Equal, or for doubles within 1e-6 absolute; NULL only matches NULL, types must match."""
     if offline is None or online is None:
         return offline is None and online is None
     if isinstance(offline, float):
@@ -43,21 +48,18 @@ def values_agree(offline: object, online: object) -> bool:
             return False
         if math.isnan(offline) or math.isnan(online):
             return math.isnan(offline) and math.isnan(online)
-        return abs(offline - online) <= RECONCILIATION_TOLERANCE * max(1.0, abs(offline))
+        return abs(offline - online) <= RECONCILIATION_TOLERANCE
     return type(offline) is type(online) and offline == online
 
 
-def _expected_objects(session, delta: DeltaTables, feature_store: FeatureStoreResource, device_ids: list[str] | None) -> dict[str, dict]:
+def _expected_objects(delta: DeltaTables, feature_store: FeatureStoreResource, device_ids: list[str]) -> dict[str, dict]:
     """Per device: registry attributes and score from `device_objects`, feature values straight from
     `device_features` at the object's window (so a bug in building objects shows up too)."""
-    objects = delta.read(feature_store.objects_table()).where(F.col("status").isin(*SERVED_STATUSES))
-    if device_ids is not None:
-        objects = objects.where(F.col("device_id").isin(device_ids))
+    objects = delta.read(feature_store.objects_table()).where(F.col("device_id").isin(device_ids))
     feature_props = DEVICE.from_source("feature")
-    minutes = DEVICE.feature_window_minutes
     windows = (
         delta.read(feature_store.features_table())
-        .where(F.col("window_duration_minutes") == minutes)
+        .where(F.col("window_duration_minutes") == DEVICE.feature_window_minutes)
         .select(
             "device_id",
             F.col("window_end").alias("features_window_end"),
@@ -67,22 +69,42 @@ def _expected_objects(session, delta: DeltaTables, feature_store: FeatureStoreRe
     joined = objects.join(windows, ["device_id", "features_window_end"], "left")
     for p in feature_props:
         joined = joined.withColumn(p.name, F.col(f"_offline_{p.name}"))
-    table = joined.select(*DEVICE.property_names).toArrow()
-    rows = table.to_pylist()
+    return {r["device_id"]: r for r in joined.select(*DEVICE.property_names).toArrow().to_pylist()}
+
+
+def _expected_vectors(
+    delta: DeltaTables, feature_store: FeatureStoreResource, model, device_ids: list[str], hydrated_at
+) -> dict[str, dict]:
+    """Per device: the model's latest window closed by `hydrated_at` (within the vector lookback),
+    its features read straight from `device_features`."""
+    features = delta.read(feature_store.features_table())
+    first_day = vector_first_day(features, model, hydrated_at)
+    if first_day is None:
+        return {}
+    windows = features.where(
+        (F.col("window_duration_minutes") == model.window_minutes)
+        & F.col("device_id").isin(device_ids)
+        & (F.col("window_date") >= F.lit(first_day))
+        & (F.col("window_end") <= F.lit(hydrated_at).cast("timestamp"))
+    )
+    latest = windows.groupBy("device_id").agg(F.max("window_end").alias("window_end"))
+    names = [c for c, _ in vector_columns(model) if c != "hydrated_at"]
+    rows = windows.join(latest, ["device_id", "window_end"]).select("device_id", *names).toArrow().to_pylist()
     return {r["device_id"]: r for r in rows}
 
 
 class ReconciliationConfig(dg.Config):
-    sample_size: int = Field(default=RECONCILIATION_SAMPLE, ge=0, description="Device-window pairs to compare; 0 = every served device.")
+    sample_size: int = Field(default=RECONCILIATION_SAMPLE, ge=0, description="Devices to compare; 0 = every served device.")
 
 
 @dg.asset_check(
     asset=ONLINE_STORE,
     name=CHECK_RECONCILIATION,
     description=(
-        "Training-serving consistency: random served devices read online equal the offline store "
-        "(`device_features` at the same window, registry and score from `device_objects`) within 1e-6; "
-        "fails when more than 0.1 % of the pairs differ. `sample_size: 0` compares every device."
+        "Training-serving consistency: for random served devices, every value served online (the `Device` object and "
+        "each served model's input vector) equals the offline store (`device_features` at the same window, registry "
+        "and score from `device_objects`) within 1e-6 absolute; fails when more than 0.1 % of the compared values "
+        "differ. `sample_size: 0` compares every device."
     ),
 )
 def check_online_reconciliation(
@@ -92,7 +114,6 @@ def check_online_reconciliation(
     feature_store: FeatureStoreResource,
     redis: RedisResource,
 ) -> dg.AssetCheckResult:
-    session = delta.session
     sample_size = config.sample_size
     served = [
         r["device_id"]
@@ -100,36 +121,67 @@ def check_online_reconciliation(
     ]
     seed = random.randrange(2**31)
     sample = sorted(served) if sample_size == 0 or sample_size >= len(served) else sorted(random.Random(seed).sample(served, sample_size))
-    expected = _expected_objects(session, delta, feature_store, None if len(sample) == len(served) else sample)
     store = redis.online_store(feature_store.version())
-    compared = [p for p in DEVICE.property_names if p != "hydrated_at"]
-    mismatches = []
-    for start in range(0, len(sample), READ_CHUNK):
-        chunk = sample[start : start + READ_CHUNK]
-        for device_id, online in zip(chunk, store.get_online_features(chunk)):
-            offline = expected[device_id]
-            if online is None:
-                mismatches.append({"device_id": device_id, "property": "(entry)", "offline": "present", "online": "no live entry"})
-                continue
-            for name in compared:
-                if not values_agree(offline[name], online[name]):
+    state = store.projection_state()
+    hydrated_at = state.hydrated_at if state and state.hydrated_at else datetime.now(UTC)
+    entries = [(None, [p for p in DEVICE.property_names if p != "hydrated_at"], _expected_objects(delta, feature_store, sample))]
+    for model in models_for(feature_store.version()).values():
+        if model.served_online:
+            fields = [c for c, _ in vector_columns(model) if c != "hydrated_at"]
+            entries.append((model.name, fields, _expected_vectors(delta, feature_store, model, sample, hydrated_at)))
+    mismatches, compared, per_entry = [], 0, []
+    for model, fields, expected in entries:
+        differing = 0
+        for start in range(0, len(sample), READ_CHUNK):
+            chunk = sample[start : start + READ_CHUNK]
+            for device_id, online in zip(chunk, store.get_online_features(chunk, model=model)):
+                offline = expected.get(device_id)
+                if offline is None and online is None:
+                    continue
+                compared += len(fields)
+                if offline is None or online is None:
+                    differing += len(fields)
+                    side = "no live entry" if online is None else "served"
                     mismatches.append(
-                        {"device_id": device_id, "property": name, "offline": repr(offline[name]), "online": repr(online[name])}
+                        {
+                            "entry": model or DEVICE.name,
+                            "device_id": device_id,
+                            "field": "(entry)",
+                            "offline": "present" if offline else "none",
+                            "online": side,
+                        }
                     )
-    differing = len({m["device_id"] for m in mismatches})
-    fraction = differing / len(sample) if sample else 0.0
+                    continue
+                for name in fields:
+                    if not values_agree(offline[name], online[name]):
+                        differing += 1
+                        mismatches.append(
+                            {
+                                "entry": model or DEVICE.name,
+                                "device_id": device_id,
+                                "field": name,
+                                "offline": repr(offline[name]),
+                                "online": repr(online[name]),
+                            }
+                        )
+        per_entry.append({"entry": model or DEVICE.name, "fields": len(fields), "values_differing": differing})
+    differing = sum(e["values_differing"] for e in per_entry)
+    fraction = differing / compared if compared else 0.0
     return dg.AssetCheckResult(
         passed=fraction <= RECONCILIATION_MAX_MISMATCH,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
-            "pairs_compared": len(sample),
-            "pairs_differing": differing,
+            "devices_compared": len(sample),
+            "values_compared": compared,
+            "values_differing": differing,
+            "pairs_differing": len({(m["entry"], m["device_id"]) for m in mismatches}),
             "fraction_differing": round(fraction, 6),
             "threshold": RECONCILIATION_MAX_MISMATCH,
             "tolerance": RECONCILIATION_TOLERANCE,
             "served_devices": len(served),
             "sample_seed": seed,
-            "differences": table_metadata(mismatches[:20], columns=["device_id", "property", "offline", "online"]),
+            "per_entry": table_metadata(per_entry, columns=["entry", "fields", "values_differing"]),
+            "differences": table_metadata(mismatches[:20], columns=["entry", "device_id", "field", "offline", "online"]),
         },
     )
 

@@ -134,6 +134,19 @@ def device_score_model(version: str) -> ModelSpec:
     return model
 
 
+# A model's online input vector: its features in the model's order, typed as in the features
+# table, then the window they come from and when the vector was projected.
+VECTOR_TRAILER: tuple[tuple[str, str], ...] = (("window_start", "timestamp"), ("window_end", "timestamp"), ("hydrated_at", "timestamp"))
+# Pre-hydration serves a model's latest window that started at most this many days before the
+# hydration day: a device silent for longer has no current input vector (None online).
+VECTOR_LOOKBACK_DAYS = 2
+
+
+def vector_columns(model: ModelSpec) -> tuple[tuple[str, str], ...]:
+    """(name, type) of every field of the model's online vector, in order."""
+    return (*((name, FEATURES_BY_NAME[name].dtype) for name in model.features), *VECTOR_TRAILER)
+
+
 # The v1 specs, by name, for code that means the deployed line.
 DEVICE_HEALTH_1D = model_spec("device_health_1d", "v1")
 COMPRESSOR_FAILURE_1H = model_spec("compressor_failure_1h", "v1")

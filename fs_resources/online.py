@@ -6,6 +6,9 @@ Layout (per feature set version `v`):
   `DEVICE`, with a TTL (default 2 h) so an entry nobody refreshes expires instead of lying.
 - `fs:{v}:projection`: the projection's own state: `hydrated_at` of the last complete projection
   (what the lag check reads), `live_devices`, `newest_started`.
+- `fs:{v}:model:{model}:{device_id}`: each served model's latest input vector for the device (its
+  features in the model's order, `window_start`, `window_end`, `hydrated_at`), same TTL, and
+  `fs:{v}:projection:model:{model}` its projection state.
 
 Values are text a person can read in `redis-cli` and that decode to exactly what the offline store
 holds: doubles as Python's shortest round-trip `repr` (the same float64 back, bit for bit), longs
@@ -35,6 +38,7 @@ import redis
 from fs_domain.contract import DEVICE_ID_PATTERN
 from fs_domain.device import DEVICE, SERVED_STATUSES
 from fs_domain.features import DEFAULT_FEATURE_SET_VERSION
+from fs_domain.models import ModelSpec, UnknownModel, model_spec, vector_columns
 from fs_resources.embedded_redis import EmbeddedRedis, redact
 
 DEFAULT_TTL_SECONDS = 2 * 3600
@@ -50,6 +54,44 @@ def key_prefix(version: str) -> str:
 
 def projection_key(version: str) -> str:
     return f"fs:{version}:projection"
+
+
+@dataclass(frozen=True)
+class EntryLayout:
+    """One kind of online entry: where its hashes live, where its projection state lives, and its
+    fields with their types, in the order they are returned."""
+
+    what: str
+    prefix: str
+    projection_key: str
+    fields: tuple[str, ...]
+    dtypes: dict[str, str]
+    # The column that says whether a row is served (`DEVICE`'s status); None: every row is.
+    status_field: str | None
+
+
+def device_layout(version: str) -> EntryLayout:
+    return EntryLayout(
+        what=DEVICE.name,
+        prefix=key_prefix(version),
+        projection_key=projection_key(version),
+        fields=DEVICE.property_names,
+        dtypes={p.name: p.dtype for p in DEVICE.properties},
+        status_field="status",
+    )
+
+
+def model_layout(model: ModelSpec) -> EntryLayout:
+    version = model.feature_set_version
+    columns = vector_columns(model)
+    return EntryLayout(
+        what=f"{model.name} input vector",
+        prefix=f"fs:{version}:model:{model.name}:",
+        projection_key=f"fs:{version}:projection:model:{model.name}",
+        fields=tuple(c for c, _ in columns),
+        dtypes=dict(columns),
+        status_field=None,
+    )
 
 
 class UnknownProperty(ValueError):
@@ -219,13 +261,14 @@ class ProjectionState:
 
 
 class OnlineStore:
-    """Reads and writes `Device` objects of one feature set version in Redis."""
+    """Reads and writes `Device` objects and models' input vectors of one feature set version in Redis."""
 
     def __init__(self, client: redis.Redis, feature_set_version: str = DEFAULT_FEATURE_SET_VERSION):
         self.client = client
         self.version = feature_set_version
-        self.prefix = key_prefix(feature_set_version)
-        self.projection_key = projection_key(feature_set_version)
+        self.device = device_layout(feature_set_version)
+        self.prefix = self.device.prefix
+        self.projection_key = self.device.projection_key
         self._begin = client.register_script(_BEGIN)
         self._upsert = client.register_script(_UPSERT)
         self._complete = client.register_script(_COMPLETE)
@@ -237,8 +280,21 @@ class OnlineStore:
             )
         )
         self._read = self._reader.register_script(_READ)
-        self._all_fields = DEVICE.property_names
-        self._dtypes = {p.name: p.dtype for p in DEVICE.properties}
+        self._layouts: dict[str | None, EntryLayout] = {None: self.device}
+
+    def layout(self, model: str | None = None) -> EntryLayout:
+        """The `Device` object's layout, or a served model's input vector's on this store's version."""
+        if model not in self._layouts:
+            if not isinstance(model, str):
+                raise TypeError(f"model must be a model name, not {type(model).__name__}")
+            try:
+                spec = model_spec(model, self.version)
+            except UnknownModel as exc:
+                raise UnknownModel(f"{exc}; its input vectors are served under fs:{self.version}:model:<name>:") from None
+            if not spec.served_online:
+                raise UnknownModel(f"{spec.key} is not served online")
+            self._layouts[model] = model_layout(spec)
+        return self._layouts[model]
 
     @classmethod
     def connect(cls, url: str | None = None, feature_set_version: str | None = None, socket_timeout: float = 2.0) -> OnlineStore:
@@ -254,30 +310,37 @@ class OnlineStore:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def _request_fields(self, properties: Sequence[str] | None) -> tuple[str, ...]:
+    @staticmethod
+    def _request_fields(layout: EntryLayout, properties: Sequence[str] | None) -> tuple[str, ...]:
         if properties is None:
-            return self._all_fields
+            return layout.fields
         if isinstance(properties, str):
             raise TypeError("properties must be a list of property names, not one string")
-        unknown = [p for p in properties if p not in self._dtypes]
+        unknown = [p for p in properties if p not in layout.dtypes]
         if unknown:
-            raise UnknownProperty(f"unknown {DEVICE.name} properties {unknown}; known: {list(self._all_fields)}")
+            raise UnknownProperty(f"unknown {layout.what} fields {unknown}; known: {list(layout.fields)}")
         return tuple(properties)
 
-    def get_online_features(self, device_ids: Sequence[str], properties: Sequence[str] | None = None) -> list[dict | None]:
+    def get_online_features(
+        self, device_ids: Sequence[str], properties: Sequence[str] | None = None, model: str | None = None
+    ) -> list[dict | None]:
         """One dict per requested device, in order; None where the device has no live entry.
 
+        Without `model`: the `Device` object's properties. With `model` (a model name): that
+        model's latest input vector, its features in the model's order, then `window_start`,
+        `window_end` (the features table's window they come from) and `hydrated_at`.
         Values are typed as in the offline store: float, int, str, `datetime.date`, aware UTC
-        `datetime`; a property NULL offline is None. All devices are read in one round trip.
+        `datetime`; a value NULL offline is None. All devices are read in one round trip.
         """
         if isinstance(device_ids, str):
             raise TypeError("device_ids must be a list of device ids, not one string")
-        fields = self._request_fields(properties)
+        layout = self.layout(model)
+        fields = self._request_fields(layout, properties)
         # hydrated_at is always present in a live entry: it tells "no entry" from "all NULL".
         request = fields if "hydrated_at" in fields else (*fields, "hydrated_at")
-        typed = [(f, DECODERS[self._dtypes[f]]) for f in fields if self._dtypes[f] != "string"]
+        typed = [(f, DECODERS[layout.dtypes[f]]) for f in fields if layout.dtypes[f] != "string"]
         live = request.index("hydrated_at")
-        keys = [self.prefix + validate_device_id(d) for d in device_ids]
+        keys = [layout.prefix + validate_device_id(d) for d in device_ids]
         if len(keys) == 1:
             replies = [self._reader.execute_command("HMGET", keys[0], *request)]
         else:
@@ -299,13 +362,14 @@ class OnlineStore:
             out.append(row)
         return out
 
-    def live_device_ids(self) -> set[str]:
-        """Every device with a live entry (one SCAN over the version's key prefix)."""
-        start = len(self.prefix)
-        return {key[start:].decode() for key in self.client.scan_iter(match=self.prefix + "*", count=1000)}
+    def live_device_ids(self, model: str | None = None) -> set[str]:
+        """Every device with a live entry (one SCAN over the entry's key prefix)."""
+        prefix = self.layout(model).prefix
+        start = len(prefix)
+        return {key[start:].decode() for key in self.client.scan_iter(match=prefix + "*", count=1000)}
 
-    def projection_state(self) -> ProjectionState | None:
-        raw = self.client.hgetall(self.projection_key)
+    def projection_state(self, model: str | None = None) -> ProjectionState | None:
+        raw = self.client.hgetall(self.layout(model).projection_key)
         if not raw:
             return None
 
@@ -321,21 +385,23 @@ class OnlineStore:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def encode_objects(self, objects: pa.Table | dict[str, list]) -> tuple[list[str], list[tuple], list[str]]:
-        """Served device ids, their rows of encoded values (None for NULL, in `DEVICE` order), and
-        the ids to remove (retired). `objects` is an Arrow table of `DEVICE`'s properties (as read
-        from `device_objects`) or a dict of row-aligned value lists."""
+    def encode_objects(self, objects: pa.Table | dict[str, list], model: str | None = None) -> tuple[list[str], list[tuple], list[str]]:
+        """Served device ids, their rows of encoded values (None for NULL, in the layout's order),
+        and the ids to remove (retired). `objects` is an Arrow table of `DEVICE`'s properties (as
+        read from `device_objects`) or of a model's vector columns and `device_id`, or a dict of
+        row-aligned value lists of `DEVICE`'s properties."""
+        layout = self.layout(model)
         table = objects if isinstance(objects, pa.Table) else arrow_objects(objects)
-        missing = [p for p in self._all_fields if p not in table.column_names]
+        missing = [p for p in layout.fields if p not in table.column_names]
         if missing:
-            raise ValueError(f"device objects lack properties {missing}")
+            raise ValueError(f"{layout.what} rows lack fields {missing}")
         ids = table.column(DEVICE.primary_key).to_pylist()
         bad = [d for d in ids if not (isinstance(d, str) and DEVICE_ID_PATTERN.fullmatch(d))]
         if bad:
             raise InvalidDeviceId(f"{len(bad)} device ids are not valid keys, e.g. {bad[:5]}; nothing was written")
         encoded = []
-        for name in self._all_fields:
-            dtype = self._dtypes[name]
+        for name in layout.fields:
+            dtype = layout.dtypes[name]
             column = table.column(name).combine_chunks()
             if dtype == "string":
                 encoded.append(column.to_pylist())
@@ -350,7 +416,9 @@ class OnlineStore:
                 encode = ENCODERS[dtype]
                 encoded.append([None if v is None else encode(v) for v in column.to_pylist()])
         rows = list(zip(*encoded))
-        served_mask = [status in SERVED_STATUSES for status in table.column("status").to_pylist()]
+        if layout.status_field is None:
+            return ids, rows, []
+        served_mask = [status in SERVED_STATUSES for status in table.column(layout.status_field).to_pylist()]
         served = [d for d, keep in zip(ids, served_mask) if keep]
         retired = [d for d, keep in zip(ids, served_mask) if not keep]
         return served, [r for r, keep in zip(rows, served_mask) if keep], retired
@@ -368,8 +436,12 @@ class OnlineStore:
         backoff_seconds: float = 0.5,
         on_batch: Callable[[int, int], None] | None = None,
         log: Callable[[str], None] = lambda message: None,
+        model: str | None = None,
     ) -> ProjectionReport:
         """Write every served device, remove retired and unknown ones; the newest snapshot wins.
+
+        `model` projects that model's input vectors (rows of its vector columns) instead of
+        `Device` objects; a device without a row loses its vector.
 
         A connection failure is retried `retries` times with doubling backoff, then raises
         `OnlineStoreUnavailable`; the projection state is only marked complete at the end, so the
@@ -378,16 +450,18 @@ class OnlineStore:
         started = time.monotonic()
         ts = encode_timestamp(hydrated_at)
         report = ProjectionReport(hydrated_at=ts)
-        served, payloads, retired = self.encode_objects(objects)
+        layout = self.layout(model)
+        served, payloads, retired = self.encode_objects(objects, model)
         call = _Retrying(self.client, retries, backoff_seconds, log, report)
+        prefix, state_key = layout.prefix, layout.projection_key
 
-        if not call(lambda pipe: self._begin(keys=[self.projection_key], args=[ts], client=pipe))[0]:
+        if not call(lambda pipe: self._begin(keys=[state_key], args=[ts], client=pipe))[0]:
             report.superseded = True
             report.notes.append("a newer projection had already started; nothing written")
             return report
 
         ttl_ms = str(int(ttl_seconds * 1000))
-        names = json.dumps(self._all_fields)
+        names = json.dumps(layout.fields)
         work = [(d, r) for d, r in zip(served, payloads)] + [(d, None) for d in retired]
         total = len(work)
         step = batch_size * batches_per_round_trip
@@ -399,7 +473,7 @@ class OnlineStore:
             for batch in batches:
                 writes = [(d, r) for d, r in batch if r is not None]
                 removals = [d for d, r in batch if r is None]
-                keys = [self.projection_key] + [self.prefix + d for d, _ in writes] + [self.prefix + d for d in removals]
+                keys = [state_key] + [prefix + d for d, _ in writes] + [prefix + d for d in removals]
                 calls.append((keys, [ts, ttl_ms, names, json.dumps([r for _, r in writes])]))
 
             def send(pipe, calls=calls):
@@ -421,17 +495,17 @@ class OnlineStore:
 
         # Entries of devices no longer in the registry at all (the guard still applies).
         known = set(served) | set(retired)
-        orphans = sorted(call.read(self.live_device_ids) - known)
+        orphans = sorted(call.read(lambda: self.live_device_ids(model)) - known)
         for start in range(0, len(orphans), batch_size):
             batch = orphans[start : start + batch_size]
-            keys = [self.projection_key] + [self.prefix + d for d in batch]
+            keys = [state_key] + [prefix + d for d in batch]
             args = [ts, ttl_ms, names, "[]"]
             (result,) = call(lambda pipe, keys=keys, args=args: self._upsert(keys=keys, args=args, client=pipe))
             report.orphans_removed += result[2]
 
         report.live_devices = len(served)
         completed = encode_timestamp(datetime.now(UTC))
-        call(lambda pipe: self._complete(keys=[self.projection_key], args=[ts, len(served), completed, source], client=pipe))
+        call(lambda pipe: self._complete(keys=[state_key], args=[ts, len(served), completed, source], client=pipe))
         report.seconds = time.monotonic() - started
         return report
 

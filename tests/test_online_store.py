@@ -12,9 +12,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from fs_assets.features.assets import device_features_1d as FEATURES_1D
+from fs_assets.features.assets import device_features_1h as FEATURES_1H
 from fs_assets.ontology.assets import device_objects, device_online_store
 from fs_checks.online_checks import CHECK_KEY_COUNT, CHECK_LAG, CHECK_RECONCILIATION, online_checks
 from fs_domain.device import DEVICE
+from fs_domain.features import FEATURES_BY_NAME
+from fs_domain.models import UnknownModel, models_for
 from fs_resources import settings
 from fs_resources.delta import DeltaTables
 from fs_resources.embedded_redis import EmbeddedRedis
@@ -47,7 +50,7 @@ def _statuses(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def fleet(spark, tmp_path_factory):
     """Eight simulated devices over two days (one in maintenance, one retired, one silent), their
-    1-day features, and a redis-server of the module's own (the tests stop and restart it; it keeps
+    1-hour and 1-day features, and a redis-server of the module's own (the tests stop and restart it; it keeps
     nothing across a restart, so a restart is the worst case: an empty store)."""
     root = tmp_path_factory.mktemp("online")
     server = EmbeddedRedis(root / "redis", persistent=False)
@@ -66,7 +69,7 @@ def fleet(spark, tmp_path_factory):
         materialize_registry(resources, instance)
         assert materialize_clean_range(resources, instance, DAYS[0], DAYS[-1]).success
         assert dg.materialize(
-            [FEATURES_1D],
+            [FEATURES_1H, FEATURES_1D],
             resources=resources,
             instance=instance,
             tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
@@ -174,12 +177,55 @@ def test_reads_return_exactly_the_offline_values_and_types(spark, fleet):
 
 
 @pytest.mark.integration
+def test_each_served_models_input_vector_reads_as_the_offline_window_in_the_models_order(spark, fleet):
+    assert prehydrate(fleet).success
+    statuses = {d: r["status"] for d, r in objects(spark).items()}
+    ids = sorted(statuses)
+    windows = DeltaTables(spark=DeltaSparkResource()).read("device_features/v1").toArrow().to_pylist()
+    online_store = store(fleet)
+    for model in models_for("v1").values():
+        mine = [w for w in windows if w["window_duration_minutes"] == model.window_minutes]
+        latest = {}
+        for w in mine:
+            if w["window_end"] > latest.get(w["device_id"], w["window_end"] - timedelta(days=1)):
+                latest[w["device_id"]] = w["window_end"]
+        by_key = {(w["device_id"], w["window_end"]): w for w in mine}
+        vectors = dict(zip(ids, online_store.get_online_features(ids, model=model.name)))
+        compared = 0
+        for device_id, vector in vectors.items():
+            if statuses[device_id] == "retired" or device_id == SILENT_DEVICE:
+                assert vector is None, (model.name, device_id)
+                continue
+            assert list(vector) == [*model.features, "window_start", "window_end", "hydrated_at"]
+            assert vector["window_end"] == latest[device_id] and vector["window_end"] - vector["window_start"] == timedelta(
+                minutes=model.window_minutes
+            )
+            offline = by_key[(device_id, vector["window_end"])]
+            for name in model.features:
+                want = offline[name]
+                assert vector[name] == want and type(vector[name]) is type(want), (model.name, device_id, name)
+                assert want is None or isinstance(want, int if FEATURES_BY_NAME[name].dtype == "long" else float)
+                compared += 1
+        assert compared >= len(model.features) * 5
+    one = online_store.get_online_features(ids[:1], properties=["pressure_ratio", "window_end"], model="compressor_failure_1h")[0]
+    assert list(one) == ["pressure_ratio", "window_end"]
+    with pytest.raises(UnknownModel, match="no model 'churn_1d' on feature set v1"):
+        online_store.get_online_features(ids[:1], model="churn_1d")
+    with pytest.raises(UnknownProperty, match="temp_evaporator_mean"):
+        online_store.get_online_features(ids[:1], properties=["temp_evaporator_mean"], model="compressor_failure_1h")
+
+
+@pytest.mark.integration
 def test_checks_pass_and_reconciliation_catches_a_changed_value(spark, fleet):
     result = prehydrate(fleet)
     evaluations = check_results(result)
     assert {name: e.passed for name, e in evaluations.items()} == {CHECK_RECONCILIATION: True, CHECK_LAG: True, CHECK_KEY_COUNT: True}
     served = [d for d, r in objects(spark).items() if r["status"] != "retired"]
-    assert evaluations[CHECK_RECONCILIATION].metadata["pairs_compared"].value == len(served)
+    md = evaluations[CHECK_RECONCILIATION].metadata
+    assert md["devices_compared"].value == len(served)
+    # Every served value: the Device object's and each served model's vector (the silent device has none).
+    fields = len(DEVICE.property_names) - 1 + sum(len(m.features) + 2 for m in models_for("v1").values())
+    assert md["values_compared"].value == fields * (len(served) - 1) + len(DEVICE.property_names) - 1
 
     client = store(fleet).client
     victim = sorted(d for d in served if d != SILENT_DEVICE)[0]

@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 import dagster as dg
 from pyspark.sql import functions as F
 
-from fs_assets.features.assets import device_features_1d
+from fs_assets.features.assets import device_features_1d, feature_assets
 from fs_assets.freshness import freshness_policy
 from fs_assets.ingest.assets import device_registry
-from fs_assets.ontology.objects import device_objects_frame, objects_arrow
+from fs_assets.metadata import table_metadata
+from fs_assets.ontology.objects import device_objects_frame, model_vectors_frame, objects_arrow
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
-from fs_domain.models import device_score_model
+from fs_domain.features import WINDOWS_BY_MINUTES
+from fs_domain.models import MODEL_SPECS, device_score_model, models_for
 from fs_domain.tables import ANOMALY_SCORES_TABLE, OBJECTS_TABLE, REGISTRY_TABLE, versioned
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -79,15 +81,22 @@ def device_objects(context: dg.AssetExecutionContext, delta: DeltaTables, featur
     )
 
 
+# The feature assets whose windows the served models' vectors come from.
+VECTOR_SOURCES = [
+    a for a in feature_assets if a.key.path[-1] in {WINDOWS_BY_MINUTES[m.window_minutes].asset_name for m in MODEL_SPECS if m.served_online}
+]
+
+
 @dg.asset(
     group_name="ontology",
     kinds={"redis"},
-    deps=[device_objects],
+    deps=[device_objects, *VECTOR_SOURCES],
     pool=ONLINE_POOL,
     freshness_policy=freshness_policy(slas.DEVICE_OBJECT),
     description=(
         "Projects `device_objects` into Redis: one hash per served device under `fs:{version}:device:`, "
-        "atomic per device, newest snapshot wins, TTL 2 h by default; retired and unknown devices are removed."
+        "atomic per device, newest snapshot wins, TTL 2 h by default; retired and unknown devices are removed. "
+        "Beside it, each served model's latest input vector per device under `fs:{version}:model:{model}:`."
     ),
 )
 def device_online_store(
@@ -121,6 +130,7 @@ def device_online_store(
         raise dg.Failure(description=str(exc), metadata={"redis": url, "source": f"{table}@v{source_version}"}) from exc
     if report.superseded:
         context.log.warning(f"superseded: {'; '.join(report.notes)}")
+    vectors = _project_vectors(context, delta, feature_store, store, table, source_version, hydrated_at, ttl, redis)
     statuses = Counter(objects.column("status").to_pylist())
     return dg.MaterializeResult(
         metadata={
@@ -139,8 +149,51 @@ def device_online_store(
             "retries": report.retries,
             "read_seconds": round(read_seconds, 2),
             "write_seconds": round(report.seconds, 2),
+            "model_vectors": table_metadata(
+                vectors, columns=["model", "key_prefix", "window_minutes", "vectors_written", "removed", "latest_window_end", "seconds"]
+            ),
         }
     )
+
+
+def _project_vectors(context, delta, feature_store, store, objects_table_name, objects_version, hydrated_at, ttl, redis) -> list[dict]:
+    """Each served model's latest input vector per served device, from the version's features, with
+    the objects' hydration time (so the newest-wins guard orders them with the objects)."""
+    features_table = feature_store.features_table()
+    features_version = delta.version(features_table)
+    objects = delta.read(objects_table_name, version=objects_version)
+    rows = []
+    for model in models_for(feature_store.version()).values():
+        if not model.served_online:
+            continue
+        started = time.monotonic()
+        frame = model_vectors_frame(delta.read(features_table, version=features_version), objects, model, hydrated_at)
+        vectors = frame.toArrow()
+        try:
+            report = store.project(
+                vectors,
+                hydrated_at,
+                ttl_seconds=ttl,
+                source=f"{features_table}@v{features_version}",
+                retries=redis.write_retries,
+                log=context.log.warning,
+                model=model.name,
+            )
+        except OnlineStoreUnavailable as exc:
+            raise dg.Failure(description=f"{model.name} vectors: {exc}", metadata={"redis": redis.redacted_url()}) from exc
+        ends = [e for e in vectors.column("window_end").to_pylist() if e is not None]
+        rows.append(
+            {
+                "model": model.name,
+                "key_prefix": store.layout(model.name).prefix,
+                "window_minutes": model.window_minutes,
+                "vectors_written": report.written,
+                "removed": report.orphans_removed,
+                "latest_window_end": max(ends).isoformat() if ends else "none",
+                "seconds": round(time.monotonic() - started, 2),
+            }
+        )
+    return rows
 
 
 ontology_assets = [device_objects, device_online_store]
