@@ -2,7 +2,12 @@
 
 `FS_ONCALL_WEBHOOK_URL` set: each alert is POSTed there, in the format `FS_ONCALL_WEBHOOK_FORMAT`
 (`slack`, the default, or `pagerduty`), with a timeout and retries with backoff. Unset: alerts are
-appended to `$DAGSTER_HOME/alerts.jsonl`. A webhook URL carries its secret in its path or query
+appended to `$DAGSTER_HOME/alerts.jsonl`.
+
+Each route (`data-engineering`, `ml`) can have a destination of its own: the same three settings
+with the route as a suffix (`FS_ONCALL_WEBHOOK_URL_ML`, `FS_ONCALL_WEBHOOK_FORMAT_DATA_ENGINEERING`,
+`FS_ONCALL_ROUTING_KEY_ML`, ...) or the resource's `routes` config. A setting a route does not
+have falls back to the default sink's. A webhook URL carries its secret in its path or query
 (Slack) or the payload carries a routing key (PagerDuty): neither is ever logged; what is shown is
 `scheme://host`.
 
@@ -34,6 +39,7 @@ from pydantic import Field
 
 ROUTE_DATA_ENGINEERING = "data-engineering"
 ROUTE_ML = "ml"
+ROUTES = (ROUTE_DATA_ENGINEERING, ROUTE_ML)
 
 # PagerDuty Events v2 limits; Slack's text is cut well below its own 40,000 characters.
 MAX_DEDUP_KEY = 255
@@ -146,8 +152,22 @@ def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
     return event
 
 
+class RouteSink(dg.Config):
+    """One route's destination; an unset field reads the route's environment variable, then the default sink's."""
+
+    webhook_url: str | None = Field(default=None, description="Webhook for this route's alerts.")
+    webhook_format: str | None = Field(default=None, description="slack or pagerduty.")
+    routing_key: str | None = Field(default=None, description="PagerDuty integration key for this route.")
+
+
+def route_env(name: str, route: str) -> str:
+    """`FS_ONCALL_WEBHOOK_URL` for route `ml` -> `FS_ONCALL_WEBHOOK_URL_ML`."""
+    return f"{name}_{route.upper().replace('-', '_')}"
+
+
 class AlertSinkResource(dg.ConfigurableResource):
-    """Delivers alerts; unset fields read FS_ONCALL_WEBHOOK_URL / FS_ONCALL_WEBHOOK_FORMAT / FS_ONCALL_ROUTING_KEY."""
+    """Delivers alerts to each route's destination; unset fields read FS_ONCALL_WEBHOOK_URL[_<ROUTE>] /
+    FS_ONCALL_WEBHOOK_FORMAT[_<ROUTE>] / FS_ONCALL_ROUTING_KEY[_<ROUTE>]."""
 
     webhook_url: str | None = Field(
         default=None, description="Webhook to POST alerts to; unset reads FS_ONCALL_WEBHOOK_URL, else alerts go to a JSON-lines file."
@@ -159,26 +179,41 @@ class AlertSinkResource(dg.ConfigurableResource):
     jsonl_path: str | None = Field(
         default=None, description="File alerts are appended to without a webhook; unset: $DAGSTER_HOME/alerts.jsonl."
     )
+    routes: dict[str, RouteSink] = Field(
+        default_factory=dict, description="Per route (data-engineering, ml): its own webhook, format and routing key."
+    )
     timeout_seconds: float = Field(default=5.0, description="Seconds before one POST gives up.")
     attempts: int = Field(
         default=3, description="POSTs per alert per sensor tick (backoff doubles from 0.5 s); the rest wait for the next tick."
     )
 
-    def _url(self) -> str | None:
-        return self.webhook_url or os.environ.get("FS_ONCALL_WEBHOOK_URL") or None
+    def _setting(self, field: str, env: str, route: str | None) -> str | None:
+        """A route's own setting (config, then environment), else the default sink's."""
+        if route is not None:
+            own = getattr(self.routes.get(route), field, None) or os.environ.get(route_env(env, route))
+            if own:
+                return own
+        return getattr(self, field) or os.environ.get(env) or None
 
-    def _format(self) -> str:
-        chosen = (self.webhook_format or os.environ.get("FS_ONCALL_WEBHOOK_FORMAT") or "slack").lower()
+    def _url(self, route: str | None = None) -> str | None:
+        return self._setting("webhook_url", "FS_ONCALL_WEBHOOK_URL", route)
+
+    def _format(self, route: str | None = None) -> str:
+        chosen = (self._setting("webhook_format", "FS_ONCALL_WEBHOOK_FORMAT", route) or "slack").lower()
         if chosen not in ("slack", "pagerduty"):
-            raise ValueError(f"FS_ONCALL_WEBHOOK_FORMAT must be slack or pagerduty, got {chosen!r}")
+            raise ValueError(f"FS_ONCALL_WEBHOOK_FORMAT{'_' + route.upper() if route else ''} must be slack or pagerduty, got {chosen!r}")
         return chosen
 
     def jsonl_file(self) -> Path:
         return Path(self.jsonl_path or Path(os.environ.get("DAGSTER_HOME", "dagster_home")) / "alerts.jsonl")
 
-    def destination(self) -> str:
-        url = self._url()
-        return f"{self._format()} webhook at {safe_endpoint(url)}" if url else f"file {self.jsonl_file()}"
+    def destination(self, route: str | None = None) -> str:
+        """Where a route's alerts go (the default sink's when `route` is None)."""
+        url = self._url(route)
+        return f"{self._format(route)} webhook at {safe_endpoint(url)}" if url else f"file {self.jsonl_file()}"
+
+    def destinations(self) -> dict[str, str]:
+        return {route: self.destination(route) for route in ROUTES}
 
     def heartbeat_file(self) -> Path:
         return self.jsonl_file().with_name("alert_routing_heartbeat.json")
@@ -211,12 +246,12 @@ class AlertSinkResource(dg.ConfigurableResource):
     def deliver(self, alert: Alert, log=None) -> Delivery:
         """Delivered once the sink has the alert; RETRY after the attempts failed (the caller keeps
         it); REFUSED at once when the sink refuses it for good (a 4xx other than 408 or 429)."""
-        url = self._url()
+        url = self._url(alert.route)
         if url is None:
             _append_line(self.jsonl_file(), alert.to_dict())
             return Delivery(Outcome.DELIVERED)
-        if self._format() == "pagerduty":
-            body = pagerduty_payload(alert, self.routing_key or os.environ.get("FS_ONCALL_ROUTING_KEY") or alert.route)
+        if self._format(alert.route) == "pagerduty":
+            body = pagerduty_payload(alert, self._setting("routing_key", "FS_ONCALL_ROUTING_KEY", alert.route) or alert.route)
         else:
             body = slack_payload(alert)
         data = json.dumps(body, default=str).encode()

@@ -248,10 +248,11 @@ def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkR
         # Whatever happened above, what was read and delivered is remembered.
         context.update_cursor(state.dump())
         alerts.beat()
+    where = "; ".join(f"{route} -> {destination}" for route, destination in alerts.destinations().items())
     if state.outbox:
-        context.log.warning(f"{len(state.outbox)} alerts not delivered to {alerts.destination()}; retrying next tick")
+        context.log.warning(f"{len(state.outbox)} alerts not delivered ({where}); retrying next tick")
     return dg.SkipReason(
-        f"{delivered} alerts delivered to {alerts.destination()}, {refused} set aside as refused, {len(state.outbox)} waiting, "
+        f"{delivered} alerts delivered ({where}), {refused} set aside as refused, {len(state.outbox)} waiting, "
         f"{len(state.open)} incidents open"
     )
 

@@ -18,7 +18,7 @@ from fs_assets.training.datasets import feature_statistics
 from fs_assets.training.reference import Promotion, ReferenceSnapshot, record_promotion, write_snapshot
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT, CHECK_NULL_FRACTION_DRIFT, drift_checks
 from fs_domain.models import DEVICE_HEALTH_1D
-from fs_resources.alerts import Alert, AlertSinkResource
+from fs_resources.alerts import Alert, AlertSinkResource, RouteSink
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.spark import DeltaSparkResource
@@ -149,6 +149,32 @@ def test_drift_goes_to_the_ml_route_and_pipeline_checks_to_data_engineering(rece
         assert len(texts) == 2
         assert "[data-engineering] ERROR: check_feature_coverage failed" in texts[0]
         assert "[ml] WARNING: check_feature_drift failed" in texts[1]
+
+
+@pytest.mark.integration
+def test_each_route_reaches_only_its_own_receiver_and_a_route_without_one_the_default_sink(monkeypatch):
+    ml, engineering, default = Receiver(), Receiver(), Receiver()
+    try:
+        # The ML route from the environment (PagerDuty, its own key); data engineering from config.
+        monkeypatch.setenv("FS_ONCALL_WEBHOOK_URL_ML", ml.url)
+        monkeypatch.setenv("FS_ONCALL_WEBHOOK_FORMAT_ML", "pagerduty")
+        monkeypatch.setenv("FS_ONCALL_ROUTING_KEY_ML", "rk-ml")
+        sink = AlertSinkResource(webhook_url=default.url, routes={"data-engineering": RouteSink(webhook_url=engineering.url)})
+        with dg.instance_for_test() as instance:
+            run_watched(instance, coverage=False, drift=False)
+            tick(instance, None, sink)
+        assert [(b["payload"]["class"], b["routing_key"]) for b in ml.bodies] == [(CHECK_FEATURE_DRIFT, "rk-ml")]
+        assert len(engineering.bodies) == 1 and "[data-engineering] ERROR: check_feature_coverage failed" in engineering.bodies[0]["text"]
+        assert default.bodies == []
+        # A route without a destination of its own falls back to the default sink.
+        with dg.instance_for_test() as instance:
+            run_watched(instance, coverage=False, drift=False)
+            tick(instance, None, AlertSinkResource(webhook_url=default.url))
+        assert len(default.bodies) == 1 and "[data-engineering]" in default.bodies[0]["text"]
+        assert [b["payload"]["class"] for b in ml.bodies] == [CHECK_FEATURE_DRIFT, CHECK_FEATURE_DRIFT] and len(engineering.bodies) == 1
+    finally:
+        for receiver in (ml, engineering, default):
+            receiver.close()
 
 
 @pytest.mark.integration
