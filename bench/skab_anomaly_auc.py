@@ -31,7 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import write_results  # noqa: E402
 from fs_assets.features.kernels import window_features_frame  # noqa: E402
-from fs_assets.monitoring.anomaly import SCORED_FEATURES, auc, score_windows  # noqa: E402
+from fs_assets.monitoring.anomaly import auc, score_windows  # noqa: E402
+from fs_domain.models import DEVICE_HEALTH_1D  # noqa: E402
+
+SCORED = DEVICE_HEALTH_1D.scored_features
 from fs_assets.training.datasets import feature_statistics  # noqa: E402
 from fs_domain.contract import SENSOR_NAMES  # noqa: E402
 from fs_resources.simulator.skab import read_experiment, skab_files  # noqa: E402
@@ -51,17 +54,17 @@ def windows_of(experiment: pd.DataFrame, minutes: int) -> pd.DataFrame:
 def evaluate(experiments: dict[str, pd.DataFrame], minutes: int) -> dict:
     windows = {device: windows_of(frame, minutes) for device, frame in experiments.items()}
     healthy = windows.pop("skab-anomaly-free")
-    fleet_stats = {f: feature_statistics(healthy[f]) for f in SCORED_FEATURES}
-    fleet = pd.concat([w.join(score_windows(w, fleet_stats)) for w in windows.values()], ignore_index=True)
+    fleet_stats = {f: feature_statistics(healthy[f]) for f in SCORED}
+    fleet = pd.concat([w.join(score_windows(w, fleet_stats, SCORED)) for w in windows.values()], ignore_index=True)
     per_device = []
     for w in windows.values():
         w = w.sort_values("window_start").reset_index(drop=True)
         flagged = np.flatnonzero(w["anomalous"].to_numpy() > 0)
         if len(flagged) == 0 or flagged[0] < 3:
             continue  # no anomaly, or too short a healthy stretch to learn from
-        baseline = {f: feature_statistics(w.loc[: flagged[0] - 1, f]) for f in SCORED_FEATURES}
+        baseline = {f: feature_statistics(w.loc[: flagged[0] - 1, f]) for f in SCORED}
         rest = w.loc[flagged[0] :]
-        per_device.append(rest.join(score_windows(rest, baseline)))
+        per_device.append(rest.join(score_windows(rest, baseline, SCORED)))
     per_device = pd.concat(per_device, ignore_index=True)
 
     def summary(frame: pd.DataFrame) -> dict:
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         experiments[frame["device_id"].iat[0]] = frame
     results = {
         "experiments": len(experiments),
-        "scored_features": list(SCORED_FEATURES),
+        "scored_features": list(SCORED),
         "runs": [evaluate(experiments, m) for m in args.minutes],
     }
     for run in results["runs"]:
