@@ -232,6 +232,8 @@ def test_checks_pass_and_reconciliation_catches_a_changed_value(spark, fleet):
     value = float(client.hget(f"fs:v1:device:{victim}", "avg_compressor_current_24h"))
     client.hset(f"fs:v1:device:{victim}", "avg_compressor_current_24h", repr(value + 1e-3))
     client.delete(f"fs:v1:device:{served[-1]}")
+    vector = f"fs:v1:model:compressor_failure_1h:{victim}"
+    client.hset(vector, "pressure_ratio", repr(float(client.hget(vector, "pressure_ratio")) + 2e-6))
     reconciliation = dg.materialize(
         [device_objects, device_online_store, *online_checks],
         resources=fleet["resources"],
@@ -243,12 +245,39 @@ def test_checks_pass_and_reconciliation_catches_a_changed_value(spark, fleet):
     )
     failed = check_results(reconciliation)
     assert not failed[CHECK_RECONCILIATION].passed
-    assert failed[CHECK_RECONCILIATION].metadata["pairs_differing"].value == 2
-    assert victim in {r.data["device_id"] for r in failed[CHECK_RECONCILIATION].metadata["differences"].records}
+    md = failed[CHECK_RECONCILIATION].metadata
+    assert md["pairs_differing"].value == 3 and md["values_differing"].value == 2 + len(DEVICE.property_names) - 1
+    assert {(r.data["entry"], r.data["device_id"], r.data["field"]) for r in md["differences"].records} >= {
+        ("Device", victim, "avg_compressor_current_24h"),
+        ("compressor_failure_1h", victim, "pressure_ratio"),
+    }
     assert not failed[CHECK_KEY_COUNT].passed and failed[CHECK_KEY_COUNT].metadata["missing_examples"].value == [served[-1]]
     # The next pre-hydration repairs both.
     repaired = check_results(prehydrate(fleet))
     assert set(repaired) == {CHECK_RECONCILIATION, CHECK_LAG, CHECK_KEY_COUNT} and all(e.passed for e in repaired.values())
+
+
+@pytest.mark.integration
+def test_a_second_feature_set_version_is_served_beside_the_first(spark, fleet):
+    """v2's objects and vectors live under fs:v2:, with v2's features; v1's entries are not touched."""
+    assert prehydrate(fleet).success
+    v1 = store(fleet)
+    ids = sorted(v1.live_device_ids())
+    before = {m: v1.get_online_features(ids, model=m) for m in (None, *models_for("v1"))}
+    v2 = fleet["resources"] | {"feature_store": FeatureStoreResource(feature_set_version="v2")}
+    days = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
+    assert dg.materialize([FEATURES_1H, FEATURES_1D], resources=v2, instance=fleet["instance"], tags=days).success
+    assert dg.materialize([device_objects, device_online_store], resources=v2, instance=fleet["instance"]).success
+    assert {m: v1.get_online_features(ids, model=m) for m in (None, *models_for("v1"))} == before
+    served_v2 = OnlineStore.connect(fleet["url"], feature_set_version="v2")
+    assert served_v2.live_device_ids() == set(ids)
+    for name, model in models_for("v2").items():
+        vectors = served_v2.get_online_features(ids, model=name)
+        live = [v for v in vectors if v is not None]
+        assert live and all(list(v)[: len(model.features)] == list(model.features) for v in live)
+        assert "vibration_compressor_rms" in model.features and all(isinstance(v["vibration_compressor_rms"], float) for v in live)
+        with pytest.raises(UnknownProperty):
+            v1.get_online_features(ids[:1], properties=["vibration_compressor_rms"], model=name)
 
 
 @pytest.mark.integration
