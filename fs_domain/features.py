@@ -7,7 +7,7 @@ generated reference page (`docs/features.md`, `python -m fs_domain.features`) al
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fs_domain.contract import SENSORS
 
@@ -63,7 +63,7 @@ class Feature:
     sources: tuple[str, ...]
     # Per window size: NULL when the window holds fewer non-NULL values of each source sensor (or,
     # without sources, fewer readings) than this. 0: defined for every window with a reading.
-    min_readings: dict[int, int]
+    min_readings: dict[int, int] = field(hash=False)
     windows: tuple[int, ...] = WINDOW_MINUTES
     added_in: str = "v1"
     dtype: str = "double"
