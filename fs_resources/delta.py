@@ -254,12 +254,13 @@ class DeltaTables(dg.ConfigurableResource):
 
         return self._commit(table, save, (), run_id, inputs or {}, batch)
 
+    def properties(self, table: str) -> dict[str, str]:
+        """The table's properties, from its metadata alone (`detail()` also lists every data file: Spark jobs)."""
+        return {r["key"]: r["value"] for r in self.session.sql(f"SHOW TBLPROPERTIES delta.`{self.path(table)}`").collect()}
+
     def enable_change_feed(self, table: str) -> None:
         """Record row-level changes (Delta's change data feed), so readers can ask what changed since a version."""
-        from delta.tables import DeltaTable
-
-        properties = DeltaTable.forPath(self.session, self.path(table)).detail().first()["properties"] or {}
-        if properties.get("delta.enableChangeDataFeed") != "true":
+        if self.properties(table).get("delta.enableChangeDataFeed") != "true":
             self.session.sql(f"ALTER TABLE delta.`{self.path(table)}` SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')")
 
     def batch_commit(self, table: str, batch: str) -> DeltaWrite | None:
@@ -413,11 +414,9 @@ def drop_partitions_before(delta: DeltaTables, table: str, column: str, cutoff: 
 def keep_history(delta: DeltaTables, table: str, hours: int) -> None:
     """Keep the table's log entries and removed files for at least `hours`, so time travel reaches
     as far back as VACUUM leaves files (Delta's defaults, 30 and 7 days, would cut it short)."""
-    from delta.tables import DeltaTable
-
     interval = f"interval {-(-hours // 24)} days"
     wanted = {"delta.logRetentionDuration": interval, "delta.deletedFileRetentionDuration": interval}
-    current = DeltaTable.forPath(delta.session, delta.path(table)).detail().first()["properties"] or {}
+    current = delta.properties(table)
     if all(current.get(k) == v for k, v in wanted.items()):
         return  # already so (tables created by this project are): no extra commit
     delta.session.sql(

@@ -29,10 +29,10 @@ def materialize_clean(resources, instance, day: str, raise_on_error: bool = True
     )
 
 
-def materialize_clean_range(resources, instance, first: str, last: str) -> dg.ExecuteInMemoryResult:
+def materialize_clean_range(resources, instance, first: str, last: str, with_checks: bool = True) -> dg.ExecuteInMemoryResult:
     """A range of days in one run, as a UI backfill with a single-run policy launches it."""
     return dg.materialize(
-        [clean_sensor_readings, *ingest_checks],
+        [clean_sensor_readings, *(ingest_checks if with_checks else [])],
         resources=resources,
         instance=instance,
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
@@ -78,13 +78,16 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 
 
 def ingest_with_features(resources, instance, root, spec, first: str, last: str) -> None:
-    """Simulate `spec` into the landing zone under `root`, then registry, clean readings and the three feature sizes."""
+    """Simulate `spec` into the landing zone under `root`, then registry, clean readings and the three feature sizes.
+
+    The clean step's own accounting check still runs; the table checks on clean readings (tested where
+    clean readings are the subject) do not: here clean readings are only the input."""
     from fs_assets.features.assets import feature_assets
     from fs_resources.simulator.fleet import generate
 
     generate(spec, str(root))
     materialize_registry(resources, instance)
-    assert materialize_clean_range(resources, instance, first, last).success
+    assert materialize_clean_range(resources, instance, first, last, with_checks=False).success
     assert dg.materialize(feature_assets, resources=resources, instance=instance, tags=range_tags(first, last)).success
 
 
