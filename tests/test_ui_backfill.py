@@ -34,7 +34,7 @@ DEVICES = 8
 FEATURES = "device_features/v1"
 DAILY = ["device_features_15m", "device_features_1h", "device_features_1d", "anomaly_scores", "feature_drift_report"]
 BACKFILLED = [*DAILY, "device_objects", "device_online_store"]
-DAILY_TABLES = {FEATURES: "window_date", "anomaly_scores": "window_date", "feature_drift_monitoring": "report_date"}
+DAILY_TABLES = {FEATURES: "window_date", "anomaly_scores/v1": "window_date", "feature_drift_monitoring/v1": "report_date"}
 
 
 def snapshot(spark) -> dict[str, list[tuple]]:
