@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.sql import functions as F
 
-from fs_assets.features.assets import FEATURES_AUTOMATION, feature_assets
+from fs_assets.features.assets import feature_assets
 from fs_assets.freshness import DAILY_MONITORING_FRESHNESS
 from fs_assets.ingest.assets import clean_sensor_readings, device_registry
 from fs_assets.metadata import table_metadata
@@ -129,9 +129,19 @@ def _monitoring_deps() -> list:
 
 # Both daily monitoring assets: one run for any range of days, recomputed after the day's features
 # change (late data), once every model has a promoted reference (before that a dep is missing and
-# nothing is requested).
+# nothing is requested). A registry update or a promotion is read by the next run of each day but
+# does not by itself re-request every day ever scored.
+MONITORING_AUTOMATION = (
+    dg.AutomationCondition.any_deps_updated()
+    .ignore(dg.AssetSelection.assets(device_registry, promoted_reference))
+    .since(dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated())
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after its day's features change")
+
 DAILY_MONITORING = dict(
-    automation_condition=FEATURES_AUTOMATION,
+    automation_condition=MONITORING_AUTOMATION,
     group_name="monitoring",
     kinds={"pandas", "delta"},
     partitions_def=daily_partitions,

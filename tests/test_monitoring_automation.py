@@ -1,0 +1,58 @@
+"""When the daily monitoring assets are requested: after their day's features change, not after a
+registry update or a promotion (which would re-request every day ever scored)."""
+
+import dagster as dg
+import pytest
+
+from fs_assets.features.assets import device_features_1d, device_features_1h
+from fs_assets.ingest.assets import device_registry
+from fs_assets.monitoring.assets import anomaly_scores, feature_drift_report
+from fs_assets.training.assets import promoted_reference
+from fs_domain.models import MODEL_NAMES
+
+pytestmark = pytest.mark.unit
+
+DAY = "2026-01-06"
+MONITORING = {anomaly_scores.key, feature_drift_report.key}
+
+
+def _materialized(instance, asset, partition=None) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset.key, partition=partition))
+
+
+def _requested(instance, cursor):
+    assets = [device_features_1h, device_features_1d, device_registry, promoted_reference, anomaly_scores, feature_drift_report]
+    # Resources are only named, never used: evaluating conditions runs nothing.
+    resources = {key: dg.ResourceDefinition.none_resource() for key in ("delta", "feature_store", "spark")}
+    result = dg.evaluate_automation_conditions(
+        defs=dg.Definitions(assets=assets, resources=resources),
+        instance=instance,
+        cursor=cursor,
+    )
+    requested = {(key, partition) for key in MONITORING for partition in result.get_requested_partitions(key)}
+    return requested, result.cursor
+
+
+def test_monitoring_follows_its_days_features_not_registry_updates_or_promotions():
+    with dg.instance_for_test() as instance:
+        _, cursor = _requested(instance, None)
+        for features in (device_features_1h, device_features_1d):
+            _materialized(instance, features, DAY)
+        for model in MODEL_NAMES:
+            _materialized(instance, promoted_reference, model)
+        _materialized(instance, device_registry)
+        requested, cursor = _requested(instance, cursor)
+        assert requested == {(key, DAY) for key in MONITORING}
+        for key in MONITORING:
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=DAY))
+        requested, cursor = _requested(instance, cursor)
+        assert requested == set()
+        # A registry update and a new promotion are read by the next run; they request nothing.
+        _materialized(instance, device_registry)
+        _materialized(instance, promoted_reference, MODEL_NAMES[0])
+        requested, cursor = _requested(instance, cursor)
+        assert requested == set()
+        # Late data: the day's features change, and its scores and drift report follow.
+        _materialized(instance, device_features_1d, DAY)
+        requested, cursor = _requested(instance, cursor)
+        assert requested == {(key, DAY) for key in MONITORING}
