@@ -117,17 +117,7 @@ def device_online_store(
     ttl = redis.resolved_ttl_seconds()
     url = redis.redacted_url()
     context.log.info(f"projecting {objects.num_rows:,} devices of {table} v{source_version} into {url} under {store.prefix}")
-    try:
-        report = store.project(
-            objects,
-            hydrated_at,
-            ttl_seconds=ttl,
-            source=f"{table}@v{source_version}",
-            retries=redis.write_retries,
-            log=context.log.warning,
-        )
-    except OnlineStoreUnavailable as exc:
-        raise dg.Failure(description=str(exc), metadata={"redis": url, "source": f"{table}@v{source_version}"}) from exc
+    report = _project(context, store, redis, objects, hydrated_at, ttl, f"{table}@v{source_version}")
     if report.superseded:
         context.log.warning(f"superseded: {'; '.join(report.notes)}")
     vectors = _project_vectors(context, delta, feature_store, store, table, source_version, hydrated_at, ttl, redis)
@@ -156,6 +146,18 @@ def device_online_store(
     )
 
 
+def _project(context, store, redis: RedisResource, rows, hydrated_at, ttl: int, source: str, model: str | None = None):
+    """One projection into Redis (the `Device` objects, or a model's vectors); Redis unreachable
+    after the retries fails the run saying so."""
+    try:
+        return store.project(
+            rows, hydrated_at, ttl_seconds=ttl, source=source, retries=redis.write_retries, log=context.log.warning, model=model
+        )
+    except OnlineStoreUnavailable as exc:
+        what = f"{model} vectors: " if model else ""
+        raise dg.Failure(description=f"{what}{exc}", metadata={"redis": redis.redacted_url(), "source": source}) from exc
+
+
 def _project_vectors(context, delta, feature_store, store, objects_table_name, objects_version, hydrated_at, ttl, redis) -> list[dict]:
     """Each served model's latest input vector per served device, from the version's features, with
     the objects' hydration time (so the newest-wins guard orders them with the objects)."""
@@ -169,18 +171,7 @@ def _project_vectors(context, delta, feature_store, store, objects_table_name, o
         started = time.monotonic()
         frame = model_vectors_frame(delta.read(features_table, version=features_version), objects, model, hydrated_at)
         vectors = frame.toArrow()
-        try:
-            report = store.project(
-                vectors,
-                hydrated_at,
-                ttl_seconds=ttl,
-                source=f"{features_table}@v{features_version}",
-                retries=redis.write_retries,
-                log=context.log.warning,
-                model=model.name,
-            )
-        except OnlineStoreUnavailable as exc:
-            raise dg.Failure(description=f"{model.name} vectors: {exc}", metadata={"redis": redis.redacted_url()}) from exc
+        report = _project(context, store, redis, vectors, hydrated_at, ttl, f"{features_table}@v{features_version}", model=model.name)
         ends = [e for e in vectors.column("window_end").to_pylist() if e is not None]
         rows.append(
             {

@@ -111,8 +111,7 @@ def training_dataset(
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {
-            "model": model.name,
-            "feature_set_version": model.feature_set_version,
+            **_line(model),
             "features_delta_version": features_version,
             "maintenance_delta_version": maintenance_version,
             "window_minutes": model.window_minutes,
@@ -183,8 +182,7 @@ def feature_reference_snapshot(
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {
-            "model": model.name,
-            "feature_set_version": model.feature_set_version,
+            **_line(model),
             "snapshot_version": snapshot.version,
             "promoted_snapshot_version": baseline[1].version if baseline else None,
             "next_step": f"promote it: materialize promoted_reference ({model.name}) with snapshot_version {snapshot.version}",
@@ -196,6 +194,11 @@ def feature_reference_snapshot(
             "statistics": table_metadata(statistics, columns=["feature", "mean", "std", "min", "p5", "p50", "p95", "max", "null_fraction"]),
         }
     )
+
+
+def _line(model) -> dict[str, str]:
+    """The model and feature set version a materialization belongs to, for its metadata."""
+    return {"model": model.name, "feature_set_version": model.feature_set_version}
 
 
 def _training_inputs(training: pd.DataFrame) -> dict[str, int]:
@@ -255,8 +258,7 @@ def promoted_reference(
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {
-            "model": model.name,
-            "feature_set_version": model.feature_set_version,
+            **_line(model),
             "snapshot_version": snapshot.version,
             "previous_snapshot_version": promotion.previous_snapshot_version,
             "promoted_by": promotion.promoted_by,
