@@ -17,8 +17,9 @@ from fs_checks.freshness_checks import (
 SLA = CURRENT_PARTITION_SLAS["device_features_1h"]
 
 
-def today(now: float) -> str:
-    return datetime.fromtimestamp(now - SLA.total_seconds(), tz=timezone.utc).date().isoformat()
+def today(now: float, asset: str = "device_features_1h") -> str:
+    """The asset's current partition at `now`: the day holding `now - SLA` (near midnight it depends on the SLA)."""
+    return datetime.fromtimestamp(now - CURRENT_PARTITION_SLAS[asset].total_seconds(), tz=timezone.utc).date().isoformat()
 
 
 def materialized(instance, asset: str, partition: str) -> None:
@@ -41,8 +42,11 @@ def test_a_backfilled_old_day_leaves_the_current_partition_stale_and_a_current_w
         fresh_until = fresh.metadata["dagster/fresh_until_timestamp"].value
         assert now < fresh_until <= now + SLA.total_seconds()
 
-        # The same write, seen after the SLA has run out: overdue, with how late in the metadata.
+        # A write seen after the SLA has run out: overdue, with how late in the metadata. The write is
+        # of the partition current then (near midnight, a later day than the one above).
         later = fresh_until + 60
+        materialized(instance, "device_features_1h", today(later))
+        later = time.time() + SLA.total_seconds() + 60
         overdue = current_partition_freshness(instance, "device_features_1h", SLA, later)
         assert not overdue.passed and overdue.metadata["lag_minutes"].value > SLA.total_seconds() / 60
         assert overdue.severity == dg.AssetCheckSeverity.ERROR
@@ -66,7 +70,7 @@ def test_daily_monitoring_is_due_the_complete_day_before_the_three_oclock_deadli
 def test_the_checks_run_in_dagster_and_evaluate_each_selected_asset():
     assets = [dg.AssetSpec(a) for a in (*CURRENT_PARTITION_SLAS, "anomaly_scores", "feature_drift_report")]
     with dg.instance_for_test() as instance:
-        materialized(instance, "clean_sensor_readings", today(time.time()))
+        materialized(instance, "clean_sensor_readings", today(time.time(), "clean_sensor_readings"))
         result = dg.materialize(
             [*assets, current_partition_freshness_checks, completed_day_freshness_checks],
             selection=dg.AssetSelection.checks(current_partition_freshness_checks, completed_day_freshness_checks),
