@@ -77,7 +77,7 @@ def _window_end(start: F.Column, minutes: int) -> F.Column:
 def touched_windows(
     delta: DeltaTables, table: str, clean: DataFrame, clean_version: int, plan: Plan, minutes: int, now: datetime
 ) -> DataFrame | None:
-    """(device_id, window_start) of the incremental days to recompute, or None when the change feed cannot tell."""
+    """(device_id, window_start) of the closed windows of the incremental days to recompute, or None when the change feed cannot tell."""
     days = plan.incremental_days
     since = min(plan.since[d].clean_version for d in days)
     changed = clean.limit(0).select("device_id", "ts")
@@ -107,4 +107,6 @@ def touched_windows(
         just_closed.append(starts.where((end > F.lit(last).cast("timestamp")) & (end <= F.lit(now_text).cast("timestamp"))))
     for frame in just_closed:
         keys = keys.unionByName(frame)
-    return keys.distinct()
+    # A window still open is not written; a later run recomputes it as just closed.
+    closed = _window_end(F.col("window_start"), minutes) <= F.lit(now_text).cast("timestamp")
+    return keys.where(closed).distinct()
