@@ -19,6 +19,9 @@ from tqdm import tqdm
 from fs_resources import settings
 from fs_resources.simulator import fleet, skab
 
+# Readings per file `fs-sim live` writes at most (a large fleet's first catch-up spans many files).
+LIVE_FILE_ROWS = 2_000_000
+
 
 def _date(text: str) -> date:
     try:
@@ -88,10 +91,14 @@ def run_live(args: argparse.Namespace, root: str) -> None:
         start = written_until.get(today, 0)
         end = now.hour * 60 + now.minute + 1
         if end > start:
-            on_time, _, _ = fleet.simulate_day(spec, profile, 0, (start, end))
-            path = fleet.landing_dir(root, today) / f"live-{now:%H%M%S}.parquet"
-            fleet.write_parquet(on_time, path)
-            print(f"{now:%H:%M:%S} wrote {len(on_time):,} readings to {path}", flush=True)
+            # Shard by shard, a file per LIVE_FILE_ROWS readings: a large fleet's catch-up to the
+            # current minute never holds the whole day in memory.
+            written = files = 0
+            for part in fleet.simulate_in_parts(spec, profile, 0, (start, end), LIVE_FILE_ROWS):
+                suffix = f"-{files:04d}" if fleet.shard_count(profile) > 1 else ""
+                fleet.write_parquet(part, fleet.landing_dir(root, today) / f"live-{now:%H%M%S}{suffix}.parquet")
+                written, files = written + len(part), files + 1
+            print(f"{now:%H:%M:%S} wrote {written:,} readings in {files} file(s) under {fleet.landing_dir(root, today)}", flush=True)
             written_until[today] = end
         iteration += 1
         if args.iterations and iteration >= args.iterations:

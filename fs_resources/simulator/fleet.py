@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -181,18 +181,32 @@ def simulate_minutes(profile: FleetProfile, minutes: np.ndarray, rng: np.random.
     return values
 
 
-def _day_rng(spec: FleetSpec, day_index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([spec.seed, 100 + day_index, stream])
+def _day_rng(spec: FleetSpec, day_index: int, shard: int) -> np.random.Generator:
+    # Shard 0 draws the stream a fleet of one shard always drew, so small fleets keep their data.
+    return np.random.default_rng([spec.seed, 100 + day_index, 0] + ([shard] if shard else []))
+
+
+def shard_of(profile: FleetProfile, shard: int) -> FleetProfile:
+    """The profile of the devices of landing file `shard` (DEVICES_PER_FILE devices each)."""
+    rows = slice(shard * DEVICES_PER_FILE, (shard + 1) * DEVICES_PER_FILE)
+    return FleetProfile(**{f.name: getattr(profile, f.name)[rows] for f in fields(FleetProfile)})
+
+
+def shard_count(profile: FleetProfile) -> int:
+    return max(1, -(-len(profile.device_ids) // DEVICES_PER_FILE))
 
 
 def simulate_day(
-    spec: FleetSpec, profile: FleetProfile, day_index: int, minute_range: tuple[int, int] = (0, MINUTES_PER_DAY)
+    spec: FleetSpec, profile: FleetProfile, day_index: int, minute_range: tuple[int, int] = (0, MINUTES_PER_DAY), shard: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """One day's readings as (on-time rows, conflicting re-sends, late rows for this day).
+    """One day's readings of `profile`'s devices as (on-time rows, conflicting re-sends, late rows
+    for this day). A fleet is simulated shard by shard (`shard_of`), each from its own random
+    stream, so memory stays that of one shard whatever the fleet's size; readings from unknown
+    and malformed ids travel with shard 0.
 
     `minute_range` limits the day to [start, end) minutes after midnight (used by `fs-sim live`).
     """
-    rng = _day_rng(spec, day_index, 0)
+    rng = _day_rng(spec, day_index, shard)
     day = spec.start + timedelta(days=day_index)
     minute_of_day = np.arange(*minute_range)
     minutes = day_index * MINUTES_PER_DAY + minute_of_day
@@ -244,7 +258,7 @@ def simulate_day(
     conflicts = conflicts.assign(temp_condenser=conflicts["temp_condenser"] + 0.5)
 
     foreign = []
-    if spec.foreign_rows_per_day:
+    if spec.foreign_rows_per_day and shard == 0:
         picks = rng.integers(0, k, spec.foreign_rows_per_day)
         for j, ident in enumerate(
             [UNKNOWN_DEVICE_ID] * (spec.foreign_rows_per_day - len(MALFORMED_DEVICE_IDS)) + list(MALFORMED_DEVICE_IDS)
@@ -256,6 +270,22 @@ def simulate_day(
     on_time = pd.concat(parts, ignore_index=True)
     on_time = on_time.sort_values(["device_id", "ts"], kind="stable").reset_index(drop=True)
     return on_time[list(LANDING_COLUMNS)], conflicts[list(LANDING_COLUMNS)], late_rows[list(LANDING_COLUMNS)]
+
+
+def simulate_in_parts(
+    spec: FleetSpec, profile: FleetProfile, day_index: int, minute_range: tuple[int, int], max_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The on-time readings of `minute_range`, shard by shard, in frames of whole shards holding
+    about `max_rows` readings (one shard may exceed it)."""
+    pending: list[pd.DataFrame] = []
+    for b in range(shard_count(profile)):
+        on_time, _, _ = simulate_day(spec, shard_of(profile, b), day_index, minute_range, shard=b)
+        pending.append(on_time)
+        if sum(len(f) for f in pending) >= max_rows:
+            yield pd.concat(pending, ignore_index=True)
+            pending = []
+    if pending:
+        yield pd.concat(pending, ignore_index=True)
 
 
 def maintenance_frame(profile: FleetProfile, spec: FleetSpec) -> pd.DataFrame:
@@ -316,16 +346,16 @@ def generate(spec: FleetSpec, root: str, progress: Callable[[Iterator[int]], Ite
     pending_late: pd.DataFrame | None = None
     for day_index in progress(range(spec.days)):
         day = spec.start + timedelta(days=day_index)
-        on_time, conflicts, late = simulate_day(spec, profile, day_index)
         folder = landing_dir(root, day)
-        for b, first in enumerate(range(0, len(profile.device_ids), DEVICES_PER_FILE)):
-            ids = set(profile.device_ids[first : first + DEVICES_PER_FILE])
-            part = on_time[on_time["device_id"].isin(ids)]
-            if b == 0:  # readings from unknown and malformed ids travel with the first batch
-                part = pd.concat([part, on_time[~on_time["device_id"].isin(set(profile.device_ids))]])
+        resent, delayed = [], []
+        for b in range(shard_count(profile)):
+            part, conflicts, late = simulate_day(spec, shard_of(profile, b), day_index, shard=b)
             write_parquet(part, folder / f"part-{b:04d}.parquet")
             totals["files"] += 1
             totals["rows"] += len(part)
+            resent.append(conflicts)
+            delayed.append(late)
+        conflicts, late = pd.concat(resent, ignore_index=True), pd.concat(delayed, ignore_index=True)
         if len(conflicts):
             write_parquet(conflicts, folder / "resend-0000.parquet")
             totals["files"] += 1
