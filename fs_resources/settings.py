@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -46,6 +47,21 @@ def maintenance_csv_path(root: str | None = None) -> str:
 
 def spark_master() -> str:
     return os.environ.get("FS_SPARK_MASTER") or DEFAULT_SPARK_MASTER
+
+
+def spark_conf_overrides() -> dict[str, str]:
+    """Extra Spark settings from `FS_SPARK_CONF`, a JSON object (for example object-store
+    credentials providers or endpoints), applied over the project's defaults."""
+    text = os.environ.get("FS_SPARK_CONF", "").strip()
+    if not text:
+        return {}
+    try:
+        conf = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"FS_SPARK_CONF must be a JSON object of Spark settings, got {text[:80]!r}: {exc}") from exc
+    if not isinstance(conf, dict) or not all(isinstance(k, str) and k.startswith("spark.") for k in conf):
+        raise ValueError(f'FS_SPARK_CONF must be a JSON object whose keys are Spark settings ("spark.*"), got {text[:80]!r}')
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in conf.items()}
 
 
 def jars_cache_dir() -> Path:

@@ -215,6 +215,7 @@ class DeltaSparkResource(PySparkResource):
     def session_conf(self) -> dict[str, str]:
         memory = self.driver_memory or os.environ.get("FS_SPARK_DRIVER_MEMORY") or "4g"
         conf = delta_spark_conf(self.master, self.shuffle_partitions, memory)
+        conf.update(settings.spark_conf_overrides())
         conf.update({k: str(v) for k, v in self.spark_config.items()})
         return conf
 

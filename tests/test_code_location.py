@@ -127,3 +127,19 @@ def test_feature_assets_show_registry_descriptions_in_the_ui():
         v1 = [f for f in FEATURES if f.added_in == "v1"]
         assert v1 and all(described[f.name] and f.description in described[f.name] for f in v1)
         assert spec.backfill_policy is not None and spec.freshness_policy is not None
+
+
+@pytest.mark.unit
+def test_extra_spark_settings_come_from_fs_spark_conf_over_the_defaults(monkeypatch):
+    from fs_resources.spark import DeltaSparkResource
+
+    monkeypatch.setenv("FS_SPARK_CONF", '{"spark.sql.shuffle.partitions": 9, "spark.hadoop.fs.s3a.path.style.access": true}')
+    conf = DeltaSparkResource(spark_config={"spark.sql.shuffle.partitions": "3"}).session_conf()
+    # The resource's own settings win over the environment's, which win over the defaults.
+    assert conf["spark.sql.shuffle.partitions"] == "3" and conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    monkeypatch.setenv("FS_SPARK_CONF", "spark.sql.shuffle.partitions=9")
+    with pytest.raises(ValueError, match="FS_SPARK_CONF must be a JSON object"):
+        DeltaSparkResource().session_conf()
+    monkeypatch.setenv("FS_SPARK_CONF", '{"shuffle.partitions": 9}')
+    with pytest.raises(ValueError, match="keys are Spark settings"):
+        DeltaSparkResource().session_conf()
