@@ -39,8 +39,10 @@ run: setup
 	trap '$(BIN)/python -m fs_resources.embedded_redis stop' EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
+# Two workers, whole modules each (module fixtures built once), slowest tier first (tests/conftest.py):
+# most tests wait on Spark's and Dagster's fixed costs rather than fill both cores.
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 # The quick tier: pure Python and numpy, no Spark session, no Redis, no Dagster runs (under 3 minutes).
 test-unit: setup

@@ -3,6 +3,7 @@ ingested simulated fleet per session; the test tiers (unit, integration, e2e) an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from fs_resources import settings
 from fs_resources.delta import DeltaTables
 from fs_resources.embedded_redis import EmbeddedRedis
 from fs_resources.redis_store import RedisResource
@@ -22,6 +24,12 @@ from fs_resources.spark import DeltaSparkResource, delta_spark_conf, get_spark_s
 
 # One calendar for the simulated fleet in tests: recent enough to sit inside the partitions.
 SIM_START = date(2026, 1, 5)
+
+# Test tables hold a few thousand rows: compiling generated code for each new query costs more
+# than it saves (about 15 % of an ingest test's time), and Spark's interpreted evaluation returns
+# the same results. Set in the environment, so the runs tests start as subprocesses (webserver and
+# daemon, killed runs, the standalone cluster) do the same; FS_SPARK_CONF set beforehand wins.
+os.environ.setdefault("FS_SPARK_CONF", json.dumps({"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}))
 
 TIERS = ("unit", "integration", "e2e")
 # Fixtures that start a Spark session or talk to Redis: a test that uses one is not a unit test.
@@ -40,6 +48,18 @@ def pytest_collection_modifyitems(config, items):
     if problems:
         raise pytest.UsageError("test tiers:\n  " + "\n  ".join(problems))
 
+    # Modules of the slowest tier first: `make test` hands whole modules to two workers in this
+    # order (`--dist loadscope --no-loadscope-reorder`), so the long e2e modules start at once and
+    # the quick ones fill in at the end. A module ranks by its slowest test and stays in one piece
+    # (its module fixtures are built once); the sort is stable, files keep their order within a tier.
+    def tier_rank(item) -> int:
+        return TIERS[::-1].index(next((m.name for m in item.iter_markers() if m.name in TIERS), "e2e"))
+
+    module_rank: dict[str, int] = {}
+    for item in items:
+        module_rank[item.module.__name__] = min(module_rank.get(item.module.__name__, len(TIERS)), tier_rank(item))
+    items.sort(key=lambda item: module_rank[item.module.__name__])
+
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.01):
     """Poll `condition` until it returns something truthy (and return that), at most `timeout` seconds."""
@@ -56,7 +76,7 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
 @pytest.fixture(scope="session")
 def spark():
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    conf = delta_spark_conf(master="local[2]", shuffle_partitions=2, driver_memory="2g")
+    conf = delta_spark_conf(master="local[2]", shuffle_partitions=2, driver_memory="2g") | settings.spark_conf_overrides()
     session = get_spark_session(conf)
     yield session
     session.stop()
