@@ -197,16 +197,17 @@ def shard_count(profile: FleetProfile) -> int:
 
 
 def simulate_day(
-    spec: FleetSpec, profile: FleetProfile, day_index: int, minute_range: tuple[int, int] = (0, MINUTES_PER_DAY), shard: int = 0
+    spec: FleetSpec, fleet: FleetProfile, day_index: int, shard: int = 0, minute_range: tuple[int, int] = (0, MINUTES_PER_DAY)
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """One day's readings of `profile`'s devices as (on-time rows, conflicting re-sends, late rows
-    for this day). A fleet is simulated shard by shard (`shard_of`), each from its own random
-    stream, so memory stays that of one shard whatever the fleet's size; readings from unknown
-    and malformed ids travel with shard 0.
+    """One day's readings of the fleet's shard `shard` (the devices of one landing file, see
+    `shard_of`) as (on-time rows, conflicting re-sends, late rows for this day). Each shard draws
+    from its own random stream, so memory stays that of one shard whatever the fleet's size;
+    readings from unknown and malformed ids travel with shard 0.
 
     `minute_range` limits the day to [start, end) minutes after midnight (used by `fs-sim live`).
     """
     rng = _day_rng(spec, day_index, shard)
+    profile = shard_of(fleet, shard)
     day = spec.start + timedelta(days=day_index)
     minute_of_day = np.arange(*minute_range)
     minutes = day_index * MINUTES_PER_DAY + minute_of_day
@@ -279,7 +280,7 @@ def simulate_in_parts(
     about `max_rows` readings (one shard may exceed it)."""
     pending: list[pd.DataFrame] = []
     for b in range(shard_count(profile)):
-        on_time, _, _ = simulate_day(spec, shard_of(profile, b), day_index, minute_range, shard=b)
+        on_time, _, _ = simulate_day(spec, profile, day_index, b, minute_range)
         pending.append(on_time)
         if sum(len(f) for f in pending) >= max_rows:
             yield pd.concat(pending, ignore_index=True)
@@ -349,7 +350,7 @@ def generate(spec: FleetSpec, root: str, progress: Callable[[Iterator[int]], Ite
         folder = landing_dir(root, day)
         resent, delayed = [], []
         for b in range(shard_count(profile)):
-            part, conflicts, late = simulate_day(spec, shard_of(profile, b), day_index, shard=b)
+            part, conflicts, late = simulate_day(spec, profile, day_index, b)
             write_parquet(part, folder / f"part-{b:04d}.parquet")
             totals["files"] += 1
             totals["rows"] += len(part)
