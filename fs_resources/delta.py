@@ -186,10 +186,12 @@ class DeltaTables(dg.ConfigurableResource):
         run_id: str | None = None,
         inputs: dict[str, int] | None = None,
         batch: str | None = None,
+        properties: dict[str, str] | None = None,
     ) -> DeltaWrite:
         """Overwrite exactly the named partitions with `df` in one commit (creating the table if needed).
 
-        `run_id` is recorded with the commit; `inputs` ({table: version read}) guards a retry."""
+        `run_id` is recorded with the commit; `inputs` ({table: version read}) guards a retry;
+        `properties` (`delta.*` table properties) are given to a table this write creates."""
         predicate = replace_where_predicate(partition_values)
         partitions = tuple(
             "/".join(f"{c}={v}" for c, v in zip(partition_values, combo))
@@ -202,6 +204,7 @@ class DeltaTables(dg.ConfigurableResource):
                 .mode("overwrite")
                 .option("replaceWhere", predicate)
                 .option("userMetadata", token)
+                .options(**(properties or {}))
                 .partitionBy(*partition_values.keys())
                 .save(self.path(table))
             )
@@ -258,10 +261,14 @@ class DeltaTables(dg.ConfigurableResource):
         """The table's properties, from its metadata alone (`detail()` also lists every data file: Spark jobs)."""
         return {r["key"]: r["value"] for r in self.session.sql(f"SHOW TBLPROPERTIES delta.`{self.path(table)}`").collect()}
 
-    def enable_change_feed(self, table: str) -> None:
-        """Record row-level changes (Delta's change data feed), so readers can ask what changed since a version."""
-        if self.properties(table).get("delta.enableChangeDataFeed") != "true":
-            self.session.sql(f"ALTER TABLE delta.`{self.path(table)}` SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')")
+    def set_properties(self, table: str, properties: dict[str, str]) -> None:
+        """Give an existing table these properties (one commit, only when one differs); a table created
+        by `replace_partitions(properties=...)` already has them."""
+        held = self.properties(table)
+        changed = {k: v for k, v in properties.items() if held.get(k) != v}
+        if changed:
+            pairs = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(changed.items()))
+            self.session.sql(f"ALTER TABLE delta.`{self.path(table)}` SET TBLPROPERTIES ({pairs})")
 
     def batch_commit(self, table: str, batch: str) -> DeltaWrite | None:
         """The commit a write of `batch` made to `table`, if one did (among the last `COMMIT_LOOKBACK`)."""

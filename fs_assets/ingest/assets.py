@@ -31,6 +31,14 @@ from fs_resources.delta import DeltaTableMissing, DeltaTables, DeltaWrite
 from fs_resources.filesystem import filesystem_for
 from fs_resources.spark import file_splits_for, shuffle_partitions_for
 
+CLEAN_TABLE_PROPERTIES = {
+    # Features recompute only the windows whose readings changed: they read this table's change feed.
+    "delta.enableChangeDataFeed": "true",
+    # File statistics only where readers filter: by device and time (the MERGE skips files by `ts`).
+    # Statistics on every column cost a quarter of writing a day.
+    "delta.dataSkippingStatsColumns": "device_id,ts",
+}
+
 # One pool per Delta table (limit 1, dagster_home/dagster.yaml): two runs never write a table at once.
 REGISTRY_POOL = f"delta_{REGISTRY_TABLE}"
 CLEAN_POOL = f"delta_{CLEAN_TABLE}"
@@ -256,14 +264,14 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
     with file_splits_for(session, bytes_per_row), shuffle_partitions_for(session, estimated) as partitions:
         if partitions > 4:
             context.log.info(f"about {estimated:,} raw rows: {partitions} shuffle partitions")
-        classified = cleaning.classify(staged.rows, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
-        marked = cleaning.deduplicated(cleaning.parsed_readings(classified)).persist(StorageLevel.MEMORY_AND_DISK)
-        books, per_file = cleaning.accounting(classified, marked, [p.day for p in plans])
+        judged = cleaning.judged(staged.rows, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
+        deduplicated = cleaning.deduplicate(cleaning.kept_readings(judged))
+        books, per_file = cleaning.accounting(judged, deduplicated.contested, [p.day for p in plans])
         if rebuilt and not config.allow_shrink:
             _refuse_shrinking(delta, {day: books[day].clean_rows for day in rebuilt})
         kept_by_file = {path: acc.kept_rows for path, acc in per_file.items()}
-        quarantine = cleaning.quarantine_rows(classified, now)
-        kept = marked.where("_keep").select(*CLEAN_COLUMNS, "landing_date")
+        quarantine = cleaning.quarantine_rows(judged, now)
+        kept = deduplicated.rows.select(*CLEAN_COLUMNS, "landing_date")
         writes = []
         if rebuilt:
             # Replacing whole days is idempotent: a re-run of a rebuild simply writes them again.
@@ -271,7 +279,11 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             q = quarantine.where(rebuilt_rows)
             writes.append(delta.replace_partitions(q, QUARANTINE_TABLE, {"landing_date": rebuilt}, run_id=context.run_id, inputs=inputs))
             c = kept.where(rebuilt_rows).select(*CLEAN_COLUMNS)
-            writes.append(delta.replace_partitions(c, CLEAN_TABLE, {"reading_date": rebuilt}, run_id=context.run_id, inputs=inputs))
+            writes.append(
+                delta.replace_partitions(
+                    c, CLEAN_TABLE, {"reading_date": rebuilt}, run_id=context.run_id, inputs=inputs, properties=CLEAN_TABLE_PROPERTIES
+                )
+            )
         if merged:
             writes.append(
                 _once(
@@ -300,8 +312,8 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             outcome.release()
         else:
             added = kept_by_file
-        classified.unpersist()
-        marked.unpersist()
+        deduplicated.release()
+        judged.unpersist()
 
     ledger_frame = ledger.ledger_rows(
         session,
@@ -326,8 +338,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         )
 
     if delta.exists(CLEAN_TABLE):
-        # Features recompute only the windows whose readings changed: they read this table's change feed.
-        delta.enable_change_feed(CLEAN_TABLE)
+        delta.set_properties(CLEAN_TABLE, CLEAN_TABLE_PROPERTIES)  # a table written before they were set
     day_books = _day_books(delta, days)
     totals = _totals(books)
     partially_read = {

@@ -136,11 +136,13 @@ def fingerprint(files: Iterable[FileStatus]) -> str:
 # Per-file gate: what the driver learns from a listing entry, a Parquet footer or a CSV header.
 
 
-def _file_record(f: FileStatus, reason: str, detail: str) -> tuple:
+def _file_record(f: FileStatus, source_uri: str, reason: str, detail: str) -> tuple:
     """A staged row standing for a whole file that is not read."""
     row = {c.name: None for c in STAGED_SCHEMA}
     payload = json.dumps({"file": f.path, "error": detail})
-    row.update(source_uri=f.uri, source_row=0, row_order=0, text_format=False, file_error=reason, error_detail=detail, raw_payload=payload)
+    row.update(
+        source_uri=source_uri, source_row=0, row_order=0, text_format=False, file_error=reason, error_detail=detail, raw_payload=payload
+    )
     return tuple(row[c.name] for c in STAGED_SCHEMA)
 
 
@@ -241,7 +243,7 @@ def _normalised(frame: DataFrame, text_format: bool, row_order: Column, source_r
     )
     columns += [
         F.array(*[F.lit(s) for s in missing]).cast("array<string>").alias("missing_sensors"),
-        _decoded_uri(F.col("_metadata.file_path")).alias("source_uri"),
+        F.col("_metadata.file_path").alias("source_uri"),
         source_row.alias("source_row"),
         row_order.alias("row_order"),
         F.lit(text_format).alias("text_format"),
@@ -260,7 +262,7 @@ def _whole_rows_as_schema_mismatch(frame: DataFrame, detail: str, text_format: b
         payload = F.coalesce(F.col(CORRUPT), payload)
     nulls = {c.name: F.lit(None).cast(c.dataType) for c in STAGED_SCHEMA}
     nulls.update(
-        source_uri=_decoded_uri(F.col("_metadata.file_path")),
+        source_uri=F.col("_metadata.file_path"),
         source_row=source_row,
         row_order=row_order,
         text_format=F.lit(text_format),
@@ -272,9 +274,11 @@ def _whole_rows_as_schema_mismatch(frame: DataFrame, detail: str, text_format: b
     return frame.select(*[nulls[c.name].alias(c.name) for c in STAGED_SCHEMA])
 
 
-def _decoded_uri(path: Column) -> Column:
-    """Spark's `_metadata.file_path` is URL-encoded; Hadoop's listing is not ('+' is a literal plus)."""
-    return F.url_decode(F.regexp_replace(path, r"\+", "%2B"))
+def _as_read(session: SparkSession, uri: str) -> str:
+    """A listed file's URI as Spark spells it in `_metadata.file_path`: URL-encoded (`Path.toUri`),
+    where the listing is not ('+' is a literal plus there). Spelling the few listed files Spark's
+    way, rather than decoding every row's path, keeps the join to the listing off the rows' cost."""
+    return str(session._jvm.org.apache.hadoop.fs.Path(uri).toUri().toString())
 
 
 def _text_order() -> tuple[Column, Column]:
@@ -297,7 +301,7 @@ def read_landing(
     listed: list[tuple[str, FileStatus]] = [(day, f) for day, files in sorted(files_by_day.items()) for f in files]
 
     def refuse(f: FileStatus, reason: str, detail: str) -> None:
-        records.append(_file_record(f, reason, detail))
+        records.append(_file_record(f, _as_read(session, f.uri), reason, detail))
         (report.over_limit_files if reason == Reason.FILE_OVER_LIMIT else report.unreadable_files)[f.path] = detail
 
     for _, f in listed:
@@ -377,7 +381,7 @@ def read_landing(
     for frame in frames:
         staged = staged.unionByName(frame)
     files = session.createDataFrame(
-        [(f.uri, f.path, day, f.ingested_at.replace(tzinfo=None)) for day, f in listed],
+        [(_as_read(session, f.uri), f.path, day, f.ingested_at.replace(tzinfo=None)) for day, f in listed],
         FILES_SCHEMA,
     )
     # Rows name their file as listed (`source_file`); the URI was only the key to find it.
