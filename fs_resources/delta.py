@@ -177,6 +177,34 @@ class DeltaTables(dg.ConfigurableResource):
         history = DeltaTable.forPath(self.session, self.path(table)).history(last).select("userMetadata").collect()
         return [m.split(":")[1] for (m,) in history if m and m.startswith("fs-write:")]
 
+    def run_commits(self, table: str, run_id: str) -> list[tuple[int, str]]:
+        """(version, operation) of the commits `run_id` made to `table` among its last `COMMIT_LOOKBACK`, oldest first."""
+        from delta.tables import DeltaTable
+
+        if not self.exists(table):
+            return []
+        history = (
+            DeltaTable.forPath(self.session, self.path(table))
+            .history(COMMIT_LOOKBACK)
+            .where(f"userMetadata LIKE 'fs-write:{run_id}:%'")
+            .select("version", "operation")
+            .collect()
+        )
+        return sorted((r["version"], r["operation"]) for r in history)
+
+    def changes(self, table: str, first: int, last: int) -> "DataFrame":
+        """The rows commits `first`..`last` inserted or changed to (Delta's change data feed)."""
+        from pyspark.sql import functions as F
+
+        return (
+            self.session.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", first)
+            .option("endingVersion", last)
+            .load(self.path(table))
+            .where(F.col("_change_type").isin("insert", "update_postimage"))
+        )
+
     def replace_partitions(
         self,
         df: "DataFrame",

@@ -4,16 +4,18 @@ import json
 import os
 import random
 import shutil
+import uuid
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from fs_assets.ingest.assets import clean_sensor_readings
-from fs_checks.ingest_checks import ingest_checks
+from fs_checks.ingest_checks import check_clean_key_unique, ingest_checks
 from fs_domain.contract import Reason
-from fs_domain.tables import LEDGER_TABLE
+from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE
 from fs_resources import settings
 from fs_resources.delta import DeltaTables
 from fs_resources.simulator.fleet import FleetSpec, generate
@@ -137,3 +139,40 @@ def test_poison_files_beside_good_ones_are_quarantined_by_name_and_the_day_is_in
     deep = quarantined[quarantined["reason"] == Reason.SCHEMA_MISMATCH].iloc[0]
     assert deep["source_row"] == 1 and len(deep["raw_payload"]) <= 1000
     assert clean_rows(spark, DAY).count() == 12  # good.parquet and both good lines of deep.jsonl
+
+
+def test_after_an_incremental_run_the_key_check_judges_the_keys_it_merged(spark, resources, instance, data_root):
+    registry(data_root, ["dev-a"])
+    write_readings(data_root, SIM_START, "a.parquet", readings("dev-a", SIM_START, range(0, 10)))
+    materialize_registry(resources, instance)
+    first = materialize_clean(resources, instance, DAY)
+    assert checks(first)["check_clean_key_unique"].metadata["scope"].value.startswith("whole partitions (this run replaced them)")
+    write_readings(data_root, SIM_START, "b.parquet", readings("dev-a", SIM_START, range(15, 20)))
+    second = materialize_clean(resources, instance, DAY)
+    assert checks(second)["check_clean_key_unique"].passed
+    assert checks(second)["check_clean_key_unique"].metadata["scope"].value.startswith("keys merged by this run")
+
+    # A run whose merge inserts a key twice (what a broken de-duplication would commit), beside a duplicate no run merged.
+    run_id = str(uuid.uuid4())
+    delta = DeltaTables(spark=DeltaSparkResource())
+    held = clean_rows(spark, DAY)
+    twice = held.where("minute(ts) = 3").withColumn("ts", F.expr("ts + INTERVAL 30 MINUTES"))
+    delta.merge(twice.unionByName(twice), CLEAN_TABLE, "t.device_id = s.device_id AND t.ts = s.ts", run_id=run_id)
+    held.where("minute(ts) = 2").write.format("delta").mode("append").save(delta.path(CLEAN_TABLE))
+    job = dg.Definitions(
+        assets=[clean_sensor_readings],
+        asset_checks=[check_clean_key_unique],
+        jobs=[dg.define_asset_job("clean", selection=[clean_sensor_readings.key])],
+        resources=resources,
+    ).resolve_job_def("clean")
+    only_the_check = {"op_selection": ["clean_sensor_readings_check_clean_key_unique"], "partition_key": DAY, "raise_on_error": False}
+
+    scoped = checks(job.execute_in_process(run_id=run_id, instance=instance, **only_the_check))
+    unique = scoped["check_clean_key_unique"]
+    assert unique.metadata["scope"].value.startswith("keys merged by this run")
+    assert not unique.passed and unique.metadata["duplicate_keys"].value == 1
+    assert unique.metadata["sample"].value == "dev-a @ 2026-01-05T00:33:00 x2"
+    # Run alone, the check judges the day whole and finds the other one too.
+    whole = checks(job.execute_in_process(instance=instance, **only_the_check))["check_clean_key_unique"]
+    assert whole.metadata["scope"].value.startswith("whole partitions (this run wrote no clean readings)")
+    assert whole.metadata["duplicate_keys"].value == 2

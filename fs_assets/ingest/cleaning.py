@@ -1,8 +1,10 @@
 """The clean-readings transform, as Spark column expressions over staged rows (`landing.read_landing`).
 
-    staged rows ──► classify ──► quarantine (reason code + raw payload)
-                        └──────► parse sensors (NULL + flag when unparseable, non-finite, out of range)
-                                   └──► deduplicate on (device_id, ts): latest ingested wins
+    staged rows ──► judged (one pass, persisted): reason code, or typed values (NULL + flag when
+                    unparseable, non-finite, out of range)
+                        ├──► rejected ──► quarantine (reason code, detail, raw payload)
+                        └──► kept ──► keys read more than once ──► ordering window: latest ingested wins
+                                 └──► every other key passes as it is
 
 Every staged row ends in exactly one of: clean, quarantined, dropped as a duplicate. The counts of
 each, per landing partition, are returned with the frames so the accounting identity
