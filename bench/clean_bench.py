@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster_day import PeakMemory  # noqa: E402
-from bench.results import write_results  # noqa: E402
+from bench.results import against_reference, write_results  # noqa: E402
 from fs_domain.contract import DEVICE_ID_REGEX, FUTURE_TOLERANCE, SENSORS  # noqa: E402
 
 DAY = date(2026, 1, 5)
@@ -142,13 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw_rows": raw_rows,
         "files": files,
         "repeats": args.repeats,
-        "ours_seconds_median": round(median_ours, 1),
-        "ours_seconds_max": round(max(ours), 1),
-        "duckdb_seconds_median": round(median_theirs, 1),
-        "duckdb_seconds_max": round(max(theirs), 1),
-        "ratio_ours_to_duckdb": round(median_ours / median_theirs, 2),
-        "ours_peak_memory_mb": round(max(ours_peak)),
-        "duckdb_peak_memory_mb": round(max(theirs_peak)),
+        **against_reference(ours, theirs, ours_peak, theirs_peak),
         "rows_agree": counts["ours"] == tuple(counts["duckdb"]),
         "clean_and_quarantined_rows": {k: list(v) for k, v in counts.items()},
         "duckdb_version": duckdb.__version__,

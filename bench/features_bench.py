@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.results import write_results  # noqa: E402
+from bench.results import against_reference, write_results  # noqa: E402
 from fs_domain.contract import SENSOR_NAMES  # noqa: E402
 from fs_domain.features import COMPRESSOR_ON_AMPS, features_for  # noqa: E402
 from fs_resources.simulator.fleet import FleetSpec, generate  # noqa: E402
@@ -211,19 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             assert result.success
             print(f"run {repeat + 1}: ours {ours_s[-1]:.1f} s, duckdb {theirs_s[-1]:.1f} s", flush=True)
         worst = agreement(spark.read.format("delta").load(delta.path(features_table())), out)
-    ours, theirs = statistics.median(ours_s), statistics.median(theirs_s)
     results = {
         "devices": args.devices,
         "readings": readings,
         "day": DAY.isoformat(),
         "repeats": args.repeats,
-        "ours_seconds_median": round(ours, 1),
-        "ours_seconds_max": round(max(ours_s), 1),
-        "duckdb_seconds_median": round(theirs, 1),
-        "duckdb_seconds_max": round(max(theirs_s), 1),
-        "ratio_ours_to_duckdb": round(ours / theirs, 2),
-        "ours_peak_memory_mb": round(max(ours_peak)),
-        "duckdb_peak_memory_mb": round(max(theirs_peak)),
+        **against_reference(ours_s, theirs_s, ours_peak, theirs_peak),
         "max_relative_difference": worst,
         "ours_seconds_all": [round(t, 1) for t in ours_s],
         "duckdb_seconds_all": [round(t, 1) for t in theirs_s],
@@ -234,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "idle Spark JVM on both.",
     }
     print(
-        f"{args.devices:,} devices, {readings:,} readings: ours {ours:.1f} s, duckdb {theirs:.1f} s, "
-        f"ratio {results['ratio_ours_to_duckdb']}x, max rel diff {worst:.1e}"
+        f"{args.devices:,} devices, {readings:,} readings: ours {results['ours_seconds_median']} s, "
+        f"duckdb {results['duckdb_seconds_median']} s, ratio {results['ratio_ours_to_duckdb']}x, max rel diff {worst:.1e}"
     )
     write_results("features", results)
     return 0
