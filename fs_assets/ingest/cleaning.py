@@ -136,7 +136,7 @@ def quality_flags(flags: list[Column]) -> Column:
 
 
 def judged(staged: DataFrame, registry: DataFrame, now: datetime) -> DataFrame:
-    """Every staged row judged once, in one pass over the landing files (`JUDGED_COLUMNS`).
+    """Every staged row judged once, in one pass over the landing files.
 
     A kept row (`reason` NULL) carries its typed values, NULL and flagged where bad; a rejected row
     carries the reason, a detail and its raw payload for the quarantine. The caller persists it: the
