@@ -28,7 +28,12 @@ DAY = date(2026, 1, 5)
 
 
 class PeakMemory:
-    """Largest total RSS of this process and all java processes, sampled from /proc."""
+    """Largest total memory of this process, every JVM and every Spark Python worker, sampled from /proc.
+
+    Summed as PSS (each shared page split among the processes sharing it), not RSS: a process
+    forked by a 15 GB JVM (Hadoop shells out for file permissions) shares its pages until it
+    execs, and RSS counted them twice; a 100,000-device day summed to 31 GB on a 23 GB machine
+    without swap."""
 
     def __init__(self):
         self.peak = 0
@@ -36,17 +41,17 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
-    def _rss_kb(pid: str) -> int:
+    def _pss_kb(pid: str) -> int:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     return int(line.split()[1])
-        except OSError:
+        except OSError:  # the process ended between the listing and the read
             pass
         return 0
 
     def _sample(self) -> int:
-        total = self._rss_kb(str(os.getpid()))
+        total = self._pss_kb(str(os.getpid()))
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
@@ -54,7 +59,7 @@ class PeakMemory:
                 except OSError:
                     continue
                 if b"java" in cmd.split(b"\0")[0] or b"pyspark" in cmd:
-                    total += self._rss_kb(entry.name)
+                    total += self._pss_kb(entry.name)
         return total
 
     def _run(self):
