@@ -67,7 +67,7 @@ import-skab: setup
 bench: setup
 	FS_SPARK_DRIVER_MEMORY=12g $(BIN)/python bench/clean_bench.py --devices 10000
 	FS_SPARK_DRIVER_MEMORY=12g $(BIN)/python bench/fleet_day.py --devices 10000
-	$(BIN)/python bench/features_bench.py
+	FS_SPARK_DRIVER_MEMORY=12g $(BIN)/python bench/features_bench.py --devices 10000
 	$(BIN)/python bench/online_bench.py
 	$(BIN)/python bench/offline_bench.py
 	$(BIN)/python bench/skab_anomaly_auc.py

@@ -42,7 +42,7 @@ WINDOWS = (15, 60, 1440)
 
 def duckdb_sql(source: str, minutes: int) -> str:
     """The same features with the registry's minimum readings for this window size, from `source`
-    (a folder of Parquet files, or a DuckDB list of file paths)."""
+    (a DuckDB list of Parquet file paths)."""
     least = {f.name: f.threshold(minutes) for f in features_for("v1") if minutes in f.windows}
 
     def guarded(name: str, expression: str, count: str) -> str:
@@ -65,7 +65,7 @@ def duckdb_sql(source: str, minutes: int) -> str:
         WITH tagged AS (
             SELECT *, time_bucket(INTERVAL '{minutes} minutes', ts::TIMESTAMP) AS window_start,
                    epoch_us(ts::TIMESTAMP - time_bucket(INTERVAL '{minutes} minutes', ts::TIMESTAMP)) / 60e6 AS minutes_offset
-            FROM read_parquet({source if source.startswith("[") else repr(source + "/*.parquet")})
+            FROM read_parquet({source})
         )
         SELECT device_id, window_start, count(*) AS reading_count,
                ({completeness}) / (7.0 * count(*)) AS sensor_completeness,
@@ -74,19 +74,6 @@ def duckdb_sql(source: str, minutes: int) -> str:
                {guarded("pressure_ratio", "avg(pressure_high) / NULLIF(avg(pressure_low), 0)", pair)}
         FROM tagged GROUP BY device_id, window_start
     """
-
-
-def run_duckdb(folder: str, out: Path) -> float:
-    """The aggregate features of the three window sizes from a folder of clean Parquet files (no
-    spectral entropy; `bench/fleet_day.py`'s reference), written as Parquet."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    started = time.perf_counter()
-    for minutes in WINDOWS:
-        con.execute(f"COPY ({duckdb_sql(folder, minutes)}) TO '{out}/duck_{minutes}.parquet' (FORMAT parquet)")
-    return time.perf_counter() - started
 
 
 def spectral_entropy_reference(lists: list, least: int) -> np.ndarray:
