@@ -69,7 +69,8 @@ def _merged_keys(context: dg.AssetCheckExecutionContext, delta: DeltaTables, day
         return None, "whole partitions (this run wrote no clean readings)"
     if any(op != "MERGE" for _, op in commits):
         return None, "whole partitions (this run replaced them)"
-    keys = delta.changes(CLEAN_TABLE, commits[0][0], commits[-1][0]).where(F.col("reading_date").isin(days))
+    written = delta.changes(CLEAN_TABLE, commits[0][0], commits[-1][0], kinds=("insert", "update_postimage"))
+    keys = written.where(F.col("reading_date").isin(days))
     return keys.select("device_id", "ts").distinct(), f"keys merged by this run (Delta versions {commits[0][0]}-{commits[-1][0]})"
 
 

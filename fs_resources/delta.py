@@ -192,18 +192,19 @@ class DeltaTables(dg.ConfigurableResource):
         )
         return sorted((r["version"], r["operation"]) for r in history)
 
-    def changes(self, table: str, first: int, last: int) -> "DataFrame":
-        """The rows commits `first`..`last` inserted or changed to (Delta's change data feed)."""
+    def changes(self, table: str, first: int, last: int, kinds: Sequence[str] | None = None) -> "DataFrame":
+        """The rows commits `first`..`last` changed (Delta's change data feed), of the `_change_type`s
+        in `kinds` (insert, delete, update_preimage, update_postimage), or of every kind."""
         from pyspark.sql import functions as F
 
-        return (
+        feed = (
             self.session.read.format("delta")
             .option("readChangeFeed", "true")
             .option("startingVersion", first)
             .option("endingVersion", last)
             .load(self.path(table))
-            .where(F.col("_change_type").isin("insert", "update_postimage"))
         )
+        return feed.where(F.col("_change_type").isin(*kinds)) if kinds else feed
 
     def replace_partitions(
         self,

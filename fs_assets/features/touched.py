@@ -83,15 +83,7 @@ def touched_windows(
     changed = clean.limit(0).select("device_id", "ts")
     if since < clean_version:
         try:
-            changed = (
-                delta.session.read.format("delta")
-                .option("readChangeFeed", "true")
-                .option("startingVersion", since + 1)
-                .option("endingVersion", clean_version)
-                .load(delta.path(table))
-                .where(F.col("reading_date").isin(days))
-                .select("device_id", "ts")
-            )
+            changed = delta.changes(table, since + 1, clean_version).where(F.col("reading_date").isin(days)).select("device_id", "ts")
             changed.limit(1).collect()  # the feed's range is checked here, not in the middle of the job
         except Exception as exc:  # Delta raises an AnalysisException naming the missing range
             if "change" not in str(exc).lower() and "cdc" not in str(exc).lower():
