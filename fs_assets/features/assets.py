@@ -6,7 +6,7 @@ day's partition whole; later runs MERGE only the windows touched since (`fs_asse
 """
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
@@ -132,8 +132,16 @@ def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
 
 def _merge_touched(delta, table, clean, keys, days, minutes, version, now, run_id, inputs):
     """Recompute the touched windows' features and MERGE them in; a touched window left without readings is deleted."""
+    # The touched windows' time span bounds the readings read: Delta skips the day's other files by
+    # their ts statistics, so on a day in progress a run reads what it recomputes, not the whole day.
+    span = keys.agg(F.min("window_start").alias("first"), F.max("window_start").alias("last")).first()
+    in_span = (
+        (F.col("ts") >= F.lit(span["first"])) & (F.col("ts") < F.lit(span["last"] + timedelta(minutes=minutes)))
+        if span["first"] is not None
+        else F.lit(False)
+    )
     readings = (
-        clean.where(F.col("reading_date").isin(days))
+        clean.where(F.col("reading_date").isin(days) & in_span)
         .withColumn("window_start", window_start(F.col("ts"), minutes))
         .join(keys, on=["device_id", "window_start"], how="left_semi")
         .drop("window_start")

@@ -15,7 +15,7 @@ the run's metadata says why.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 from pyspark.sql import DataFrame
@@ -93,8 +93,16 @@ def touched_windows(
     keys = changed.select("device_id", window_start(F.col("ts"), minutes).alias("window_start"))
     just_closed = []
     for day in days:
-        last = plan.since[day].computed_at.strftime("%Y-%m-%d %H:%M:%S.%f")
-        starts = clean.where(F.col("reading_date") == day).select("device_id", window_start(F.col("ts"), minutes).alias("window_start"))
+        since_last = plan.since[day].computed_at
+        last = since_last.strftime("%Y-%m-%d %H:%M:%S.%f")
+        # A window ending in (last, now] holds readings in (last - minutes, now): the bound lets Delta
+        # skip the day's older files by their ts statistics, so a run's cost does not grow with the day.
+        recent = (F.col("ts") > F.lit((since_last - timedelta(minutes=minutes)).strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp")) & (
+            F.col("ts") < F.lit(now_text).cast("timestamp")
+        )
+        starts = clean.where((F.col("reading_date") == day) & recent).select(
+            "device_id", window_start(F.col("ts"), minutes).alias("window_start")
+        )
         end = _window_end(F.col("window_start"), minutes)
         just_closed.append(starts.where((end > F.lit(last).cast("timestamp")) & (end <= F.lit(now_text).cast("timestamp"))))
     for frame in just_closed:
