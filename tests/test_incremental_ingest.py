@@ -150,7 +150,7 @@ def test_after_an_incremental_run_the_key_check_judges_the_keys_it_merged(spark,
     write_readings(data_root, SIM_START, "b.parquet", readings("dev-a", SIM_START, range(15, 20)))
     second = materialize_clean(resources, instance, DAY)
     assert checks(second)["check_clean_key_unique"].passed
-    assert checks(second)["check_clean_key_unique"].metadata["scope"].value.startswith("keys merged by this run")
+    assert checks(second)["check_clean_key_unique"].metadata["scope"].value.startswith("rows merged by this run")
 
     # A run whose merge inserts a key twice (what a broken de-duplication would commit), beside a duplicate no run merged.
     run_id = str(uuid.uuid4())
@@ -169,7 +169,7 @@ def test_after_an_incremental_run_the_key_check_judges_the_keys_it_merged(spark,
 
     scoped = checks(job.execute_in_process(run_id=run_id, instance=instance, **only_the_check))
     unique = scoped["check_clean_key_unique"]
-    assert unique.metadata["scope"].value.startswith("keys merged by this run")
+    assert unique.metadata["scope"].value.startswith("rows merged by this run")
     assert not unique.passed and unique.metadata["duplicate_keys"].value == 1
     assert unique.metadata["sample"].value == "dev-a @ 2026-01-05T00:33:00 x2"
     # Run alone, the check judges the day whole and finds the other one too.
