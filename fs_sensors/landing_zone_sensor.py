@@ -24,13 +24,16 @@ from fs_resources.filesystem import filesystem_for
 
 # Retries of a failed ingest run by Dagster's run-retry daemon, before the sensor's own re-requests.
 INGEST_RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS"}
+# Clean readings have the tightest SLA (15 minutes) and every later stage waits on them: their runs
+# leave the run queue before any other (the default priority is 0).
+INGEST_PRIORITY_TAGS = {"dagster/priority": "1"}
 MAX_REREQUESTS = 5
 REREQUEST_PAUSE = timedelta(minutes=5)
 RERUNS_CURSOR_KEY = "__reruns__"
 
 clean_readings_job = dg.define_asset_job(
     "clean_readings_job",
-    tags=INGEST_RETRY_TAGS,
+    tags=INGEST_RETRY_TAGS | INGEST_PRIORITY_TAGS,
     selection=dg.AssetSelection.assets("clean_sensor_readings").without_checks()
     | dg.AssetSelection.checks_for_assets("clean_sensor_readings"),
     # One process, one Spark session per run: the checks reuse the session the asset started.
