@@ -11,6 +11,7 @@ noticed within 15 minutes rather than at the next hourly run; when the watch fin
 
 import dagster as dg
 
+from fs_assets.features.assets import device_features_1d
 from fs_checks.online_checks import CHECK_LAG, CHECK_RECONCILIATION, ONLINE_STORE, REFILL_NEEDED
 from fs_sensors.prehydration_schedule import PREHYDRATION_CONCURRENCY_TAGS, prehydration_job
 
@@ -57,6 +58,10 @@ online_store_watch_schedule = dg.ScheduleDefinition(
     description="Pre-hydrates at once when the 15-minute watch finds the online store empty or expired.",
 )
 def online_store_refill_sensor(context: dg.RunStatusSensorContext):
+    if context.instance.get_latest_materialization_event(device_features_1d.key) is None:
+        # A fresh instance: the store is empty because nothing was computed yet, and a refill would
+        # fail on the missing features table and page; the first features run pre-hydrates instead.
+        return dg.SkipReason("device_features_1d has never been materialized: nothing to pre-hydrate yet")
     run_id = context.dagster_run.run_id
     records = context.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100).records
     for record in records:

@@ -51,16 +51,30 @@ def _watch(url: str, instance):
     return evaluation, online_store_refill_sensor(context)
 
 
+def _features_computed(instance) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="device_features_1d", partition="2026-01-05"))
+
+
 def test_an_empty_store_found_by_the_watch_requests_a_prehydration(empty_redis):
     with dg.instance_for_test() as instance:
+        _features_computed(instance)
         evaluation, request = _watch(empty_redis, instance)
         assert not evaluation.passed and evaluation.metadata[REFILL_NEEDED].value is True
         assert isinstance(request, dg.RunRequest)
 
 
+def test_before_any_features_an_empty_store_is_not_refilled(empty_redis):
+    # A fresh instance: a refill would only fail on the missing features table and page.
+    with dg.instance_for_test() as instance:
+        evaluation, request = _watch(empty_redis, instance)
+        assert evaluation.metadata[REFILL_NEEDED].value is True
+        assert isinstance(request, dg.SkipReason) and "never been materialized" in request.skip_message
+
+
 def test_expired_entries_request_a_prehydration_and_a_live_store_does_not(empty_redis):
     store = OnlineStore(redis.Redis.from_url(empty_redis), "v1")
     with dg.instance_for_test() as instance:
+        _features_computed(instance)
         # A projection three hours old whose entries (TTL two hours) are gone.
         store.client.hset(
             store.projection_key, mapping={"hydrated_at": encode_timestamp(datetime.now(UTC) - timedelta(hours=3)), "live_devices": 5}
