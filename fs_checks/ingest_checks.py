@@ -93,7 +93,7 @@ def _merged_rows(context: dg.AssetCheckExecutionContext, delta: DeltaTables, day
     asset=CLEAN_ASSET,
     name=CHECK_PHYSICAL_RANGES,
     partitions_def=daily_partitions,
-    description="Every non-NULL sensor value lies inside its physical range (ingest/contract.py): after an incremental run, "
+    description="Every non-NULL sensor value lies inside its physical range (fs_domain/contract.py): after an incremental run, "
     "the rows that run merged (the day held only valid rows before it); otherwise the days whole.",
 )
 def check_physical_ranges(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
