@@ -27,6 +27,17 @@ sys.path.insert(0, str(ROOT))
 DAY = date(2026, 1, 5)
 
 
+def pss_kb(pid: str) -> int:
+    """The process's proportional set size in KB (0 once it has ended)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:  # the process ended between the listing and the read
+        pass
+    return 0
+
+
 class PeakMemory:
     """Largest total memory of this process, every JVM and every Spark Python worker, sampled from /proc.
 
@@ -40,18 +51,8 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @staticmethod
-    def _pss_kb(pid: str) -> int:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-        except OSError:  # the process ended between the listing and the read
-            pass
-        return 0
-
     def _sample(self) -> int:
-        total = self._pss_kb(str(os.getpid()))
+        total = pss_kb(str(os.getpid()))
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
@@ -59,7 +60,7 @@ class PeakMemory:
                 except OSError:
                     continue
                 if b"java" in cmd.split(b"\0")[0] or b"pyspark" in cmd:
-                    total += self._pss_kb(entry.name)
+                    total += pss_kb(entry.name)
         return total
 
     def _run(self):

@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cluster_day import pss_kb  # noqa: E402
 from bench.results import write_results  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -81,11 +82,8 @@ class TreeMemory:
             if not entry.name.isdigit():
                 continue
             try:
-                mine = os.getsid(int(entry.name)) in self.sessions or self.marker in (entry / "cmdline").read_bytes()
-                if mine:
-                    for line in (entry / "smaps_rollup").read_text().splitlines():
-                        if line.startswith("Pss:"):
-                            total += int(line.split()[1])
+                if os.getsid(int(entry.name)) in self.sessions or self.marker in (entry / "cmdline").read_bytes():
+                    total += pss_kb(entry.name)
             except OSError:
                 continue
         return total
