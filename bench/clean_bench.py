@@ -10,7 +10,7 @@ day. Ours is `clean_sensor_readings` materialized as the UI does (a rebuild of t
 and out, the ledger and the accounting included); DuckDB (version pinned in pyproject) writes its
 Arrow results with `deltalake`. Runs alternate (ours, DuckDB, ours, ...). Prints a table and writes
 `bench/results/clean.json`: median and slowest of `--repeats` runs, row counts that must agree,
-and peak memory (this process plus every JVM, sampled every half second).
+and peak memory (this process plus every JVM, sampled at most every half second).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ memory stays that of one file. Then, each stage a `dagster.materialize` of the c
 assets and checks with its own resources (Spark local mode, Delta on disk, an embedded Redis):
 registry, clean readings (with their table checks), the 15-minute, 1-hour and 1-day features (with
 theirs), `device_objects` and the Redis projection `device_online_store`. Per stage: wall seconds
-and peak memory (this process plus every JVM and Spark Python worker, sampled every half second).
+and peak memory (this process plus every JVM and Spark Python worker, sampled at most every half second).
 
 Reference, on the same files in the same run: DuckDB applying the same contract (parse, ranges,
 ids, registry join, dedup with the latest file winning, Delta write; `bench/clean_bench.py`) and
