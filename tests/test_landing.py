@@ -25,7 +25,7 @@ def _staged(spark, tmp_path, limits=None):
     fs = HadoopFileSystem(spark)
     files = landing.list_landing_files(fs, _root(tmp_path), DAY)
     staged = landing.read_landing(spark, fs, {DAY.isoformat(): files}, limits)
-    rows = [r.asDict() for r in staged.rows.collect()]
+    rows = [r.asDict() for r in staged.with_paths(staged.rows).collect()]
     return {os.path.basename(r["source_file"]): [x for x in rows if x["source_file"] == r["source_file"]] for r in rows}, staged.report
 
 
@@ -114,7 +114,7 @@ def test_ragged_rows_corrupt_empty_and_vanished_files_are_records_naming_them(sp
     assert set(report.unreadable_files) == {str(folder / n) for n in ("corrupt.parquet", "zero.parquet", "gone.parquet")}
     assert "vanished" in report.unreadable_files[str(folder / "gone.parquet")]
     assert report.empty_files == [str(folder / "empty.csv")]
-    rows = [r.asDict() for r in staged.rows.collect()]
+    rows = [r.asDict() for r in staged.with_paths(staged.rows).collect()]
     ragged = sorted((r for r in rows if r["source_file"].endswith("r.csv")), key=lambda r: r["row_order"])
     assert [r["file_error"] for r in ragged] == [None, Reason.SCHEMA_MISMATCH]
     records = [r for r in rows if r["file_error"] == Reason.UNREADABLE_FILE]

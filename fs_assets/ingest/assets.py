@@ -29,7 +29,7 @@ from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE, MAINTENANCE_TABLE, QUARA
 from fs_resources import settings
 from fs_resources.delta import DeltaTableMissing, DeltaTables, DeltaWrite
 from fs_resources.filesystem import filesystem_for
-from fs_resources.spark import file_splits_for, shuffle_partitions_for
+from fs_resources.spark import cache_uncompressed_up_to, file_splits_for, shuffle_partitions_for
 
 CLEAN_TABLE_PROPERTIES = {
     # Features recompute only the windows whose readings changed: they read this table's change feed.
@@ -261,16 +261,20 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
     parquet_bytes = sum(f.size for p in plans for f in p.to_read if f.path in footer_rows)
     estimated = sum(footer_rows.values()) + sum(f.size // 100 for p in plans for f in p.to_read if f.path not in footer_rows)
     bytes_per_row = parquet_bytes / max(1, sum(footer_rows.values())) if footer_rows else 100.0
-    with file_splits_for(session, bytes_per_row), shuffle_partitions_for(session, estimated) as partitions:
+    with (
+        file_splits_for(session, bytes_per_row),
+        shuffle_partitions_for(session, estimated) as partitions,
+        cache_uncompressed_up_to(session, estimated),
+    ):
         if partitions > 4:
             context.log.info(f"about {estimated:,} raw rows: {partitions} shuffle partitions")
         judged = cleaning.judged(staged.rows, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
-        deduplicated = cleaning.deduplicate(cleaning.kept_readings(judged))
-        books, per_file = cleaning.accounting(judged, deduplicated.contested, [p.day for p in plans])
+        deduplicated = cleaning.deduplicate(cleaning.kept_readings(judged), staged.files)
+        books, per_file = cleaning.accounting(judged, deduplicated.contested, [p.day for p in plans], staged.paths)
         if rebuilt and not config.allow_shrink:
             _refuse_shrinking(delta, {day: books[day].clean_rows for day in rebuilt})
         kept_by_file = {path: acc.kept_rows for path, acc in per_file.items()}
-        quarantine = cleaning.quarantine_rows(judged, now)
+        quarantine = cleaning.quarantine_rows(judged, staged.files, now)
         kept = deduplicated.rows.select(*CLEAN_COLUMNS, "landing_date")
         writes = []
         if rebuilt:

