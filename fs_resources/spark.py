@@ -204,7 +204,8 @@ def cache_uncompressed_up_to(session: SparkSession, rows: int, max_rows: int = 2
     at most `max_rows` rows.
 
     Compressing a cached batch tries every encoding on every column: caching a 10,000-device day of
-    judged readings (14 M rows) took about 2 s longer compressed than not, of a 55 s cleaning step. Past `max_rows` the saving is what keeps the cache in the heap, and it stays on."""
+    judged readings (14 M rows) took about 2 s longer compressed than not, of a 55 s cleaning step.
+    Past `max_rows` the saving is what keeps the cache in the heap, and compression stays on."""
     key = "spark.sql.inMemoryColumnarStorage.compressed"
     before = session.conf.get(key)
     if rows <= max_rows:

@@ -80,8 +80,9 @@ class StagingReport:
 @dataclass
 class Staged:
     """The staged rows name their file by `file_id`, its rank among the listed paths (so ordering by
-    it orders by path): caching a day of rows with a 4-byte id rather than the path's text cut a
-    third off the cost of holding them; `files` puts the path back where a row is written."""
+    it orders by path), not by the path's text: the cleaning step caches every row it judges, and
+    the path repeated on each was the widest column it held. `files` puts the path back on the rows
+    that are written."""
 
     rows: DataFrame  # STAGED_SCHEMA - source_uri + file_id, landing_date, ingested_at
     files: DataFrame  # file_id, source_file (the path as listed)
