@@ -269,12 +269,12 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         if partitions > 4:
             context.log.info(f"about {estimated:,} raw rows: {partitions} shuffle partitions")
         judged = cleaning.judged(staged.rows, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
-        deduplicated = cleaning.deduplicate(cleaning.kept_readings(judged), staged.files)
+        deduplicated = cleaning.deduplicate(cleaning.kept_readings(judged), staged.with_paths)
         books, per_file = cleaning.accounting(judged, deduplicated.contested, [p.day for p in plans], staged.paths)
         if rebuilt and not config.allow_shrink:
             _refuse_shrinking(delta, {day: books[day].clean_rows for day in rebuilt})
         kept_by_file = {path: acc.kept_rows for path, acc in per_file.items()}
-        quarantine = cleaning.quarantine_rows(judged, staged.files, now)
+        quarantine = cleaning.quarantine_rows(judged, staged.with_paths, now)
         kept = deduplicated.rows.select(*CLEAN_COLUMNS, "landing_date")
         writes = []
         if rebuilt:

@@ -13,6 +13,7 @@ raw = clean + quarantined + duplicates dropped can be reported and checked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -190,14 +191,13 @@ def text_row_numbers(judged: DataFrame) -> DataFrame:
     return per_task.withColumn("_offset", F.coalesce(F.sum("_rows").over(earlier), F.lit(0))).drop("_rows")
 
 
-def quarantine_rows(judged: DataFrame, files: DataFrame, now: datetime) -> DataFrame:
-    """The rejected rows as the quarantine table holds them; `files` maps `file_id` to `source_file`."""
+def quarantine_rows(judged: DataFrame, with_paths: Callable[[DataFrame], DataFrame], now: datetime) -> DataFrame:
+    """The rejected rows as the quarantine table holds them; `with_paths` (`landing.Staged.with_paths`)
+    names their file."""
     rows = judged.where(F.col("reason").isNotNull())
     numbers = text_row_numbers(judged)
     return (
-        rows.withColumn("_task", F.shiftright("row_order", 33))
-        .join(F.broadcast(numbers), on=["file_id", "_task"], how="left")
-        .join(F.broadcast(files), on="file_id", how="left")
+        with_paths(rows.withColumn("_task", F.shiftright("row_order", 33)).join(F.broadcast(numbers), on=["file_id", "_task"], how="left"))
         .withColumn(
             "source_row",
             F.when(F.col("text_format"), F.col("_offset") + F.col("row_order") - F.col("_first")).otherwise(F.col("source_row")),
@@ -242,7 +242,7 @@ class Deduplicated:
         self.keys.unpersist()
 
 
-def deduplicate(kept: DataFrame, files: DataFrame) -> Deduplicated:
+def deduplicate(kept: DataFrame, with_paths: Callable[[DataFrame], DataFrame]) -> Deduplicated:
     """Latest ingested wins per (device_id, ts).
 
     Re-sent readings are a few keys in a thousand. A hash aggregation finds them; only their rows
@@ -250,14 +250,13 @@ def deduplicate(kept: DataFrame, files: DataFrame) -> Deduplicated:
     broadcast anti-join). Sorting the whole batch by key cost a third of the step. The aggregation
     and both joins run on one 64-bit hash of the key rather than on the (string, timestamp) pair:
     a fifth less time. Two keys that share a hash both go through the window, which groups by the
-    key itself, and each wins alone. The winners get their file's path (`files`) on the way out."""
+    key itself, and each wins alone. The winners get their file's path (`with_paths`) on the way out."""
     hashed = kept.withColumn("_key", F.xxhash64("device_id", "ts"))
     keys = hashed.groupBy("_key").count().where("count > 1").select("_key").persist(StorageLevel.MEMORY_AND_DISK)
     contested = marked(hashed.join(F.broadcast(keys), on="_key", how="left_semi").drop("_key")).persist(StorageLevel.MEMORY_AND_DISK)
     singles = hashed.join(F.broadcast(keys), on="_key", how="left_anti").drop("_key")
     winners = contested.where("_keep").select(*kept.columns)
-    named = singles.unionByName(winners).join(F.broadcast(files), on="file_id", how="left").drop("file_id")
-    return Deduplicated(named, contested, keys)
+    return Deduplicated(with_paths(singles.unionByName(winners)), contested, keys)
 
 
 @dataclass
