@@ -1,6 +1,14 @@
-"""Tables in the Dagster UI: rows of plain values shown as `MetadataValue.table`, sortable and typed."""
+"""Metadata shared by the assets: tables in the Dagster UI (rows of plain values shown as
+`MetadataValue.table`, sortable and typed), and each asset's data time.
+
+Data time: every asset that data-time freshness judges records the newest value of its clock column
+over the partitions it wrote, as `latest_<column>` (an ISO timestamp, or "none"), read from the
+table after the write. `fs_checks.data_freshness_checks` reads it back from the materializations,
+so a freshness check needs no Spark session.
+"""
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import dagster as dg
 
@@ -23,3 +31,12 @@ def _plain(value: object) -> object:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
+
+
+def latest_key(column: str) -> str:
+    """The metadata key under which an asset records the newest value of `column` it holds."""
+    return f"latest_{column}"
+
+
+def latest_value(value: datetime | None) -> str:
+    return value.isoformat() if value else "none"

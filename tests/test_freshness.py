@@ -89,6 +89,33 @@ def test_the_checks_run_in_dagster_and_evaluate_each_selected_asset():
 
 
 @pytest.mark.unit
+def test_data_time_is_the_newest_recorded_over_today_and_yesterday_for_the_current_version():
+    from fs_checks.data_freshness_checks import DATA_CLOCKS, recorded_latest
+
+    instance = dg.DagsterInstance.ephemeral()
+    clock = DATA_CLOCKS["device_features_15m"]
+    days = ["2026-01-04", "2026-01-05"]
+
+    def written(day: str, latest: str, version: str = "v1") -> None:
+        metadata = {"latest_window_end": latest, "feature_set_version": version}
+        instance.report_runless_asset_event(dg.AssetMaterialization("device_features_15m", partition=day, metadata=metadata))
+
+    assert recorded_latest(instance, dg.AssetKey("device_features_15m"), clock, days, "v1") is None
+    written("2026-01-05", "2026-01-05T09:00:00")
+    written("2026-01-04", "2026-01-05T00:00:00")  # a late file for yesterday, written after today's run
+    written("2026-01-05", "2026-01-05T09:15:00", version="v2")  # another feature set version's table
+    written("2026-01-03", "2026-01-05T12:00:00")  # not one of the two days
+    # Today's latest materialization wrote v2's table: v1's newest is yesterday's.
+    assert recorded_latest(instance, dg.AssetKey("device_features_15m"), clock, days, "v1") == datetime(2026, 1, 5, 0, 0)
+    written("2026-01-05", "2026-01-05T09:30:00")
+    assert recorded_latest(instance, dg.AssetKey("device_features_15m"), clock, days, "v1") == datetime(2026, 1, 5, 9, 30)
+    written("2026-01-05", "none")  # a run that found no closed window: yesterday's still counts
+    assert recorded_latest(instance, dg.AssetKey("device_features_15m"), clock, days, "v1") == datetime(2026, 1, 5, 0, 0)
+    written("2026-01-04", "2026-01-04T23:45:00", version="v2")
+    assert recorded_latest(instance, dg.AssetKey("device_features_15m"), clock, days, "v1") is None
+
+
+@pytest.mark.unit
 def test_data_time_freshness_judges_the_data_against_each_sla():
     from fs_checks.data_freshness_checks import DATA_CLOCKS, judge
 

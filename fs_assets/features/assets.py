@@ -18,6 +18,7 @@ from fs_assets.features.compute import window_features
 from fs_assets.features.windows import MICROS_PER_MINUTE, window_start
 from fs_assets.freshness import freshness_policy
 from fs_assets.ingest.assets import clean_sensor_readings
+from fs_assets.metadata import latest_key, latest_value
 from fs_assets.partitions import daily_backfill_policy, daily_partitions
 from fs_domain import slas
 from fs_domain.features import WINDOWS, Window
@@ -122,7 +123,7 @@ def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
                 touched.COMPUTED_AT_KEY: now.isoformat(),
                 "window_duration_minutes": spec.minutes,
                 "days": len(days),
-                "latest_window_end": summary["latest"].isoformat() if summary["latest"] else "none",
+                latest_key("window_end"): latest_value(summary["latest"]),
                 "seconds": round(time.monotonic() - started, 2),
             }
         )

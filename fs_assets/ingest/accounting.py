@@ -12,6 +12,7 @@ The other ingest checks, which re-read the written table, are in `fs_checks.inge
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import dagster as dg
 
@@ -47,6 +48,7 @@ class DayBooks:
     duplicates_dropped: int = 0
     clean_in_table: int = 0
     quarantined_in_table: int = 0
+    latest_ts: datetime | None = None  # the newest reading the clean table holds for the day
 
     @property
     def balanced(self) -> bool:

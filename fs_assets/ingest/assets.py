@@ -21,7 +21,7 @@ from fs_assets.ingest.accounting import (
 from fs_assets.ingest.cleaning import CLEAN_COLUMNS
 from fs_assets.ingest.maintenance import MaintenanceError, read_maintenance
 from fs_assets.ingest.registry import RegistryError, read_registry
-from fs_assets.metadata import table_metadata
+from fs_assets.metadata import latest_key, latest_value, table_metadata
 from fs_assets.partitions import daily_backfill_policy, daily_partitions
 from fs_domain import slas
 from fs_domain.contract import MAINTENANCE_COLUMNS, MIN_KEPT_SHARE, REGISTRY_COLUMNS, SENSORS, FileLimits
@@ -373,6 +373,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             "empty_files": dg.MetadataValue.json(staged.report.empty_files),
             "ignored_files": dg.MetadataValue.json(ignored),
             "batch_id": batch,
+            latest_key("ts"): latest_value(max((b.latest_ts for b in day_books.values() if b.latest_ts), default=None)),
             "seconds": round(time.monotonic() - started, 2),
         },
         check_results=[
@@ -436,13 +437,14 @@ def _day_books(delta: DeltaTables, days: list[str]) -> dict[str, DayBooks]:
                 r["clean_rows_added"],
                 r["duplicates_dropped"],
             )
-    for table, column, attribute in (
-        (CLEAN_TABLE, "reading_date", "clean_in_table"),
-        (QUARANTINE_TABLE, "landing_date", "quarantined_in_table"),
-    ):
-        if delta.exists(table):
-            for r in delta.read(table).where(F.col(column).isin(days)).groupBy(column).count().collect():
-                setattr(books[r[column].isoformat()], attribute, r["count"])
+    if delta.exists(CLEAN_TABLE):
+        held = delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(days))
+        for r in held.groupBy("reading_date").agg(F.count(F.lit(1)).alias("count"), F.max("ts").alias("latest")).collect():
+            b = books[r["reading_date"].isoformat()]
+            b.clean_in_table, b.latest_ts = r["count"], r["latest"]
+    if delta.exists(QUARANTINE_TABLE):
+        for r in delta.read(QUARANTINE_TABLE).where(F.col("landing_date").isin(days)).groupBy("landing_date").count().collect():
+            books[r["landing_date"].isoformat()].quarantined_in_table = r["count"]
     return books
 
 

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from fs_assets.features.assets import device_features_1d, feature_assets
 from fs_assets.freshness import freshness_policy
 from fs_assets.ingest.assets import device_registry
-from fs_assets.metadata import table_metadata
+from fs_assets.metadata import latest_key, latest_value, table_metadata
 from fs_assets.ontology.objects import device_objects_frame, model_vectors_frame, objects_arrow
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
@@ -74,7 +74,7 @@ def device_objects(context: dg.AssetExecutionContext, delta: DeltaTables, featur
             "anomaly_scores": f"{scores_table}, model {score_model.name}"
             if scores is not None
             else f"{scores_table} not written yet: latest_anomaly_score is NULL",
-            "latest_features_window_end": summary["latest"].isoformat() if summary["latest"] else "none",
+            latest_key("features_window_end"): latest_value(summary["latest"]),
             "feature_set_version": feature_store.version(),
             "seconds": round(time.monotonic() - started, 2),
         }
