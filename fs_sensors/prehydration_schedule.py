@@ -41,4 +41,8 @@ prehydration_schedule = dg.ScheduleDefinition(
 def prehydration_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     materialization = asset_event.asset_materialization
     partition = materialization.partition if materialization else None
+    written = materialization.metadata.get("rows_written") if materialization else None
+    if written is not None and written.value == 0:
+        # A run of a day in progress, or one that found no window to recompute: the snapshot would not change.
+        return dg.SkipReason(f"device_features_1d {partition} was materialized without writing a window")
     return dg.RunRequest(run_key=f"{asset_event.run_id}:{partition}", tags={"fs/trigger": f"device_features_1d {partition}"})

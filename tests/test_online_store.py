@@ -442,6 +442,23 @@ def test_hydrated_at_is_encoded_fixed_width_so_redis_orders_it():
     assert len(early) == len(late) and early < late
 
 
+@pytest.mark.unit
+def test_a_features_run_that_wrote_no_window_does_not_trigger_prehydration():
+    from fs_sensors.prehydration_schedule import prehydration_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    day_in_progress = dg.AssetMaterialization("device_features_1d", partition="2026-01-05", metadata={"rows_written": 0})
+    instance.report_runless_asset_event(day_in_progress)
+    context = dg.build_sensor_context(instance=instance)
+    (skipped,) = list(prehydration_sensor(context))
+    assert isinstance(skipped, dg.SkipReason) and "without writing" in skipped.skip_message
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("device_features_1d", partition="2026-01-05", metadata={"rows_written": 20})
+    )
+    (request,) = list(prehydration_sensor(dg.build_sensor_context(instance=instance, cursor=context.cursor)))
+    assert isinstance(request, dg.RunRequest)
+
+
 @pytest.mark.integration
 def test_a_new_day_of_features_triggers_prehydration(fleet):
     from fs_sensors.prehydration_schedule import prehydration_sensor

@@ -100,8 +100,9 @@ def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
         if plan.incremental_days:
             keys = keys.persist(StorageLevel.MEMORY_AND_DISK)
             windows_recomputed = keys.count()
-            write = _merge_touched(delta, table, clean, keys, plan.incremental_days, spec.minutes, version, now, context.run_id, inputs)
-            rows_written += write.metric("numTargetRowsInserted") + write.metric("numTargetRowsUpdated")
+            if windows_recomputed:  # none on a day in progress when no window of this size closed or changed
+                write = _merge_touched(delta, table, clean, keys, plan.incremental_days, spec.minutes, version, now, context.run_id, inputs)
+                rows_written += write.metric("numTargetRowsInserted") + write.metric("numTargetRowsUpdated")
             keys.unpersist()
         summary = (
             delta.read(table)
