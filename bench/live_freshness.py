@@ -5,9 +5,10 @@
 In a fresh data root and Dagster instance, as `make run` and `make sim-live` would: an embedded
 Redis, `dagster-daemon` on the code location (every sensor and schedule at its default, the
 instance settings of `dagster_home/dagster.yaml`: two runs at a time), and `fs-sim live` writing a
-landing file of the fleet's latest readings every `--interval` seconds. Its first file catches up
-from midnight; the measured window opens once the pipeline has carried that catch-up to the online
-store, and lasts `--minutes`. Then the simulator stops and the pipeline drains.
+landing file of the fleet's latest readings every `--interval` seconds. Its first iteration catches
+up from midnight (many files at 100,000 devices) and lands before the daemon starts; the measured
+window opens once the pipeline has carried that catch-up to the online store (or after
+`--catch-up-minutes`), and lasts `--minutes`. Then the simulator stops and the pipeline drains.
 
 For each landing file of the measured window, from its modification time:
 - to clean readings: the commit to `clean_sensor_readings` of the run that cleaned it (the ledger
@@ -273,13 +274,24 @@ def main(argv: list[str] | None = None) -> int:
 
     served = [a.key.path[-1] for a in VECTOR_SOURCES]
     subprocess.run([str(BIN / "python"), "-m", "fs_resources.embedded_redis", "start"], cwd=ROOT, env=env, check=True)
-    began = time.time()
     try:
         # The instance's SQLite storages are created here, before the daemon and its code server
         # open them: three processes creating them at once can leave two schema heads behind.
         observed = Observed(root)
-        start("daemon", str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml"))
+        # The day so far lands before the daemon starts, as for a store deployed on a landing zone
+        # that already holds the morning: its first run cleans that backlog whole. (Started together,
+        # the sensor would clean the backlog's files in several runs as they are written, each
+        # merging readings that span the day so far.)
+        simulated = time.time()
         start("simulator", str(BIN / "fs-sim"), "live", "--devices", str(args.devices), "--interval", str(args.interval))
+        while "wrote" not in (logs / "simulator.log").read_text():
+            if procs["simulator"].poll() is not None:
+                raise SystemExit(f"simulator exited with {procs['simulator'].returncode}; see {logs / 'simulator'}.log")
+            time.sleep(5)
+        backlog_seconds = time.time() - simulated
+        print(f"the day so far landed in {backlog_seconds:.0f} s; starting the daemon", flush=True)
+        began = time.time()
+        start("daemon", str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml"))
         opened = None
         print(f"{args.devices:,} devices live under {work}; waiting for the catch-up to reach the online store", flush=True)
         while opened is None or time.time() < opened + args.minutes * 60:
@@ -336,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "caught_up": caught_up,
             "files": len(catch_up),
             "readings": sum(f["rows"] for f in catch_up),
+            "seconds_to_land": round(backlog_seconds),
             "seconds_to_online_store": round(opened - began),
         },
         "files_measured": len(measured),
