@@ -1,4 +1,4 @@
-"""`prehydration_schedule` (hourly) and `prehydration_sensor` (a new day of 1-day features landed).
+"""`prehydration_schedule` (hourly) and `prehydration_sensor` (features the online store projects were written).
 
 Both launch `prehydration_job` (`device_objects`, then `device_online_store`, then the lag and
 key-count checks). The job's runs carry one concurrency key, limited to 1 in
@@ -8,6 +8,8 @@ the queue, and projects the then-newest snapshot.
 
 import dagster as dg
 
+from fs_assets.features.assets import device_features_1d
+from fs_assets.ontology.assets import VECTOR_SOURCES
 from fs_checks.online_checks import CHECK_KEY_COUNT, CHECK_LAG, ONLINE_STORE
 
 PREHYDRATION_CONCURRENCY_TAGS = {"fs/concurrency_key": "prehydration"}
@@ -31,18 +33,38 @@ prehydration_schedule = dg.ScheduleDefinition(
 )
 
 
-@dg.asset_sensor(
-    asset_key=dg.AssetKey("device_features_1d"),
+# What the online store projects: device_objects (from the 1-day features) and the served models'
+# input vectors (from their window sizes' features).
+PROJECTED_FEATURES = sorted({device_features_1d.key, *(a.key for a in VECTOR_SOURCES)}, key=lambda k: k.to_user_string())
+
+
+@dg.multi_asset_sensor(
+    monitored_assets=PROJECTED_FEATURES,
     job=prehydration_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Pre-hydrates as soon as a device_features_1d partition is written, without waiting for the hour.",
+    description="Pre-hydrates as soon as features the online store projects (1-day windows, served models' windows) are written, "
+    "without waiting for the hour.",
 )
-def prehydration_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    materialization = asset_event.asset_materialization
-    partition = materialization.partition if materialization else None
-    written = materialization.metadata.get("rows_written") if materialization else None
-    if written is not None and written.value == 0:
-        # A run of a day in progress, or one that found no window to recompute: the snapshot would not change.
-        return dg.SkipReason(f"device_features_1d {partition} was materialized without writing a window")
-    return dg.RunRequest(run_key=f"{asset_event.run_id}:{partition}", tags={"fs/trigger": f"device_features_1d {partition}"})
+def prehydration_sensor(context: dg.MultiAssetSensorEvaluationContext):
+    seen = {key: list(context.materialization_records_for_key(key)) for key in PROJECTED_FEATURES}
+    latest = {key: records[-1] for key, records in seen.items() if records}
+    if not latest:
+        return dg.SkipReason("no features materialized since the last look")
+    # A run that wrote no window (a day in progress for the 1-day size, or nothing to recompute)
+    # leaves the projection as it was: no run for it.
+    wrote = [r for records in seen.values() for r in records if _wrote_windows(r)]
+    context.advance_cursor(latest)
+    if not wrote:
+        return dg.SkipReason(f"{', '.join(k.to_user_string() for k in latest)} materialized without writing a window")
+    newest = max(wrote, key=lambda r: r.storage_id)
+    partition = newest.asset_materialization.partition if newest.asset_materialization else None
+    return dg.RunRequest(
+        run_key=f"{newest.run_id}:{partition}",
+        tags={"fs/trigger": f"{newest.asset_key.to_user_string()} {partition}"},
+    )
+
+
+def _wrote_windows(record: dg.EventLogRecord) -> bool:
+    written = record.asset_materialization.metadata.get("rows_written") if record.asset_materialization else None
+    return written is None or written.value != 0

@@ -442,29 +442,38 @@ def test_hydrated_at_is_encoded_fixed_width_so_redis_orders_it():
     assert len(early) == len(late) and early < late
 
 
-@pytest.mark.unit
-def test_a_features_run_that_wrote_no_window_does_not_trigger_prehydration():
-    from fs_sensors.prehydration_schedule import prehydration_sensor
+def _prehydration_tick(instance, cursor=None):
+    from definitions import defs
+    from fs_sensors.prehydration_schedule import PROJECTED_FEATURES, prehydration_sensor
 
+    context = dg.build_multi_asset_sensor_context(monitored_assets=PROJECTED_FEATURES, instance=instance, cursor=cursor, definitions=defs)
+    result = prehydration_sensor(context)
+    return result, context.cursor
+
+
+@pytest.mark.unit
+def test_prehydration_follows_written_windows_of_the_projected_sizes_only():
     instance = dg.DagsterInstance.ephemeral()
-    day_in_progress = dg.AssetMaterialization("device_features_1d", partition="2026-01-05", metadata={"rows_written": 0})
-    instance.report_runless_asset_event(day_in_progress)
-    context = dg.build_sensor_context(instance=instance)
-    (skipped,) = list(prehydration_sensor(context))
+
+    def materialized(asset: str, rows_written: int) -> None:
+        metadata = {"rows_written": rows_written}
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition="2026-01-05", metadata=metadata))
+
+    materialized("device_features_1d", 0)  # the day is in progress: its 1-day window is still open
+    skipped, cursor = _prehydration_tick(instance)
     assert isinstance(skipped, dg.SkipReason) and "without writing" in skipped.skip_message
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization("device_features_1d", partition="2026-01-05", metadata={"rows_written": 20})
-    )
-    (request,) = list(prehydration_sensor(dg.build_sensor_context(instance=instance, cursor=context.cursor)))
-    assert isinstance(request, dg.RunRequest)
+    materialized("device_features_1h", 100)  # an hour closed: the served model's vectors move
+    materialized("device_features_1d", 0)
+    materialized("device_features_15m", 400)  # not projected
+    request, cursor = _prehydration_tick(instance, cursor)
+    assert isinstance(request, dg.RunRequest) and request.tags["fs/trigger"] == "device_features_1h 2026-01-05"
+    again, _ = _prehydration_tick(instance, cursor)
+    assert isinstance(again, dg.SkipReason)
 
 
 @pytest.mark.integration
 def test_a_new_day_of_features_triggers_prehydration(fleet):
-    from fs_sensors.prehydration_schedule import prehydration_sensor
-
-    context = dg.build_sensor_context(instance=fleet["instance"])
-    (request,) = list(prehydration_sensor(context))
+    request, cursor = _prehydration_tick(fleet["instance"])
     assert isinstance(request, dg.RunRequest) and request.run_key.rsplit(":", 1)[1] in DAYS
-    (again,) = list(prehydration_sensor(dg.build_sensor_context(instance=fleet["instance"], cursor=context.cursor)))
+    again, _ = _prehydration_tick(fleet["instance"], cursor)
     assert isinstance(again, dg.SkipReason)
