@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-minutes", type=float, default=20.0, help="longest wait for the pipeline to catch up at the end")
     parser.add_argument("--work-dir", default=None, help="where the data and instance go (default: a temporary folder, removed after)")
     args = parser.parse_args(argv)
+    # A `kill` (SIGTERM) stops the daemon, its runs, the simulator and Redis as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     work = Path(tempfile.mkdtemp(prefix="fs-live-", dir=args.work_dir))
     root, home = work / "data", work / "dagster_home"
