@@ -169,6 +169,18 @@ def test_kernel_streaming_never_splits_a_device(monkeypatch):
     pd.testing.assert_frame_equal(streamed, whole)
 
 
+@pytest.mark.unit
+def test_readings_before_the_open_window_are_exactly_those_of_closed_windows():
+    from fs_assets.features.windows import closed_until
+
+    at = datetime(2026, 1, 5, 10, 20, 30, tzinfo=timezone.utc)
+    assert closed_until(at, 15) == datetime(2026, 1, 5, 10, 15, tzinfo=timezone.utc)
+    assert closed_until(at, 60) == datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+    assert closed_until(at, 1440) == datetime(2026, 1, 5, tzinfo=timezone.utc)  # a day in progress: nothing to read
+    # At a boundary the window ending there is closed (window_end <= computed_at) and the next is open.
+    assert closed_until(datetime(2026, 1, 5, 10, 15, tzinfo=timezone.utc), 15) == datetime(2026, 1, 5, 10, 15, tzinfo=timezone.utc)
+
+
 @pytest.mark.integration
 def test_a_window_still_running_at_computed_at_is_not_written(readings):
     _, df = readings

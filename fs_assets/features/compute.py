@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fs_assets.features import kernels
-from fs_assets.features.windows import MICROS_PER_MINUTE
+from fs_assets.features.windows import MICROS_PER_MINUTE, closed_until
 from fs_domain.contract import SENSOR_NAMES
 from fs_domain.features import FEATURES, features_for
 from fs_resources.schemas import features_spark_schema
@@ -55,7 +55,10 @@ def _kernel_partition(batches: Iterator[pd.DataFrame], minutes: int) -> Iterator
 
 def window_features(clean: DataFrame, minutes: int, version: str, computed_at: datetime) -> DataFrame:
     """One row per (device, window of `minutes`) present in `clean` and ended by `computed_at`, with every feature of `version`."""
-    readings = clean.select("device_id", "ts", *SENSOR_NAMES)
+    # Readings of windows still open are not read: on a day in progress the 1-day size reads nothing
+    # (Delta skips every file of the day by its ts statistics) instead of computing the day to drop it.
+    closed = F.col("ts") < F.lit(closed_until(computed_at, minutes)).cast("timestamp")
+    readings = clean.where(closed).select("device_id", "ts", *SENSOR_NAMES)
     features = (
         readings.repartition("device_id")
         .sortWithinPartitions("device_id", "ts")

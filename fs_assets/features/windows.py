@@ -1,5 +1,7 @@
 """Tumbling windows aligned to midnight UTC: a reading at exactly a boundary opens the later window."""
 
+from datetime import UTC, datetime
+
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
@@ -11,6 +13,13 @@ def window_start(ts: Column, minutes: int) -> Column:
     size = minutes * MICROS_PER_MINUTE
     # Integer arithmetic on microseconds: exact, and aligned to the epoch, hence to every UTC midnight.
     return F.timestamp_micros(micros - F.pmod(micros, F.lit(size)))
+
+
+def closed_until(at: datetime, minutes: int) -> datetime:
+    """The start of the window of `minutes` still open at `at`: every reading before it is in a closed window."""
+    micros = round(at.timestamp() * 1_000_000)
+    size = minutes * MICROS_PER_MINUTE
+    return datetime.fromtimestamp((micros - micros % size) / 1_000_000, tz=UTC)
 
 
 def minutes_since(ts: Column, start: Column) -> Column:
