@@ -141,6 +141,21 @@ def test_poison_files_beside_good_ones_are_quarantined_by_name_and_the_day_is_in
     assert clean_rows(spark, DAY).count() == 12  # good.parquet and both good lines of deep.jsonl
 
 
+@pytest.mark.integration
+def test_after_an_incremental_run_the_null_fraction_is_that_of_the_rows_it_merged(resources, instance, data_root):
+    registry(data_root, ["dev-a"])
+    write_readings(data_root, SIM_START, "a.parquet", readings("dev-a", SIM_START, range(0, 200)))
+    materialize_registry(resources, instance)
+    first = checks(materialize_clean(resources, instance, DAY))["check_sensor_null_fraction"]
+    assert first.passed and first.metadata["readings"].value == 200
+    # Ten readings whose vibration sensor is dead: under 5 % of the day, all of the run's.
+    write_readings(data_root, SIM_START, "b.parquet", readings("dev-a", SIM_START, range(200, 210), vibration_compressor=None))
+    second = checks(materialize_clean(resources, instance, DAY))["check_sensor_null_fraction"]
+    assert second.metadata["scope"].value.startswith("rows merged by this run")
+    assert second.metadata["readings"].value == 10 and second.metadata["null_fraction_vibration_compressor"].value == 1.0
+    assert not second.passed and "vibration_compressor" in second.description
+
+
 def test_after_an_incremental_run_the_key_check_judges_the_keys_it_merged(spark, resources, instance, data_root):
     registry(data_root, ["dev-a"])
     write_readings(data_root, SIM_START, "a.parquet", readings("dev-a", SIM_START, range(0, 10)))
