@@ -94,6 +94,10 @@ def delta_spark_conf(master: str | None = None, shuffle_partitions: int = 4, dri
         # About 60 aggregates in one groupBy silently lose generated code below this.
         "spark.sql.codegen.maxFields": "1000",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # A Python worker that dies (the feature kernels run in them) leaves its Python traceback in
+        # the run's error instead of only "Python worker exited unexpectedly (crashed)".
+        "spark.python.worker.faulthandler.enabled": "true",
+        "spark.sql.execution.pyspark.udf.faulthandler.enabled": "true",
         # Larger Arrow batches into the feature kernels: fewer, bigger numpy passes.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
