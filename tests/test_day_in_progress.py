@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pandas as pd
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from fs_assets.features.assets import feature_assets
@@ -13,7 +14,9 @@ from fs_checks.feature_checks import build_feature_checks
 from fs_domain.contract import LANDING_COLUMNS
 from fs_domain.features import WINDOWS
 from fs_domain.tables import features_table
+from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.spark import DeltaSparkResource
 from tests.ingest_runs import materialize_clean, materialize_registry, table
 from tests.landing_files import NORMAL, registry, write_readings
 
@@ -37,8 +40,14 @@ def _readings(day: date, start: datetime, end: datetime, shift: float = 0.0) -> 
     return pd.concat(frames, ignore_index=True)[list(LANDING_COLUMNS)]
 
 
-def _features(resources, instance, day: str, sizes=ASSETS, with_checks: bool = True, **config):
+def _features(resources, instance, day: str, sizes=ASSETS, with_checks: bool = True, checks_only: bool = False, **config):
     checks = [c for c in CHECKS if any(k.asset_key in {a.key for a in sizes} for k in c.check_keys)] if with_checks else []
+    if checks_only:
+        selection = dg.AssetSelection.checks(*[key for c in checks for key in c.check_keys])
+        return dg.materialize(
+            [*sizes, *checks], partition_key=day, resources=resources | {"feature_store": FeatureStoreResource()}, instance=instance,
+            selection=selection,
+        )  # fmt: skip
     return dg.materialize(
         [*sizes, *checks], partition_key=day, resources=resources | {"feature_store": FeatureStoreResource()}, instance=instance,
         run_config={"ops": {a.op.name: {"config": config} for a in sizes}},
@@ -88,7 +97,26 @@ def test_a_day_in_progress_passes_its_checks_and_later_runs_recompute_only_touch
     assert fifteen["windows_recomputed"].value <= len(DEVICES) * (closed - untouched), (closed, untouched)
     incremental = _rows(spark, today.isoformat(), second_ran_at)
 
-    # The rebuild is only compared with the incremental rows: its checks were judged on those rows above.
+    # The second run's look-back check counted only the windows closed since the first run (and the
+    # re-sent first minute's): a window of that span gone from the table is a mismatch.
+    def look_back(result) -> dg.AssetCheckEvaluation:
+        (found,) = [
+            c
+            for c in result.get_asset_check_evaluations()
+            if c.check_name == "check_windows_look_backward" and c.asset_key.path[-1] == "device_features_15m"
+        ]
+        return found
+
+    assert look_back(second).metadata["scope"].value.startswith("windows from "), look_back(second).metadata["scope"].value
+    features = DeltaTables(spark=DeltaSparkResource())
+    DeltaTable.forPath(spark, features.path(features_table())).delete(
+        (F.col("window_duration_minutes") == 15) & (F.col("device_id") == "dev-b") & (F.col("window_start") == F.lit(midnight))
+    )
+    only_the_checks = _features(resources, instance, today.isoformat(), sizes=ASSETS[:1], checks_only=True)
+    assert not look_back(only_the_checks).passed and look_back(only_the_checks).metadata["windows_with_outside_inputs"].value == 1
+
+    # The rebuild (which restores the deleted window) is only compared with the incremental rows: its
+    # checks were judged on those rows above.
     assert _features(resources, instance, today.isoformat(), sizes=ASSETS[:1], with_checks=False, full=True).success
     # Same windows, same values (the kernel's sums may differ in the last bit with the batch's layout).
     fifteen_only = incremental[incremental["window_duration_minutes"] == 15].reset_index(drop=True)
