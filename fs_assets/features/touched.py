@@ -15,16 +15,17 @@ the run's metadata says why.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import dagster as dg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fs_assets.features.windows import MICROS_PER_MINUTE, window_start
+from fs_assets.features.windows import MICROS_PER_MINUTE, closed_until, window_start
 from fs_resources.delta import DeltaTables
 
 CLEAN_VERSION_KEY = "clean_delta_version"
+TEXT = "%Y-%m-%d %H:%M:%S.%f"  # a UTC instant as Spark's timestamp text
 COMPUTED_AT_KEY = "computed_at"
 VERSION_KEY = "feature_set_version"
 
@@ -89,22 +90,22 @@ def touched_windows(
             if "change" not in str(exc).lower() and "cdc" not in str(exc).lower():
                 raise
             return None
-    now_text = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+    now_text = now.strftime(TEXT)
     keys = changed.select("device_id", window_start(F.col("ts"), minutes).alias("window_start"))
     just_closed = []
     for day in days:
-        since_last = plan.since[day].computed_at
-        last = since_last.strftime("%Y-%m-%d %H:%M:%S.%f")
-        # A window ending in (last, now] holds readings in (last - minutes, now): the bound lets Delta
-        # skip the day's older files by their ts statistics, so a run's cost does not grow with the day.
-        recent = (F.col("ts") > F.lit((since_last - timedelta(minutes=minutes)).strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp")) & (
-            F.col("ts") < F.lit(now_text).cast("timestamp")
+        # The windows that closed since the last run are those from the one open then to the one
+        # open now. None on most runs of the 1-day size (its window closes at midnight) or when no
+        # boundary of this size passed; otherwise the bound lets Delta skip the day's older files by
+        # their ts statistics, so a run's cost does not grow with the day.
+        open_then, open_now = closed_until(plan.since[day].computed_at, minutes), closed_until(now, minutes)
+        if open_now <= open_then:
+            continue
+        recent = (F.col("ts") >= F.lit(open_then.strftime(TEXT)).cast("timestamp")) & (
+            F.col("ts") < F.lit(open_now.strftime(TEXT)).cast("timestamp")
         )
-        starts = clean.where((F.col("reading_date") == day) & recent).select(
-            "device_id", window_start(F.col("ts"), minutes).alias("window_start")
-        )
-        end = _window_end(F.col("window_start"), minutes)
-        just_closed.append(starts.where((end > F.lit(last).cast("timestamp")) & (end <= F.lit(now_text).cast("timestamp"))))
+        starts = clean.where((F.col("reading_date") == day) & recent)
+        just_closed.append(starts.select("device_id", window_start(F.col("ts"), minutes).alias("window_start")))
     for frame in just_closed:
         keys = keys.unionByName(frame)
     # A window still open is not written; a later run recomputes it as just closed.
