@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from fs_assets.features.touched import VERSION_KEY
 from fs_assets.metadata import latest_key
 from fs_domain import slas
 from fs_domain.features import WINDOWS
@@ -117,7 +118,7 @@ def recorded_latest(instance: dg.DagsterInstance, key: dg.AssetKey, clock: DataC
         records = instance.fetch_materializations(filters, limit=1).records
         md = records[0].asset_materialization.metadata if records and records[0].asset_materialization else {}
         recorded = md.get(latest_key(clock.column))
-        if recorded is None or recorded.value == "none" or ("feature_set_version" in md and md["feature_set_version"].value != version):
+        if recorded is None or recorded.value == "none" or (VERSION_KEY in md and md[VERSION_KEY].value != version):
             continue
         value = datetime.fromisoformat(str(recorded.value))
         latest = value if latest is None or value > latest else latest

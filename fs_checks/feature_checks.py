@@ -77,7 +77,7 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
 
     def closed(start: F.Column, cutoff: datetime) -> F.Column:
         end = F.timestamp_micros(F.unix_micros(start) + F.lit(minutes * MICROS_PER_MINUTE))
-        return end <= F.lit(cutoff.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp")
+        return end <= at(cutoff)
 
     @dg.asset_check(
         asset=asset,
