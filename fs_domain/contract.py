@@ -114,3 +114,19 @@ REGISTRY_COLUMNS: tuple[str, ...] = (
 DEVICE_STATUSES: tuple[str, ...] = ("active", "maintenance", "retired")
 
 MAINTENANCE_COLUMNS: tuple[str, ...] = ("device_id", "event_time", "event_type", "component", "description")
+
+# Silences known in advance: a connectivity outage, or a compressor that tripped and sends nothing
+# until it is serviced. Whoever knows of one declares it (the simulator does, for what it simulates)
+# in one CSV per UTC day under the landing zone (`landing/expected_gaps/<day>.csv`), a row per device
+# and silence: [gap_start, gap_end) as ISO-8601 UTC timestamps. Coverage leaves a device without
+# readings out while a declared gap overlaps the window judged, and names it; a device that stops
+# without a declaration still counts as missing. Retired units need no row: the registry's status says so.
+EXPECTED_GAP_COLUMNS: tuple[str, ...] = ("device_id", "gap_start", "gap_end", "reason")
+EXPECTED_GAPS_FOLDER = "expected_gaps"
+
+
+class GapReason:
+    """Why a declared gap is expected (the `reason` column of an expected-gaps file)."""
+
+    OUTAGE = "outage"
+    COMPRESSOR_SILENCE = "compressor_silence"

@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from fs_domain.contract import EXPECTED_GAPS_FOLDER
+
 DEFAULT_DATA_ROOT = "./data"
 DEFAULT_SPARK_MASTER = "local[*]"
 DEFAULT_SKAB_DIR = "../shared/data/skab"
@@ -43,6 +45,11 @@ def registry_csv_path(root: str | None = None) -> str:
 
 def maintenance_csv_path(root: str | None = None) -> str:
     return f"{landing_root(root)}/maintenance/events.csv"
+
+
+def expected_gaps_csv_path(day: str, root: str | None = None) -> str:
+    """The silences declared for UTC day `day` (YYYY-MM-DD); see `fs_domain.contract.EXPECTED_GAP_COLUMNS`."""
+    return f"{landing_root(root)}/{EXPECTED_GAPS_FOLDER}/{day}.csv"
 
 
 def spark_master() -> str:
