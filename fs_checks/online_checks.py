@@ -10,9 +10,11 @@ from pyspark.sql import functions as F
 
 from fs_assets.metadata import table_metadata
 from fs_assets.ontology.objects import vector_first_day
+from fs_checks.results import check_result
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
 from fs_domain.models import models_for, vector_columns
+from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.redis_store import RedisResource
@@ -192,6 +194,21 @@ def check_online_reconciliation(
     description="Time since the last complete projection into Redis: warn past 60 minutes, error past 90 (or when Redis holds none).",
 )
 def check_prehydration_lag(feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
+    # Probed as it is: the check never starts the server it judges.
+    down = redis.unreachable()
+    if down is not None:
+        return check_result(
+            Verdict(
+                observed="unreachable",
+                threshold="reachable",
+                comparison="==",
+                unit="",
+                what_to_do=f"start Redis (or fix REDIS_URL), then run prehydration_job; see {guide_section('Online store: pre-hydration lag and live keys')}",
+                asset=ONLINE_STORE.to_user_string(),
+            ),
+            description=down,
+            metadata={"redis": redis.redacted_url(), REFILL_NEEDED: False},
+        )
     store = redis.online_store(feature_store.version())
     state = store.projection_state()
     if state is None or state.hydrated_at is None:

@@ -2,6 +2,11 @@
 
 The resource owns one client for the run (created on first use, closed when the run ends), so
 every step and check of a run shares its connection pool.
+
+Only a writer starts the embedded server (`writable_online_store`, pre-hydration). Everything a
+check calls to read, probe or describe (`online_store`, `client`, `unreachable`, `redacted_url`)
+takes the server as it is: a check that started what it checks would revive a dead server and
+report it healthy instead of down.
 """
 
 from __future__ import annotations
@@ -12,12 +17,12 @@ import dagster as dg
 import redis
 from pydantic import Field, PrivateAttr
 
-from fs_resources.embedded_redis import EmbeddedRedis, redact
+from fs_resources.embedded_redis import EmbeddedRedis, RedisUnavailable, redact
 from fs_resources.online import OnlineStore
 
 
 class RedisResource(dg.ConfigurableResource):
-    """The online store's Redis; unset `url` reads REDIS_URL, else starts the embedded server."""
+    """The online store's Redis; unset `url` reads REDIS_URL, else the embedded server (which only pre-hydration starts)."""
 
     url: str | None = Field(default=None, description="redis:// URL (may carry a password); unset reads REDIS_URL.")
     socket_timeout: float = Field(default=2.0, description="Seconds before a Redis call gives up.")
@@ -32,14 +37,36 @@ class RedisResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()
 
+    def _configured_url(self) -> str | None:
+        return self.url or os.environ.get("REDIS_URL") or None
+
     def resolved_url(self) -> str:
-        url = self.url or os.environ.get("REDIS_URL")
-        if url:
-            return url
-        return EmbeddedRedis().start()
+        """The server's URL, starting nothing: the configured one, else where the embedded server
+        runs or last ran (RedisUnavailable when it never started)."""
+        url = self._configured_url() or EmbeddedRedis().url()
+        if url is None:
+            raise RedisUnavailable(
+                f"REDIS_URL is unset and the embedded redis-server under {EmbeddedRedis().directory} has never been started "
+                "(pre-hydration starts it)"
+            )
+        return url
+
+    def started_url(self) -> str:
+        """The server's URL, the embedded server started first when it is down: for writers only."""
+        return self._configured_url() or EmbeddedRedis().start()
 
     def redacted_url(self) -> str:
-        return redact(self.resolved_url())
+        """What may be shown of the server's address (password replaced); never starts a server."""
+        url = self._configured_url() or EmbeddedRedis().url()
+        return redact(url) if url else f"embedded redis-server under {EmbeddedRedis().directory} (never started)"
+
+    def unreachable(self) -> str | None:
+        """None when the server answers a PING, else why not; starts nothing."""
+        try:
+            self.client().ping()
+        except (RedisUnavailable, redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
+            return f"Redis at {self.redacted_url()} does not answer: {type(exc).__name__}: {exc}"
+        return None
 
     def resolved_ttl_seconds(self) -> int:
         ttl = self.ttl_seconds or int(os.environ.get("FS_ONLINE_TTL_SECONDS") or 7200)
@@ -48,12 +75,19 @@ class RedisResource(dg.ConfigurableResource):
         return ttl
 
     def online_store(self, feature_set_version: str) -> OnlineStore:
-        """The `OnlineStore` of a feature set version on this Redis, sharing the resource's client."""
+        """The `OnlineStore` of a feature set version on this Redis as it is (nothing started), for readers."""
         return OnlineStore(self.client(), feature_set_version)
 
+    def writable_online_store(self, feature_set_version: str) -> OnlineStore:
+        """The `OnlineStore` to project into: the embedded server is started if it is down."""
+        return OnlineStore(self._client_for(self.started_url()), feature_set_version)
+
     def client(self) -> redis.Redis:
+        """The resource's client of the server as it is (nothing started)."""
+        return self._client_for(self.resolved_url())
+
+    def _client_for(self, url: str) -> redis.Redis:
         """The resource's client; a new one only when the server's URL changed (an embedded restart)."""
-        url = self.resolved_url()
         if self._client is None or url != self._client_url:
             self.close()
             self._client = redis.Redis.from_url(

@@ -113,7 +113,8 @@ def device_online_store(
     if len(hydrated) != 1:
         raise dg.Failure(description=f"{table} v{source_version} holds {len(hydrated)} hydration times; expected one snapshot")
     (hydrated_at,) = hydrated
-    store = redis.online_store(feature_store.version())
+    # The one writer of the online store: the only place the embedded server may be started.
+    store = redis.writable_online_store(feature_store.version())
     ttl = redis.resolved_ttl_seconds()
     url = redis.redacted_url()
     context.log.info(f"projecting {objects.num_rows:,} devices of {table} v{source_version} into {url} under {store.prefix}")
