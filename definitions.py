@@ -37,7 +37,8 @@ defs = dg.Definitions.merge(
             "delta": DeltaTables(spark=spark),
             "feature_store": FeatureStoreResource(),
             "redis": RedisResource(),
-            "alerts": AlertSinkResource(),
+            # FS_ONCALL_* settings as dg.EnvVars, checked now: one that cannot work fails the load naming it.
+            "alerts": AlertSinkResource.from_environment(),
         },
     ),
 )

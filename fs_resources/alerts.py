@@ -1,8 +1,8 @@
 """Where on-call alerts go: a webhook (Slack- or PagerDuty Events v2-compatible) or a JSON-lines file.
 
 `FS_ONCALL_WEBHOOK_URL` set: each alert is POSTed there, in the format `FS_ONCALL_WEBHOOK_FORMAT`
-(`slack`, the default, or `pagerduty`), with a timeout and retries with backoff. Unset: alerts are
-appended to `$DAGSTER_HOME/alerts.jsonl`.
+(`slack`, the default, or `pagerduty`, which needs `FS_ONCALL_ROUTING_KEY`), with a timeout and
+retries with backoff. Unset: alerts are appended to `$DAGSTER_HOME/alerts.jsonl`.
 
 Each route (`data-engineering`, `ml`) can have a destination of its own: the same three settings
 with the route as a suffix (`FS_ONCALL_WEBHOOK_URL_ML`, `FS_ONCALL_WEBHOOK_FORMAT_DATA_ENGINEERING`,
@@ -10,6 +10,13 @@ with the route as a suffix (`FS_ONCALL_WEBHOOK_URL_ML`, `FS_ONCALL_WEBHOOK_FORMA
 have falls back to the default sink's. A webhook URL carries its secret in its path or query
 (Slack) or the payload carries a routing key (PagerDuty): neither is ever logged; what is shown is
 `scheme://host`.
+
+The code location builds the sink with `AlertSinkResource.from_environment()`: every variable that
+is set becomes a `dg.EnvVar`, which Dagster resolves when a run or tick starts (an `EnvVar` of an
+unset variable fails there, so unset ones are left out). The settings are checked when the
+resource is built, so a setting that cannot work (a format other than slack or pagerduty, a URL
+that is not http(s), PagerDuty without its routing key) fails loading the code location
+(`dagster definitions validate`) with its variable named, instead of failing every sensor tick.
 
 A delivery ends one of three ways: delivered (2xx); to retry later (the sink is down, slow, asks
 to slow down with 408/429, or answers 5xx or a redirect, which is never followed: a POST turned
@@ -30,16 +37,27 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 ROUTE_DATA_ENGINEERING = "data-engineering"
 ROUTE_ML = "ml"
 ROUTES = (ROUTE_DATA_ENGINEERING, ROUTE_ML)
+
+FORMATS = ("slack", "pagerduty")
+# Each setting of a sink and the environment variable it is read from; a route's own variable is
+# the same name with the route as a suffix (`route_env`).
+SETTING_VARIABLES = {
+    "webhook_url": "FS_ONCALL_WEBHOOK_URL",
+    "webhook_format": "FS_ONCALL_WEBHOOK_FORMAT",
+    "routing_key": "FS_ONCALL_ROUTING_KEY",
+}
 
 # PagerDuty Events v2 limits; Slack's text is cut well below its own 40,000 characters.
 MAX_DEDUP_KEY = 255
@@ -152,12 +170,24 @@ def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
     return event
 
 
-class RouteSink(dg.Config):
-    """One route's destination; an unset field reads the route's environment variable, then the default sink's."""
+class AlertSinkSettingError(Exception):
+    """Sink settings that cannot work, each named by its environment variable (or config field).
 
-    webhook_url: str | None = Field(default=None, description="Webhook for this route's alerts.")
-    webhook_format: str | None = Field(default=None, description="slack or pagerduty.")
-    routing_key: str | None = Field(default=None, description="PagerDuty integration key for this route.")
+    Not a ValueError on purpose: pydantic would wrap one in a ValidationError that repeats every
+    input of the resource, webhook URLs and routing keys included, into the load error and its logs.
+    """
+
+
+class RouteSink(dg.Config):
+    """One route's destination; an unset field falls back to the default sink's."""
+
+    webhook_url: str | None = Field(
+        default=None, description="Webhook for this route's alerts (http or https); from FS_ONCALL_WEBHOOK_URL_<ROUTE>."
+    )
+    webhook_format: str | None = Field(default=None, description="slack or pagerduty; from FS_ONCALL_WEBHOOK_FORMAT_<ROUTE>.")
+    routing_key: str | None = Field(
+        default=None, description="PagerDuty integration key for this route; from FS_ONCALL_ROUTING_KEY_<ROUTE>."
+    )
 
 
 def route_env(name: str, route: str) -> str:
@@ -165,44 +195,133 @@ def route_env(name: str, route: str) -> str:
     return f"{name}_{route.upper().replace('-', '_')}"
 
 
+def _plain(value: object) -> object:
+    """A setting's value: a `dg.EnvVar` read from the environment, anything else as it is.
+
+    Dagster hands a running resource resolved values; this serves a resource used outside a run
+    (and the check below, which runs while the definitions load, before Dagster resolves anything)."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
+
+
+def _given(source: object, field: str, name: str) -> tuple[str | None, str]:
+    """A setting as the resource was given it and the name to report it by: its environment
+    variable when it came from one, else `name` (its config path)."""
+    value = source.get(field) if isinstance(source, Mapping) else getattr(source, field, None)
+    label = value.env_var_name if isinstance(value, dg.EnvVar) else name
+    return (_plain(value) or None), label
+
+
+def setting_problems(data: Mapping[str, Any]) -> list[str]:
+    """What in a sink's settings (the resource's config, values or `dg.EnvVar`s) cannot work."""
+    problems: list[str] = []
+
+    def check_format(source: object, name: str) -> str | None:
+        value, label = _given(source, "webhook_format", name)
+        if value is not None and value.lower() not in FORMATS:
+            problems.append(f"{label} must be slack or pagerduty, got {value!r}")
+            return None
+        return value.lower() if value else None
+
+    def check_url(source: object, name: str) -> str | None:
+        value, label = _given(source, "webhook_url", name)
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # The scheme alone: the rest of a webhook URL is its secret.
+                problems.append(f"{label} must be an http(s) URL with a host, got one with scheme {parts.scheme!r}")
+        return value
+
+    default_format = check_format(data, "webhook_format")
+    default_url = check_url(data, "webhook_url")
+    default_key, _ = _given(data, "routing_key", "routing_key")
+    routes = data.get("routes") or {}
+    for name in routes:
+        if name not in ROUTES:
+            problems.append(f"routes.{name}: no such route (the routes are {', '.join(ROUTES)})")
+    for route in ROUTES:
+        own = routes.get(route)
+        own_format = check_format(own, f"routes.{route}.webhook_format") if own is not None else None
+        own_url = check_url(own, f"routes.{route}.webhook_url") if own is not None else None
+        own_key = _given(own, "routing_key", "")[0] if own is not None else None
+        if (own_url or default_url) and (own_format or default_format) == "pagerduty" and not (own_key or default_key):
+            problems.append(
+                f"{route_env(SETTING_VARIABLES['routing_key'], route)} or {SETTING_VARIABLES['routing_key']} must be set: "
+                f"the {route} route pages PagerDuty, which refuses every event without its integration key"
+            )
+    return problems
+
+
 class AlertSinkResource(dg.ConfigurableResource):
-    """Delivers alerts to each route's destination; unset fields read FS_ONCALL_WEBHOOK_URL[_<ROUTE>] /
-    FS_ONCALL_WEBHOOK_FORMAT[_<ROUTE>] / FS_ONCALL_ROUTING_KEY[_<ROUTE>]."""
+    """Delivers alerts to each route's destination. The code location builds it with
+    `from_environment()` (FS_ONCALL_WEBHOOK_URL[_<ROUTE>], FS_ONCALL_WEBHOOK_FORMAT[_<ROUTE>],
+    FS_ONCALL_ROUTING_KEY[_<ROUTE>] as `dg.EnvVar`s); settings that cannot work fail its construction."""
 
     webhook_url: str | None = Field(
-        default=None, description="Webhook to POST alerts to; unset reads FS_ONCALL_WEBHOOK_URL, else alerts go to a JSON-lines file."
+        default=None,
+        description="Webhook (http or https) to POST alerts to; from FS_ONCALL_WEBHOOK_URL. Unset: alerts go to a JSON-lines file.",
     )
-    webhook_format: str | None = Field(default=None, description="slack (default) or pagerduty; unset reads FS_ONCALL_WEBHOOK_FORMAT.")
+    webhook_format: str | None = Field(
+        default=None, description="slack (unset) or pagerduty (Events v2, needs routing_key); from FS_ONCALL_WEBHOOK_FORMAT."
+    )
     routing_key: str | None = Field(
-        default=None, description="PagerDuty integration key; unset reads FS_ONCALL_ROUTING_KEY, else the route name."
+        default=None, description="PagerDuty integration key, required with pagerduty; from FS_ONCALL_ROUTING_KEY."
     )
     jsonl_path: str | None = Field(
         default=None, description="File alerts are appended to without a webhook; unset: $DAGSTER_HOME/alerts.jsonl."
     )
     routes: dict[str, RouteSink] = Field(
-        default_factory=dict, description="Per route (data-engineering, ml): its own webhook, format and routing key."
+        default_factory=dict,
+        description=(
+            "Per route (data-engineering, ml): its own webhook, format and routing key, from the same variables with the route "
+            "as a suffix (FS_ONCALL_WEBHOOK_URL_ML, FS_ONCALL_ROUTING_KEY_DATA_ENGINEERING, ...); unset fields fall back to the default sink's."
+        ),
     )
-    timeout_seconds: float = Field(default=5.0, description="Seconds before one POST gives up.")
+    timeout_seconds: float = Field(default=5.0, gt=0, description="Seconds before one POST gives up.")
     attempts: int = Field(
-        default=3, description="POSTs per alert per sensor tick (backoff doubles from 0.5 s); the rest wait for the next tick."
+        default=3, ge=1, description="POSTs per alert per sensor tick (backoff doubles from 0.5 s); the rest wait for the next tick."
     )
 
-    def _setting(self, field: str, env: str, route: str | None) -> str | None:
-        """A route's own setting (config, then environment), else the default sink's."""
-        if route is not None:
-            own = getattr(self.routes.get(route), field, None) or os.environ.get(route_env(env, route))
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_that_can_work(cls, data: Any) -> Any:
+        # Runs when the definitions build the resource (`dg.EnvVar`s still unresolved: read here, so a
+        # bad variable fails the load) and again with Dagster's resolved values at each run or tick.
+        if isinstance(data, Mapping):
+            problems = setting_problems(data)
+            if problems:
+                raise AlertSinkSettingError("on-call alert sink settings that cannot work:\n  " + "\n  ".join(problems))
+        return data
+
+    @classmethod
+    def from_environment(cls, **config: Any) -> AlertSinkResource:
+        """The sink the code location runs with: each FS_ONCALL_* variable that is set (and not
+        empty), as a `dg.EnvVar`; `config` given here wins over the environment, field by field."""
+
+        def variables(route: str | None) -> dict[str, dg.EnvVar]:
+            names = {field: route_env(name, route) if route else name for field, name in SETTING_VARIABLES.items()}
+            return {field: dg.EnvVar(name) for field, name in names.items() if dg.EnvVar(name).get_value()}
+
+        values: dict[str, Any] = variables(None)
+        given_routes = dict(config.pop("routes", None) or {})
+        routes: dict[str, RouteSink] = {}
+        for route in ROUTES:
+            given = given_routes.pop(route, None)
+            own = variables(route) | {f: v for f in SETTING_VARIABLES if (v := getattr(given, f, None)) is not None}
             if own:
-                return own
-        return getattr(self, field) or os.environ.get(env) or None
+                routes[route] = RouteSink(**own)
+        routes.update(given_routes)  # names that are no route: left for the settings check to name
+        return cls(**(values | config | ({"routes": routes} if routes else {})))
+
+    def _setting(self, field: str, route: str | None) -> str | None:
+        """A route's own setting, else the default sink's."""
+        own = _plain(getattr(self.routes.get(route), field, None)) if route is not None else None
+        return own or _plain(getattr(self, field)) or None
 
     def _url(self, route: str | None = None) -> str | None:
-        return self._setting("webhook_url", "FS_ONCALL_WEBHOOK_URL", route)
+        return self._setting("webhook_url", route)
 
     def _format(self, route: str | None = None) -> str:
-        chosen = (self._setting("webhook_format", "FS_ONCALL_WEBHOOK_FORMAT", route) or "slack").lower()
-        if chosen not in ("slack", "pagerduty"):
-            raise ValueError(f"FS_ONCALL_WEBHOOK_FORMAT{'_' + route.upper() if route else ''} must be slack or pagerduty, got {chosen!r}")
-        return chosen
+        return (self._setting("webhook_format", route) or "slack").lower()
 
     def jsonl_file(self) -> Path:
         return Path(self.jsonl_path or Path(os.environ.get("DAGSTER_HOME", "dagster_home")) / "alerts.jsonl")
@@ -243,15 +362,29 @@ class AlertSinkResource(dg.ConfigurableResource):
         _append_line(path, {"reason": reason, "set_aside_at": time.time(), "alert": record})
         return path
 
-    def deliver(self, alert: Alert, log=None) -> Delivery:
+    def alert_path_down_file(self) -> Path:
+        """Where the alert path's self-test also writes each of its pages: the place to look when no
+        sink answers (operator guide, "The alert path")."""
+        return self.jsonl_file().with_name("alert_path_down.jsonl")
+
+    def record_alert_path_down(self, record: dict) -> Path:
+        path = self.alert_path_down_file()
+        _append_line(path, record)
+        return path
+
+    def deliver(self, alert: Alert, log=None, via: str | None = None) -> Delivery:
         """Delivered once the sink has the alert; RETRY after the attempts failed (the caller keeps
-        it); REFUSED at once when the sink refuses it for good (a 4xx other than 408 or 429)."""
-        url = self._url(alert.route)
+        it); REFUSED at once when the sink refuses it for good (a 4xx other than 408 or 429).
+
+        `via` sends it through another route's sink than its own (the self-test's second path)."""
+        route = via or alert.route
+        url = self._url(route)
         if url is None:
             _append_line(self.jsonl_file(), alert.to_dict())
             return Delivery(Outcome.DELIVERED)
-        if self._format(alert.route) == "pagerduty":
-            body = pagerduty_payload(alert, self._setting("routing_key", "FS_ONCALL_ROUTING_KEY", alert.route) or alert.route)
+        if self._format(route) == "pagerduty":
+            # The settings check made sure a PagerDuty sink has its key.
+            body = pagerduty_payload(alert, self._setting("routing_key", route) or "")
         else:
             body = slack_payload(alert)
         data = json.dumps(body, default=str).encode()

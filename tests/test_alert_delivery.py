@@ -1,5 +1,6 @@
 """Alert delivery that cannot jam: a real HTTP receiver on 127.0.0.1 answering 400, 500, a redirect
-and a timeout; the real routing sensor over real runs; the alert path's own heartbeat."""
+and a timeout; the real routing sensor over real runs; the alert path's own heartbeat and the
+self-test's second path."""
 
 import json
 import threading
@@ -9,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
-from fs_resources.alerts import MAX_DEDUP_KEY, Alert, AlertSinkResource, Outcome, bounded_key, pagerduty_payload
+from fs_resources.alerts import MAX_DEDUP_KEY, Alert, AlertSinkResource, Outcome, RouteSink, bounded_key, pagerduty_payload
 from fs_sensors import alert_routing_sensor as routing
 from fs_sensors.alert_path_self_test import SELF_TEST_KEY, alert_path_self_test_job
 
@@ -144,7 +145,9 @@ def _tick(instance, cursor, sink):
 def test_a_refused_alert_is_set_aside_announced_and_the_rest_go_through(scripted, tmp_path):
     # The sink refuses the coverage alert for good (as PagerDuty does a malformed event) and takes the rest.
     receiver = scripted(lambda body: 400 if body["dedup_key"].startswith("check_feature_coverage") else 200)
-    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", attempts=2, jsonl_path=str(tmp_path / "alerts.jsonl"))
+    sink = AlertSinkResource(
+        webhook_url=receiver.url, webhook_format="pagerduty", routing_key="rk-test", attempts=2, jsonl_path=str(tmp_path / "alerts.jsonl")
+    )
     with dg.instance_for_test() as instance:
         _run(instance, "p0", coverage=False, drift=False)
         cursor = _tick(instance, None, sink)
@@ -196,7 +199,9 @@ def test_a_crashed_run_is_paged_even_when_a_warn_check_of_it_failed(tmp_path):
 
 def test_the_self_test_pages_once_when_the_alert_path_goes_quiet_and_resolves_when_it_ticks(scripted, tmp_path):
     receiver = scripted(lambda body: 200)
-    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", jsonl_path=str(tmp_path / "alerts.jsonl"))
+    sink = AlertSinkResource(
+        webhook_url=receiver.url, webhook_format="pagerduty", routing_key="rk-test", jsonl_path=str(tmp_path / "alerts.jsonl")
+    )
     with dg.instance_for_test() as instance:
         _tick(instance, None, sink)
         assert time.time() - sink.last_beat() < 60
@@ -212,3 +217,76 @@ def test_the_self_test_pages_once_when_the_alert_path_goes_quiet_and_resolves_wh
         assert alert_path_self_test_job.execute_in_process(resources={"alerts": sink}, instance=instance).success
         # One incident: the self-test's failed runs are not paged again as run failures.
         assert [b["event_action"] for b in receiver.posts()] == ["trigger", "resolve"]
+
+
+def _stale_self_test(sink, instance):
+    sink.beat(at=time.time() - 3600)
+    return alert_path_self_test_job.execute_in_process(resources={"alerts": sink}, instance=instance, raise_on_error=False)
+
+
+def _alert_path_down_records(sink) -> list[dict]:
+    return [json.loads(line) for line in sink.alert_path_down_file().read_text().splitlines()]
+
+
+def test_the_self_test_pages_through_the_ml_sink_when_the_data_engineering_sink_is_down(scripted, tmp_path):
+    engineering = scripted(lambda body: 503)
+    ml = scripted(lambda body: 200)
+    sink = AlertSinkResource(
+        attempts=1,
+        jsonl_path=str(tmp_path / "alerts.jsonl"),
+        routes={
+            "data-engineering": RouteSink(webhook_url=engineering.url),
+            "ml": RouteSink(webhook_url=ml.url, webhook_format="pagerduty", routing_key="rk-ml"),
+        },
+    )
+    with dg.instance_for_test() as instance:
+        result = _stale_self_test(sink, instance)
+        assert not result.success and len(engineering.posts()) == 1
+        assert [(b["event_action"], b["dedup_key"], b["routing_key"]) for b in ml.posts()] == [("trigger", SELF_TEST_KEY, "rk-ml")]
+        (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        carried = failure.step_failure_data.user_failure_data.metadata["carried_by"].value
+        assert carried == f"pagerduty webhook at http://127.0.0.1:{ml.server.server_port}"
+        (record,) = _alert_path_down_records(sink)
+        assert record["carried_by"] == "ml" and [(t["route"], t["outcome"]) for t in record["tried"]] == [
+            ("data-engineering", "retry"),
+            ("ml", "delivered"),
+        ]
+        # Not paged again while the outage lasts; resolved through the path that carried the page.
+        assert not _stale_self_test(sink, instance).success
+        sink.beat()
+        assert alert_path_self_test_job.execute_in_process(resources={"alerts": sink}, instance=instance).success
+        assert [b["event_action"] for b in ml.posts()] == ["trigger", "resolve"] and len(engineering.posts()) == 1
+        assert [(r["action"], r["carried_by"]) for r in _alert_path_down_records(sink)] == [("trigger", "ml"), ("resolve", "ml")]
+
+
+def test_with_every_sink_down_the_page_is_on_disk_and_goes_out_once_a_sink_answers(scripted, tmp_path):
+    up = {"engineering": False}
+    engineering = scripted(lambda body: 200 if up["engineering"] else 503)
+    ml = scripted(lambda body: 500)
+    sink = AlertSinkResource(
+        attempts=1,
+        jsonl_path=str(tmp_path / "alerts.jsonl"),
+        routes={"data-engineering": RouteSink(webhook_url=engineering.url), "ml": RouteSink(webhook_url=ml.url)},
+    )
+    with dg.instance_for_test() as instance:
+        assert not _stale_self_test(sink, instance).success
+        (record,) = _alert_path_down_records(sink)
+        assert record["carried_by"] is None and record["alert"]["dedup_key"] == SELF_TEST_KEY
+        assert [t["detail"] for t in record["tried"]] == ["HTTP 503", "HTTP 500"]
+        up["engineering"] = True
+        assert not _stale_self_test(sink, instance).success
+        assert [r["carried_by"] for r in _alert_path_down_records(sink)] == [None, "data-engineering"]
+        # Refused, then taken; the second path was not needed the second time.
+        assert ["[data-engineering] ERROR: alert_routing_sensor" in b["text"] for b in engineering.posts()] == [True, True]
+        assert len(ml.posts()) == 1
+
+
+def test_two_routes_on_one_sink_are_one_path_not_two(scripted, tmp_path):
+    receiver = scripted(lambda body: 503)
+    sink = AlertSinkResource(webhook_url=receiver.url, attempts=1, jsonl_path=str(tmp_path / "alerts.jsonl"))
+    with dg.instance_for_test() as instance:
+        assert not _stale_self_test(sink, instance).success
+    # Asking the same sink again through the other route proves nothing.
+    assert len(receiver.posts()) == 1
+    (record,) = _alert_path_down_records(sink)
+    assert record["carried_by"] is None and [t["route"] for t in record["tried"]] == ["data-engineering"]

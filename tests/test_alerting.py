@@ -159,7 +159,9 @@ def test_each_route_reaches_only_its_own_receiver_and_a_route_without_one_the_de
         monkeypatch.setenv("FS_ONCALL_WEBHOOK_URL_ML", ml.url)
         monkeypatch.setenv("FS_ONCALL_WEBHOOK_FORMAT_ML", "pagerduty")
         monkeypatch.setenv("FS_ONCALL_ROUTING_KEY_ML", "rk-ml")
-        sink = AlertSinkResource(webhook_url=default.url, routes={"data-engineering": RouteSink(webhook_url=engineering.url)})
+        sink = AlertSinkResource.from_environment(
+            webhook_url=default.url, routes={"data-engineering": RouteSink(webhook_url=engineering.url)}
+        )
         with dg.instance_for_test() as instance:
             run_watched(instance, coverage=False, drift=False)
             tick(instance, None, sink)
@@ -169,7 +171,7 @@ def test_each_route_reaches_only_its_own_receiver_and_a_route_without_one_the_de
         # A route without a destination of its own falls back to the default sink.
         with dg.instance_for_test() as instance:
             run_watched(instance, coverage=False, drift=False)
-            tick(instance, None, AlertSinkResource(webhook_url=default.url))
+            tick(instance, None, AlertSinkResource.from_environment(webhook_url=default.url))
         assert len(default.bodies) == 1 and "[data-engineering]" in default.bodies[0]["text"]
         assert [b["payload"]["class"] for b in ml.bodies] == [CHECK_FEATURE_DRIFT, CHECK_FEATURE_DRIFT] and len(engineering.bodies) == 1
     finally:
@@ -199,7 +201,7 @@ def test_an_alert_waits_while_the_receiver_is_down_and_arrives_once_it_is_up(rec
 
 @pytest.mark.integration
 def test_a_sink_that_is_down_costs_one_alerts_attempts_per_tick_and_every_alert_arrives_later(receiver):
-    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", attempts=2, timeout_seconds=2)
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", routing_key="rk-test", attempts=2, timeout_seconds=2)
     with dg.instance_for_test() as instance:
         run_watched(instance, coverage=False, drift=False)  # two incidents, two alerts
         receiver.up = False
@@ -277,7 +279,7 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
     write_snapshot(delta, snapshot)
     record_promotion(delta, Promotion(DEVICE_HEALTH_1D.name, "v1", 1, "ml-oncall", datetime.now(UTC), "", None, "test"))
     resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(spark=DeltaSparkResource()), "feature_store": FeatureStoreResource()}
-    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", routing_key="rk-test")
     with dg.instance_for_test() as instance:
         drifted = dg.materialize(
             [feature_drift_report, *drift_checks],
@@ -332,7 +334,7 @@ def broken_asset():
 
 @pytest.mark.integration
 def test_a_failed_run_pages_once_unless_a_failed_check_already_says_why(receiver):
-    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", routing_key="rk-test")
     with dg.instance_for_test() as instance:
         OUTCOME["coverage"] = False
         assert not dg.materialize([blocked_asset], instance=instance, raise_on_error=False).success
@@ -354,7 +356,7 @@ def healthy_other_asset():
 
 @pytest.mark.integration
 def test_a_failed_run_is_resolved_by_its_own_assets_running_again_not_by_another_run_of_the_job(receiver):
-    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty")
+    sink = AlertSinkResource(webhook_url=receiver.url, webhook_format="pagerduty", routing_key="rk-test")
     with dg.instance_for_test() as instance:
         assert not dg.materialize([broken_asset], instance=instance, raise_on_error=False).success
         cursor, _ = tick(instance, None, sink)
