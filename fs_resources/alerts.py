@@ -38,7 +38,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,6 +99,17 @@ class Alert:
     run_id: str
     url: str
     timestamp: float
+    comparison: str | None = None  # passes when `observed <comparison> threshold`
+    unit: str | None = None
+    what_to_do: str | None = None  # one line, with its section of the operator guide
+    # Failures downstream of this incident's cause, held as its context instead of paging on their own.
+    attached: list[dict] = field(default_factory=list)
+    duration_seconds: float | None = None  # on a resolve: how long the incident lasted
+
+    @property
+    def pages(self) -> bool:
+        """Whether this alert wakes someone: a trigger at high urgency (see `urgency_for`)."""
+        return self.action == "trigger" and self.urgency == "high"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +117,11 @@ class Alert:
     @classmethod
     def from_dict(cls, data: dict) -> Alert:
         return cls(**data)
+
+
+def urgency_for(action: str, severity: str) -> str:
+    """Only an ERROR being raised is urgent: a WARN trigger and every resolve are low urgency."""
+    return "high" if action == "trigger" and severity == "error" else "low"
 
 
 def bounded_key(key: str, limit: int = MAX_DEDUP_KEY) -> str:
@@ -142,10 +158,24 @@ def slack_payload(alert: Alert) -> dict:
                     {"title": "observed / threshold", "value": f"{alert.observed} / {alert.threshold}", "short": True},
                     {"title": "run", "value": f"<{alert.url}|{alert.run_id[:8]}>", "short": True},
                     {"title": "dedup key", "value": alert.dedup_key, "short": False},
+                    *_slack_context(alert),
                 ],
             }
         ],
     }
+
+
+def _slack_context(alert: Alert) -> list[dict]:
+    """What to do, the failures attached to the incident and, on a resolve, how long it lasted."""
+    fields = []
+    if alert.what_to_do:
+        fields.append({"title": "what to do", "value": alert.what_to_do, "short": False})
+    if alert.attached:
+        lines = "\n".join(f"• {a.get('summary')}" for a in alert.attached[:10])
+        fields.append({"title": f"attached ({len(alert.attached)})", "value": bounded_text(lines, 1500), "short": False})
+    if alert.duration_seconds is not None:
+        fields.append({"title": "lasted", "value": f"{alert.duration_seconds / 60:.0f} min", "short": True})
+    return fields
 
 
 def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
@@ -162,6 +192,10 @@ def pagerduty_payload(alert: Alert, routing_key: str) -> dict:
                 "partition": alert.partition,
                 "observed": alert.observed,
                 "threshold": alert.threshold,
+                "comparison": alert.comparison,
+                "unit": alert.unit,
+                "what_to_do": alert.what_to_do,
+                "attached": [a.get("summary") for a in alert.attached],
                 "run_id": alert.run_id,
                 "urgency": alert.urgency,
             },

@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
+from fs_checks.results import check_result
+from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.alerts import MAX_DEDUP_KEY, Alert, AlertSinkResource, Outcome, RouteSink, bounded_key, pagerduty_payload
 from fs_sensors import alert_routing_sensor as routing
 from fs_sensors.alert_path_self_test import SELF_TEST_KEY, alert_path_self_test_job
@@ -111,7 +113,8 @@ def test_long_keys_and_summaries_fit_pagerduty_and_stay_unique():
     assert len(event["dedup_key"]) <= 255 and len(event["payload"]["summary"]) <= 1024
 
 
-# A real asset whose checks the test controls; its partition names the incident.
+# A real asset whose checks the test controls (writing the one result shape); its partition names the incident.
+WHAT_TO_DO = f"see the check's evaluation; {guide_section('Reading a check failure')}"
 OUTCOME = {"coverage": True, "drift": True, "crash": False}
 
 
@@ -125,8 +128,10 @@ OUTCOME = {"coverage": True, "drift": True, "crash": False}
 )
 def watched():
     yield dg.MaterializeResult()
-    yield dg.AssetCheckResult(check_name="check_feature_coverage", passed=OUTCOME["coverage"], severity=dg.AssetCheckSeverity.ERROR)
-    yield dg.AssetCheckResult(check_name="check_feature_drift", passed=OUTCOME["drift"], severity=dg.AssetCheckSeverity.WARN)
+    coverage = Verdict(0.99 if OUTCOME["coverage"] else 0.9, 0.95, ">=", "share of expected devices", WHAT_TO_DO)
+    yield check_result(coverage, check_name="check_feature_coverage", severity=dg.AssetCheckSeverity.ERROR)
+    drift = Verdict(0.02 if OUTCOME["drift"] else 0.17, 0.1, "<", "PSI", WHAT_TO_DO)
+    yield check_result(drift, check_name="check_feature_drift", severity=dg.AssetCheckSeverity.WARN)
     if OUTCOME["crash"]:
         raise RuntimeError("the step crashed after its checks")
 
@@ -151,7 +156,7 @@ def test_a_refused_alert_is_set_aside_announced_and_the_rest_go_through(scripted
     with dg.instance_for_test() as instance:
         _run(instance, "p0", coverage=False, drift=False)
         cursor = _tick(instance, None, sink)
-        assert json.loads(cursor)["outbox"] == []
+        assert json.loads(cursor)["outbox"] == {}
         delivered = [b["dedup_key"] for b in receiver.posts() if not b["dedup_key"].startswith("check_feature_coverage")]
         assert "check_feature_drift|device_features_1h|-" in delivered
         assert any(k.startswith("alert_dead_letter|check_feature_coverage") for k in delivered)
@@ -171,7 +176,7 @@ def test_a_stored_record_that_is_not_an_alert_never_drops_the_cursor(tmp_path):
     with dg.instance_for_test() as instance:
         cursor = json.dumps({"since": 0.0, "seen": {}, "open": {}, "outbox": [{"not": "an alert"}, _alert().to_dict()]})
         cursor = _tick(instance, cursor, sink)
-        assert json.loads(cursor)["outbox"] == []
+        assert json.loads(cursor)["outbox"] == {}
         assert [json.loads(line)["dedup_key"] for line in sink.jsonl_file().read_text().splitlines()] == [_alert().dedup_key]
         assert json.loads(sink.dead_letter_file().read_text())["alert"] == {"not": "an alert"}
 

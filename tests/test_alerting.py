@@ -17,7 +17,9 @@ from fs_assets.monitoring.assets import feature_drift_report
 from fs_assets.training.datasets import feature_statistics
 from fs_assets.training.reference import Promotion, ReferenceSnapshot, record_promotion, write_snapshot
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT, CHECK_NULL_FRACTION_DRIFT, drift_checks
+from fs_checks.results import check_result
 from fs_domain.models import DEVICE_HEALTH_1D
+from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.alerts import Alert, AlertSinkResource, RouteSink
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -76,8 +78,11 @@ def receiver():
     server.close()
 
 
-# A real asset with real checks whose outcome the test controls: one pipeline check, one drift check.
+# A real asset with real checks whose outcome the test controls: one pipeline check, one drift check,
+# each writing its result in the one shape every check writes.
 OUTCOME = {"coverage": True, "drift": True}
+COVERAGE_TO_DO = f"look for the missing devices' readings in the quarantine; {guide_section('Features: coverage')}"
+DRIFT_TO_DO = f"read the drift report's charts; {guide_section('Drift: PSI and null fractions')}"
 
 
 @dg.asset(
@@ -89,18 +94,10 @@ OUTCOME = {"coverage": True, "drift": True}
 )
 def watched_asset():
     yield dg.MaterializeResult()
-    yield dg.AssetCheckResult(
-        check_name="check_feature_coverage",
-        passed=OUTCOME["coverage"],
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"observed": 0.9, "threshold": 0.95},
-    )
-    yield dg.AssetCheckResult(
-        check_name=CHECK_FEATURE_DRIFT,
-        passed=OUTCOME["drift"],
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"observed": 0.17, "threshold": 0.1},
-    )
+    coverage = Verdict(0.99 if OUTCOME["coverage"] else 0.9, 0.95, ">=", "share of expected devices", COVERAGE_TO_DO)
+    yield check_result(coverage, check_name="check_feature_coverage", severity=dg.AssetCheckSeverity.ERROR)
+    drift = Verdict(0.02 if OUTCOME["drift"] else 0.17, 0.1, "<", "PSI", DRIFT_TO_DO)
+    yield check_result(drift, check_name=CHECK_FEATURE_DRIFT, severity=dg.AssetCheckSeverity.WARN)
 
 
 def run_watched(instance, coverage: bool, drift: bool = True):
@@ -130,6 +127,12 @@ def test_a_failing_check_pages_once_and_resolves_once(receiver):
         details = page["payload"]
         assert details["severity"] == "error" and details["group"] == "data-engineering" and details["class"] == "check_feature_coverage"
         assert details["custom_details"]["observed"] == 0.9 and details["custom_details"]["threshold"] == 0.95
+        assert details["custom_details"]["comparison"] == ">=" and details["custom_details"]["unit"] == "share of expected devices"
+        assert details["custom_details"]["what_to_do"] == COVERAGE_TO_DO and details["custom_details"]["urgency"] == "high"
+        assert details["summary"] == (
+            "check_feature_coverage failed on device_features_1h: observed 0.9 share of expected devices, "
+            "expected >= 0.95 share of expected devices"
+        )
         assert page["links"][0]["href"].startswith("http://127.0.0.1:3000/runs/")
         fixed = run_watched(instance, coverage=True)
         cursor, _ = tick(instance, cursor, sink)
@@ -187,13 +190,14 @@ def test_an_alert_waits_while_the_receiver_is_down_and_arrives_once_it_is_up(rec
         receiver.up = False
         cursor, waiting = tick(instance, None, sink)
         cursor, waiting = tick(instance, cursor, sink)
-        assert receiver.bodies == [] and len(json.loads(cursor)["outbox"]) == 1
+        (waiting_alerts,) = json.loads(cursor)["outbox"].values()
+        assert receiver.bodies == [] and len(waiting_alerts) == 1
         messages: list[str] = []
-        assert not sink.deliver(Alert.from_dict(json.loads(cursor)["outbox"][0]), log=messages.append)
+        assert not sink.deliver(Alert.from_dict(waiting_alerts[0]), log=messages.append)
         receiver.up = True
         cursor, delivered = tick(instance, cursor, sink)
         cursor, _ = tick(instance, cursor, sink)
-        assert len(receiver.bodies) == 1 and json.loads(cursor)["outbox"] == []
+        assert len(receiver.bodies) == 1 and json.loads(cursor)["outbox"] == {}
         said = " ".join(messages) + str(waiting) + str(delivered) + sink.destination()
         assert "attempt 1/2 failed (HTTP 503)" in said and "1 waiting" in str(waiting)
         assert "s3cr3t" not in said and "127.0.0.1" in said
@@ -207,11 +211,12 @@ def test_a_sink_that_is_down_costs_one_alerts_attempts_per_tick_and_every_alert_
         receiver.up = False
         cursor, waiting = tick(instance, None, sink)
         # The first alert's two attempts failed; the second was not tried against a sink that is down.
-        assert receiver.posts == 2 and len(json.loads(cursor)["outbox"]) == 2 and "2 waiting" in str(waiting)
+        (queue,) = json.loads(cursor)["outbox"].values()  # both routes share this sink: one queue
+        assert receiver.posts == 2 and len(queue) == 2 and "2 waiting" in str(waiting)
         receiver.up = True
         cursor, _ = tick(instance, cursor, sink)
         assert sorted(b["payload"]["class"] for b in receiver.bodies) == sorted(["check_feature_coverage", CHECK_FEATURE_DRIFT])
-        assert json.loads(cursor)["outbox"] == []
+        assert json.loads(cursor)["outbox"] == {}
 
 
 @pytest.mark.unit
@@ -319,12 +324,16 @@ def test_a_shifted_day_drifts_to_the_ml_route_with_its_psi_status_and_a_chart(sp
         assert (report["psi_status"] == "ok").mean() > 0.9
 
 
+BOOKS_TO_DO = f"read the books in the check's metadata; {guide_section('Clean readings: accounting and landing columns')}"
+
+
 @dg.asset(
     name="clean_sensor_readings", check_specs=[dg.AssetCheckSpec("check_accounting_identity", asset="clean_sensor_readings", blocking=True)]
 )
 def blocked_asset():
     yield dg.MaterializeResult()
-    yield dg.AssetCheckResult(check_name="check_accounting_identity", passed=OUTCOME["coverage"], severity=dg.AssetCheckSeverity.ERROR)
+    books = Verdict(0 if OUTCOME["coverage"] else 12, 0, "==", "rows unaccounted for", BOOKS_TO_DO)
+    yield check_result(books, check_name="check_accounting_identity", severity=dg.AssetCheckSeverity.ERROR)
 
 
 @dg.asset(name="device_registry")
