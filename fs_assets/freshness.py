@@ -1,4 +1,10 @@
-"""Dagster freshness policies built from the domain's SLAs (`fs_domain.slas`), one way for every asset."""
+"""Dagster freshness policies built from the domain's SLAs (`fs_domain.slas`), one way for every asset.
+
+They give each asset its freshness status in the UI and never page: a policy's state changes are
+not check evaluations, and the alert router reads only those and run failures. What pages on a
+clock is its data-time check (`fs_checks.data_freshness_checks`), which judges only windows that
+have closed; a policy looks at when the asset was last written, whatever the partition.
+"""
 
 from datetime import timedelta
 

@@ -1,125 +1,346 @@
-"""Freshness by data time (DESIGN.md's expectation), beside the run-based policies.
+"""Freshness by data time: the one check per clock that can page (DESIGN.md, Monitoring thresholds).
 
-A run can succeed on time and still serve old data (a gateway stopped sending, a landing folder
-went quiet). These checks look at the data itself:
-- clean readings: `now - max(ts)`, against 15 minutes;
-- features, per window size: how long the first window after the newest one written has been
-  closed, `now - (max(window_end) + window)`, warn past 30 minutes and page past 45 (a window's
-  features cannot exist before it closes, so a 1-day window is not late at noon);
-- the Device object: `now - max(features_window_end)`, warn past 60 minutes and page past 90.
-The newest value is the one each asset recorded when it wrote (`latest_<column>` in its
-materialization's metadata, read back from the table after the write; `fs_assets.metadata`), taken
-over the latest materialization of today's and yesterday's partitions. So a check reads the
-instance, not the tables: it needs no Spark session, and its run takes seconds instead of holding
-one of the run slots for a JVM's start and a Delta scan (under the design fleet's live load these
-runs took a fifth of the slots).
+A clock judges only what can exist. Each asset records, when it writes, the newest value of its
+clock (`fs_assets.metadata`), and the lag counts from the moment the first value after it was due:
+- clean readings: `now - max(ts)`; pages past 15 minutes;
+- features, per window size: a window cannot be late before it closes, and its features are due
+  when it closes; the lag is how long the first window after the newest one written has been
+  closed, `now - (max(window_end) + size)`; warns past 30 minutes, pages past 45;
+- the `Device` object (`device_objects`), two clocks judged in one check, so one stalled
+  projection is one incident:
+  - the newest 1-day window that could exist ends at the last midnight; its features are due 45
+    minutes later (the features' alert), and the lag is how long past that the object still shows
+    an older `features_window_end`; warns past 60 minutes, pages past 90;
+  - the hourly projection, `now - hydrated_at`; pages past 90 minutes. Its 60-minute target is the
+    hourly schedule's own bound: just before each hour's run finishes the snapshot is a run's
+    length past it, so judging the target would warn every hour on a healthy store.
+The online store's own projection age (what Redis serves) is `check_prehydration_lag`.
+
+Why these and nothing else pages on these clocks: the run-based checks (the current partition
+written within its SLA, Dagster's `build_last_update_freshness_checks`) judged the same lateness
+a second time, and with no data today each fired its own page for one cause. Data time is the
+design's rule and also catches runs that succeed on old data. The `FreshnessPolicy` on each asset
+stays for the UI's freshness status: it emits no check evaluation, so the alert router never sees
+it.
+
+Reading: the newest value recorded over the latest materialization of today's partition and the
+two days before (so just after midnight yesterday's windows still count and the new day's
+partition is not "missing"; the day before yesterday holds yesterday's last 1-day window until
+today's is written); for the `Device` object, its latest materialization. Nothing recorded in
+that horizon is judged as at least that late. So a check reads the instance, not the tables: it
+needs no Spark session, and its run takes seconds instead of holding a run slot for a JVM's start
+and a Delta scan.
+
+When to judge again (`fs_sensors.freshness_checks_sensor`): a pass carries
+`dagster/fresh_until_timestamp`, when its lag could cross the threshold; a warning carries
+`escalates_at_timestamp`, when it could page.
 """
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from fs_assets.features.touched import VERSION_KEY
+from fs_assets.ingest.landing import partition_folder
 from fs_assets.metadata import latest_key
+from fs_checks.results import check_result
 from fs_domain import slas
-from fs_domain.features import WINDOWS
+from fs_domain.device import DEVICE
+from fs_domain.features import WINDOWS, WINDOWS_BY_MINUTES
 from fs_domain.slas import Sla
+from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.settings import landing_root
 
 CHECK_DATA_FRESHNESS = "data_freshness_check"
+# Metadata of a warning: when it can become a page, so the freshness sensor judges it again then.
+ESCALATES_AT = "escalates_at_timestamp"
+FRESH_UNTIL = "dagster/fresh_until_timestamp"
+# Days of partitions read back: today, yesterday and the day before.
+HORIZON_DAYS = 3
+
+GUIDE_CLEAN = "Freshness: clean readings"
+GUIDE_FEATURES = "Freshness: features"
+GUIDE_DEVICE_OBJECT = "Freshness: the Device object"
 
 
 @dataclass(frozen=True)
 class DataClock:
-    """An asset's data time: the column (its newest value recorded as `latest_<column>`), and whether
-    the asset is partitioned by day (`date_column`), so today's and yesterday's partitions count."""
+    """One clock: the metadata key an asset records its newest data time under, the SLA it is held
+    to, and when the first value after the newest one is due (`window` after it, for the next window
+    to close, plus `waits_for`, what that value waits on upstream)."""
 
+    name: str
     sla: Sla
-    column: str
-    date_column: str | None = None
-    window_minutes: int | None = None
+    key: str
+    partitioned: bool = True
+    window: timedelta = timedelta(0)
+    waits_for: timedelta = timedelta(0)
+
+    def due(self, latest: datetime) -> datetime:
+        return latest + self.window + self.waits_for
 
 
-DATA_CLOCKS: dict[str, DataClock] = {
-    "clean_sensor_readings": DataClock(slas.CLEAN_READINGS, "ts", "reading_date"),
-    **{w.asset_name: DataClock(slas.FEATURES, "window_end", "window_date", w.minutes) for w in WINDOWS},
-    "device_objects": DataClock(slas.DEVICE_OBJECT, "features_window_end"),
-}
+@dataclass(frozen=True)
+class ClockReading:
+    """A clock judged at `now`: `lag` past `due` against the threshold of the severity it reaches."""
+
+    clock: DataClock
+    latest: datetime | None
+    due: datetime
+    now: datetime
+
+    @property
+    def lag(self) -> timedelta:
+        return max(timedelta(0), self.now - self.due)
+
+    @property
+    def lag_minutes(self) -> float:
+        """Rounded up to a tenth, so the figure shown fails exactly when the lag does."""
+        return math.ceil(round(self.lag.total_seconds() / 6, 6)) / 10
+
+    @property
+    def severity(self) -> dg.AssetCheckSeverity:
+        """ERROR past the alert; WARN past the target; a pass carries the severity it would fail with."""
+        sla = self.clock.sla
+        if self.lag > sla.alert or sla.target is None:
+            return dg.AssetCheckSeverity.ERROR
+        return dg.AssetCheckSeverity.WARN
+
+    @property
+    def limit(self) -> timedelta:
+        """The threshold matching the severity: the alert past it (or with no target), else the target."""
+        sla = self.clock.sla
+        return sla.alert if self.lag > sla.alert or sla.target is None else sla.target
+
+    @property
+    def passed(self) -> bool:
+        return self.lag <= self.limit
+
+    @property
+    def changes_at(self) -> datetime | None:
+        """When the verdict can next get worse if nothing new is written (None once it pages)."""
+        if self.passed:
+            return self.due + self.limit
+        return None if self.severity == dg.AssetCheckSeverity.ERROR else self.due + self.clock.sla.alert
+
+    def verdict(self, asset: str, what_to_do: str) -> Verdict:
+        return Verdict(
+            observed=self.lag_minutes,
+            threshold=self.limit.total_seconds() / 60,
+            comparison="<=",
+            unit="minutes",
+            what_to_do=what_to_do,
+            asset=asset,
+        )
+
+    def sentence(self) -> str:
+        minutes = f"{self.lag_minutes:.0f} min"
+        if self.latest is None:
+            since = self.due - self.clock.window - self.clock.waits_for
+            return f"{self.clock.name}: nothing newer than {since:%Y-%m-%d %H:%M} UTC recorded, at least {minutes} past due"
+        if self.clock.window:
+            closed = self.due - self.clock.waits_for
+            state = f"due since {self.due:%H:%M}, {minutes} ago" if self.lag else "not due yet"
+            return f"{self.clock.name}: newest {self.latest:%Y-%m-%d %H:%M} UTC; the window closing {closed:%Y-%m-%d %H:%M} UTC is {state}"
+        return f"{self.clock.name}: newest {self.latest:%Y-%m-%d %H:%M} UTC, {minutes} ago"
 
 
-def judge(asset: str, clock: DataClock, latest: datetime | None, now: float) -> dg.AssetCheckResult:
-    """Passed within the target (or the alert when there is none); WARN past the target, ERROR past the alert."""
-    key = dg.AssetKey(asset)
-    if latest is None:
-        return dg.AssetCheckResult(
-            asset_key=key, check_name=CHECK_DATA_FRESHNESS, passed=False, severity=dg.AssetCheckSeverity.ERROR,
-            description=f"no data in the last two days ({clock.column})",
-            metadata={"latest": "none", "alert_minutes": clock.sla.alert.total_seconds() / 60},
-        )  # fmt: skip
-    latest = latest.replace(tzinfo=UTC) if latest.tzinfo is None else latest
-    waiting_since = latest + timedelta(minutes=clock.window_minutes or 0)  # for features: when the next window closed
-    lag = max(timedelta(0), timedelta(seconds=now - waiting_since.timestamp()))
-    limit = clock.sla.target or clock.sla.alert
-    severity = dg.AssetCheckSeverity.ERROR if lag > clock.sla.alert else dg.AssetCheckSeverity.WARN
-    metadata = {
-        "latest": latest.isoformat(),
-        "lag_minutes": round(lag.total_seconds() / 60, 1),
-        "alert_minutes": clock.sla.alert.total_seconds() / 60,
-        "dagster/last_updated_timestamp": dg.MetadataValue.timestamp(latest.timestamp()),
-    }
-    if clock.sla.target:
-        metadata["target_minutes"] = clock.sla.target.total_seconds() / 60
-    if lag <= limit:
-        metadata["dagster/fresh_until_timestamp"] = dg.MetadataValue.timestamp(waiting_since.timestamp() + limit.total_seconds())
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=CHECK_DATA_FRESHNESS,
-        passed=lag <= limit,
-        severity=severity,
-        metadata=metadata,
-        description=f"newest {clock.column} {latest:%Y-%m-%d %H:%M}: {lag.total_seconds() / 60:.0f} min behind (limit {limit.total_seconds() / 60:.0f} min)",
+def _feature_clock(minutes: int) -> DataClock:
+    return DataClock(
+        f"{WINDOWS_BY_MINUTES[minutes].suffix} windows", slas.FEATURES, latest_key("window_end"), window=timedelta(minutes=minutes)
     )
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            CHECK_DATA_FRESHNESS,
-            asset=asset,
-            description=("how long the next window has been closed, " if clock.window_minutes else f"now - max({clock.column}), ")
-            + f"within {(clock.sla.target or clock.sla.alert).total_seconds() / 60:.0f} min"
-            + (f"; pages past {clock.sla.alert.total_seconds() / 60:.0f} min" if clock.sla.target else ""),
+CLEAN_CLOCK = DataClock("clean readings", slas.CLEAN_READINGS, latest_key("ts"))
+# The object shows the last complete 1-day window: it is due once the features of that window are.
+NEWEST_DAY_WINDOW_CLOCK = DataClock(
+    "newest 1-day window",
+    slas.DEVICE_OBJECT,
+    latest_key("features_window_end"),
+    partitioned=False,
+    window=timedelta(minutes=DEVICE.feature_window_minutes),
+    waits_for=slas.FEATURES.alert,
+)
+HOURLY_PROJECTION_CLOCK = DataClock("hourly projection", Sla(alert=slas.DEVICE_OBJECT.alert), "hydrated_at", partitioned=False)
+
+ASSET_CLOCKS: dict[str, tuple[DataClock, ...]] = {
+    "clean_sensor_readings": (CLEAN_CLOCK,),
+    **{w.asset_name: (_feature_clock(w.minutes),) for w in WINDOWS},
+    "device_objects": (NEWEST_DAY_WINDOW_CLOCK, HOURLY_PROJECTION_CLOCK),
+}
+
+
+def _what_to_do(asset: str, now: datetime) -> str:
+    if asset == "clean_sensor_readings":
+        return (
+            f"is data arriving in the landing zone ({partition_folder(landing_root(), now.date())})? "
+            f"Is landing_zone_sensor running, and are clean_readings_job runs succeeding? {guide_section(GUIDE_CLEAN)}"
         )
-        for asset, clock in DATA_CLOCKS.items()
-    ],
+    if asset == "device_objects":
+        return (
+            "is prehydration_job running (prehydration_schedule, prehydration_sensor) and succeeding? "
+            f"Is device_features_1d fresh? {guide_section(GUIDE_DEVICE_OBJECT)}"
+        )
+    return (
+        f"are clean readings fresh? Is feature_automation_sensor running, and did {asset}'s last run succeed? "
+        f"{guide_section(GUIDE_FEATURES)}"
+    )
+
+
+def horizon_start(now: datetime) -> datetime:
+    """Midnight of the oldest day read back."""
+    first = now.date() - timedelta(days=HORIZON_DAYS - 1)
+    return datetime(first.year, first.month, first.day, tzinfo=UTC)
+
+
+def horizon_days(now: datetime) -> list[str]:
+    return [(now.date() - timedelta(days=d)).isoformat() for d in range(HORIZON_DAYS - 1, -1, -1)]
+
+
+def read_clock(clock: DataClock, latest: datetime | None, recorded_none: bool, now: datetime) -> ClockReading:
+    """The clock at `now`, from the newest value recorded (None when there is none).
+
+    With nothing recorded the lag is a lower bound: a partitioned asset's newest value is older
+    than the horizon; an object that shows no window at all is at least as late as one showing the
+    window before the newest that could exist.
+    """
+    if latest is not None:
+        latest = latest.replace(tzinfo=UTC) if latest.tzinfo is None else latest.astimezone(UTC)
+        return ClockReading(clock, latest, clock.due(latest), now)
+    if recorded_none and clock.window and not clock.partitioned:
+        newest_closed = datetime.fromtimestamp(now.timestamp() // clock.window.total_seconds() * clock.window.total_seconds(), tz=UTC)
+        return ClockReading(clock, None, clock.due(newest_closed - clock.window), now)
+    return ClockReading(clock, None, clock.due(horizon_start(now)), now)
+
+
+def judge(asset: str, readings: Sequence[ClockReading], context: dg.AssetCheckExecutionContext | None = None) -> dg.AssetCheckResult:
+    """One result for the asset's clocks: the worst one decides (a page before a warning, then the
+    furthest past its threshold); a pass names the clock that can fail first."""
+    failing = [r for r in readings if not r.passed]
+    if failing:
+        deciding = max(failing, key=lambda r: (r.severity == dg.AssetCheckSeverity.ERROR, r.lag - r.limit))
+    else:
+        deciding = min(readings, key=lambda r: r.due + r.limit)
+    now = deciding.now
+    changes = [r.changes_at for r in readings if r.changes_at is not None]
+    metadata: dict[str, object] = {
+        "clock": deciding.clock.name,
+        "lag_minutes": deciding.lag_minutes,
+        "due_since": deciding.due.isoformat(),
+        "newest": deciding.latest.isoformat() if deciding.latest else f"none since {horizon_start(now):%Y-%m-%d %H:%M} UTC",
+        "alert_minutes": deciding.clock.sla.alert.total_seconds() / 60,
+    }
+    if deciding.clock.sla.target:
+        metadata["target_minutes"] = deciding.clock.sla.target.total_seconds() / 60
+    if deciding.latest:
+        metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(deciding.latest.timestamp())
+    if len(readings) > 1:
+        metadata["clocks"] = dg.MetadataValue.json(
+            {
+                r.clock.name: {"lag_minutes": r.lag_minutes, "threshold_minutes": r.limit.total_seconds() / 60, "passed": r.passed}
+                for r in readings
+            }
+        )
+    if not failing:
+        metadata[FRESH_UNTIL] = dg.MetadataValue.timestamp(min(changes).timestamp())
+    elif deciding.severity == dg.AssetCheckSeverity.WARN and changes:
+        metadata[ESCALATES_AT] = dg.MetadataValue.timestamp(min(changes).timestamp())
+    verdict = deciding.verdict(asset, _what_to_do(asset, now))
+    others = "; ".join(r.sentence() for r in readings if r is not deciding)
+    description = f"{deciding.sentence()}: {verdict.sentence()}" + (f" ({others})" if others else "")
+    return check_result(
+        verdict,
+        context=context,
+        severity=deciding.severity,
+        description=description,
+        metadata=metadata,
+        asset_key=dg.AssetKey(asset),
+        check_name=CHECK_DATA_FRESHNESS,
+    )
+
+
+def _recorded_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None, version: str) -> dict | None:
+    """The metadata of the latest materialization (of `partition`) that wrote `version` (or carries no version)."""
+    filters = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None)
+    # A partition's latest materialization is the one that counts; an unpartitioned object's table
+    # is per version, so a run of another version does not replace this one's.
+    for record in instance.fetch_materializations(filters, limit=1 if partition else 20).records:
+        md = record.asset_materialization.metadata if record.asset_materialization else {}
+        if VERSION_KEY not in md or md[VERSION_KEY].value == version:
+            return md
+        if partition:
+            return None
+    return None
+
+
+def _as_time(value: object) -> datetime | None:
+    value = getattr(value, "value", value)
+    if value is None or value == "none":
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return datetime.fromisoformat(str(value))
+
+
+def recorded_latest(
+    instance: dg.DagsterInstance, key: dg.AssetKey, clock: DataClock, now: datetime, version: str
+) -> tuple[datetime | None, bool]:
+    """The newest value of `clock` the asset recorded (over the horizon's partitions when
+    partitioned), and whether it recorded "none" instead (it wrote, but held no value)."""
+    latest, recorded_none = None, False
+    for partition in horizon_days(now) if clock.partitioned else [None]:
+        md = _recorded_metadata(instance, key, partition, version)
+        if md is None or clock.key not in md:
+            continue
+        value = _as_time(md[clock.key])
+        if value is None:
+            recorded_none = True
+            continue
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        latest = value if latest is None or value > latest else latest
+    return latest, recorded_none and latest is None
+
+
+def evaluate(
+    instance: dg.DagsterInstance, asset: str, now: datetime, version: str, context: dg.AssetCheckExecutionContext | None = None
+) -> dg.AssetCheckResult:
+    """The data freshness of `asset` at `now`, from what it recorded (the run judging it from `context`)."""
+    key = dg.AssetKey(asset)
+    readings = [read_clock(clock, *recorded_latest(instance, key, clock, now, version), now) for clock in ASSET_CLOCKS[asset]]
+    return judge(asset, readings, context)
+
+
+def _spec_description(asset: str) -> str:
+    def limits(clock: DataClock) -> str:
+        alert = f"pages past {clock.sla.alert.total_seconds() / 60:.0f} min"
+        return f"warns past {clock.sla.target.total_seconds() / 60:.0f} min, {alert}" if clock.sla.target else alert
+
+    parts = []
+    for clock in ASSET_CLOCKS[asset]:
+        if clock.waits_for:
+            what = "how long past its due time (45 min after it closes) the newest 1-day window that could exist is missing"
+        elif clock.window:
+            what = "how long the first window after the newest one written has been closed"
+        elif clock.key == "hydrated_at":
+            what = "now - hydrated_at of the last projection"
+        else:
+            what = "now - max(ts)"
+        parts.append(f"{what}: {limits(clock)}")
+    return "Data time. " + "; ".join(parts) + "."
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(CHECK_DATA_FRESHNESS, asset=asset, description=_spec_description(asset)) for asset in ASSET_CLOCKS],
     can_subset=True,
     name="data_time_freshness_checks",
 )
 def data_time_freshness_checks(context: dg.AssetCheckExecutionContext, feature_store: FeatureStoreResource):
-    now = time.time()
-    today = datetime.fromtimestamp(now, tz=UTC).date()
-    days = [(today - timedelta(days=1)).isoformat(), today.isoformat()]
+    now = datetime.fromtimestamp(time.time(), tz=UTC)
     version = feature_store.version()
     for check_key in context.selected_asset_check_keys:
-        asset = check_key.asset_key.to_user_string()
-        clock = DATA_CLOCKS[asset]
-        yield judge(asset, clock, recorded_latest(context.instance, check_key.asset_key, clock, days, version), now)
-
-
-def recorded_latest(instance: dg.DagsterInstance, key: dg.AssetKey, clock: DataClock, days: list[str], version: str) -> datetime | None:
-    """The newest `clock.column` the asset recorded over its latest materialization of each of `days`
-    (of its one latest materialization when unpartitioned), for the current feature set version."""
-    partitions = days if clock.date_column else [None]
-    latest = None
-    for partition in partitions:
-        filters = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None)
-        records = instance.fetch_materializations(filters, limit=1).records
-        md = records[0].asset_materialization.metadata if records and records[0].asset_materialization else {}
-        recorded = md.get(latest_key(clock.column))
-        if recorded is None or recorded.value == "none" or (VERSION_KEY in md and md[VERSION_KEY].value != version):
-            continue
-        value = datetime.fromisoformat(str(recorded.value))
-        latest = value if latest is None or value > latest else latest
-    return latest
+        yield evaluate(context.instance, check_key.asset_key.to_user_string(), now, version, context)

@@ -1,15 +1,15 @@
-"""Freshness checks per DESIGN.md's SLAs, as asset checks so that alerts can route them.
+"""Freshness of the daily monitoring assets, and every freshness check the sensor runs.
 
-The daily assets that are written through the day (clean readings, features) are judged by the
-partition that should be current: the day holding `now - SLA`. Its own latest materialization
-must be within the SLA, so a backfill of an old day writes an old partition and leaves today
-exactly as stale as it was. (Dagster's `build_last_update_freshness_checks` looks at the latest
-materialization of any partition, which a backfill would satisfy.)
+`anomaly_scores` and `feature_drift_report` judge a complete day: yesterday's partition is due by
+03:00 UTC today (with `end_offset=1`, Dagster's time-partition builder would expect today's
+unfinished day). The lag is how long the due day has waited for its partition since the day
+ended; a partition written after its day ended counts, one written during the day does not (it
+judged part of a day). These checks warn and never page: the scores and the drift report wait on
+the features, whose own clocks page first.
 
-The results carry the metadata keys Dagster's freshness sensor reads (`dagster/fresh_until_timestamp`),
-so `freshness_checks_sensor` re-runs them only when they could have become overdue. The daily
-monitoring assets are due a day late: yesterday's complete day by 03:00 UTC (with `end_offset=1`,
-Dagster's time-partition builder would expect today's unfinished day).
+Clean readings, features and the `Device` object are judged by data time alone
+(`fs_checks.data_freshness_checks`, whose docstring says why no run-based check judges them too).
+The online store's projection age is `check_prehydration_lag`.
 """
 
 import time
@@ -17,17 +17,17 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from fs_checks.data_freshness_checks import FRESH_UNTIL, data_time_freshness_checks
+from fs_checks.results import check_result
 from fs_domain import slas
-from fs_domain.features import WINDOWS
+from fs_domain.verdicts import Verdict, guide_section
 
-SEVERITY = dg.AssetCheckSeverity.ERROR
 CHECK_FRESHNESS = "freshness_check"
+GUIDE_MONITORING = "Freshness: daily monitoring"
 
-# Daily assets and the lag past which their current partition pages (fs_domain.slas).
-CURRENT_PARTITION_SLAS: dict[str, timedelta] = {
-    "clean_sensor_readings": slas.CLEAN_READINGS.alert,
-    **{window.asset_name: slas.FEATURES.alert for window in WINDOWS},
-}
+# Daily monitoring assets: yesterday's partition (a complete day) by 03:00 UTC today.
+MONITORING_DEADLINE_HOUR = slas.DAILY_MONITORING_DUE_HOUR_UTC
+MONITORING_ASSETS = ("anomaly_scores", "feature_drift_report")
 
 
 def _last_update(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> float | None:
@@ -36,62 +36,9 @@ def _last_update(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str)
     return records[0].timestamp if records else None
 
 
-def current_partition_freshness(instance: dg.DagsterInstance, asset: str, sla: timedelta, now: float | None = None) -> dg.AssetCheckResult:
-    """Pass when the partition holding `now - sla` was materialized at or after `now - sla`."""
-    now = time.time() if now is None else now
-    lower_bound = now - sla.total_seconds()
-    partition = datetime.fromtimestamp(lower_bound, tz=UTC).date().isoformat()
-    key = dg.AssetKey(asset)
-    updated = _last_update(instance, key, partition)
-    passed = updated is not None and updated >= lower_bound
-    metadata: dict[str, object] = {
-        "partition": partition,
-        "threshold_minutes": round(sla.total_seconds() / 60, 1),
-        "dagster/freshness_lower_bound_timestamp": dg.MetadataValue.timestamp(lower_bound),
-    }
-    if updated is not None:
-        metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(updated)
-        metadata["lag_minutes"] = round((now - updated) / 60, 1)
-    if passed:
-        # When it could next be overdue: the SLA after this update (the freshness sensor's cue).
-        metadata["dagster/fresh_until_timestamp"] = dg.MetadataValue.timestamp(updated + sla.total_seconds())
-        description = f"partition {partition} was updated {(now - updated) / 60:.0f} min ago, within {sla.total_seconds() / 60:.0f} min"
-    elif updated is None:
-        description = f"partition {partition} has never been materialized; it is due within {sla.total_seconds() / 60:.0f} min"
-    else:
-        description = (
-            f"partition {partition} was last updated {(now - updated) / 60:.0f} min ago, over the {sla.total_seconds() / 60:.0f} min SLA"
-        )
-    return dg.AssetCheckResult(
-        asset_key=key, check_name=CHECK_FRESHNESS, passed=passed, severity=SEVERITY, metadata=metadata, description=description
-    )
-
-
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            CHECK_FRESHNESS,
-            asset=asset,
-            description=f"The current day's partition was updated within {sla.total_seconds() / 60:.0f} minutes.",
-        )
-        for asset, sla in CURRENT_PARTITION_SLAS.items()
-    ],
-    can_subset=True,
-    name="current_partition_freshness_checks",
-)
-def current_partition_freshness_checks(context: dg.AssetCheckExecutionContext):
-    now = time.time()
-    for check_key in context.selected_asset_check_keys:
-        asset = check_key.asset_key.to_user_string()
-        yield current_partition_freshness(context.instance, asset, CURRENT_PARTITION_SLAS[asset], now)
-
-
-# Daily monitoring assets: yesterday's partition (a complete day) by 03:00 UTC today.
-MONITORING_DEADLINE_HOUR = slas.DAILY_MONITORING_DUE_HOUR_UTC
-MONITORING_ASSETS = ("anomaly_scores", "feature_drift_report")
-
-
-def completed_day_freshness(instance: dg.DagsterInstance, asset: str, now: float | None = None) -> dg.AssetCheckResult:
+def completed_day_freshness(
+    instance: dg.DagsterInstance, asset: str, now: float | None = None, context: dg.AssetCheckExecutionContext | None = None
+) -> dg.AssetCheckResult:
     """Pass when the day before the latest 03:00 UTC deadline was materialized after that day ended."""
     now_dt = datetime.fromtimestamp(time.time() if now is None else now, tz=UTC)
     deadline = now_dt.replace(hour=MONITORING_DEADLINE_HOUR, minute=0, second=0, microsecond=0)
@@ -99,26 +46,38 @@ def completed_day_freshness(instance: dg.DagsterInstance, asset: str, now: float
         deadline -= timedelta(days=1)
     day = (deadline - timedelta(days=1)).date()
     day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    allowed = deadline - day_end
     key = dg.AssetKey(asset)
     updated = _last_update(instance, key, day.isoformat())
-    passed = updated is not None and updated >= day_end.timestamp()
-    metadata: dict[str, object] = {
-        "partition": day.isoformat(),
-        "deadline": deadline.isoformat(),
-        "threshold": f"by {deadline:%Y-%m-%d %H:%M} UTC",
-    }
+    written = updated is not None and updated >= day_end.timestamp()
+    lag = timedelta(0) if written else now_dt - day_end
+    verdict = Verdict(
+        observed=round(lag.total_seconds() / 60, 1),
+        threshold=allowed.total_seconds() / 60,
+        comparison="<=",
+        unit="minutes",
+        what_to_do=(
+            f"did {asset}'s run for {day} fail or never start (the automation sensor, a promoted reference)? "
+            f"{guide_section(GUIDE_MONITORING)}"
+        ),
+        asset=asset,
+        partition=day.isoformat(),
+    )
+    metadata: dict[str, object] = {"deadline": deadline.isoformat(), "lag_minutes": verdict.observed}
     if updated is not None:
         metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(updated)
-    if passed:
-        metadata["dagster/fresh_until_timestamp"] = dg.MetadataValue.timestamp((deadline + timedelta(days=1)).timestamp())
-    verdict = "was materialized" if passed else "was not materialized after its day ended"
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=CHECK_FRESHNESS,
-        passed=passed,
+    if written:
+        metadata[FRESH_UNTIL] = dg.MetadataValue.timestamp((deadline + timedelta(days=1)).timestamp())
+    state = "was written" if written else "was not written after its day ended"
+    return check_result(
+        verdict,
+        context=context,
+        passed=written,
         severity=dg.AssetCheckSeverity.WARN,
         metadata=metadata,
-        description=f"partition {day} {verdict}; due by {deadline:%Y-%m-%d %H:%M} UTC",
+        description=f"partition {day} {state}; due by {deadline:%Y-%m-%d %H:%M} UTC: {verdict.sentence()}",
+        asset_key=key,
+        check_name=CHECK_FRESHNESS,
     )
 
 
@@ -133,14 +92,9 @@ def completed_day_freshness(instance: dg.DagsterInstance, asset: str, now: float
 def completed_day_freshness_checks(context: dg.AssetCheckExecutionContext):
     now = time.time()
     for check_key in context.selected_asset_check_keys:
-        yield completed_day_freshness(context.instance, check_key.asset_key.to_user_string(), now)
+        yield completed_day_freshness(context.instance, check_key.asset_key.to_user_string(), now, context)
 
 
-freshness_checks = [
-    current_partition_freshness_checks,
-    completed_day_freshness_checks,
-    # Online store: pre-hydration lag past its alert (90 minutes) (unpartitioned: the last update is the one that counts).
-    *dg.build_last_update_freshness_checks(
-        assets=["device_objects", "device_online_store"], lower_bound_delta=slas.DEVICE_OBJECT.alert, severity=SEVERITY
-    ),
-]
+# What the freshness sensor runs, besides `data_time_freshness_checks`.
+freshness_checks = [completed_day_freshness_checks]
+ALL_FRESHNESS_CHECKS = [*freshness_checks, data_time_freshness_checks]

@@ -1,7 +1,7 @@
 """How far behind each stage may fall (DESIGN.md, seed 001): one home for every SLA.
 
-Assets turn these into Dagster freshness policies and the checks judge against the same values,
-so a policy and its check can never disagree.
+Assets turn these into Dagster freshness policies (the UI's status) and the data-time freshness
+checks (what pages) judge against the same values, so a policy and its check can never disagree.
 """
 
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ class Sla:
 CLEAN_READINGS = Sla(alert=timedelta(minutes=15))
 # Features at most 30 minutes after clean readings; alert when more than 45 minutes behind now.
 FEATURES = Sla(target=timedelta(minutes=30), alert=timedelta(minutes=45))
-# The Device object and its Redis projection: pre-hydration within 1 h, alert past 90 minutes.
+# The Device object and its Redis projection: pre-hydration within 1 h, alert past 90 minutes. The
+# hour is the hourly schedule's bound, which a healthy projection reaches each hour by a run's length.
 DEVICE_OBJECT = Sla(target=timedelta(minutes=60), alert=timedelta(minutes=90))
 
 # The daily monitoring assets (scores, drift) judge a complete day: yesterday's partition is due

@@ -1,21 +1,100 @@
-"""`freshness_checks_sensor`: runs the freshness checks, run-based and by data time, when their answer may have changed."""
+"""`freshness_checks_sensor`: runs the freshness checks when their verdict can have changed.
+
+A check is requested when it never ran; when it passed and its `dagster/fresh_until_timestamp`
+has come (it can be late now); when it warned and its `escalates_at_timestamp` has come (it can
+page now); and when it failed and its asset was written since (it can have recovered). A check
+being evaluated is left to finish. Dagster's `build_sensor_for_freshness_checks` does all but the
+third: a stage that stalls writes nothing, so its warning would never be judged again and the page
+past the alert would never come.
+
+Between those moments a check's answer cannot change, so the sensor can look often (a breach is
+judged within one interval of its time) while the runs stay few: about one per clock and SLA
+period on a healthy store. The checks read recorded metadata only and start no Spark session; the
+runs still take a run slot, so they leave the queue after the pipeline's.
+"""
+
+import time
+from dataclasses import dataclass
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from fs_checks.data_freshness_checks import data_time_freshness_checks
-from fs_checks.freshness_checks import freshness_checks
+from fs_checks.data_freshness_checks import ESCALATES_AT, FRESH_UNTIL
+from fs_checks.freshness_checks import ALL_FRESHNESS_CHECKS
 
-# A check that fails carries no "fresh until" time, so the builder requests it again on every tick:
-# each request is a run with its own Spark driver, holding one of the two run slots for about a
-# minute. Measured under the design fleet's live load (bench/live_freshness.py) these runs took a
-# fifth of the slots and the ingest and feature runs waited behind them; every five minutes is
-# finer than the 15-minute SLA needs, and the pipeline's runs leave the queue first.
 FRESHNESS_CHECK_RUN_TAGS = {"dagster/priority": "-1"}
+SENSOR_INTERVAL_SECONDS = 30
 
-freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
-    freshness_checks=[*freshness_checks, data_time_freshness_checks],
+
+@dataclass(frozen=True)
+class LastVerdict:
+    """What a check last said: whether it passed, when, and when it can change without a write."""
+
+    passed: bool
+    evaluated_at: float
+    fresh_until: float | None = None
+    escalates_at: float | None = None
+
+
+def due(last: LastVerdict | None, evaluating: bool, last_written_at: float | None, now: float) -> bool:
+    """Whether the check should be judged again at `now`."""
+    if evaluating:
+        return False
+    if last is None:
+        return True
+    if last.passed:
+        return last.fresh_until is None or last.fresh_until <= now
+    if last_written_at is not None and last_written_at > last.evaluated_at:
+        return True
+    return last.escalates_at is not None and last.escalates_at <= now
+
+
+def _timestamp(metadata: dict, key: str) -> float | None:
+    value = metadata.get(key)
+    value = getattr(value, "value", value)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _last_verdict(summary) -> tuple[LastVerdict | None, bool]:
+    """The last completed verdict of a check's summary record, and whether an evaluation is under way."""
+    completed = summary.last_completed_check_execution_record if summary else None
+    latest = summary.last_check_execution_record if summary else None
+    evaluating = latest is not None and latest.status == AssetCheckExecutionRecordStatus.PLANNED
+    if completed is None or completed.event is None or completed.event.asset_check_evaluation is None:
+        return None, evaluating
+    evaluation = completed.event.asset_check_evaluation
+    metadata = dict(evaluation.metadata or {})
+    last = LastVerdict(evaluation.passed, completed.event.timestamp, _timestamp(metadata, FRESH_UNTIL), _timestamp(metadata, ESCALATES_AT))
+    return last, evaluating
+
+
+def _still_running(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is not None and not run.is_finished
+
+
+@dg.sensor(
     name="freshness_checks_sensor",
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    asset_selection=dg.AssetSelection.checks(*ALL_FRESHNESS_CHECKS),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    tags=FRESHNESS_CHECK_RUN_TAGS,
+    description="Runs the freshness checks when a verdict can have changed: a pass's fresh-until or a warning's "
+    "escalation time has come, or a failing check's asset was written.",
 )
+def freshness_checks_sensor(context: dg.SensorEvaluationContext):
+    now = time.time()
+    keys = sorted((spec.key for checks in ALL_FRESHNESS_CHECKS for spec in checks.check_specs), key=lambda k: k.to_user_string())
+    summaries = context.instance.event_log_storage.get_asset_check_summary_records(keys)
+    requested = []
+    for key in keys:
+        summary = summaries.get(key)
+        last, evaluating = _last_verdict(summary)
+        # A record left planned by a run that ended without judging does not hold the check back.
+        evaluating = evaluating and _still_running(context.instance, summary.last_check_execution_record.run_id)
+        written = context.instance.get_latest_materialization_event(key.asset_key) if last and not last.passed else None
+        if due(last, evaluating, written.timestamp if written else None, now):
+            requested.append(key)
+    if not requested:
+        return dg.SkipReason("no freshness verdict can have changed since it was judged")
+    context.log.info(f"judging {', '.join(k.to_user_string() for k in requested)}")
+    return dg.RunRequest(asset_check_keys=requested, tags=FRESHNESS_CHECK_RUN_TAGS)
