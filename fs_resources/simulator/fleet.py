@@ -10,6 +10,8 @@ device ids. What is written follows the landing-zone contract in `fs_domain.cont
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
@@ -20,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fs_domain.contract import LANDING_COLUMNS, MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSOR_NAMES
+from fs_domain.contract import EXPECTED_GAP_COLUMNS, LANDING_COLUMNS, MAINTENANCE_COLUMNS, REGISTRY_COLUMNS, SENSOR_NAMES, GapReason
 from fs_resources import settings
 
 MINUTES_PER_DAY = 1440
@@ -196,38 +198,53 @@ def shard_count(profile: FleetProfile) -> int:
     return max(1, -(-len(profile.device_ids) // DEVICES_PER_FILE))
 
 
+@dataclass(frozen=True)
+class SimulatedDay:
+    """One shard's readings of a day (or part of it) and the silences it declares in advance."""
+
+    on_time: pd.DataFrame
+    conflicts: pd.DataFrame  # conflicting re-sends
+    late: pd.DataFrame  # rows of this day delivered the next day
+    gaps: pd.DataFrame  # EXPECTED_GAP_COLUMNS: the day's planned outages and compressor silences, whole
+
+
 def simulate_day(
     spec: FleetSpec, fleet: FleetProfile, day_index: int, shard: int = 0, minute_range: tuple[int, int] = (0, MINUTES_PER_DAY)
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One day's readings of the fleet's shard `shard` as (on-time rows, conflicting re-sends, late rows for this day)."""
+    day = simulate_day_with_gaps(spec, fleet, day_index, shard, minute_range)
+    return day.on_time, day.conflicts, day.late
+
+
+def simulate_day_with_gaps(
+    spec: FleetSpec, fleet: FleetProfile, day_index: int, shard: int = 0, minute_range: tuple[int, int] = (0, MINUTES_PER_DAY)
+) -> SimulatedDay:
     """One day's readings of the fleet's shard `shard` (the devices of one landing file, see
-    `shard_of`) as (on-time rows, conflicting re-sends, late rows for this day). Each shard draws
-    from its own random stream, so memory stays that of one shard whatever the fleet's size;
-    readings from unknown and malformed ids travel with shard 0.
+    `shard_of`), and the gaps it declares. Each shard draws from its own random stream, so memory
+    stays that of one shard whatever the fleet's size; readings from unknown and malformed ids travel
+    with shard 0.
 
     `minute_range` limits the day to [start, end) minutes after midnight (used by `fs-sim live`).
+    Dropouts and outages are drawn for the whole day, then cut to the range, so a day written in
+    parts has the outages of the day written whole, the ones its declared gaps name.
     """
     rng = _day_rng(spec, day_index, shard)
     profile = shard_of(fleet, shard)
     day = spec.start + timedelta(days=day_index)
     minute_of_day = np.arange(*minute_range)
-    minutes = day_index * MINUTES_PER_DAY + minute_of_day
     values = simulate_minutes(profile, np.arange(day_index * MINUTES_PER_DAY, (day_index + 1) * MINUTES_PER_DAY), rng)
     values = {k: v[:, minute_of_day] for k, v in values.items()}
-    n, k = len(profile.device_ids), len(minutes)
+    n = len(profile.device_ids)
 
-    present = np.ones((n, k), dtype=bool)
+    present = np.ones((n, MINUTES_PER_DAY), dtype=bool)
     present &= (profile.status != "retired")[:, None]
-    present &= rng.random((n, k)) >= spec.dropout_rate
-    # A failed compressor sends nothing until it is serviced six hours later.
-    failed = profile.failure_minute >= 0
-    silent = (
-        failed[:, None] & (minutes[None, :] >= profile.failure_minute[:, None]) & (minutes[None, :] < profile.failure_minute[:, None] + 360)
-    )
+    present &= rng.random((n, MINUTES_PER_DAY)) >= spec.dropout_rate
+    silent = _compressor_silence(profile, day_index)
     present &= ~silent
     # Connectivity outages; some of them are re-delivered later as a late file for this day.
-    late = np.zeros((n, k), dtype=bool)
+    late = np.zeros((n, MINUTES_PER_DAY), dtype=bool)
     outage = rng.random(n) < spec.outage_probability
-    starts = rng.integers(0, max(k - 30, 1), n)
+    starts = rng.integers(0, MINUTES_PER_DAY - 30, n)
     lengths = rng.integers(30, 121, n)
     redelivered = rng.random(n) < spec.late_outage_share
     for i in np.flatnonzero(outage):
@@ -235,12 +252,19 @@ def simulate_day(
         if redelivered[i]:
             late[i, block] = present[i, block]
         present[i, block] = False
+    gaps = _declared_gaps(profile, day, silent, outage, starts, lengths)
+    present, late = present[:, minute_of_day], late[:, minute_of_day]
 
     for name in SENSOR_NAMES:
-        cells = rng.random((n, k))
-        values[name][cells < spec.out_of_range_rate] = 9999.0
+        # Drawn for the whole day too: a part of it drawn alone would repeat the same faulty cells
+        # in every part, a sensor reading 9999 all day from the first minute `live` wrote.
+        cells = rng.random((n, MINUTES_PER_DAY))
         bad = (cells >= spec.out_of_range_rate) & (cells < spec.out_of_range_rate + spec.non_finite_rate)
-        values[name][bad] = np.where(rng.random(bad.sum()) < 0.5, np.nan, np.inf)
+        non_finite = np.zeros((n, MINUTES_PER_DAY))
+        non_finite[bad] = np.where(rng.random(bad.sum()) < 0.5, np.nan, np.inf)
+        cells, bad, non_finite = cells[:, minute_of_day], bad[:, minute_of_day], non_finite[:, minute_of_day]
+        values[name][cells < spec.out_of_range_rate] = 9999.0
+        values[name][bad] = non_finite[bad]
 
     ts = pd.Timestamp(day, tz="UTC") + pd.to_timedelta(minute_of_day, unit="min")
 
@@ -260,42 +284,83 @@ def simulate_day(
 
     foreign = []
     if spec.foreign_rows_per_day and shard == 0:
-        picks = rng.integers(0, k, spec.foreign_rows_per_day)
+        # The day's foreign readings at minutes drawn over the whole day: those in the range are written.
+        picks = rng.integers(0, MINUTES_PER_DAY, spec.foreign_rows_per_day)
+        midnight = pd.Timestamp(day, tz="UTC")
         for j, ident in enumerate(
             [UNKNOWN_DEVICE_ID] * (spec.foreign_rows_per_day - len(MALFORMED_DEVICE_IDS)) + list(MALFORMED_DEVICE_IDS)
         ):
-            row = {"device_id": ident, "ts": ts[picks[j]]}
+            if not minute_range[0] <= picks[j] < minute_range[1]:
+                continue
+            row = {"device_id": ident, "ts": midnight + pd.Timedelta(minutes=int(picks[j]))}
             row.update({name: 1.0 for name in SENSOR_NAMES})
             foreign.append(row)
     parts = [on_time] + [p for p in (dup, pd.DataFrame(foreign, columns=list(LANDING_COLUMNS))) if len(p)]
     on_time = pd.concat(parts, ignore_index=True)
     on_time = on_time.sort_values(["device_id", "ts"], kind="stable").reset_index(drop=True)
-    return on_time[list(LANDING_COLUMNS)], conflicts[list(LANDING_COLUMNS)], late_rows[list(LANDING_COLUMNS)]
+    columns = list(LANDING_COLUMNS)
+    return SimulatedDay(on_time[columns], conflicts[columns], late_rows[columns], gaps)
+
+
+def _compressor_silence(profile: FleetProfile, day_index: int) -> np.ndarray:
+    """Devices x minutes of the day: a failed compressor sends nothing until it is serviced six hours later."""
+    minutes = day_index * MINUTES_PER_DAY + np.arange(MINUTES_PER_DAY)
+    failed = profile.failure_minute >= 0
+    after = minutes[None, :] >= profile.failure_minute[:, None]
+    return failed[:, None] & after & (minutes[None, :] < profile.failure_minute[:, None] + 360)
+
+
+def _declared_gaps(
+    profile: FleetProfile, day: date, silent: np.ndarray, outage: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> pd.DataFrame:
+    """The day's outages and compressor silences as expected-gap rows (retired units are the registry's to declare)."""
+    midnight = pd.Timestamp(day, tz="UTC")
+    active = profile.status != "retired"
+    rows = []
+    for i in np.flatnonzero(outage & active):
+        end = min(int(starts[i] + lengths[i]), MINUTES_PER_DAY)
+        rows.append((profile.device_ids[i], int(starts[i]), end, GapReason.OUTAGE))
+    for i in np.flatnonzero(silent.any(axis=1) & active):
+        minutes = np.flatnonzero(silent[i])
+        rows.append((profile.device_ids[i], int(minutes[0]), int(minutes[-1]) + 1, GapReason.COMPRESSOR_SILENCE))
+    frame = pd.DataFrame(rows, columns=["device_id", "start", "end", "reason"])
+
+    def stamp(minute: pd.Series) -> pd.Series:
+        return (midnight + pd.to_timedelta(minute, unit="min")).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    gaps = frame.assign(gap_start=stamp(frame["start"]), gap_end=stamp(frame["end"]))
+    return gaps[list(EXPECTED_GAP_COLUMNS)]
 
 
 def simulate_in_parts(
     spec: FleetSpec, profile: FleetProfile, day_index: int, minute_range: tuple[int, int], max_rows: int
-) -> Iterator[pd.DataFrame]:
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """The on-time readings of `minute_range`, shard by shard, in frames of whole shards holding
-    about `max_rows` readings (one shard may exceed it)."""
-    pending: list[pd.DataFrame] = []
+    about `max_rows` readings (one shard may exceed it), each with the gaps its shards declare for the day."""
+    pending: list[SimulatedDay] = []
     for b in range(shard_count(profile)):
-        on_time, _, _ = simulate_day(spec, profile, day_index, b, minute_range)
-        pending.append(on_time)
-        if sum(len(f) for f in pending) >= max_rows:
-            yield pd.concat(pending, ignore_index=True)
+        pending.append(simulate_day_with_gaps(spec, profile, day_index, b, minute_range))
+        if sum(len(d.on_time) for d in pending) >= max_rows:
+            yield _joined(pending)
             pending = []
     if pending:
-        yield pd.concat(pending, ignore_index=True)
+        yield _joined(pending)
 
 
-def maintenance_frame(profile: FleetProfile, spec: FleetSpec) -> pd.DataFrame:
+def _joined(parts: list[SimulatedDay]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.concat([d.on_time for d in parts], ignore_index=True), pd.concat([d.gaps for d in parts], ignore_index=True)
+
+
+def maintenance_frame(profile: FleetProfile, spec: FleetSpec, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+    """The fleet's failure and service events, those in [since, until) when given: an event is
+    written once it has happened, not ahead of the readings that show it."""
     start = pd.Timestamp(spec.start, tz="UTC")
     events = []
     for i in np.flatnonzero(profile.failure_minute >= 0):
         at = start + pd.Timedelta(minutes=int(profile.failure_minute[i]))
         events.append((profile.device_ids[i], at, "failure", "compressor", "compressor tripped on overload"))
         events.append((profile.device_ids[i], at + pd.Timedelta(hours=6), "service", "compressor", "compressor replaced"))
+    events = [e for e in events if (since is None or e[1] >= since) and (until is None or e[1] < until)]
     frame = pd.DataFrame(events, columns=list(MAINTENANCE_COLUMNS))
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return frame
@@ -338,24 +403,50 @@ def write_maintenance(frame: pd.DataFrame, root: str) -> Path:
     return path
 
 
-def generate(spec: FleetSpec, root: str, progress: Callable[[Iterator[int]], Iterator[int]] = iter) -> dict[str, int]:
-    """Write the registry, maintenance events and `spec.days` days of landing files under `root`."""
+def write_expected_gaps(gaps: pd.DataFrame, root: str, day: date) -> Path | None:
+    """Declare `gaps` for `day` (merged into what is declared already); nothing is written for none."""
+    if gaps.empty:
+        return None
+    path = Path(settings.expected_gaps_csv_path(day.isoformat(), root))
+    if path.exists():
+        gaps = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False), gaps.astype(str)], ignore_index=True).drop_duplicates()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    gaps.sort_values(["device_id", "gap_start"]).to_csv(tmp, index=False)
+    # A reader sees the previous declaration or this one, never half of it.
+    tmp.replace(path)
+    return path
+
+
+def generate(
+    spec: FleetSpec, root: str, progress: Callable[[Iterator[int]], Iterator[int]] = iter, until: datetime | None = None
+) -> dict[str, int]:
+    """Write the registry, maintenance events and `spec.days` days of landing files under `root`.
+
+    With `until`, readings and events stop there (exclusive): its day is written in part, in files
+    named as `fs-sim live` names its own (`live_file_name`), so live continues where this ended."""
     profile = build_profile(spec)
     write_registry(registry_frame(profile, spec), root)
-    write_maintenance(maintenance_frame(profile, spec), root)
+    write_maintenance(maintenance_frame(profile, spec, until=until), root)
     totals = {"files": 0, "rows": 0, "late_files": 0}
     pending_late: pd.DataFrame | None = None
     for day_index in progress(range(spec.days)):
         day = spec.start + timedelta(days=day_index)
+        end = MINUTES_PER_DAY if until is None else _minutes_into(day, until)
+        if end <= 0:
+            break
         folder = landing_dir(root, day)
-        resent, delayed = [], []
+        resent, delayed, gaps = [], [], []
         for b in range(shard_count(profile)):
-            part, conflicts, late = simulate_day(spec, profile, day_index, b)
-            write_parquet(part, folder / f"part-{b:04d}.parquet")
+            simulated = simulate_day_with_gaps(spec, profile, day_index, b, (0, end))
+            name = f"part-{b:04d}.parquet" if end == MINUTES_PER_DAY else live_file_name(0, end, b if shard_count(profile) > 1 else None)
+            write_parquet(simulated.on_time, folder / name)
             totals["files"] += 1
-            totals["rows"] += len(part)
-            resent.append(conflicts)
-            delayed.append(late)
+            totals["rows"] += len(simulated.on_time)
+            resent.append(simulated.conflicts)
+            delayed.append(simulated.late)
+            gaps.append(simulated.gaps)
+        write_expected_gaps(pd.concat(gaps, ignore_index=True), root, day)
         conflicts, late = pd.concat(resent, ignore_index=True), pd.concat(delayed, ignore_index=True)
         if len(conflicts):
             write_parquet(conflicts, folder / "resend-0000.parquet")
@@ -382,3 +473,132 @@ def seed_digest(root: str) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# Keeping a fleet live: `fs-sim live` continues the landing zone where its readings end, as the fleet
+# `fs-sim generate` (or an earlier `live`) started, so a seed and the live readings after it form one
+# history: no minute twice, none missing, drift and failures where the seed left them.
+
+# The fleet a landing zone holds, under the landing root; a dot-name, which the landing reader never lists.
+FLEET_FILE = ".simulated-fleet.json"
+# `live-HHMM-HHMM[-part].parquet`: readings of minutes [start, end) of the folder's day, which is
+# how `live` finds where the readings end without a state of its own.
+LIVE_FILE = re.compile(r"^live-(\d{2})(\d{2})-(\d{2})(\d{2})(?:-\d{4})?\.parquet$")
+
+
+def live_file_name(start_minute: int, end_minute: int, part: int | None = None) -> str:
+    def hhmm(minute: int) -> str:
+        return f"{minute // 60:02d}{minute % 60:02d}"
+
+    return f"live-{hhmm(start_minute)}-{hhmm(end_minute)}" + (f"-{part:04d}" if part is not None else "") + ".parquet"
+
+
+def _minutes_into(day: date, at: datetime) -> int:
+    """Whole minutes of `day` before `at`, between 0 and a full day."""
+    seconds = (at - datetime(day.year, day.month, day.day, tzinfo=UTC)).total_seconds()
+    return int(min(max(seconds // 60, 0), MINUTES_PER_DAY))
+
+
+def save_fleet(spec: FleetSpec, root: str) -> Path:
+    path = Path(settings.landing_root(root)) / FLEET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields_ = {f.name: getattr(spec, f.name) for f in fields(FleetSpec)}
+    path.write_text(json.dumps(fields_ | {"start": spec.start.isoformat()}, indent=2) + "\n")
+    return path
+
+
+def load_fleet(root: str) -> FleetSpec | None:
+    """The fleet the landing zone holds, or None when no simulator wrote one."""
+    path = Path(settings.landing_root(root)) / FLEET_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return FleetSpec(**(data | {"start": date.fromisoformat(data["start"])}))
+
+
+def simulated_until(root: str) -> datetime | None:
+    """Where the simulator's readings end (exclusive): the end of the latest day holding its files,
+    a whole day for `part-` files, else the latest `live-` file's end. None when it wrote none."""
+    landing = Path(settings.landing_root(root))
+    days = sorted((p for p in landing.glob("date=*") if p.is_dir()), reverse=True) if landing.exists() else []
+    for folder in days:
+        try:
+            day = date.fromisoformat(folder.name.removeprefix("date="))
+        except ValueError:
+            continue
+        names = [p.name for p in folder.iterdir()]
+        ends = [MINUTES_PER_DAY for name in names if name.startswith("part-") and name.endswith(".parquet")]
+        ends += [int(m[3]) * 60 + int(m[4]) for m in map(LIVE_FILE.match, names) if m]
+        if ends:
+            return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(minutes=max(ends))
+    return None
+
+
+def day_ranges(since: datetime, until: datetime) -> Iterator[tuple[date, int, int]]:
+    """[since, until) cut at midnights: (day, first minute, end minute) of each day it touches."""
+    day = since.date()
+    while datetime(day.year, day.month, day.day, tzinfo=UTC) < until:
+        start, end = _minutes_into(day, since), _minutes_into(day, until)
+        if end > start:
+            yield day, start, end
+        day += timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A sensor of every unit of a site reading further off by `per_hour` units an hour from `since`."""
+
+    site: str
+    sensor: str
+    per_hour: float
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What is done to a live fleet from outside: a gateway (a site's link) gone silent, a drifting
+    sensor. Unlike the fleet's own outages, nothing declares them: they are incidents."""
+
+    silent_sites: frozenset[str] = frozenset()
+    drifts: tuple[Drift, ...] = ()
+
+    def apply(self, frame: pd.DataFrame, sites: pd.Series) -> pd.DataFrame:
+        """`frame`'s readings as they arrive under these faults; `sites` maps device id to site id."""
+        site = frame["device_id"].map(sites)
+        frame = frame[~site.isin(self.silent_sites)].copy()
+        site = site[frame.index]
+        for drift in self.drifts:
+            rows = site == drift.site
+            hours = ((frame.loc[rows, "ts"] - pd.Timestamp(drift.since)).dt.total_seconds() / 3600).clip(lower=0)
+            frame.loc[rows, drift.sensor] = frame.loc[rows, drift.sensor] + drift.per_hour * hours
+        return frame.reset_index(drop=True)
+
+
+def write_live(
+    spec: FleetSpec,
+    profile: FleetProfile,
+    root: str,
+    day: date,
+    minute_range: tuple[int, int],
+    faults: Faults,
+    sites: pd.Series,
+    max_rows: int,
+) -> tuple[int, int, pd.DataFrame]:
+    """Write the fleet's readings of `minute_range` of `day` (a file per about `max_rows` readings) and
+    the maintenance events of that span; returns readings and files written, and the day's declared gaps."""
+    day_index = (day - spec.start).days
+    written = files = 0
+    gaps = []
+    parts = list(simulate_in_parts(spec, profile, day_index, minute_range, max_rows))
+    for i, (part, declared) in enumerate(parts):
+        part = faults.apply(part, sites)
+        write_parquet(part, landing_dir(root, day) / live_file_name(*minute_range, i if len(parts) > 1 else None))
+        written, files = written + len(part), files + 1
+        gaps.append(declared)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    events = maintenance_frame(
+        profile, spec, since=midnight + timedelta(minutes=minute_range[0]), until=midnight + timedelta(minutes=minute_range[1])
+    )
+    if len(events):
+        write_maintenance(events, root)
+    return written, files, pd.concat(gaps, ignore_index=True)
