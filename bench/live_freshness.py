@@ -30,12 +30,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -45,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster_day import pss_kb  # noqa: E402
+from bench.fresh_instance import FreshInstance  # noqa: E402
 from bench.results import write_results  # noqa: E402
 
-BIN = Path(sys.executable).parent
 TARGET_CLEAN_P95_SECONDS = 5 * 60
 TARGET_FEATURES_P95_SECONDS = 15 * 60
 FEATURE_ASSETS = ("device_features_15m", "device_features_1h", "device_features_1d")
@@ -69,9 +65,9 @@ class TreeMemory:
     """Peak PSS summed over every process of the given sessions (daemon, its code server, each run
     and its JVM, the simulator) and the embedded Redis, sampled every two seconds."""
 
-    def __init__(self, marker: str):
+    def __init__(self, marker: str, sessions: set[int]):
         self.marker = marker.encode()
-        self.sessions: set[int] = set()
+        self.sessions = sessions
         self.peak_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -243,92 +239,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-minutes", type=float, default=20.0, help="longest wait for the pipeline to catch up at the end")
     parser.add_argument("--work-dir", default=None, help="where the data and instance go (default: a temporary folder, removed after)")
     args = parser.parse_args(argv)
-    # A `kill` (SIGTERM) stops the daemon, its runs, the simulator and Redis as Ctrl-C does.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-    work = Path(tempfile.mkdtemp(prefix="fs-live-", dir=args.work_dir))
-    root, home = work / "data", work / "dagster_home"
-    root.mkdir(mode=0o700)
-    home.mkdir(mode=0o700)
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    os.environ |= {"FS_DATA_ROOT": str(root), "DAGSTER_HOME": str(home)}
-    env = dict(os.environ)
-    logs = work / "logs"
-    logs.mkdir()
-    memory = TreeMemory(str(work))
-    procs: dict[str, subprocess.Popen] = {}
-
-    def start(name: str, *cmd: str) -> None:
-        out = open(logs / f"{name}.log", "w")
-        procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        memory.sessions.add(procs[name].pid)
-
-    def stop(name: str) -> None:
-        proc = procs.pop(name, None)
-        if proc and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
     from fs_assets.ontology.assets import VECTOR_SOURCES
 
     served = [a.key.path[-1] for a in VECTOR_SOURCES]
-    subprocess.run([str(BIN / "python"), "-m", "fs_resources.embedded_redis", "start"], cwd=ROOT, env=env, check=True)
-    try:
-        # The instance's SQLite storages are created here, before the daemon and its code server
-        # open them: three processes creating them at once can leave two schema heads behind.
-        observed = Observed(root)
-        # The day so far lands before the daemon starts, as for a store deployed on a landing zone
-        # that already holds the morning: its first run cleans that backlog whole. (Started together,
-        # the sensor would clean the backlog's files in several runs as they are written, each
-        # merging readings that span the day so far.)
-        simulated = time.time()
-        start("simulator", str(BIN / "fs-sim"), "live", "--devices", str(args.devices), "--interval", str(args.interval))
-        while "wrote" not in (logs / "simulator.log").read_text():
-            if procs["simulator"].poll() is not None:
-                raise SystemExit(f"simulator exited with {procs['simulator'].returncode}; see {logs / 'simulator'}.log")
-            time.sleep(5)
-        backlog_seconds = time.time() - simulated
-        print(f"the day so far landed in {backlog_seconds:.0f} s; starting the daemon", flush=True)
-        began = time.time()
-        start("daemon", str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml"))
-        opened = None
-        print(f"{args.devices:,} devices live under {work}; waiting for the catch-up to reach the online store", flush=True)
-        while opened is None or time.time() < opened + args.minutes * 60:
-            time.sleep(30)
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with {proc.returncode}; see {logs / name}.log")
-            if opened is None:
-                files = observed.latencies(served)
-                caught_up = bool(files) and all(f.get(ONLINE_ASSET) for f in files)
-                if caught_up or time.time() > began + args.catch_up_minutes * 60:
-                    opened = time.time()
+    with FreshInstance("fs-live-", args.work_dir) as stack:
+        work, logs = stack.work, stack.logs
+        memory = TreeMemory(str(work), stack.sessions)
+        stack.redis("start")
+        try:
+            stack.dagster_instance()
+            observed = Observed(stack.root)
+            # The day so far lands before the daemon starts, as for a store deployed on a landing zone
+            # that already holds the morning: its first run cleans that backlog whole. (Started together,
+            # the sensor would clean the backlog's files in several runs as they are written, each
+            # merging readings that span the day so far.)
+            simulated = time.time()
+            stack.start_simulator("--devices", str(args.devices), "--interval", str(args.interval))
+            while "wrote" not in stack.log("simulator").read_text():
+                if not stack.running("simulator"):
+                    raise SystemExit(f"simulator exited with {stack.exited()['simulator']}; see {stack.log('simulator')}")
+                time.sleep(5)
+            backlog_seconds = time.time() - simulated
+            print(f"the day so far landed in {backlog_seconds:.0f} s; starting the daemon", flush=True)
+            began = time.time()
+            stack.start_daemon()
+            opened = None
+            print(f"{args.devices:,} devices live under {work}; waiting for the catch-up to reach the online store", flush=True)
+            while opened is None or time.time() < opened + args.minutes * 60:
+                time.sleep(30)
+                for name, code in stack.exited().items():
+                    raise SystemExit(f"{name} exited with {code}; see {logs / name}.log")
+                if opened is None:
+                    files = observed.latencies(served)
+                    caught_up = bool(files) and all(f.get(ONLINE_ASSET) for f in files)
+                    if caught_up or time.time() > began + args.catch_up_minutes * 60:
+                        opened = time.time()
+                        print(
+                            f"{'caught up' if caught_up else 'catch-up unfinished'} after {opened - began:.0f} s; measuring {args.minutes:g} minutes",
+                            flush=True,
+                        )
+                else:
+                    done = [f for f in observed.latencies(served) if f["landed"] >= opened]
                     print(
-                        f"{'caught up' if caught_up else 'catch-up unfinished'} after {opened - began:.0f} s; measuring {args.minutes:g} minutes",
+                        f"{time.time() - opened:5.0f} s: {len(done)} files landed, {sum(bool(f.get(ONLINE_ASSET)) for f in done)} online",
                         flush=True,
                     )
-            else:
-                done = [f for f in observed.latencies(served) if f["landed"] >= opened]
-                print(
-                    f"{time.time() - opened:5.0f} s: {len(done)} files landed, {sum(bool(f.get(ONLINE_ASSET)) for f in done)} online",
-                    flush=True,
-                )
-        closed = time.time()
-        stop("simulator")
-        deadline = closed + args.drain_minutes * 60
-        while time.time() < deadline:
-            measured = [f for f in observed.latencies(served) if opened <= f["landed"] <= closed]
-            if measured and all(f.get(ONLINE_ASSET) for f in measured):
-                break
-            time.sleep(30)
-    finally:
-        stop("simulator")
-        stop("daemon")
-        subprocess.run([str(BIN / "python"), "-m", "fs_resources.embedded_redis", "stop"], cwd=ROOT, env=env, check=False)
-        peak_mb = memory.stop()
+            closed = time.time()
+            stack.stop("simulator")
+            deadline = closed + args.drain_minutes * 60
+            while time.time() < deadline:
+                measured = [f for f in observed.latencies(served) if opened <= f["landed"] <= closed]
+                if measured and all(f.get(ONLINE_ASSET) for f in measured):
+                    break
+                time.sleep(30)
+        finally:
+            stack.stop_all()
+            peak_mb = memory.stop()
 
     files = observed.latencies(served)
     measured = [f for f in files if opened <= f["landed"] <= closed]
@@ -383,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}: {figures['runs']} runs, p50 {figures['duration'].get('p50_seconds')} s, growth {figures['growth_last_to_first']}")
     write_results(f"live_freshness_{args.devices}", results)
     if args.work_dir is None:
-        shutil.rmtree(work, ignore_errors=True)
+        stack.remove()
     else:
         print(f"data, instance and logs kept under {work}")
     return 0
