@@ -175,6 +175,16 @@ ASSET_CLOCKS: dict[str, tuple[DataClock, ...]] = {
 }
 
 
+# How long after the store starts an asset it has never written is judged: a fresh instance is
+# catching up with its landing zone, not late. Each stage waits for the stages before it, so the
+# grace adds up their alerts along the chain (clean readings, then features, then the object).
+STARTUP_GRACE: dict[str, timedelta] = {
+    "clean_sensor_readings": slas.CLEAN_READINGS.alert,
+    **{w.asset_name: slas.CLEAN_READINGS.alert + slas.FEATURES.alert for w in WINDOWS},
+    "device_objects": slas.CLEAN_READINGS.alert + slas.FEATURES.alert + slas.DEVICE_OBJECT.alert,
+}
+
+
 def _what_to_do(asset: str, now: datetime) -> str:
     if asset == "clean_sensor_readings":
         return (

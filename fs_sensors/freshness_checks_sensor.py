@@ -11,15 +11,22 @@ Between those moments a check's answer cannot change, so the sensor can look oft
 judged within one interval of its time) while the runs stay few: about one per clock and SLA
 period on a healthy store. The checks read recorded metadata only and start no Spark session; the
 runs still take a run slot, so they leave the queue after the pipeline's.
+
+An asset this instance has never written is not late yet, it is new: a data clock judges it only
+once the sensor has run for the asset's start-up grace (`STARTUP_GRACE`, its upstream alerts added
+up), so `make run` on a fresh clone catches up without a page and a stage that never produces
+anything still pages. The daily monitoring assets are written only once a model has a promoted
+reference; until their first write there is no day they owe.
 """
 
+import json
 import time
 from dataclasses import dataclass
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from fs_checks.data_freshness_checks import ESCALATES_AT, FRESH_UNTIL
+from fs_checks.data_freshness_checks import ESCALATES_AT, FRESH_UNTIL, STARTUP_GRACE
 from fs_checks.freshness_checks import ALL_FRESHNESS_CHECKS
 
 FRESHNESS_CHECK_RUN_TAGS = {"dagster/priority": "-1"}
@@ -47,6 +54,16 @@ def due(last: LastVerdict | None, evaluating: bool, last_written_at: float | Non
     if last_written_at is not None and last_written_at > last.evaluated_at:
         return True
     return last.escalates_at is not None and last.escalates_at <= now
+
+
+def judged_yet(asset: str, ever_written: bool, started: float, now: float) -> bool:
+    """Whether a check of `asset` may judge at `now`: always once the asset was written; before that,
+    a data clock once its start-up grace since the sensor's first tick has passed, the daily
+    monitoring assets never."""
+    if ever_written:
+        return True
+    grace = STARTUP_GRACE.get(asset)
+    return grace is not None and now >= started + grace.total_seconds()
 
 
 def _timestamp(metadata: dict, key: str) -> float | None:
@@ -83,10 +100,15 @@ def _still_running(instance: dg.DagsterInstance, run_id: str) -> bool:
 )
 def freshness_checks_sensor(context: dg.SensorEvaluationContext):
     now = time.time()
+    started = json.loads(context.cursor)["started"] if context.cursor else now
+    context.update_cursor(json.dumps({"started": started}))
     keys = sorted((spec.key for checks in ALL_FRESHNESS_CHECKS for spec in checks.check_specs), key=lambda k: k.to_user_string())
     summaries = context.instance.event_log_storage.get_asset_check_summary_records(keys)
     requested = []
     for key in keys:
+        asset = key.asset_key
+        if not judged_yet(asset.to_user_string(), context.instance.get_latest_materialization_event(asset) is not None, started, now):
+            continue
         summary = summaries.get(key)
         last, evaluating = _last_verdict(summary)
         # A record left planned by a run that ended without judging does not hold the check back.

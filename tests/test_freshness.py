@@ -2,6 +2,7 @@
 day, a stalled stage pages within its alert threshold and one sensor tick, and one check per
 clock can page."""
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +24,7 @@ from fs_domain import slas
 from fs_domain.features import WINDOWS
 from fs_domain.verdicts import Verdict
 from fs_resources.feature_store import FeatureStoreResource
-from fs_sensors.freshness_checks_sensor import SENSOR_INTERVAL_SECONDS, LastVerdict, due, freshness_checks_sensor
+from fs_sensors.freshness_checks_sensor import SENSOR_INTERVAL_SECONDS, LastVerdict, due, freshness_checks_sensor, judged_yet
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 MINUTE = timedelta(minutes=1)
@@ -343,6 +344,21 @@ def test_the_sensor_judges_again_only_when_a_verdict_can_have_changed():
     assert not due(LastVerdict(False, now - 60), False, now - 120, now)  # a page stays until something is written
 
 
+@pytest.mark.unit
+def test_a_fresh_store_is_catching_up_not_late():
+    """`make run` on a fresh clone: nothing written yet is judged only after its grace, which adds up
+    the alerts upstream of it; the daily monitoring assets owe nothing before their first write."""
+    started = 1_000_000.0
+    assert judged_yet(OBJECTS, True, started, started)
+    assert not judged_yet(CLEAN, False, started, started + 14 * 60)
+    assert judged_yet(CLEAN, False, started, started + 15 * 60)
+    assert not judged_yet("device_features_15m", False, started, started + 59 * 60)
+    assert judged_yet("device_features_15m", False, started, started + 60 * 60)
+    assert not judged_yet(OBJECTS, False, started, started + 149 * 60)
+    assert judged_yet(OBJECTS, False, started, started + 150 * 60)
+    assert not judged_yet("anomaly_scores", False, started, started + 7 * 24 * 3600)
+
+
 @pytest.mark.integration
 def test_the_checks_run_in_dagster_and_the_sensor_requests_what_is_due():
     assets = [dg.AssetSpec(a) for a in (*ASSET_CLOCKS, "anomaly_scores", "feature_drift_report")]
@@ -354,9 +370,12 @@ def test_the_checks_run_in_dagster_and_the_sensor_requests_what_is_due():
         instance.report_runless_asset_event(
             dg.AssetMaterialization(CLEAN, partition=now.date().isoformat(), metadata={"latest_ts": (now - MINUTE).isoformat()})
         )
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
-        request = freshness_checks_sensor(context)
-        assert {k.asset_key.to_user_string() for k in request.asset_check_keys} == {*ASSET_CLOCKS, "anomaly_scores", "feature_drift_report"}
+        # A fresh store judges only what it has written; the rest once their start-up grace has passed.
+        request = freshness_checks_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert [k.asset_key.to_user_string() for k in request.asset_check_keys] == [CLEAN]
+        started_long_ago = dg.build_sensor_context(instance=instance, definitions=defs, cursor=json.dumps({"started": 0}))
+        request = freshness_checks_sensor(started_long_ago)
+        assert {k.asset_key.to_user_string() for k in request.asset_check_keys} == set(ASSET_CLOCKS)
 
         result = dg.materialize(
             [*assets, *checks], selection=dg.AssetSelection.checks(*checks), instance=instance, resources=resources, raise_on_error=False
