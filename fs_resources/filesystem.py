@@ -44,6 +44,12 @@ class FileSystem(Protocol):
     def read_bytes(self, path: str) -> bytes | None:
         """A small file whole (a registry, an events list), or None when there is no such file."""
 
+    def exists(self, path: str) -> bool:
+        """Whether there is a file (or folder) at `path` now."""
+
+    def byte_count(self, path: str) -> int:
+        """Every byte of the file read through and counted, none kept: whether the storage hands the file over whole."""
+
 
 def is_local(root: str) -> bool:
     return "://" not in root and not root.startswith("file:")
@@ -94,6 +100,16 @@ class LocalFileSystem:
                 return handle.read()
         except FileNotFoundError:
             return None
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(_local(path))
+
+    def byte_count(self, path: str) -> int:
+        count = 0
+        with open(_local(path), "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                count += len(chunk)
+        return count
 
 
 class HadoopFileSystem:
@@ -152,6 +168,18 @@ class HadoopFileSystem:
         stream = fs.open(hadoop_path)
         try:
             return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+
+    def exists(self, path: str) -> bool:
+        hadoop_path = self._path(path)
+        return bool(hadoop_path.getFileSystem(self._conf).exists(hadoop_path))
+
+    def byte_count(self, path: str) -> int:
+        hadoop_path = self._path(path)
+        stream = hadoop_path.getFileSystem(self._conf).open(hadoop_path)
+        try:
+            return int(self._jvm.org.apache.commons.io.IOUtils.consume(stream))
         finally:
             stream.close()
 

@@ -9,12 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from fs_assets.ingest import landing
+from fs_assets.ingest.read_failures import ReadPolicy
 from fs_domain.contract import LANDING_COLUMNS, SENSOR_NAMES, FileLimits, Reason
 from fs_resources.filesystem import HadoopFileSystem, LocalFileSystem
 from tests.landing_files import day_folder, readings, write_readings
 
 DAY = date(2026, 1, 5)
 HEADER = ",".join(LANDING_COLUMNS)
+QUICK = ReadPolicy(attempts=2, backoff_seconds=0.1)
 
 
 def _root(tmp_path) -> str:
@@ -109,16 +111,19 @@ def test_ragged_rows_corrupt_empty_and_vanished_files_are_records_naming_them(sp
     (folder / "gone.parquet").write_bytes(b"x")
     gone = [f for f in landing.list_landing_files(fs, _root(tmp_path), DAY) if f.name == "gone.parquet"]
     os.remove(folder / "gone.parquet")
-    staged = landing.read_landing(spark, fs, {DAY.isoformat(): files + gone})
+    staged = landing.read_landing(spark, fs, {DAY.isoformat(): files + gone}, policy=QUICK)
     report = staged.report
-    assert set(report.unreadable_files) == {str(folder / n) for n in ("corrupt.parquet", "zero.parquet", "gone.parquet")}
-    assert "vanished" in report.unreadable_files[str(folder / "gone.parquet")]
+    assert set(report.unreadable_files) == {str(folder / n) for n in ("corrupt.parquet", "zero.parquet")}
+    assert "Expected magic number" in report.unreadable_files[str(folder / "corrupt.parquet")]
+    # Gone before it was read: no verdict on what was never seen; a later listing that holds it reads it.
+    assert report.vanished_files == [str(folder / "gone.parquet")]
     assert report.empty_files == [str(folder / "empty.csv")]
     rows = [r.asDict() for r in staged.with_paths(staged.rows).collect()]
     ragged = sorted((r for r in rows if r["source_file"].endswith("r.csv")), key=lambda r: r["row_order"])
     assert [r["file_error"] for r in ragged] == [None, Reason.SCHEMA_MISMATCH]
     records = [r for r in rows if r["file_error"] == Reason.UNREADABLE_FILE]
-    assert len(records) == 3 and all(json.loads(r["raw_payload"])["file"] == r["source_file"] for r in records)
+    assert len(records) == 2 and all(json.loads(r["raw_payload"])["file"] == r["source_file"] for r in records)
+    assert not [r for r in rows if r["source_file"].endswith("gone.parquet")]
 
 
 @pytest.mark.integration
@@ -147,3 +152,51 @@ def test_limits_refuse_a_file_whole_with_one_record_naming_the_limit(spark, tmp_
     assert [r["file_error"] for r in rows["rows.parquet"]] == [Reason.FILE_OVER_LIMIT]
     (long_row,) = rows["long.csv"]  # a value over the line limit: that row only
     assert long_row["file_error"] == Reason.FILE_OVER_LIMIT and "max_line_chars" in long_row["error_detail"]
+
+
+def _csv_row(device_id: str, minute: int, first: float, columns=LANDING_COLUMNS) -> str:
+    values = {"device_id": device_id, "ts": f"2026-01-05T00:{minute:02d}:00Z"} | {s: str(first + i) for i, s in enumerate(SENSOR_NAMES)}
+    return ",".join(values[c] for c in columns)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("spelling", ["local", "file_uri"])
+def test_every_file_is_read_as_itself_whatever_its_name(spark, tmp_path, spelling):
+    folder = day_folder(tmp_path, DAY)
+    # Names that are glob patterns: of their neighbours (`gw{a,b}` matches gwa and gwb), or of nothing.
+    parquet = ["gw{a,b}.parquet", "gwa.parquet", "gwb.parquet", "gw ?.parquet", "gw[1].parquet", "gw1.parquet"]
+    for i, name in enumerate(parquet):
+        write_readings(tmp_path, DAY, name, readings(f"dev-p{i}", DAY, range(i + 1), temp_evaporator=float(i)))
+    # `gw*.csv` read as a pattern would also read gwA.csv under its own header: gwA.csv's columns come in another order.
+    reordered = tuple(reversed(LANDING_COLUMNS))
+    (folder / "gw*.csv").write_text(HEADER + "\n" + _csv_row("dev-star", 0, -10.0) + "\n")
+    (folder / "gwA.csv").write_text(",".join(reordered) + "\n" + _csv_row("dev-A", 1, -20.0, reordered) + "\n")
+    (folder / "grüße 100%.csv").write_text(HEADER + "\n" + _csv_row("dev-umlaut", 2, -30.0) + "\n")
+    (folder / "pct%41 +plus#.csv").write_text(HEADER + "\n" + _csv_row("dev-pct", 3, -40.0) + "\n")
+    (folder / "gw\\back.jsonl").write_text(json.dumps({"device_id": "dev-back", "ts": "2026-01-05T00:04:00Z"}) + "\n")
+    (folder / "gw{1}.jsonl").write_text(json.dumps({"device_id": "dev-brace", "ts": "2026-01-05T00:05:00Z"}) + "\n")
+    # Hadoop's local filesystem cannot open a name holding ':' (its checksum file's name is not a valid path).
+    (folder / "a:b.csv").write_text(HEADER + "\n" + _csv_row("dev-colon", 6, -50.0) + "\n")
+
+    root = _root(tmp_path) if spelling == "local" else f"file://{_root(tmp_path)}"
+    fs = HadoopFileSystem(spark)
+    files = landing.list_landing_files(fs, root, DAY)
+    assert len(files) == len(parquet) + 7
+    staged = landing.read_landing(spark, fs, {DAY.isoformat(): files}, policy=QUICK)
+    rows: dict[str, list[dict]] = {}
+    for r in staged.with_paths(staged.rows).collect():
+        rows.setdefault(r["source_file"].rsplit("/", 1)[-1], []).append(r.asDict())
+    assert set(rows) == {f.name for f in files}
+    for i, name in enumerate(parquet):
+        assert sorted(r["device_id"] for r in rows[name]) == [f"dev-p{i}"] * (i + 1), name
+        assert {r["temp_evaporator_value"] for r in rows[name]} == {float(i)}
+    for name, device, first in [("gw*.csv", "dev-star", -10.0), ("gwA.csv", "dev-A", -20.0), ("grüße 100%.csv", "dev-umlaut", -30.0)]:
+        (row,) = rows[name]
+        assert (row["device_id"], row["file_error"]) == (device, None), name
+        assert [row[f"{s}_value"] for s in SENSOR_NAMES] == [first + i for i in range(len(SENSOR_NAMES))], name
+    assert [r["device_id"] for r in rows["pct%41 +plus#.csv"]] == ["dev-pct"]
+    assert [r["device_id"] for r in rows["gw\\back.jsonl"]] == ["dev-back"]
+    assert [r["device_id"] for r in rows["gw{1}.jsonl"]] == ["dev-brace"]
+    (colon,) = rows["a:b.csv"]
+    assert colon["file_error"] == Reason.UNREADABLE_FILE and "cannot be opened by its name" in colon["error_detail"]
+    assert staged.report.refused_files == {f.path for f in files if f.name == "a:b.csv"}

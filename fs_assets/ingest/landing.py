@@ -11,6 +11,11 @@ lost. Schema drift is handled per file: extra columns are ignored and reported, 
 column gives NULLs flagged `{sensor}:missing_column`, and only a missing key column (`device_id`,
 `ts`) quarantines the file's rows. A file that cannot be read at all, or breaks a `FileLimits`
 limit, becomes one staged row carrying the reason, so it is counted and quarantined by name.
+
+A file is read as itself whatever its name: Spark takes a path as a Hadoop glob pattern, so a name
+holding `[ ] { } * ?` would read other files or none; every path handed to Spark has those
+characters escaped (`literal_path`). What a failed read means, and when it is retried rather than
+judged, is `fs_assets.ingest.read_failures`.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TypeVar
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from fs_assets.ingest.read_failures import ReadPolicy, Refusal, read_or_refuse
 from fs_domain.contract import KEY_COLUMNS, LANDING_COLUMNS, LANDING_FORMATS, SENSOR_NAMES, FileLimits, Reason
 from fs_resources.filesystem import FileStatus, FileSystem
 
@@ -34,6 +41,7 @@ PARTITION_PREFIX = "date="
 CORRUPT = "_corrupt_record"
 
 LandingFile = FileStatus
+R = TypeVar("R")
 
 # One row per raw row read (or per file refused whole), the input of the cleaning step.
 STAGED_SCHEMA = T.StructType(
@@ -74,7 +82,13 @@ class StagingReport:
     extra_columns: dict[str, list[str]] = field(default_factory=dict)
     missing_columns: dict[str, list[str]] = field(default_factory=dict)
     empty_files: list[str] = field(default_factory=list)
+    vanished_files: list[str] = field(default_factory=list)  # listed, gone before they could be read: not recorded
     footer_rows: dict[str, int] = field(default_factory=dict)  # Parquet files: rows their footer promises
+
+    @property
+    def refused_files(self) -> set[str]:
+        """Files refused whole, each standing as one quarantine record instead of its rows."""
+        return set(self.unreadable_files) | set(self.over_limit_files)
 
 
 @dataclass
@@ -96,6 +110,15 @@ class Staged:
 
 def partition_folder(landing_root: str, day: date | str) -> str:
     return f"{landing_root}/{PARTITION_PREFIX}{day if isinstance(day, str) else day.isoformat()}"
+
+
+# Hadoop's glob syntax (`GlobPattern`); Spark globs any path holding one of these.
+_GLOB_CHARACTERS = frozenset("\\{}[]*?")
+
+
+def literal_path(uri: str) -> str:
+    """`uri` as a glob pattern matching only itself, for Spark's readers (which glob every path they are given)."""
+    return "".join("\\" + c if c in _GLOB_CHARACTERS else c for c in uri)
 
 
 def _landing_format(f: FileStatus) -> str | None:
@@ -168,14 +191,6 @@ def _parquet_footer(session: SparkSession, f: FileStatus) -> tuple[int, str]:
         return int(reader.getRecordCount()), "|".join(str(schema.getType(i)) for i in range(schema.getFieldCount()))
     finally:
         reader.close()
-
-
-def _java_error(exc: Exception) -> str:
-    text = str(exc)
-    for line in text.splitlines():
-        if "Exception:" in line or "Error:" in line:
-            return line.strip()[:2000]
-    return text.strip().splitlines()[0][:2000] if text.strip() else type(exc).__name__
 
 
 def _csv_header(fs: FileSystem, f: FileStatus, limits: FileLimits) -> list[str] | str:
@@ -298,10 +313,23 @@ def _text_order() -> tuple[Column, Column]:
 
 
 def read_landing(
-    session: SparkSession, fs: FileSystem, files_by_day: dict[str, list[FileStatus]], limits: FileLimits | None = None
+    session: SparkSession,
+    fs: FileSystem,
+    files_by_day: dict[str, list[FileStatus]],
+    limits: FileLimits | None = None,
+    *,
+    refused: dict[str, Refusal] | None = None,
+    policy: ReadPolicy | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> Staged:
-    """Every listed file as staged rows; never raises for a bad file, it becomes a staged record."""
+    """Every listed file as staged rows; never raises for a bad file, it becomes a staged record.
+
+    `refused` holds files already refused (by path) while Spark read them: they are not read again.
+    A footer or header read that fails is retried by `policy` while the failure may pass, and raises
+    `read_failures.ReadStillFailing` once the attempts are spent."""
     limits = limits or FileLimits()
+    policy = policy or ReadPolicy()
+    refused = refused or {}
     report = StagingReport()
     records: list[tuple] = []
     parquet: dict[str, list[FileStatus]] = {}
@@ -315,6 +343,17 @@ def read_landing(
         records.append(_file_record(f, _as_read(session, f.uri), reason, detail))
         (report.over_limit_files if reason == Reason.FILE_OVER_LIMIT else report.unreadable_files)[f.path] = detail
 
+    def gate(f: FileStatus, read: Callable[[], R]) -> R | None:
+        """`read()` of one file's own bytes (footer, header line), or None when the file is refused instead."""
+        outcome = read_or_refuse(fs, f, read, policy, log) if f.path not in refused else refused[f.path]
+        if not isinstance(outcome, Refusal):
+            return outcome
+        if outcome.reason is None:
+            report.vanished_files.append(f.path)
+        else:
+            refuse(f, outcome.reason, outcome.detail)
+        return None
+
     for _, f in listed:
         report.files += 1
         kind = _landing_format(f)
@@ -327,38 +366,37 @@ def read_landing(
             else:
                 report.empty_files.append(f.path)
             continue
-        try:
-            if kind == ".parquet":
-                rows, signature = _parquet_footer(session, f)
-                footer_rows[f.uri] = rows
-                if rows > limits.max_rows:
-                    refuse(f, Reason.FILE_OVER_LIMIT, f"the file holds {rows:,} rows, over {limits.max_rows:,} (limit: max_rows)")
-                elif rows == 0:
-                    report.empty_files.append(f.path)
-                else:
-                    parquet.setdefault(signature, []).append(f)
-            elif kind == ".csv":
-                header = _csv_header(fs, f, limits)
-                if isinstance(header, str):
-                    refuse(f, Reason.FILE_OVER_LIMIT, header)
-                elif not header or header == [""]:
-                    report.empty_files.append(f.path)
-                elif problem := _column_problem(header):
-                    whole_mismatch.append((f, header, problem))
-                else:
-                    csvs.setdefault(tuple(header), []).append(f)
+        if kind == ".parquet":
+            if (footer := gate(f, lambda f=f: _parquet_footer(session, f))) is None:
+                continue
+            rows, signature = footer
+            footer_rows[f.uri] = rows
+            if rows > limits.max_rows:
+                refuse(f, Reason.FILE_OVER_LIMIT, f"the file holds {rows:,} rows, over {limits.max_rows:,} (limit: max_rows)")
+            elif rows == 0:
+                report.empty_files.append(f.path)
             else:
-                jsonl.append(f)
-        except Exception as exc:  # a vanished file, a corrupt footer: py4j raises them as Py4JJavaError
-            gone = "FileNotFoundException" in str(exc) or isinstance(exc, FileNotFoundError)
-            refuse(f, Reason.UNREADABLE_FILE, "the file vanished before it could be read" if gone else _java_error(exc))
+                parquet.setdefault(signature, []).append(f)
+        elif kind == ".csv":
+            if (header := gate(f, lambda f=f: _csv_header(fs, f, limits))) is None:
+                continue
+            if isinstance(header, str):
+                refuse(f, Reason.FILE_OVER_LIMIT, header)
+            elif not header or header == [""]:
+                report.empty_files.append(f.path)
+            elif problem := _column_problem(header):
+                whole_mismatch.append((f, header, problem))
+            else:
+                csvs.setdefault(tuple(header), []).append(f)
+        # JSON lines have no header: opening the file is its gate (a name Hadoop cannot open fails here, by name).
+        elif gate(f, lambda f=f: fs.first_line(f.uri, 1)) is not None:
+            jsonl.append(f)
 
     frames: list[DataFrame] = []
     for files in parquet.values():
-        uris = [f.uri for f in files]
         # A page that fails to decode ends the file's read instead of the run; the footer count tells.
-        frame = session.read.option("ignoreCorruptFiles", "true").parquet(*uris)
-        report.footer_rows.update({f.path: n for f, n in zip(files, [footer_rows[f.uri] for f in files])})
+        frame = session.read.option("ignoreCorruptFiles", "true").parquet(*[literal_path(f.uri) for f in files])
+        report.footer_rows.update({f.path: footer_rows[f.uri] for f in files})
         names = frame.columns
         order = F.col("_metadata.row_index")
         if problem := _column_problem(names):
@@ -372,13 +410,12 @@ def read_landing(
         frames.append(_normalised(frame, True, *_text_order(), limits.max_line_chars))
         _note_drift(report, files, list(header))
     if jsonl:
-        schema = T.StructType([T.StructField(c, T.StringType()) for c in LANDING_COLUMNS] + [T.StructField(CORRUPT, T.StringType())])
-        frame = session.read.schema(schema).options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).json([f.uri for f in jsonl])
+        frame = _read_jsonl(session, [f.uri for f in jsonl])
         frames.append(_normalised(frame, True, *_text_order(), limits.max_line_chars))
     for f, names, problem in whole_mismatch:
         report.schema_mismatch_files[f.path] = problem
         if _landing_format(f) == ".parquet":
-            frame = session.read.parquet(f.uri)
+            frame = session.read.parquet(literal_path(f.uri))
             order = F.col("_metadata.row_index")
             frames.append(_whole_rows_as_schema_mismatch(frame, problem, False, order, order))
         else:
@@ -406,10 +443,27 @@ def read_landing(
     )
 
 
+def read_alone(session: SparkSession, f: FileStatus) -> None:
+    """Read one file whole, every value decoded, keeping nothing: whether its bytes can be read at all."""
+    kind, path = _landing_format(f), literal_path(f.uri)
+    if kind == ".parquet":
+        frame = session.read.parquet(path)
+    elif kind == ".csv":
+        frame = session.read.csv(path, header=True, encoding="UTF-8")
+    else:
+        frame = _read_jsonl(session, [f.uri])
+    frame.write.format("noop").mode("overwrite").save()
+
+
+def _read_jsonl(session: SparkSession, uris: list[str]) -> DataFrame:
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in LANDING_COLUMNS] + [T.StructField(CORRUPT, T.StringType())])
+    return session.read.schema(schema).options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).json([literal_path(u) for u in uris])
+
+
 def _read_csv(session: SparkSession, uris: list[str], header: list[str]) -> DataFrame:
     schema = T.StructType([T.StructField(h, T.StringType()) for h in header] + [T.StructField(CORRUPT, T.StringType())])
     return session.read.schema(schema).csv(
-        uris,
+        [literal_path(u) for u in uris],
         header=True,
         enforceSchema=True,
         mode="PERMISSIVE",
