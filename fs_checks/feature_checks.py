@@ -1,23 +1,30 @@
 """Checks on the feature assets: schema, keys, look-back only, coverage, backfill completeness, freshness.
 
-Each judges what the run read and wrote: the clean table at the version the run read, and only the
-windows closed when it ran (recorded in its materialization). A day in progress passes every check
-whose data is right: its open windows are neither written nor expected.
+Each judges the run and partition it belongs to: the materialization of its own partition by its
+own run (or, run alone, the latest of that partition; never the latest of any partition, which a
+backfill of another day would be), the clean table at the version that run read, and only the
+windows closed when it ran. A day in progress passes every check whose data is right: its open
+windows are neither written nor expected.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pyspark.sql import functions as F
 
 from fs_assets.features import touched
 from fs_assets.features.windows import MICROS_PER_MINUTE, closed_until, with_window
+from fs_assets.ingest.expected_gaps import ExpectedGapsError, declared_during, read_expected_gaps
 from fs_assets.metadata import latest_key
 from fs_assets.partitions import daily_partitions
+from fs_checks.results import check_result
 from fs_domain.features import Window
 from fs_domain.tables import CLEAN_TABLE, REGISTRY_TABLE
+from fs_domain.verdicts import Verdict, guide_section
+from fs_resources import settings
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.filesystem import filesystem_for
 from fs_resources.schemas import features_spark_schema
 
 CHECK_SCHEMA = "check_feature_schema"
@@ -26,9 +33,24 @@ CHECK_LOOKS_BACKWARD = "check_windows_look_backward"
 CHECK_COVERAGE = "check_feature_coverage"
 CHECK_BACKFILL = "check_backfill_completeness"
 
-# Device coverage of the latest window against active registry devices (DESIGN.md, monitoring).
+# Device coverage of the latest window against the devices expected in it (DESIGN.md, monitoring).
 COVERAGE_TARGET = 0.99
 COVERAGE_ALERT = 0.95
+# How far back among a partition's materializations a check looks for its own run's: the runs of one
+# day follow each other (one pool per table), so its own is among the last few.
+RECENT_MATERIALIZATIONS = 10
+# How many device ids a coverage result names, of those missing and of those expected to be silent.
+EXAMPLES = 20
+
+WHAT_TO_DO_TABLE = (
+    f"The feature table is wrong for this day (see the counts beside): re-run it with `full: true`; "
+    f"{guide_section('Features: schema, keys and look-back')}"
+)
+WHAT_TO_DO_COVERAGE = (
+    f"Devices without features in the latest window: look at `missing_examples` (one site: a gateway; quarantined: the registry); "
+    f"{guide_section('Features: coverage')}"
+)
+WHAT_TO_DO_BACKFILL = f"Days with readings but no features: materialize the feature asset for `missing_days`; {guide_section('Features: backfill completeness')}"
 
 
 def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
@@ -41,29 +63,39 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         table = delta.read(feature_store.features_table())
         return table, table.where(F.col("window_date").isin(days) & (F.col("window_duration_minutes") == minutes)), days
 
-    def as_run(context, delta: DeltaTables):
-        """The clean readings the run read and the time it ran (what a window had to end by to be written)."""
-        event = context.instance.get_latest_materialization_event(asset)
-        md = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    def materializations(context) -> tuple[dg.EventLogRecord | None, dg.EventLogRecord | None]:
+        """The materialization the check judges, and the one of its partitions before it. Judged: its
+        own run's, when that run wrote the asset, else the latest of the check's own partitions; never
+        another partition's, so a backfill of another day materializing meanwhile leaves this day's
+        verdict alone."""
+        filters = dg.AssetRecordsFilter(asset_key=asset, asset_partitions=list(context.partition_keys))
+        records = context.instance.fetch_materializations(filters, limit=RECENT_MATERIALIZATIONS).records
+        i = next((i for i, r in enumerate(records) if r.run_id == context.run.run_id), 0)
+        return (records[i] if records else None), (records[i + 1] if i + 1 < len(records) else None)
+
+    def judged(context) -> dg.EventLogRecord | None:
+        return materializations(context)[0]
+
+    def as_run(delta: DeltaTables, record: dg.EventLogRecord | None):
+        """The clean readings the judged run read and the time it ran (what a window had to end by to be written)."""
+        md = record.asset_materialization.metadata if record and record.asset_materialization else {}
         if touched.CLEAN_VERSION_KEY in md and touched.COMPUTED_AT_KEY in md:
             clean = delta.read(CLEAN_TABLE, version=int(md[touched.CLEAN_VERSION_KEY].value))
             return clean, datetime.fromisoformat(str(md[touched.COMPUTED_AT_KEY].value))
         return delta.read(CLEAN_TABLE), datetime.now(UTC)
 
-    def judged_span(context, rows, days: list[str], ran_at: datetime, version: str) -> tuple[datetime, datetime] | None:
+    def judged_span(
+        previous: dg.EventLogRecord | None, rows, days: list[str], ran_at: datetime, version: str
+    ) -> tuple[datetime, datetime] | None:
         """[lo, hi) of the windows a one-day run is judged on: from the end of the newest window the
-        previous run of the day had written (or the first window this run rewrote, if earlier) to
-        the end of the last window closed when it ran. None (judge the days whole) for a run of
-        several days, the day's first run, or one after another feature set version's."""
-        if len(days) != 1:
+        day's run before it had written (or the first window this run rewrote, if earlier) to the end
+        of the last window closed when it ran. None (judge the days whole) for a run of several days,
+        the day's first run, or one after another feature set version's."""
+        if len(days) != 1 or previous is None or previous.asset_materialization is None:
             return None
-        filters = dg.AssetRecordsFilter(asset_key=asset, asset_partitions=days)
-        records = context.instance.fetch_materializations(filters, limit=2).records
-        if len(records) < 2 or records[1].asset_materialization is None:
-            return None
-        previous = records[1].asset_materialization.metadata
-        latest = previous.get(latest_key("window_end"))
-        same_version = previous.get(touched.VERSION_KEY) is not None and previous[touched.VERSION_KEY].value == version
+        md = previous.asset_materialization.metadata
+        latest = md.get(latest_key("window_end"))
+        same_version = md.get(touched.VERSION_KEY) is not None and md[touched.VERSION_KEY].value == version
         if latest is None or latest.value == "none" or not same_version:
             return None
         lo = datetime.fromisoformat(str(latest.value)).replace(tzinfo=UTC)
@@ -71,6 +103,9 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         if rewritten is not None:
             lo = min(lo, datetime.fromtimestamp(rewritten / 1_000_000, tz=UTC))
         return lo, closed_until(ran_at.astimezone(UTC), minutes)
+
+    def verdict(record: dg.EventLogRecord | None, observed, threshold, comparison: str, unit: str, what_to_do: str) -> Verdict:
+        return Verdict(observed, threshold, comparison, unit, what_to_do, asset=window.asset_name, run_id=record.run_id if record else None)
 
     def at(moment: datetime) -> F.Column:
         return F.lit(moment.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp")
@@ -94,12 +129,23 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         actual = [(f.name, f.dataType.simpleString()) for f in table.schema.fields]
         missing = [c for c in expected if c not in actual]
         unexpected = [c for c in actual if c not in expected]
-        return dg.AssetCheckResult(
-            passed=expected == actual,
+        common = [c for c in expected if c in actual]
+        misplaced = sum(a != b for a, b in zip(common, [c for c in actual if c in expected]))
+        return check_result(
+            verdict(
+                judged(context),
+                len(missing) + len(unexpected) + misplaced,
+                0,
+                "==",
+                "columns differing from the registry",
+                WHAT_TO_DO_TABLE,
+            ),
+            context=context,
             metadata={
                 "columns": len(actual),
                 "missing": dg.MetadataValue.json(missing),
                 "unexpected": dg.MetadataValue.json(unexpected),
+                "misplaced": misplaced,
                 "order_matches": [c[0] for c in expected] == [c[0] for c in actual],
             },
         )
@@ -116,7 +162,11 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
     ) -> dg.AssetCheckResult:
         _, rows, days = written(context, delta, feature_store)
         dupes = rows.groupBy("device_id", "window_start").count().where("count > 1").count()
-        return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_keys": dupes, "partitions": ", ".join(days)})
+        return check_result(
+            verdict(judged(context), dupes, 0, "==", "duplicated keys", WHAT_TO_DO_TABLE),
+            context=context,
+            metadata={"duplicate_keys": dupes, "partitions": ", ".join(days)},
+        )
 
     @dg.asset_check(
         asset=asset,
@@ -137,9 +187,10 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
             | (F.unix_seconds("window_start") % (minutes * 60) != 0)
             | (F.to_date("window_start") != F.col("window_date"))
         ).count()
-        clean, ran_at = as_run(context, delta)
+        record, previous = materializations(context)
+        clean, ran_at = as_run(delta, record)
         readings = clean.where(F.col("reading_date").isin(days))
-        span = judged_span(context, rows, days, ran_at, feature_store.version())
+        span = judged_span(previous, rows, days, ran_at, feature_store.version())
         scope = "whole partitions"
         if span is not None:
             # Earlier windows were judged by the runs that wrote them: only the readings of the span
@@ -161,8 +212,9 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
             .where(~F.col("reading_count").eqNullSafe(F.col("inside")))
             .count()
         )
-        return dg.AssetCheckResult(
-            passed=future == 0 and misshapen == 0 and mismatched == 0,
+        return check_result(
+            verdict(record, future + misshapen + mismatched, 0, "==", "windows looking forward, misshapen or miscounted", WHAT_TO_DO_TABLE),
+            context=context,
             metadata={
                 "windows_ending_after_computed_at": future,
                 "misaligned_windows": misshapen,
@@ -172,44 +224,90 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
             },
         )
 
+    def latest_window(rows, days: list[str], ran_at: datetime) -> tuple[datetime, datetime, bool]:
+        """[start, end) of the newest window the run wrote, and True; when it wrote none, the newest
+        window that had closed by then (or the days' last), and False."""
+        latest = rows.agg(F.max(F.unix_micros("window_start"))).first()[0]
+        if latest is not None:
+            start = datetime.fromtimestamp(latest / 1_000_000, tz=UTC)
+            return start, start + timedelta(minutes=minutes), True
+        after_last_day = datetime.fromisoformat(max(days)).replace(tzinfo=UTC) + timedelta(days=1)
+        end = min(closed_until(ran_at.astimezone(UTC), minutes), after_last_day)
+        return end - timedelta(minutes=minutes), end, False
+
+    def devices_expected(delta: DeltaTables, day: str):
+        """Active devices installed on or before `day`: those that ought to report in its windows."""
+        installed = F.col("install_date") <= F.lit(day).cast("date")
+        return delta.read(REGISTRY_TABLE).where((F.col("status") == "active") & installed).select("device_id")
+
+    def declared_gaps(delta: DeltaTables, start: datetime, end: datetime) -> tuple[dict[str, str], str | None]:
+        """Device id -> reason of the silences declared over [start, end), and why none could be read."""
+        try:
+            gaps = read_expected_gaps(start.date().isoformat(), filesystem_for(settings.landing_root(), delta.session))
+        except ExpectedGapsError as exc:
+            return {}, str(exc)
+        return declared_during(gaps, start, end), None
+
     @dg.asset_check(
         asset=asset,
         name=CHECK_COVERAGE,
         partitions_def=daily_partitions,
-        description=f"Devices with features in the latest window vs active devices: warn below {COVERAGE_TARGET:.0%}, error below {COVERAGE_ALERT:.0%}.",
+        description=f"Devices with features in the latest window vs the devices expected in it (active, installed on or before "
+        f"its day, less declared silences): warn below {COVERAGE_TARGET:.0%}, error below {COVERAGE_ALERT:.0%}.",
     )
     def check_feature_coverage(
         context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
     ) -> dg.AssetCheckResult:
         _, rows, days = written(context, delta, feature_store)
-        _, ran_at = as_run(context, delta)
-        latest = rows.agg(F.max("window_start")).first()[0]
-        first_end = datetime.fromisoformat(min(days)).replace(tzinfo=UTC).timestamp() + minutes * 60
-        if latest is None and ran_at.timestamp() < first_end:
-            return dg.AssetCheckResult(
-                passed=True,
-                metadata={"latest_window_start": "none", "note": f"no {minutes}-minute window of the day had closed when the run ran"},
+        record = judged(context)
+        _, ran_at = as_run(delta, record)
+        start, end, written_any = latest_window(rows, days, ran_at)
+        first_day = datetime.fromisoformat(min(days)).replace(tzinfo=UTC)
+        if not written_any and end <= first_day:
+            into_day = round((ran_at - first_day).total_seconds() / 60, 1)
+            return check_result(
+                verdict(record, into_day, minutes, "<", "minutes into the day when the run ran", WHAT_TO_DO_COVERAGE),
+                context=context,
+                description=f"no {minutes}-minute window of {min(days)} had closed when the run ran",
+                metadata={"latest_window_start": "none"},
             )
-        active = delta.read(REGISTRY_TABLE).where("status = 'active'").select("device_id")
-        n_active = active.count()
-        covered = (
-            0
-            if latest is None
-            else rows.where(F.col("window_start") == latest).join(active, "device_id").select("device_id").distinct().count()
-        )
-        coverage = covered / n_active if n_active else 0.0
-        severity = dg.AssetCheckSeverity.ERROR if coverage < COVERAGE_ALERT else dg.AssetCheckSeverity.WARN
-        return dg.AssetCheckResult(
-            passed=coverage >= COVERAGE_TARGET,
-            severity=severity,
+        expected = devices_expected(delta, start.date().isoformat())
+        n_installed = expected.count()
+        present = rows.where(F.unix_micros("window_start") == int(start.timestamp() * 1_000_000)).select("device_id")
+        missing = sorted(r[0] for r in (expected.join(present, "device_id", "left_anti") if written_any else expected).collect())
+        declared, unreadable = declared_gaps(delta, start, end)
+        excused = {d: declared[d] for d in missing if d in declared}
+        silent = [d for d in missing if d not in declared]
+        covered = n_installed - len(missing)
+        denominator = n_installed - len(excused)
+        coverage = covered / denominator if denominator else 1.0
+        erring = coverage < COVERAGE_ALERT
+        return check_result(
+            verdict(
+                record,
+                coverage,
+                COVERAGE_ALERT if erring else COVERAGE_TARGET,
+                ">=",
+                "share of expected devices",
+                WHAT_TO_DO_COVERAGE,
+            ),
+            context=context,
+            severity=dg.AssetCheckSeverity.ERROR if erring else dg.AssetCheckSeverity.WARN,
+            description=f"{covered:,} of {denominator:,} expected devices have the {minutes}-minute window from {start:%Y-%m-%d %H:%M} UTC"
+            + (f"; {len(excused):,} more are silent as declared" if excused else ""),
             metadata={
-                "coverage": dg.MetadataValue.float(round(coverage, 6)),
                 "covered_devices": covered,
-                "active_devices": n_active,
-                "latest_window_start": latest.isoformat() if latest else "none",
+                "expected_devices": denominator,
+                "installed_active_devices": n_installed,
+                "expected_gaps": len(excused),
+                "expected_gap_examples": dg.MetadataValue.json(dict(list(excused.items())[:EXAMPLES])),
+                "missing_devices": len(silent),
+                "missing_examples": dg.MetadataValue.json(silent[:EXAMPLES]),
+                "latest_window_start": start.isoformat() if written_any else "none",
                 "warn_below": COVERAGE_TARGET,
                 "error_below": COVERAGE_ALERT,
-            },
+            }
+            | ({"expected_gaps_unreadable": unreadable} if unreadable else {}),
         )
 
     @dg.asset_check(
@@ -222,7 +320,8 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
     ) -> dg.AssetCheckResult:
         _, rows, days = written(context, delta, feature_store)
-        clean, ran_at = as_run(context, delta)
+        record = judged(context)
+        clean, ran_at = as_run(delta, record)
         with_readings = {
             r[0].isoformat()
             for r in with_window(clean.where(F.col("reading_date").isin(days)), minutes)
@@ -233,8 +332,9 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         }
         with_features = {r[0].isoformat() for r in rows.select("window_date").distinct().collect()}
         gaps = sorted(with_readings - with_features)
-        return dg.AssetCheckResult(
-            passed=not gaps,
+        return check_result(
+            verdict(record, len(gaps), 0, "==", "days with readings but no features", WHAT_TO_DO_BACKFILL),
+            context=context,
             metadata={"days_in_run": len(days), "days_with_readings": len(with_readings), "missing_days": dg.MetadataValue.json(gaps)},
         )
 
