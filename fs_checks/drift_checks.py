@@ -2,17 +2,24 @@
 escalation (a data-quality problem, to data engineering)."""
 
 import dagster as dg
+import pandas as pd
 from pyspark.sql import functions as F
 
 from fs_assets.monitoring.drift import FLEET_WIDE_FEATURES, NULL_ESCALATION, PSI_ERROR, PSI_WARN
 from fs_assets.partitions import daily_partitions
+from fs_checks.results import check_result
 from fs_domain.tables import DRIFT_TABLE, versioned
+from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 
 DRIFT_REPORT = dg.AssetKey("feature_drift_report")
 CHECK_FEATURE_DRIFT = "check_feature_drift"
 CHECK_NULL_FRACTION_DRIFT = "check_null_fraction_drift"
+
+GUIDE = guide_section("Drift: PSI and null fractions")
+WHAT_TO_DO_PSI = f"Features moved from the model's reference: read `worst_feature` and the report's charts, ask the ML owners; {GUIDE}"
+WHAT_TO_DO_NULLS = f"A feature is NULL more often than in training: a sensor or transport problem for data engineering; {GUIDE}"
 
 
 def _report(context, delta: DeltaTables, feature_store: FeatureStoreResource):
@@ -36,7 +43,9 @@ def check_feature_drift(
     significant = moved[moved["psi"] > PSI_ERROR]
     fleet_wide = bool(report["fleet_wide_event"].any()) if len(report) else False
     worst = moved.iloc[0] if len(moved) else None
-    return dg.AssetCheckResult(
+    return check_result(
+        _drift_verdict(report, moved, significant, fleet_wide),
+        context=context,
         passed=moved.empty,
         severity=dg.AssetCheckSeverity.ERROR if len(significant) or fleet_wide else dg.AssetCheckSeverity.WARN,
         description=(
@@ -46,8 +55,6 @@ def check_feature_drift(
             else "no feature drifted"
         ),
         metadata={
-            "observed": float(worst["psi"]) if worst is not None else float(report["psi"].max() if len(report) else 0.0),
-            "threshold": PSI_ERROR if len(significant) else PSI_WARN,
             "worst_feature": f"{worst['model']}: {worst['feature']}" if worst is not None else "",
             "features_investigate": dg.MetadataValue.json(_named(moved[moved["psi"] <= PSI_ERROR])),
             "features_significant": dg.MetadataValue.json(_named(significant)),
@@ -55,6 +62,19 @@ def check_feature_drift(
             "days": ", ".join(days),
         },
     )
+
+
+def _drift_verdict(report, moved, significant, fleet_wide: bool) -> Verdict:
+    """The largest PSI against the bound the reported severity breaks; for a fleet-wide event, the most
+    features of one model moved on one day against how many make one."""
+    largest = report["psi"].max() if len(report) else 0.0
+    largest = 0.0 if pd.isna(largest) else float(largest)
+    if len(significant):
+        return Verdict(largest, PSI_ERROR, "<=", "PSI of a model's feature", WHAT_TO_DO_PSI)
+    if fleet_wide:
+        at_once = int(moved.groupby(["model", "report_date"]).size().max())
+        return Verdict(at_once, FLEET_WIDE_FEATURES, "<", f"features of one model-day at PSI >= {PSI_WARN}", WHAT_TO_DO_PSI)
+    return Verdict(largest, PSI_WARN, "<", "PSI of a model's feature", WHAT_TO_DO_PSI)
 
 
 @dg.asset_check(
@@ -68,16 +88,18 @@ def check_null_fraction_drift(
 ) -> dg.AssetCheckResult:
     report, days = _report(context, delta, feature_store)
     escalated = report[report["null_escalation"].astype(bool)] if len(report) else report
-    rise = (report["null_fraction"] - report["reference_null_fraction"]) if len(report) else None
-    return dg.AssetCheckResult(
+    rise = (report["null_fraction"] - report["reference_null_fraction"]).max() if len(report) else 0.0
+    return check_result(
+        Verdict(
+            0.0 if pd.isna(rise) else float(rise), NULL_ESCALATION, "<=", "share points of NULLs above the reference", WHAT_TO_DO_NULLS
+        ),
+        context=context,
         passed=escalated.empty,
         severity=dg.AssetCheckSeverity.WARN,
         description=f"{len(escalated)} feature-days with null fraction up more than {NULL_ESCALATION:.0%} points"
         if len(escalated)
         else "null fractions as in training",
         metadata={
-            "observed": float(rise.max()) if rise is not None and len(rise) else 0.0,
-            "threshold": NULL_ESCALATION,
             "features": dg.MetadataValue.json(_named(escalated) if len(escalated) else []),
             "days": ", ".join(days),
         },

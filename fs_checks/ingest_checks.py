@@ -10,8 +10,10 @@ import dagster as dg
 from pyspark.sql import functions as F
 
 from fs_assets.partitions import daily_partitions
+from fs_checks.results import check_result
 from fs_domain.contract import SENSOR_NAMES, SENSORS
 from fs_domain.tables import CLEAN_TABLE
+from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.delta import DeltaTables
 
 CLEAN_ASSET = dg.AssetKey("clean_sensor_readings")
@@ -24,6 +26,11 @@ CHECK_NULL_FRACTION = "check_sensor_null_fraction"
 # rebuilt day) is a data-quality warning (dropouts run at about 1 %; a dead sensor or an unmapped
 # channel shows as 100 %).
 NULL_FRACTION_WARN = 0.05
+
+GUIDE = guide_section("Clean readings: duplicate keys, ranges and NULLs")
+WHAT_TO_DO_KEYS = f"Duplicate clean readings: after the fix, rebuild the day (`rebuild: true`); {GUIDE}"
+WHAT_TO_DO_RANGES = f"Out-of-range values kept by cleaning: after the fix, rebuild the day (`rebuild: true`); {GUIDE}"
+WHAT_TO_DO_NULLS = f"A sensor mostly missing: a dead sensor or a dropped column, tell the producer; {GUIDE}"
 
 
 def _written_partitions(context: dg.AssetCheckExecutionContext, delta: DeltaTables):
@@ -48,8 +55,9 @@ def check_clean_key_unique(context: dg.AssetCheckExecutionContext, delta: DeltaT
         # The ts range lets Delta skip the day's files that hold none of the merged keys.
         rows = rows.where(F.col("ts").between(bounds["lo"], bounds["hi"])).join(merged, on=["device_id", "ts"], how="left_semi")
     n_dupes, sample = _duplicate_keys(rows)
-    return dg.AssetCheckResult(
-        passed=n_dupes == 0,
+    return check_result(
+        Verdict(n_dupes, 0, "==", "duplicated keys", WHAT_TO_DO_KEYS),
+        context=context,
         metadata={
             "duplicate_keys": n_dupes,
             "partitions": ", ".join(days),
@@ -107,8 +115,9 @@ def check_physical_ranges(context: dg.AssetCheckExecutionContext, delta: DeltaTa
         .asDict()
     )
     outside = {k: int(v or 0) for k, v in outside.items()}
-    return dg.AssetCheckResult(
-        passed=sum(outside.values()) == 0,
+    return check_result(
+        Verdict(sum(outside.values()), 0, "==", "values outside their physical range", WHAT_TO_DO_RANGES),
+        context=context,
         metadata={f"outside_range_{k}": v for k, v in outside.items()} | {"partitions": ", ".join(days), "scope": scope},
     )
 
@@ -129,12 +138,13 @@ def check_sensor_null_fraction(context: dg.AssetCheckExecutionContext, delta: De
     total = stats["n"] or 0
     fractions = {n: (stats[n] or 0) / total if total else 0.0 for n in SENSOR_NAMES}
     high = sorted(n for n, f in fractions.items() if f > NULL_FRACTION_WARN)
-    return dg.AssetCheckResult(
-        passed=not high,
+    return check_result(
+        Verdict(max(fractions.values()), NULL_FRACTION_WARN, "<=", "share of readings NULL for one sensor", WHAT_TO_DO_NULLS),
+        context=context,
         severity=dg.AssetCheckSeverity.WARN,
         description=f"NULL share above {NULL_FRACTION_WARN:.0%} for {', '.join(high)}" if high else None,
         metadata={f"null_fraction_{n}": dg.MetadataValue.float(round(f, 6)) for n, f in fractions.items()}
-        | {"readings": total, "threshold": NULL_FRACTION_WARN, "partitions": ", ".join(days), "scope": scope},
+        | {"readings": total, "partitions": ", ".join(days), "scope": scope},
     )
 
 

@@ -2,7 +2,7 @@
 
 import math
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
@@ -39,6 +39,11 @@ RECONCILIATION_SAMPLE = 1000
 RECONCILIATION_TOLERANCE = 1e-6
 RECONCILIATION_MAX_MISMATCH = 0.001
 READ_CHUNK = 1000
+
+GUIDE_LAG = guide_section("Online store: pre-hydration lag and live keys")
+WHAT_TO_DO_LAG = f"Redis is behind the offline store: is prehydration_job running, is Redis reachable? {GUIDE_LAG}"
+WHAT_TO_DO_KEYS = f"Redis and the served devices differ: run prehydration_job; {GUIDE_LAG}"
+WHAT_TO_DO_RECONCILIATION = f"Served values differ from the offline store: read `differences`, re-project, compare again; {guide_section('Online store: reconciliation')}"
 
 
 def values_agree(offline: object, online: object) -> bool:
@@ -169,16 +174,15 @@ def check_online_reconciliation(
         per_entry.append({"entry": model or DEVICE.name, "fields": len(fields), "values_differing": differing})
     differing = sum(e["values_differing"] for e in per_entry)
     fraction = differing / compared if compared else 0.0
-    return dg.AssetCheckResult(
-        passed=fraction <= RECONCILIATION_MAX_MISMATCH,
-        severity=dg.AssetCheckSeverity.ERROR,
+    return check_result(
+        Verdict(fraction, RECONCILIATION_MAX_MISMATCH, "<=", "share of compared values differing", WHAT_TO_DO_RECONCILIATION),
+        context=context,
         metadata={
             "devices_compared": len(sample),
             "values_compared": compared,
             "values_differing": differing,
             "pairs_differing": len({(m["entry"], m["device_id"]) for m in mismatches}),
             "fraction_differing": round(fraction, 6),
-            "threshold": RECONCILIATION_MAX_MISMATCH,
             "tolerance": RECONCILIATION_TOLERANCE,
             "served_devices": len(served),
             "sample_seed": seed,
@@ -193,7 +197,9 @@ def check_online_reconciliation(
     name=CHECK_LAG,
     description="Time since the last complete projection into Redis: warn past 60 minutes, error past 90 (or when Redis holds none).",
 )
-def check_prehydration_lag(feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
+def check_prehydration_lag(
+    context: dg.AssetCheckExecutionContext, feature_store: FeatureStoreResource, redis: RedisResource
+) -> dg.AssetCheckResult:
     # Probed as it is: the check never starts the server it judges.
     down = redis.unreachable()
     if down is not None:
@@ -203,39 +209,34 @@ def check_prehydration_lag(feature_store: FeatureStoreResource, redis: RedisReso
                 threshold="reachable",
                 comparison="==",
                 unit="",
-                what_to_do=f"start Redis (or fix REDIS_URL), then run prehydration_job; see {guide_section('Online store: pre-hydration lag and live keys')}",
+                what_to_do=f"start Redis (or fix REDIS_URL), then run prehydration_job; see {GUIDE_LAG}",
                 asset=ONLINE_STORE.to_user_string(),
             ),
+            context=context,
             description=down,
             metadata={"redis": redis.redacted_url(), REFILL_NEEDED: False},
         )
     store = redis.online_store(feature_store.version())
     state = store.projection_state()
     if state is None or state.hydrated_at is None:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
+        return check_result(
+            Verdict(0, 1, ">=", "complete projections in Redis", WHAT_TO_DO_LAG),
+            context=context,
             description="Redis holds no complete projection (never pre-hydrated, or restarted empty): a pre-hydration is requested",
-            metadata={
-                "redis": redis.redacted_url(),
-                "lag_minutes": None,
-                "threshold_minutes": LAG_ALERT.total_seconds() / 60,
-                REFILL_NEEDED: True,
-            },
+            metadata={"redis": redis.redacted_url(), REFILL_NEEDED: True},
         )
-    lag = datetime.now(UTC) - state.hydrated_at
+    lag_minutes = round((datetime.now(UTC) - state.hydrated_at).total_seconds() / 60, 1)
     live = len(store.live_device_ids())
-    # Entries outlived by their TTL are gone although the projection state remains: as empty as a restart.
-    expired = lag.total_seconds() >= redis.resolved_ttl_seconds() or (live == 0 and (state.live_devices or 0) > 0)
-    severity = dg.AssetCheckSeverity.ERROR if lag > LAG_ALERT or expired else dg.AssetCheckSeverity.WARN
-    return dg.AssetCheckResult(
-        passed=lag <= LAG_TARGET and not expired,
-        severity=severity,
+    verdict, expired = _lag_verdict(lag_minutes, redis.resolved_ttl_seconds() / 60, live, state.live_devices or 0)
+    return check_result(
+        verdict,
+        context=context,
+        severity=dg.AssetCheckSeverity.ERROR if expired or lag_minutes > _minutes(LAG_ALERT) else dg.AssetCheckSeverity.WARN,
         description="the online store's entries have expired: a pre-hydration is requested" if expired else None,
         metadata={
-            "lag_minutes": round(lag.total_seconds() / 60, 1),
-            "target_minutes": LAG_TARGET.total_seconds() / 60,
-            "threshold_minutes": LAG_ALERT.total_seconds() / 60,
+            "lag_minutes": lag_minutes,
+            "target_minutes": _minutes(LAG_TARGET),
+            "alert_minutes": _minutes(LAG_ALERT),
             "last_hydrated_at": state.hydrated_at.isoformat(),
             "source": state.source or "",
             "live_keys": live,
@@ -245,19 +246,40 @@ def check_prehydration_lag(feature_store: FeatureStoreResource, redis: RedisReso
     )
 
 
+def _minutes(span: timedelta) -> float:
+    return span.total_seconds() / 60
+
+
+def _lag_verdict(lag_minutes: float, ttl_minutes: float, live: int, projected: int) -> tuple[Verdict, bool]:
+    """The lag check's judgement, and whether the entries have expired (a pre-hydration is due now)."""
+    # Entries outlived by their TTL are gone although the projection state remains: as empty as a restart.
+    if lag_minutes >= ttl_minutes:
+        return Verdict(
+            lag_minutes, ttl_minutes, "<", "minutes since the last projection (its entries live this long)", WHAT_TO_DO_LAG
+        ), True
+    if live == 0 and projected > 0:
+        return Verdict(live, projected, ">=", "live device entries (as many as the last projection wrote)", WHAT_TO_DO_LAG), True
+    threshold = LAG_ALERT if lag_minutes > _minutes(LAG_ALERT) else LAG_TARGET
+    return Verdict(lag_minutes, _minutes(threshold), "<=", "minutes since the last projection", WHAT_TO_DO_LAG), False
+
+
 @dg.asset_check(
     asset=ONLINE_STORE,
     name=CHECK_KEY_COUNT,
     description="Live device entries in Redis equal the served (active or maintenance) devices of `device_objects`.",
 )
-def check_online_key_count(delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource) -> dg.AssetCheckResult:
+def check_online_key_count(
+    context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource, redis: RedisResource
+) -> dg.AssetCheckResult:
     objects = delta.read(feature_store.objects_table())
     served = {r["device_id"] for r in objects.where(F.col("status").isin(*SERVED_STATUSES)).select("device_id").collect()}
     live = redis.online_store(feature_store.version()).live_device_ids()
     missing, unexpected = sorted(served - live), sorted(live - served)
-    return dg.AssetCheckResult(
-        passed=not missing and not unexpected,
-        severity=dg.AssetCheckSeverity.ERROR,
+    unit = "devices missing from Redis or not served"
+    return check_result(
+        Verdict(len(missing) + len(unexpected), 0, "==", unit, WHAT_TO_DO_KEYS),
+        context=context,
+        description=f"{len(live):,} live entries for {len(served):,} served devices: {len(missing):,} missing, {len(unexpected):,} unexpected",
         metadata={
             "live_keys": len(live),
             "served_devices": len(served),

@@ -5,13 +5,20 @@ from pyspark.sql import functions as F
 
 from fs_assets.metadata import table_metadata
 from fs_assets.partitions import daily_partitions
+from fs_checks.results import check_result
 from fs_domain.models import REDUCED_CONFIDENCE_MAX_SHARE
 from fs_domain.tables import ANOMALY_SCORES_TABLE, versioned
+from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 
 SCORES = dg.AssetKey("anomaly_scores")
 CHECK_SCORE_CONFIDENCE = "check_score_confidence"
+
+WHAT_TO_DO = (
+    f"Many scores rest on sparse, stale or out-of-range inputs: read `per_day` for the reason; "
+    f"{guide_section('Anomaly scores: reduced confidence')}"
+)
 
 
 @dg.asset_check(
@@ -44,7 +51,11 @@ def check_score_confidence(
     rows = [r.asDict() | {"day": r["window_date"].isoformat(), "share": round(r["reduced_confidence"] / r["scores"], 4)} for r in counts]
     over = [r for r in rows if r["share"] > REDUCED_CONFIDENCE_MAX_SHARE]
     worst = max(rows, key=lambda r: r["share"], default=None)
-    return dg.AssetCheckResult(
+    return check_result(
+        Verdict(
+            worst["share"] if worst else 0.0, REDUCED_CONFIDENCE_MAX_SHARE, "<=", "share of a model's scores of a day flagged", WHAT_TO_DO
+        ),
+        context=context,
         passed=not over,
         severity=dg.AssetCheckSeverity.WARN,
         description=(
@@ -53,8 +64,6 @@ def check_score_confidence(
             else "scores rest on inputs as complete, fresh and in range as training"
         ),
         metadata={
-            "observed": worst["share"] if worst else 0.0,
-            "threshold": REDUCED_CONFIDENCE_MAX_SHARE,
             "reduced_confidence": sum(r["reduced_confidence"] for r in rows),
             "scores": sum(r["scores"] for r in rows),
             "per_day": table_metadata(

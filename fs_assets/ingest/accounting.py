@@ -18,9 +18,17 @@ import dagster as dg
 
 from fs_assets.ingest.cleaning import PartitionAccounting
 from fs_assets.metadata import table_metadata
+from fs_domain.verdicts import Verdict, guide_section
 
 CHECK_ACCOUNTING = "check_accounting_identity"
 CHECK_SCHEMA_DRIFT = "check_landing_schema_drift"
+CLEAN_ASSET = "clean_sensor_readings"
+
+# These checks are evaluated by the clean step itself, which cannot use `fs_checks.results`: their
+# results carry the same shape through `Verdict.metadata()`.
+GUIDE = guide_section("Clean readings: accounting and landing columns")
+WHAT_TO_DO_BOOKS = f"Rows of a day are unaccounted for and everything downstream of it waits: read `books`, rebuild the day; {GUIDE}"
+WHAT_TO_DO_COLUMNS = f"Landing files differ from the contract's columns (nothing is lost): read `files`, tell the producer; {GUIDE}"
 
 accounting_check_spec = dg.AssetCheckSpec(
     name=CHECK_ACCOUNTING,
@@ -52,21 +60,43 @@ class DayBooks:
 
     @property
     def balanced(self) -> bool:
+        return self.imbalance_rows == 0
+
+    @property
+    def imbalance_rows(self) -> int:
+        """Rows by which the day's books miss: unaccounted raw rows, and table rows the ledger does not match."""
         return (
-            self.raw_rows == self.clean_rows_added + self.quarantined_rows + self.duplicates_dropped
-            and self.clean_in_table == self.clean_rows_added
-            and self.quarantined_in_table == self.quarantined_rows
+            abs(self.raw_rows - self.clean_rows_added - self.quarantined_rows - self.duplicates_dropped)
+            + abs(self.clean_in_table - self.clean_rows_added)
+            + abs(self.quarantined_in_table - self.quarantined_rows)
         )
 
 
-def evaluate_accounting(books: dict[str, PartitionAccounting], days: dict[str, DayBooks]) -> dg.AssetCheckResult:
+@dataclass(frozen=True)
+class Judged:
+    """The partition (or `first..last` range) and the run a check evaluated inside the clean step judged."""
+
+    partition: str
+    run_id: str
+
+    @classmethod
+    def of(cls, days: list[str], run_id: str) -> "Judged":
+        return cls(days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}", run_id)
+
+    def shape(self) -> dict[str, str]:
+        return {"asset": CLEAN_ASSET, "partition": self.partition, "run_id": self.run_id}
+
+
+def evaluate_accounting(books: dict[str, PartitionAccounting], days: dict[str, DayBooks], judged: Judged) -> dg.AssetCheckResult:
     rows = []
     unbalanced = []
+    imbalance = 0
     for partition in sorted(set(books) | set(days)):
         run = books.get(partition, PartitionAccounting(partition=partition))
         day = days.get(partition, DayBooks(partition))
-        ok = run.balanced and day.balanced
-        if not ok:
+        missed = abs(run.raw_rows - run.clean_rows - run.quarantined_rows - run.duplicates_dropped) + day.imbalance_rows
+        imbalance += missed
+        if missed:
             unbalanced.append(partition)
         rows.append(
             {
@@ -80,15 +110,18 @@ def evaluate_accounting(books: dict[str, PartitionAccounting], days: dict[str, D
                 "day_clean_added": day.clean_rows_added,
                 "day_quarantined_in_table": day.quarantined_in_table,
                 "day_quarantined": day.quarantined_rows,
-                "books": "ok" if ok else "UNBALANCED",
+                "books": "UNBALANCED" if missed else "ok",
             }
         )
+    verdict = Verdict(len(unbalanced), 0, "==", "days whose books do not balance", WHAT_TO_DO_BOOKS, **judged.shape())
     return dg.AssetCheckResult(
         check_name=CHECK_ACCOUNTING,
-        passed=not unbalanced,
+        passed=verdict.holds,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=None if not unbalanced else f"books do not balance for {', '.join(unbalanced)}",
-        metadata={
+        description=verdict.sentence() + (f": {', '.join(unbalanced)} miss {imbalance:,} rows" if unbalanced else ""),
+        metadata=verdict.metadata()
+        | {
+            "imbalance_rows": imbalance,
             "partitions_checked": len(rows),
             "unbalanced_partitions": dg.MetadataValue.text(", ".join(unbalanced) or "none"),
             "books": table_metadata(rows),
@@ -97,15 +130,17 @@ def evaluate_accounting(books: dict[str, PartitionAccounting], days: dict[str, D
 
 
 def evaluate_schema_drift(
-    extra: dict[str, list[str]], missing: dict[str, list[str]], partially_read: dict[str, str]
+    extra: dict[str, list[str]], missing: dict[str, list[str]], partially_read: dict[str, str], judged: Judged
 ) -> dg.AssetCheckResult:
     files = sorted(set(extra) | set(missing) | set(partially_read))
+    verdict = Verdict(len(files), 0, "==", "landing files off the contract's columns or read in part", WHAT_TO_DO_COLUMNS, **judged.shape())
     return dg.AssetCheckResult(
         check_name=CHECK_SCHEMA_DRIFT,
-        passed=not files,
+        passed=verdict.holds,
         severity=dg.AssetCheckSeverity.WARN,
-        description=None if not files else f"{len(files)} landing file(s) differ from the contract's columns or were read in part",
-        metadata={
+        description=verdict.sentence(),
+        metadata=verdict.metadata()
+        | {
             "files_with_extra_columns": len(extra),
             "files_missing_sensor_columns": len(missing),
             "files_read_in_part": len(partially_read),

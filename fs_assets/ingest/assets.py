@@ -13,6 +13,7 @@ from fs_assets.freshness import freshness_policy
 from fs_assets.ingest import cleaning, incremental, landing, ledger
 from fs_assets.ingest.accounting import (
     DayBooks,
+    Judged,
     accounting_check_spec,
     evaluate_accounting,
     evaluate_schema_drift,
@@ -351,6 +352,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         if (per_file[path].raw_rows if path in per_file else 0) < promised
     }
     clean_write = next((w for w in reversed(writes) if w.table == CLEAN_TABLE), None)
+    judged = Judged.of(days, context.run_id)
     return dg.MaterializeResult(
         metadata=(clean_write.metadata() if clean_write else {})
         | {
@@ -377,8 +379,8 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             "seconds": round(time.monotonic() - started, 2),
         },
         check_results=[
-            evaluate_accounting(books, day_books),
-            evaluate_schema_drift(staged.report.extra_columns, staged.report.missing_columns, partially_read),
+            evaluate_accounting(books, day_books, judged),
+            evaluate_schema_drift(staged.report.extra_columns, staged.report.missing_columns, partially_read, judged),
         ],
     )
 

@@ -1,0 +1,88 @@
+"""Every asset check of the code location, found from its definitions (a check added later is covered
+without naming it here), run on the data of a real pipeline: each evaluation states its verdict in the
+one shape (observed, threshold, comparison, unit, what to do, asset, run) and its what-to-do links a
+section of the operator guide that exists."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+import redis
+
+from fs_assets.features.assets import feature_assets
+from fs_assets.ontology.assets import ontology_assets
+from tests.check_runs import check_definitions, code_location, guide_anchors, run_checks_alone, shape_problem
+from tests.conftest import SIM_START
+from tests.ingest_runs import materialize_clean, pipeline_resources, range_tags, train_and_monitor
+
+pytestmark = pytest.mark.integration
+
+DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
+REDIS_DB = 9  # a database of the session's server of its own: the projection's keys stay out of other tests' way
+
+
+@pytest.fixture(scope="module")
+def pipeline(spark, redis_server, ingested_fleet, tmp_path_factory):
+    """A copy of the session's ingested fleet (six devices, three days), the last day's clean step run
+    again (it evaluates its own checks), every feature size, each model trained, referenced and
+    promoted, scores and drift reports, and the `Device` objects projected into Redis."""
+    assert list(ingested_fleet.days) == DAYS
+    root = ingested_fleet.copy_to(tmp_path_factory.mktemp("check_verdicts") / "data")
+    url = f"{redis_server.rsplit('/', 1)[0]}/{REDIS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("FS_DATA_ROOT", str(root))
+        resources = pipeline_resources(url)
+        assert materialize_clean(resources, instance, DAYS[-1], with_checks=False).success
+        assert dg.materialize(feature_assets, resources=resources, instance=instance, tags=range_tags(DAYS[0], DAYS[-1])).success
+        train_and_monitor(resources, instance, DAYS[0], DAYS[-1])
+        assert dg.materialize(ontology_assets, resources=resources, instance=instance).success
+        yield code_location(resources), instance
+    redis.Redis.from_url(url).flushdb()
+
+
+def _partition_to_judge(partitions_def: dg.PartitionsDefinition | None) -> str | None:
+    if partitions_def is None:
+        return None
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        return DAYS[-1]
+    return partitions_def.get_partition_keys()[0]
+
+
+def _recorded_evaluations(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> list[dg.AssetCheckEvaluation]:
+    history = instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+    events = [r.event.dagster_event for r in history if r.event is not None and r.event.dagster_event is not None]
+    return [e.event_specific_data for e in events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+
+
+def test_every_check_of_the_code_location_states_its_verdict_and_links_the_operator_guide(pipeline):
+    defs, instance = pipeline
+    import definitions
+
+    every_check = definitions.defs.get_repository_def().asset_graph.asset_check_keys
+    assert defs.get_repository_def().asset_graph.asset_check_keys == every_check
+    # Checks that run as ops of their own run here, grouped by their partitions (one run per group);
+    # those evaluated by their asset's own step ran when the pipeline materialized it.
+    groups: list[tuple[dg.PartitionsDefinition | None, list]] = []
+    for checks_def in check_definitions(defs):
+        group = next((g for g in groups if g[0] == checks_def.partitions_def), None)
+        if group is None:
+            groups.append(group := (checks_def.partitions_def, []))
+        group[1].append(checks_def)
+    crashed = {}
+    for partitions_def, checks in groups:
+        result = run_checks_alone(defs, checks, instance, _partition_to_judge(partitions_def))
+        crashed |= {e.step_key: e.event_specific_data.error.message.strip() for e in result.get_step_failure_events()}
+
+    anchors = guide_anchors()
+    problems = {}
+    for key in sorted(every_check, key=lambda k: k.to_user_string()):
+        recorded = _recorded_evaluations(instance, key)
+        if not recorded:
+            problems[key.to_user_string()] = "never evaluated"
+        for evaluation in recorded:
+            if problem := shape_problem(evaluation.metadata, key.asset_key, anchors, evaluation.partition):
+                problems[key.to_user_string()] = problem
+    assert problems == {}, f"{problems}\nsteps that raised: {crashed}"
