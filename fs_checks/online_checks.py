@@ -28,8 +28,13 @@ CHECK_KEY_COUNT = "check_online_key_count"
 REFILL_NEEDED = "refill_needed"
 
 # Pre-hydration lag (DESIGN.md, monitoring): within 1 h; alert past 90 minutes.
+# The 60-minute target is the hourly schedule's own bound: the watch at the top of the hour finds
+# the last projection a queue wait past it while the next one runs, so judging it would warn every
+# hour on a healthy store. The lag check judges the alert (as the Device object's hourly clock does).
 LAG_TARGET = slas.DEVICE_OBJECT.target
 LAG_ALERT = slas.DEVICE_OBJECT.alert
+# What the online store is projected from: before its first write, an empty Redis is not a failure.
+FIRST_PROJECTED_FROM = dg.AssetKey("device_features_1d")
 
 # Training-serving consistency (DESIGN.md, online store): 1,000 random devices, each compared on its
 # `Device` object and on every served model's input vector (a device-window pair each), every
@@ -195,7 +200,7 @@ def check_online_reconciliation(
 @dg.asset_check(
     asset=ONLINE_STORE,
     name=CHECK_LAG,
-    description="Time since the last complete projection into Redis: warn past 60 minutes, error past 90 (or when Redis holds none).",
+    description="Time since the last complete projection into Redis: pages past 90 minutes (or when Redis holds none once there is something to project).",
 )
 def check_prehydration_lag(
     context: dg.AssetCheckExecutionContext, feature_store: FeatureStoreResource, redis: RedisResource
@@ -218,6 +223,15 @@ def check_prehydration_lag(
         )
     store = redis.online_store(feature_store.version())
     state = store.projection_state()
+    if (state is None or state.hydrated_at is None) and context.instance.get_latest_materialization_event(FIRST_PROJECTED_FROM) is None:
+        # A fresh store: nothing has been computed that Redis could hold; the first 1-day features
+        # run pre-hydrates, and the Device object's own clock pages if it never does.
+        return check_result(
+            Verdict(0, 0, ">=", "complete projections in Redis", WHAT_TO_DO_LAG),
+            context=context,
+            description=f"nothing to project yet: {FIRST_PROJECTED_FROM.to_user_string()} has never been materialized",
+            metadata={"redis": redis.redacted_url(), REFILL_NEEDED: False},
+        )
     if state is None or state.hydrated_at is None:
         return check_result(
             Verdict(0, 1, ">=", "complete projections in Redis", WHAT_TO_DO_LAG),
@@ -231,7 +245,7 @@ def check_prehydration_lag(
     return check_result(
         verdict,
         context=context,
-        severity=dg.AssetCheckSeverity.ERROR if expired or lag_minutes > _minutes(LAG_ALERT) else dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR,
         description="the online store's entries have expired: a pre-hydration is requested" if expired else None,
         metadata={
             "lag_minutes": lag_minutes,
@@ -259,8 +273,7 @@ def _lag_verdict(lag_minutes: float, ttl_minutes: float, live: int, projected: i
         ), True
     if live == 0 and projected > 0:
         return Verdict(live, projected, ">=", "live device entries (as many as the last projection wrote)", WHAT_TO_DO_LAG), True
-    threshold = LAG_ALERT if lag_minutes > _minutes(LAG_ALERT) else LAG_TARGET
-    return Verdict(lag_minutes, _minutes(threshold), "<=", "minutes since the last projection", WHAT_TO_DO_LAG), False
+    return Verdict(lag_minutes, _minutes(LAG_ALERT), "<=", "minutes since the last projection", WHAT_TO_DO_LAG), False
 
 
 @dg.asset_check(
