@@ -1,6 +1,10 @@
 # Two commands do everything on a fresh machine:
-#   make run    set up, seed the landing zone if empty, serve the Dagster UI (webserver + daemon)
+#   make run    set up, seed the landing zone up to now when it is empty (DEVICES devices, the last DAYS days and
+#               today so far), keep today's readings landing (the live simulator, a file every LIVE_INTERVAL seconds;
+#               LIVE=0 turns it off), serve the Dagster UI (webserver + daemon). Ctrl-C stops all of it: the UI
+#               and its daemon, the simulator and the embedded Redis.
 #   make test   set up, lint (ruff, import contracts), run the whole test suite on real Spark, Delta Lake and Redis
+# The paging drill, a benchmark of several hours: make drill-oncall (DRILL_ARGS="--healthy-minutes 3" for a trial).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -9,11 +13,14 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 DEVICES ?= 200
 DAYS ?= 3
+LIVE ?= 1
+LIVE_INTERVAL ?= 300
+DRILL_ARGS ?=
 
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export FS_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: setup run test test-unit lint validate sim-live import-skab bench bench-live docs screenshots clean-data system-deps cluster-check
+.PHONY: setup run test test-unit lint validate sim-live import-skab bench bench-live drill-oncall docs screenshots clean-data system-deps cluster-check
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -32,11 +39,18 @@ APT = $$( [ "$$(id -u)" = 0 ] || echo sudo ) sh -c 'apt-get update -qq && DEBIAN
 setup: system-deps $(BIN)/.installed
 	@$(BIN)/python -m fs_resources.spark
 
+# The simulator runs in the background of the recipe's shell, which ignores Ctrl-C for it: the EXIT
+# trap stops it (and Redis) once `dagster dev`, in the foreground, has stopped on Ctrl-C or by itself.
+# `live` continues the landing zone from where its readings end, so a later `make run` fills the gap.
 run: setup
 	@mkdir -p "$(FS_DATA_ROOT)" && chmod 700 "$(FS_DATA_ROOT)" "$(DAGSTER_HOME)"
-	$(BIN)/fs-sim generate --if-empty --devices $(DEVICES) --days $(DAYS)
+	$(BIN)/fs-sim generate --if-empty --until-now --devices $(DEVICES) --days $(DAYS)
 	$(BIN)/python -m fs_resources.embedded_redis start
-	trap '$(BIN)/python -m fs_resources.embedded_redis stop' EXIT; \
+	@sim=; trap '[ -z "$$sim" ] || kill $$sim 2>/dev/null; $(BIN)/python -m fs_resources.embedded_redis stop' EXIT; \
+	if [ "$(LIVE)" != 0 ]; then \
+	  $(BIN)/fs-sim live --interval $(LIVE_INTERVAL) >>"$(DAGSTER_HOME)/fs-sim-live.log" 2>&1 & sim=$$!; \
+	  echo "fs-sim live: today's readings land every $(LIVE_INTERVAL) s (log: $(DAGSTER_HOME)/fs-sim-live.log; LIVE=0 turns it off)"; \
+	fi; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 # Two workers, whole modules each (module fixtures built once), slowest tier first (tests/conftest.py):
@@ -58,8 +72,9 @@ lint: $(BIN)/.installed
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
+# For a `make run LIVE=0`: keep today's readings landing from another terminal.
 sim-live: setup
-	$(BIN)/fs-sim live --devices $(DEVICES)
+	$(BIN)/fs-sim live --devices $(DEVICES) --interval $(LIVE_INTERVAL)
 
 import-skab: setup
 	$(BIN)/fs-sim import-skab
@@ -76,6 +91,11 @@ bench: setup
 # sensors run, 30 minutes measured after the day so far has been caught up (about an hour and a half in all).
 bench-live: setup
 	FS_SPARK_DRIVER_MEMORY=6g $(BIN)/python bench/live_freshness.py --devices 100000 --minutes 30
+
+# The paging drill: a live store of 50 devices on a fresh instance, alerts to two local webhooks; a healthy
+# hour, then seven incidents one at a time, each repaired (several hours). bench/results/oncall_drill.json.
+drill-oncall: setup
+	$(BIN)/python bench/oncall_drill.py $(DRILL_ARGS)
 
 docs: setup
 	$(BIN)/python -m fs_domain.features v2 > docs/features.md
