@@ -323,6 +323,11 @@ class Injection:
     # The nominal SLA breach, from the injection's time and what inject() returned.
     breach: Callable[[float, dict], float | None] = lambda at, detail: None
 
+    def named_by(self, alert: dict) -> bool:
+        """Whether an alert names this incident's cause: one of its cause words in its summary, asset, check or key."""
+        text = " ".join(str(alert.get(k) or "") for k in ("summary", "asset", "check", "dedup_key")).lower()
+        return any(term.lower() in text for term in self.cause_terms)
+
 
 class Drill:
     def __init__(self, args: argparse.Namespace, stack: FreshInstance, inbox: Inbox, receivers: dict[str, Receiver]):
@@ -492,7 +497,7 @@ class Drill:
             Injection(
                 "ml_webhook_refusing",
                 f"the ML webhook answering {args.ml_refusal}",
-                ("ml", "webhook", "sink", "refus"),
+                ("webhook", "sink", "refus", "alert path"),
                 30,
                 refuse_ml,
                 accept_ml,
@@ -500,7 +505,7 @@ class Drill:
             Injection(
                 "features_run_killed",
                 "a running features run killed (SIGKILL)",
-                ("device_features", "features", "run"),
+                ("device_features", "features"),
                 20,
                 kill_features_run,
                 nothing,
@@ -530,7 +535,8 @@ class Drill:
             if injection.name == "redis_down" and not revived and self.redis_running():
                 revived["at"] = now()
                 print(f"{iso(now())} the embedded Redis is running again, before any repair", flush=True)
-            return bool(self.inbox.pages(started))
+            # A page about something else (still recorded against the incident) does not end the wait.
+            return any(injection.named_by(p["alert"]) for p in self.inbox.pages(started))
 
         if self.wait(page_wait, paged):
             self.wait(args.settle_minutes * 60, lambda: paged() and False)
@@ -569,11 +575,6 @@ class Drill:
             found = self.inbox.resolves(key, started)
             resolves[key] = round(found[0]["received_at"] - repaired) if found and repaired else None
         evidence = self.runs.evidence_at(first["alert"]) if first else None
-
-        def names_cause(alert: dict) -> bool:
-            text = " ".join(str(alert.get(k) or "") for k in ("summary", "asset", "check", "dedup_key")).lower()
-            return any(term.lower() in text for term in injection.cause_terms)
-
         return {
             "incident": injection.name,
             "what": injection.what,
@@ -585,7 +586,7 @@ class Drill:
             "pages": len(pages),
             "page_dedup_keys": [p["alert"].get("dedup_key") for p in pages],
             "page_summaries": [p["alert"].get("summary") for p in pages],
-            "first_page_names_cause": names_cause(first["alert"]) if first else None,
+            "first_page_names_cause": injection.named_by(first["alert"]) if first else None,
             "cause_terms": list(injection.cause_terms),
             "pages_with_value_and_threshold": sum(
                 has_value(p["alert"].get("observed")) and has_value(p["alert"].get("threshold")) for p in pages
