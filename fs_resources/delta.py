@@ -36,6 +36,7 @@ from fs_resources.spark import DeltaSparkResource
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,12 @@ def _sql_literal(value: object) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     text = value.isoformat() if isinstance(value, date) else str(value)
-    return "'" + text.replace("'", "''") + "'"
+    # Spark SQL reads a backslash in a string literal as an escape: a file name may hold one.
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def replace_where_predicate(partition_values: dict[str, Sequence[object]]) -> str:
-    """`a IN ('x', 'y') AND b IN (15, 60)`: the partitions a write replaces."""
+    """`a IN ('x', 'y') AND b IN (15, 60)`: the partitions a write replaces (or, with more columns, the rows)."""
     clauses = []
     for column, values in partition_values.items():
         if not values:
@@ -216,12 +218,15 @@ class DeltaTables(dg.ConfigurableResource):
         inputs: dict[str, int] | None = None,
         batch: str | None = None,
         properties: dict[str, str] | None = None,
+        rows_of: dict[str, Sequence[object]] | None = None,
     ) -> DeltaWrite:
         """Overwrite exactly the named partitions with `df` in one commit (creating the table if needed).
 
         `run_id` is recorded with the commit; `inputs` ({table: version read}) guards a retry;
-        `properties` (`delta.*` table properties) are given to a table this write creates."""
-        predicate = replace_where_predicate(partition_values)
+        `properties` (`delta.*` table properties) are given to a table this write creates.
+        `rows_of` ({column: values}, not partition columns) narrows what is replaced to the rows of
+        the partitions holding those values: every row of `df` must hold one of them."""
+        predicate = replace_where_predicate(partition_values | (rows_of or {}))
         partitions = tuple(
             "/".join(f"{c}={v}" for c, v in zip(partition_values, combo))
             for combo in _product([sorted(set(map(str, v))) for v in partition_values.values()])
@@ -285,6 +290,16 @@ class DeltaTables(dg.ConfigurableResource):
                 self.session.conf.unset(conf)
 
         return self._commit(table, save, (), run_id, inputs or {}, batch)
+
+    def add_columns(self, table: str, schema: "StructType") -> list[str]:
+        """Give an existing table the columns of `schema` it lacks (NULL in the rows it holds), so a
+        writer of a newer schema can write to it; the names of the columns added."""
+        held = set(self.read(table).columns)
+        missing = [f for f in schema.fields if f.name not in held]
+        if missing:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            self.session.sql(f"ALTER TABLE delta.`{self.path(table)}` ADD COLUMNS ({columns})")
+        return [f.name for f in missing]
 
     def properties(self, table: str) -> dict[str, str]:
         """The table's properties, from its metadata alone (`detail()` also lists every data file: Spark jobs)."""

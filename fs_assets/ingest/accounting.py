@@ -4,10 +4,12 @@
 evaluates itself: only the step knows how many raw rows it read. It holds at two levels:
 - the run: raw rows read = clean rows added + quarantined + duplicates dropped, per day;
 - the day: the ledger's sums over every file ever cleaned for the day match the tables (clean rows
-  held = rows added, quarantine rows held = rows quarantined, raw = added + quarantined + dropped).
+  held = rows added, quarantine rows held = rows quarantined, raw = added + quarantined + dropped);
+- the file: a Parquet file yields the rows its footer promises. One read in part leaves rows no
+  count can see, so its day fails too, naming the file.
 
-`check_landing_schema_drift` (WARN) names files that carried extra columns (ignored), lacked sensor
-columns (NULL, flagged `{sensor}:missing_column`) or could be read only in part.
+`check_landing_schema_drift` (WARN) names files that carried extra columns (ignored) or lacked
+sensor columns (NULL, flagged `{sensor}:missing_column`).
 The other ingest checks, which re-read the written table, are in `fs_checks.ingest_checks`.
 """
 
@@ -30,17 +32,31 @@ GUIDE = guide_section("Clean readings: accounting and landing columns")
 WHAT_TO_DO_BOOKS = f"Rows of a day are unaccounted for and everything downstream of it waits: read `books`, rebuild the day; {GUIDE}"
 WHAT_TO_DO_COLUMNS = f"Landing files differ from the contract's columns (nothing is lost): read `files`, tell the producer; {GUIDE}"
 
+
+@dataclass(frozen=True)
+class ReadInPart:
+    """A Parquet file that yielded fewer rows than its footer promises."""
+
+    day: str
+    rows_read: int
+    rows_promised: int
+
+    @property
+    def missing(self) -> int:
+        return self.rows_promised - self.rows_read
+
+
 accounting_check_spec = dg.AssetCheckSpec(
     name=CHECK_ACCOUNTING,
     asset=dg.AssetKey("clean_sensor_readings"),
     blocking=True,
     description="Per run and per day: raw rows = clean rows + quarantined rows + duplicates dropped, "
-    "with the day's ledger matching the rows the tables hold.",
+    "with the day's ledger matching the rows the tables hold and every Parquet file read whole.",
 )
 schema_drift_check_spec = dg.AssetCheckSpec(
     name=CHECK_SCHEMA_DRIFT,
     asset=dg.AssetKey("clean_sensor_readings"),
-    description="Landing files of this run had exactly the contract's columns and were read whole "
+    description="Landing files of this run had exactly the contract's columns "
     "(extra columns are ignored, missing sensor columns give flagged NULLs).",
 )
 
@@ -87,14 +103,19 @@ class Judged:
         return {"asset": CLEAN_ASSET, "partition": self.partition, "run_id": self.run_id}
 
 
-def evaluate_accounting(books: dict[str, PartitionAccounting], days: dict[str, DayBooks], judged: Judged) -> dg.AssetCheckResult:
+def evaluate_accounting(
+    books: dict[str, PartitionAccounting], days: dict[str, DayBooks], judged: Judged, read_in_part: dict[str, ReadInPart] | None = None
+) -> dg.AssetCheckResult:
+    """`read_in_part`: the run's Parquet files (by path) that yielded fewer rows than their footer promises."""
+    read_in_part = read_in_part or {}
     rows = []
     unbalanced = []
     imbalance = 0
-    for partition in sorted(set(books) | set(days)):
+    for partition in sorted(set(books) | set(days) | {r.day for r in read_in_part.values()}):
         run = books.get(partition, PartitionAccounting(partition=partition))
         day = days.get(partition, DayBooks(partition))
-        missed = abs(run.raw_rows - run.clean_rows - run.quarantined_rows - run.duplicates_dropped) + day.imbalance_rows
+        unseen = sum(r.missing for r in read_in_part.values() if r.day == partition)
+        missed = abs(run.raw_rows - run.clean_rows - run.quarantined_rows - run.duplicates_dropped) + day.imbalance_rows + unseen
         imbalance += missed
         if missed:
             unbalanced.append(partition)
@@ -110,6 +131,7 @@ def evaluate_accounting(books: dict[str, PartitionAccounting], days: dict[str, D
                 "day_clean_added": day.clean_rows_added,
                 "day_quarantined_in_table": day.quarantined_in_table,
                 "day_quarantined": day.quarantined_rows,
+                "rows_not_read": unseen,
                 "books": "UNBALANCED" if missed else "ok",
             }
         )
@@ -125,15 +147,16 @@ def evaluate_accounting(books: dict[str, PartitionAccounting], days: dict[str, D
             "partitions_checked": len(rows),
             "unbalanced_partitions": dg.MetadataValue.text(", ".join(unbalanced) or "none"),
             "books": table_metadata(rows),
+            "files_read_in_part": dg.MetadataValue.json(
+                {path: f"{r.rows_read:,} of {r.rows_promised:,} rows could be read" for path, r in sorted(read_in_part.items())}
+            ),
         },
     )
 
 
-def evaluate_schema_drift(
-    extra: dict[str, list[str]], missing: dict[str, list[str]], partially_read: dict[str, str], judged: Judged
-) -> dg.AssetCheckResult:
-    files = sorted(set(extra) | set(missing) | set(partially_read))
-    verdict = Verdict(len(files), 0, "==", "landing files off the contract's columns or read in part", WHAT_TO_DO_COLUMNS, **judged.shape())
+def evaluate_schema_drift(extra: dict[str, list[str]], missing: dict[str, list[str]], judged: Judged) -> dg.AssetCheckResult:
+    files = sorted(set(extra) | set(missing))
+    verdict = Verdict(len(files), 0, "==", "landing files off the contract's columns", WHAT_TO_DO_COLUMNS, **judged.shape())
     return dg.AssetCheckResult(
         check_name=CHECK_SCHEMA_DRIFT,
         passed=verdict.holds,
@@ -143,14 +166,12 @@ def evaluate_schema_drift(
         | {
             "files_with_extra_columns": len(extra),
             "files_missing_sensor_columns": len(missing),
-            "files_read_in_part": len(partially_read),
             "files": table_metadata(
                 [
                     {
                         "file": f,
                         "extra_columns": ", ".join(extra.get(f, [])),
                         "missing_sensor_columns": ", ".join(missing.get(f, [])),
-                        "read_in_part": partially_read.get(f, ""),
                     }
                     for f in files[:200]
                 ]

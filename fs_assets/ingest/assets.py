@@ -10,10 +10,11 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from fs_assets.freshness import freshness_policy
-from fs_assets.ingest import cleaning, incremental, landing, ledger
+from fs_assets.ingest import cleaning, incremental, landing, ledger, read_failures
 from fs_assets.ingest.accounting import (
     DayBooks,
     Judged,
+    ReadInPart,
     accounting_check_spec,
     evaluate_accounting,
     evaluate_schema_drift,
@@ -21,6 +22,7 @@ from fs_assets.ingest.accounting import (
 )
 from fs_assets.ingest.cleaning import CLEAN_COLUMNS
 from fs_assets.ingest.maintenance import MaintenanceError, read_maintenance
+from fs_assets.ingest.read_failures import ReadPolicy
 from fs_assets.ingest.registry import RegistryError, read_registry
 from fs_assets.metadata import latest_key, latest_value, table_metadata
 from fs_assets.partitions import daily_backfill_policy, daily_partitions
@@ -67,9 +69,21 @@ class IngestConfig(dg.Config):
         gt=0,
         description="A CSV header longer than this quarantines its file; a longer value quarantines its row.",
     )
+    read_attempts: int = Field(
+        default=ReadPolicy().attempts,
+        ge=1,
+        description="Reads of a landing file that fails in a way that may pass (a storage or network error, a file briefly "
+        "absent or still changing) before the run fails; the file is not judged on such a failure, the next run reads it again.",
+    )
+    read_backoff_seconds: float = Field(
+        default=ReadPolicy().backoff_seconds, ge=0, description="Pause after the first failed read; doubles after each."
+    )
 
     def limits(self) -> FileLimits:
         return FileLimits(max_bytes=self.max_file_bytes, max_rows=self.max_file_rows, max_line_chars=self.max_line_chars)
+
+    def read_policy(self) -> ReadPolicy:
+        return ReadPolicy(attempts=self.read_attempts, backoff_seconds=self.read_backoff_seconds)
 
 
 @dg.observable_source_asset(
@@ -255,7 +269,13 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
     merged = [p.day for p in plans if not p.rebuild and p.new]
     batch = ledger.batch_id(plans)
 
-    staged = landing.read_landing(session, fs, {p.day: p.to_read for p in plans if p.to_read}, config.limits())
+    to_read = {p.day: p.to_read for p in plans if p.to_read}
+    policy, limits = config.read_policy(), config.limits()
+    try:
+        # Footers and header lines first: they size the read below.
+        staged = landing.read_landing(session, fs, to_read, limits, policy=policy, log=context.log.warning)
+    except read_failures.ReadStillFailing as exc:
+        raise dg.Failure(description=str(exc)) from exc
     now = datetime.now(UTC)
     inputs = {REGISTRY_TABLE: registry_version}
     footer_rows = staged.report.footer_rows
@@ -269,9 +289,38 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
     ):
         if partitions > 4:
             context.log.info(f"about {estimated:,} raw rows: {partitions} shuffle partitions")
-        judged = cleaning.judged(staged.rows, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
-        deduplicated = cleaning.deduplicate(cleaning.kept_readings(judged), staged.with_paths)
-        books, per_file = cleaning.accounting(judged, deduplicated.contested, [p.day for p in plans], staged.paths)
+        read_for: set[str] = set()
+
+        def read(refused: dict[str, read_failures.Refusal]):
+            # Spark reads every file here (the first action on `judged`): a failure naming a file refuses
+            # it and the others are read again, or the whole read is retried while the failure may pass.
+            nonlocal staged, read_for
+            if set(refused) != read_for:
+                staged = landing.read_landing(session, fs, to_read, limits, refused=refused, policy=policy, log=context.log.warning)
+                read_for = set(refused)
+            judged = cleaning.judged(staged.rows, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
+            deduplicated = None
+            try:
+                deduplicated = cleaning.deduplicate(cleaning.kept_readings(judged), staged.with_paths)
+                books, per_file = cleaning.accounting(judged, deduplicated.contested, [p.day for p in plans], staged.paths)
+            except BaseException:
+                if deduplicated is not None:
+                    deduplicated.release()
+                judged.unpersist()
+                raise
+            return judged, deduplicated, books, per_file
+
+        try:
+            (judged, deduplicated, books, per_file), _ = read_failures.settle(
+                read,
+                [f for files in to_read.values() for f in files],
+                fs,
+                lambda f: landing.read_alone(session, f),
+                policy,
+                context.log.warning,
+            )
+        except read_failures.ReadStillFailing as exc:
+            raise dg.Failure(description=str(exc)) from exc
         if rebuilt and not config.allow_shrink:
             _refuse_shrinking(delta, {day: books[day].clean_rows for day in rebuilt})
         kept_by_file = {path: acc.kept_rows for path, acc in per_file.items()}
@@ -289,6 +338,9 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
                     c, CLEAN_TABLE, {"reading_date": rebuilt}, run_id=context.run_id, inputs=inputs, properties=CLEAN_TABLE_PROPERTIES
                 )
             )
+        # A merged day's quarantine and ledger rows are replaced file by file: a refused file read
+        # again loses its old record, and a file read twice is never counted twice.
+        merged_files = sorted(f.path for p in plans if p.day in merged for f in p.new)
         if merged:
             writes.append(
                 _once(
@@ -296,10 +348,11 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
                     QUARANTINE_TABLE,
                     batch,
                     "quarantine-append",
-                    lambda b: delta.append(
+                    lambda b: delta.replace_partitions(
                         quarantine.where(F.col("landing_date").isin(merged)),
                         QUARANTINE_TABLE,
-                        ["landing_date"],
+                        {"landing_date": merged},
+                        rows_of={"source_file": merged_files},
                         run_id=context.run_id,
                         batch=b,
                     ),
@@ -327,7 +380,11 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         batch,
         context.run_id,
         now,
+        refused=staged.report.refused_files,
+        vanished=set(staged.report.vanished_files),
     )
+    if delta.exists(LEDGER_TABLE):
+        delta.add_columns(LEDGER_TABLE, ledger.LEDGER_SCHEMA)  # a ledger written before `outcome`
     if rebuilt:
         entries = ledger_frame.where(F.col("landing_date").isin(rebuilt))
         delta.replace_partitions(entries, LEDGER_TABLE, {"landing_date": rebuilt}, run_id=context.run_id)
@@ -337,8 +394,13 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             LEDGER_TABLE,
             batch,
             "ledger-append",
-            lambda b: delta.append(
-                ledger_frame.where(F.col("landing_date").isin(merged)), LEDGER_TABLE, ["landing_date"], run_id=context.run_id, batch=b
+            lambda b: delta.replace_partitions(
+                ledger_frame.where(F.col("landing_date").isin(merged)),
+                LEDGER_TABLE,
+                {"landing_date": merged},
+                rows_of={"source_file": merged_files},
+                run_id=context.run_id,
+                batch=b,
             ),
         )
 
@@ -346,10 +408,13 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         delta.set_properties(CLEAN_TABLE, CLEAN_TABLE_PROPERTIES)  # a table written before they were set
     day_books = _day_books(delta, days)
     totals = _totals(books)
-    partially_read = {
-        path: f"{per_file[path].raw_rows if path in per_file else 0:,} of {promised:,} rows could be read"
-        for path, promised in staged.report.footer_rows.items()
-        if (per_file[path].raw_rows if path in per_file else 0) < promised
+    # A file rewritten between its footer and its read, say: the run that read it says so, blocking.
+    read_in_part = {
+        f.path: ReadInPart(p.day, per_file[f.path].raw_rows if f.path in per_file else 0, promised)
+        for p in plans
+        for f in p.to_read
+        if (promised := staged.report.footer_rows.get(f.path)) is not None
+        and (per_file[f.path].raw_rows if f.path in per_file else 0) < promised
     }
     clean_write = next((w for w in reversed(writes) if w.table == CLEAN_TABLE), None)
     judged = Judged.of(days, context.run_id)
@@ -367,20 +432,22 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             "quarantined_by_reason": dg.MetadataValue.json(totals.quarantined_by_reason),
             "flagged_values_by_sensor": dg.MetadataValue.json(totals.flagged_values),
             "accounting": _books_table(books),
-            "unreadable_files": dg.MetadataValue.json(staged.report.unreadable_files | partially_read),
+            "unreadable_files": dg.MetadataValue.json(staged.report.unreadable_files),
             "over_limit_files": dg.MetadataValue.json(staged.report.over_limit_files),
             "schema_mismatch_files": dg.MetadataValue.json(staged.report.schema_mismatch_files),
             "extra_columns": dg.MetadataValue.json(staged.report.extra_columns),
             "missing_sensor_columns": dg.MetadataValue.json(staged.report.missing_columns),
             "empty_files": dg.MetadataValue.json(staged.report.empty_files),
+            "vanished_files": dg.MetadataValue.json(staged.report.vanished_files),
+            "readmitted_files": dg.MetadataValue.json(sorted(f.path for p in plans for f in p.readmitted)),
             "ignored_files": dg.MetadataValue.json(ignored),
             "batch_id": batch,
             latest_key("ts"): latest_value(max((b.latest_ts for b in day_books.values() if b.latest_ts), default=None)),
             "seconds": round(time.monotonic() - started, 2),
         },
         check_results=[
-            evaluate_accounting(books, day_books, judged),
-            evaluate_schema_drift(staged.report.extra_columns, staged.report.missing_columns, partially_read, judged),
+            evaluate_accounting(books, day_books, judged, read_in_part),
+            evaluate_schema_drift(staged.report.extra_columns, staged.report.missing_columns, judged),
         ],
     )
 

@@ -394,8 +394,8 @@ def read_landing(
 
     frames: list[DataFrame] = []
     for files in parquet.values():
-        # A page that fails to decode ends the file's read instead of the run; the footer count tells.
-        frame = session.read.option("ignoreCorruptFiles", "true").parquet(*[literal_path(f.uri) for f in files])
+        # No `ignoreCorruptFiles`: it would end a file's read early on any I/O error, without a word.
+        frame = session.read.parquet(*[literal_path(f.uri) for f in files])
         report.footer_rows.update({f.path: footer_rows[f.uri] for f in files})
         names = frame.columns
         order = F.col("_metadata.row_index")

@@ -14,15 +14,24 @@ Each file's row says how its rows ended: `raw = quarantined + clean_rows_added +
 where `clean_rows_added` counts its readings that were new keys when it was cleaned. Summed over a
 day it must match the tables: clean rows = sum of `clean_rows_added`, quarantine rows = sum of
 `quarantined_rows` (the per-day books of `check_accounting_identity`).
+
+A file's `outcome` is `cleaned`, or `refused` when it was not read at all for a reason that will
+not pass by itself (a bad footer or magic number, a limit): it stands as one quarantine record, and
+nothing of it is in the clean table. A refused file that changes (fixed in place, or touched after
+a limit was raised) is read again on its own, its record and ledger row replaced, where a cleaned
+file that changes rebuilds its day. A file that vanished before it could be read has no row.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fs_resources.filesystem import FileStatus
@@ -40,8 +49,19 @@ LEDGER_SCHEMA = T.StructType(
         T.StructField("clean_rows_added", T.LongType()),
         T.StructField("duplicates_dropped", T.LongType()),
         T.StructField("processed_at", T.TimestampType()),
+        T.StructField("outcome", T.StringType()),  # CLEANED or REFUSED; NULL in rows written before it existed: cleaned
     ]
 )
+CLEANED = "cleaned"
+REFUSED = "refused"
+
+
+class Entry(NamedTuple):
+    """What the ledger holds of one file: the stamp it was read with, and whether it was refused."""
+
+    size: int
+    mtime_ns: int
+    refused: bool = False
 
 
 @dataclass
@@ -52,7 +72,8 @@ class DayPlan:
     files: list[FileStatus]
     rebuild: bool
     why: str
-    new: list[FileStatus] = field(default_factory=list)
+    new: list[FileStatus] = field(default_factory=list)  # files not cleaned yet, re-admitted ones included
+    readmitted: list[FileStatus] = field(default_factory=list)  # refused files changed since: read again
 
     @property
     def to_read(self) -> list[FileStatus]:
@@ -62,16 +83,18 @@ class DayPlan:
 def plan(
     days: list[str],
     listed: dict[str, list[FileStatus]],
-    ledger: dict[str, dict[str, tuple[int, int]]],
+    ledger: dict[str, dict[str, Entry]],
     days_with_rows: set[str],
     force: bool,
 ) -> list[DayPlan]:
-    """Per day: rebuild from all files, or clean only the files the ledger does not list."""
+    """Per day: rebuild from all files, or clean only the files the ledger does not list (and the
+    refused ones that changed since: nothing of them is in the day, so they cost no rebuild)."""
     plans = []
     for day in days:
         files, known = listed.get(day, []), ledger.get(day, {})
         current = {f.path: (f.size, f.mtime_ns) for f in files}
-        changed = sorted(p for p, stamp in known.items() if current.get(p) != stamp)
+        changed = sorted(p for p, e in known.items() if not e.refused and current.get(p) != (e.size, e.mtime_ns))
+        readmitted = [f for f in files if f.path in known and known[f.path].refused and current[f.path] != known[f.path][:2]]
         if force:
             plans.append(DayPlan(day, files, True, "rebuild requested (run config `rebuild: true`)"))
         elif changed:
@@ -81,7 +104,9 @@ def plan(
         elif not known:
             plans.append(DayPlan(day, files, True, "first run of the day"))
         else:
-            plans.append(DayPlan(day, files, False, "incremental", new=[f for f in files if f.path not in known]))
+            new = [f for f in files if f.path not in known or f in readmitted]
+            why = f"incremental, {len(readmitted)} refused file(s) changed since and read again" if readmitted else "incremental"
+            plans.append(DayPlan(day, files, False, why, new=new, readmitted=readmitted))
     return plans
 
 
@@ -95,11 +120,18 @@ def batch_id(plans: list[DayPlan]) -> str:
     return digest.hexdigest()[:20]
 
 
-def read_ledger(ledger: DataFrame, days: list[str]) -> dict[str, dict[str, tuple[int, int]]]:
-    rows = ledger.where(ledger.landing_date.isin(days)).select("landing_date", "source_file", "size_bytes", "mtime_ns").collect()
-    known: dict[str, dict[str, tuple[int, int]]] = {}
+def read_ledger(ledger: DataFrame, days: list[str]) -> dict[str, dict[str, Entry]]:
+    outcome = F.col("outcome") if "outcome" in ledger.columns else F.lit(None).cast("string")
+    rows = (
+        ledger.where(ledger.landing_date.isin(days))
+        .select("landing_date", "source_file", "size_bytes", "mtime_ns", outcome.alias("outcome"))
+        .collect()
+    )
+    known: dict[str, dict[str, Entry]] = {}
     for r in rows:
-        known.setdefault(r["landing_date"].isoformat(), {})[r["source_file"]] = (r["size_bytes"], r["mtime_ns"])
+        known.setdefault(r["landing_date"].isoformat(), {})[r["source_file"]] = Entry(
+            r["size_bytes"], r["mtime_ns"], r["outcome"] == REFUSED
+        )
     return known
 
 
@@ -110,11 +142,16 @@ def ledger_rows(
     batch: str,
     run_id: str,
     now: datetime,
+    refused: Collection[str] = (),
+    vanished: Collection[str] = (),
 ) -> DataFrame:
-    """One row per file read by this run; `per_file` maps a file to (raw, quarantined, clean rows added)."""
+    """One row per file read by this run (none for a file that vanished before it could be read);
+    `per_file` maps a file to (raw, quarantined, clean rows added)."""
     rows = []
     for p in plans:
         for f in p.to_read:
+            if f.path in vanished:
+                continue
             raw, quarantined, added = per_file.get(f.path, (0, 0, 0))
             rows.append(
                 (
@@ -129,6 +166,7 @@ def ledger_rows(
                     added,
                     raw - quarantined - added,
                     now.replace(tzinfo=None),
+                    REFUSED if f.path in refused else CLEANED,
                 )
             )
     return session.createDataFrame(rows, LEDGER_SCHEMA)
