@@ -90,7 +90,11 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         if not files:
             continue
         fp = landing.fingerprint(files)
-        if seen.get(day) != fp:
+        if seen.get(day) != fp and _waiting_run(context.instance, day):
+            # A run of the day still in the queue lists the landing files when it starts, so it will
+            # clean these too; one more request per new file would only flood the queue.
+            seen[day] = fp
+        elif seen.get(day) != fp:
             requests.append(
                 dg.RunRequest(run_key=f"{day}:{fp}", partition_key=day, job_name=clean_readings_job.name, tags={"landing_fingerprint": fp})
             )
@@ -101,6 +105,13 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             reruns[day] = reruns.get(day, 0) + 1
     seen[RERUNS_CURSOR_KEY] = reruns
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+def _waiting_run(instance: dg.DagsterInstance, day: str) -> bool:
+    """Whether a clean run of `day` is queued and has not started (so has not listed its files yet)."""
+    waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+    filters = dg.RunsFilter(job_name=clean_readings_job.name, tags={"dagster/partition": day}, statuses=waiting)
+    return bool(instance.get_run_records(filters=filters, limit=1))
 
 
 def _rerequest_failed_day(instance: dg.DagsterInstance, day: str, fp: str, done: int) -> dg.RunRequest | None:

@@ -55,6 +55,32 @@ def test_new_changed_and_late_files_trigger_exactly_their_partitions(instance, d
 
 
 @pytest.mark.unit
+def test_a_new_file_of_a_day_whose_run_waits_in_the_queue_requests_no_second_run(instance, data_root):
+    registry(data_root, ["dev-a"])
+    _record_registry_materialization(instance)
+    write_readings(data_root, DAY1, "a.parquet", readings("dev-a", DAY1, range(3)))
+    requests, cursor = _tick(instance, None)
+    assert [r.partition_key for r in requests if r.partition_key] == [DAY1.isoformat()]
+    queued = dg.DagsterRun(
+        job_name="clean_readings_job",
+        run_id="queued-run",
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={"dagster/partition": DAY1.isoformat()},
+    )
+    instance.add_run(queued)
+    # The queued run lists the files when it starts: it takes this one too.
+    write_readings(data_root, DAY1, "b.parquet", readings("dev-a", DAY1, range(3, 6)))
+    requests, cursor = _tick(instance, cursor)
+    assert requests == []
+    # Once it has started (and listed its files), a new file is a new run.
+    instance.delete_run("queued-run")
+    instance.add_run(queued.with_status(dg.DagsterRunStatus.STARTED))
+    write_readings(data_root, DAY1, "c.parquet", readings("dev-a", DAY1, range(6, 9)))
+    requests, cursor = _tick(instance, cursor)
+    assert [r.partition_key for r in requests] == [DAY1.isoformat()]
+
+
+@pytest.mark.unit
 def test_folders_outside_the_partitions_are_skipped(instance, data_root):
     _record_registry_materialization(instance)
     write_readings(data_root, "1999-12-31", "a.parquet", readings("dev-a", SIM_START, range(1)))
