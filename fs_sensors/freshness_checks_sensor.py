@@ -9,8 +9,9 @@ past the alert would never come.
 
 Between those moments a check's answer cannot change, so the sensor can look often (a breach is
 judged within one interval of its time) while the runs stay few: about one per clock and SLA
-period on a healthy store. The checks read recorded metadata only and start no Spark session; the
-runs still take a run slot, so they leave the queue after the pipeline's.
+period on a healthy store. The checks read recorded metadata only and start no Spark session, so a
+run of them holds a slot for seconds: they leave the queue before the pipeline's runs (behind a
+backlog of clean runs a stalled clock waited 15 minutes to be judged, and its page with it).
 
 An asset this instance has never written is not late yet, it is new: a data clock judges it only
 once the sensor has run for the asset's start-up grace (`STARTUP_GRACE`, its upstream alerts added
@@ -29,7 +30,8 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from fs_checks.data_freshness_checks import ESCALATES_AT, FRESH_UNTIL, STARTUP_GRACE
 from fs_checks.freshness_checks import ALL_FRESHNESS_CHECKS
 
-FRESHNESS_CHECK_RUN_TAGS = {"dagster/priority": "-1"}
+# Above the ingest runs' priority (fs_sensors.landing_zone_sensor): seconds of work that can page.
+FRESHNESS_CHECK_RUN_TAGS = {"dagster/priority": "2"}
 SENSOR_INTERVAL_SECONDS = 30
 
 
