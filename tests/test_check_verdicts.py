@@ -86,3 +86,29 @@ def test_every_check_of_the_code_location_states_its_verdict_and_links_the_opera
             if problem := shape_problem(evaluation.metadata, key.asset_key, anchors, evaluation.partition):
                 problems[key.to_user_string()] = problem
     assert problems == {}, f"{problems}\nsteps that raised: {crashed}"
+
+
+def test_every_real_check_failing_would_reach_on_call_with_its_value_and_threshold(pipeline):
+    """The real checks' recorded evaluations, each taken as failing, through the alert router's own
+    rule: every page it would send says what was observed against which threshold."""
+    import time
+
+    from dagster_shared.record import copy as copy_record
+
+    from fs_sensors.alert_routing_sensor import Incidents, Lineage, RoutingState, RunFacts, _evaluation_alerts
+
+    defs, instance = pipeline
+    repository = defs.get_repository_def()
+    missing, routed = {}, set()
+    for key in sorted(repository.asset_graph.asset_check_keys, key=lambda k: k.to_user_string()):
+        for evaluation in _recorded_evaluations(instance, key):
+            failing = copy_record(evaluation, passed=False, severity=dg.AssetCheckSeverity.ERROR)
+            run = instance.get_run_by_id(evaluation.target_materialization_data.run_id) if evaluation.target_materialization_data else None
+            facts = RunFacts(run or dg.DagsterRun(job_name="checks", run_id="r"), "checks", {key.asset_key.to_user_string()},
+                             evaluation.partition, time.time(), time.time())  # fmt: skip
+            incidents = Incidents(RoutingState(None), Lineage(repository))
+            alerts = [a for a in _evaluation_alerts(incidents, facts, time.time(), failing) if a.action == "trigger"]
+            routed.add(key)
+            if not alerts or any(a.observed is None or a.threshold is None or "expected" not in a.summary for a in alerts):
+                missing[key.to_user_string()] = [a.summary for a in alerts]
+    assert missing == {} and routed == set(repository.asset_graph.asset_check_keys)
