@@ -19,6 +19,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from fs_domain.run_limits import NO_SPARK_RUN, max_runtime_tags
 from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource
 
 HEARTBEAT_STALE = timedelta(minutes=10)
@@ -103,7 +104,11 @@ def check_alert_path(context: dg.OpExecutionContext, alerts: AlertSinkResource) 
     raise dg.Failure(description=summary, metadata=metadata)
 
 
-@dg.job(executor_def=dg.in_process_executor, description="Self-test of the alert path: is alert_routing_sensor ticking?")
+@dg.job(
+    executor_def=dg.in_process_executor,
+    tags=max_runtime_tags(NO_SPARK_RUN),
+    description="Self-test of the alert path: is alert_routing_sensor ticking?",
+)
 def alert_path_self_test_job():
     check_alert_path()
 

@@ -31,6 +31,12 @@ recovery, was not caused by the incident after all and opens an incident of its 
 upstream one first, so the rest attach to it. A new failure downstream of a recovery in progress
 is held the same way. A recovery therefore never sets off a storm, and no failure is dropped.
 
+A stalled queue. Runs waiting in the queue while nothing runs are waiting for something that will
+not come (a table's pool slot still held by a run that was killed, run limits set to 0): past
+`QUEUE_STALLED` of that, one incident of its own pages, naming the oldest waiting run, and resolves
+once something runs or the queue is empty. It attaches to nothing and nothing attaches to it: a
+killed run's failure and the stall behind it are two causes, each with its own fix.
+
 Routes: drift (`check_feature_drift`) and score confidence go to the ML channel; everything else
 to data engineering on-call. Never to maintenance operators.
 
@@ -58,6 +64,7 @@ import dagster as dg
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT
 from fs_checks.score_checks import CHECK_SCORE_CONFIDENCE
 from fs_domain import slas
+from fs_domain.run_limits import QUEUE_STALLED
 from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource, Outcome, urgency_for
 
@@ -66,6 +73,8 @@ ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT, CHECK_SCORE_CONFIDENCE})
 SELF_TEST_JOB = "alert_path_self_test_job"
 CHECK_RUN_FAILURE = "run_failure"
 CHECK_DEAD_LETTER = "alert_dead_letter"
+CHECK_QUEUE_STALLED = "run_queue_stalled"
+QUEUE_STALLED_KEY = f"{CHECK_QUEUE_STALLED}|run queue|-"
 # Runs that finished this long before the cursor are looked at again (their ids are remembered),
 # so a run whose end was recorded late is not missed.
 OVERLAP = timedelta(minutes=5)
@@ -81,6 +90,9 @@ SEVERITY_RANK = {"warning": 1, "error": 2}
 GUIDE_CHECK_FAILURE = guide_section("Reading a check failure")
 GUIDE_RUN_FAILURE = guide_section("A run failed")
 GUIDE_DEAD_LETTER = guide_section("An alert the sink refused")
+GUIDE_QUEUE_STALLED = guide_section("Runs wait in the queue with nothing running")
+RUNNING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
 def route_for(check_name: str) -> str:
@@ -555,6 +567,7 @@ def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkR
         except Exception as exc:  # one unreadable run must not stop the alert path
             context.log.error(f"alert routing could not read run {run_id}: {type(exc).__name__}: {exc}")
             alerts.dead_letter({"run_id": run_id}, f"run could not be read: {type(exc).__name__}: {exc}")
+    state.outbox.setdefault("", []).extend(a.to_dict() for a in _queue_alerts(context.instance, incidents, time.time()))
     state.outbox.setdefault("", []).extend(a.to_dict() for a in incidents.expire(time.time()))
     try:
         report = _deliver(context, state, alerts)
@@ -575,6 +588,59 @@ def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkR
         return dg.SkipReason(f"delivery failed for {', '.join(report.broken)}; {said}")
     alerts.beat()
     return dg.SkipReason(said)
+
+
+@dataclass(frozen=True)
+class QueueStall:
+    """Runs waiting in the queue while nothing runs: for how long, how many, and the oldest of them."""
+
+    seconds: float
+    waiting: int
+    oldest: dg.DagsterRun
+
+
+def queue_stall(instance: dg.DagsterInstance, now: float) -> QueueStall | None:
+    """How long the queue has held runs with nothing running, or None while a run runs or none waits.
+
+    Counted from the later of the oldest waiting run's arrival and the end of the last run: a run
+    that waited behind a long one has not been stalled for all of its wait."""
+    if instance.get_run_records(filters=dg.RunsFilter(statuses=RUNNING), limit=1):
+        return None
+    queued = dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])
+    oldest = instance.get_run_records(filters=queued, limit=1, ascending=True)
+    if not oldest:
+        return None
+    since = oldest[0].create_timestamp.timestamp()
+    ended = instance.get_run_records(filters=dg.RunsFilter(statuses=ENDED), order_by="end_time", ascending=False, limit=1)
+    if ended and ended[0].end_time is not None:
+        since = max(since, ended[0].end_time)
+    return QueueStall(max(now - since, 0.0), instance.get_runs_count(queued), oldest[0].dagster_run)
+
+
+def _queue_alerts(instance: dg.DagsterInstance, incidents: Incidents, now: float) -> list[Alert]:
+    """A page when the queue has held runs past `QUEUE_STALLED` with nothing running, a resolve when it moves."""
+    stall = queue_stall(instance, now)
+    limit = QUEUE_STALLED.total_seconds() / 60
+    if stall is None or stall.seconds / 60 <= limit:
+        resolve = _alert(QUEUE_STALLED_KEY, "resolve", ROUTE_DATA_ENGINEERING, "error", "the run queue moves again", "run queue", None,
+                         CHECK_QUEUE_STALLED, None, "", GUIDE_QUEUE_STALLED)  # fmt: skip
+        return incidents.passed(QUEUE_STALLED_KEY, now, now, resolve, None)
+    run = stall.oldest
+    what, _, partition = run_scope(instance, run)
+    where = what + (f" [{partition}]" if partition else "")
+    verdict = Verdict(
+        round(stall.seconds / 60, 1), limit, "<=", "minutes",
+        f"see which pool or limit the oldest run waits for (its page in the UI, Deployment > Concurrency) and free what a run that "
+        f"has ended still holds; see {GUIDE_QUEUE_STALLED}",
+        asset=what, partition=partition, run_id=run.run_id,
+    )  # fmt: skip
+    summary = f"{stall.waiting} run(s) waiting in the queue with nothing running, the oldest {where}: {verdict.sentence()}"
+    alert = _alert(QUEUE_STALLED_KEY, "trigger", ROUTE_DATA_ENGINEERING, "error", summary, "run queue", partition, CHECK_QUEUE_STALLED,
+                   verdict, run.run_id, verdict.what_to_do)  # fmt: skip
+    # No assets: the stall neither attaches to an incident of the runs it holds back nor takes theirs.
+    failure = Failure(QUEUE_STALLED_KEY, CHECK_QUEUE_STALLED, [], partition, ROUTE_DATA_ENGINEERING, "error", now - stall.seconds,
+                      alert.to_dict())  # fmt: skip
+    return incidents.failed(failure, now, set())
 
 
 def _finished_runs(instance: dg.DagsterInstance, state: RoutingState):

@@ -29,9 +29,10 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from fs_checks.data_freshness_checks import ESCALATES_AT, FRESH_UNTIL, STARTUP_GRACE
 from fs_checks.freshness_checks import ALL_FRESHNESS_CHECKS
+from fs_domain.run_limits import NO_SPARK_RUN, max_runtime_tags
 
 # Above the ingest runs' priority (fs_sensors.landing_zone_sensor): seconds of work that can page.
-FRESHNESS_CHECK_RUN_TAGS = {"dagster/priority": "2"}
+FRESHNESS_CHECK_RUN_TAGS = {"dagster/priority": "2"} | max_runtime_tags(NO_SPARK_RUN)
 SENSOR_INTERVAL_SECONDS = 30
 
 

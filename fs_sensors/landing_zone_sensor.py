@@ -19,6 +19,7 @@ import dagster as dg
 
 from fs_assets.ingest import landing
 from fs_assets.partitions import daily_partitions
+from fs_domain.run_limits import CLEAN_READINGS_RUN, REGISTRY_RUN, max_runtime_tags
 from fs_resources import settings
 from fs_resources.filesystem import filesystem_for
 
@@ -33,7 +34,8 @@ RERUNS_CURSOR_KEY = "__reruns__"
 
 clean_readings_job = dg.define_asset_job(
     "clean_readings_job",
-    tags=INGEST_RETRY_TAGS | INGEST_PRIORITY_TAGS,
+    # A hung run is ended as failed at its limit and retried like a killed one.
+    tags=INGEST_RETRY_TAGS | INGEST_PRIORITY_TAGS | max_runtime_tags(CLEAN_READINGS_RUN),
     selection=dg.AssetSelection.assets("clean_sensor_readings").without_checks()
     | dg.AssetSelection.checks_for_assets("clean_sensor_readings"),
     # One process, one Spark session per run: the checks reuse the session the asset started.
@@ -44,7 +46,7 @@ registry_job = dg.define_asset_job(
     "device_registry_job",
     selection=dg.AssetSelection.assets("device_registry"),
     executor_def=dg.in_process_executor,
-    tags=INGEST_RETRY_TAGS,
+    tags=INGEST_RETRY_TAGS | max_runtime_tags(REGISTRY_RUN),
 )
 
 REGISTRY_CURSOR_KEY = "__registry__"

@@ -15,6 +15,7 @@ from fs_assets.metadata import table_metadata
 from fs_domain import tables
 from fs_domain.features import FEATURE_SET_VERSIONS
 from fs_domain.models import MODEL_SPECS
+from fs_domain.run_limits import TABLE_MAINTENANCE_RUN, max_runtime_tags
 from fs_resources import delta as delta_ops
 from fs_resources.delta import DeltaTables
 from fs_resources.spark import HISTORY_RETENTION_DAYS
@@ -106,6 +107,7 @@ def vacuum_tables(context: dg.OpExecutionContext, config: MaintenanceConfig, tab
 
 @dg.job(
     executor_def=dg.in_process_executor,
+    tags=max_runtime_tags(TABLE_MAINTENANCE_RUN),
     description="Weekly Delta maintenance: retention, OPTIMIZE, VACUUM, each step's effect in its metadata.",
 )
 def table_maintenance_job():

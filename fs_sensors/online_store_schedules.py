@@ -13,13 +13,14 @@ import dagster as dg
 
 from fs_assets.features.assets import device_features_1d
 from fs_checks.online_checks import CHECK_LAG, CHECK_RECONCILIATION, ONLINE_STORE, REFILL_NEEDED
+from fs_domain.run_limits import NO_SPARK_RUN, RECONCILIATION_RUN, max_runtime_tags
 from fs_sensors.prehydration_schedule import PREHYDRATION_CONCURRENCY_TAGS, prehydration_job
 
 reconciliation_job = dg.define_asset_job(
     "reconciliation_job",
     selection=dg.AssetSelection.checks(dg.AssetCheckKey(ONLINE_STORE, CHECK_RECONCILIATION)),
     executor_def=dg.in_process_executor,
-    tags=PREHYDRATION_CONCURRENCY_TAGS,
+    tags=PREHYDRATION_CONCURRENCY_TAGS | max_runtime_tags(RECONCILIATION_RUN),
     description="Offline vs online: 1,000 random device-window pairs (launch with sample_size: 0 for every device).",
 )
 
@@ -36,6 +37,7 @@ online_store_watch_job = dg.define_asset_job(
     "online_store_watch_job",
     selection=dg.AssetSelection.checks(dg.AssetCheckKey(ONLINE_STORE, CHECK_LAG)),
     executor_def=dg.in_process_executor,
+    tags=max_runtime_tags(NO_SPARK_RUN),
     description="Pre-hydration lag, read from Redis.",
 )
 

@@ -11,6 +11,7 @@ import dagster as dg
 from fs_assets.features.assets import device_features_1d
 from fs_assets.ontology.assets import VECTOR_SOURCES
 from fs_checks.online_checks import CHECK_KEY_COUNT, CHECK_LAG, ONLINE_STORE
+from fs_domain.run_limits import PREHYDRATION_RUN, max_runtime_tags
 
 PREHYDRATION_CONCURRENCY_TAGS = {"fs/concurrency_key": "prehydration"}
 
@@ -19,7 +20,7 @@ prehydration_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("device_objects", "device_online_store").without_checks()
     | dg.AssetSelection.checks(dg.AssetCheckKey(ONLINE_STORE, CHECK_LAG), dg.AssetCheckKey(ONLINE_STORE, CHECK_KEY_COUNT)),
     executor_def=dg.in_process_executor,
-    tags=PREHYDRATION_CONCURRENCY_TAGS,
+    tags=PREHYDRATION_CONCURRENCY_TAGS | max_runtime_tags(PREHYDRATION_RUN),
     description="Rebuild device_objects from the latest 1-day features and project it into Redis.",
 )
 

@@ -451,3 +451,65 @@ def test_the_reader_pages_on_past_a_page_of_runs_it_has_seen(tmp_path, monkeypat
             judge(instance, clean_sensor_readings=lag)
         tick()
         assert [a.action for a in sent(sink)] == ["trigger", "resolve"] * 3 + ["trigger"]
+
+
+# The queue.
+
+
+def test_a_queue_standing_still_with_nothing_running_pages_on_its_own_and_resolves_when_a_run_starts(tmp_path, monkeypatch):
+    from datetime import timedelta
+
+    sink = file_sink(tmp_path)
+    with dg.instance_for_test() as instance:
+        tick = Tick(instance, sink)
+        killed = _run(instance, dg.DagsterRunStatus.STARTED)
+        waiting = _run(instance, dg.DagsterRunStatus.QUEUED)
+        monkeypatch.setattr(routing, "QUEUE_STALLED", timedelta(0))
+        tick()
+        assert sent(sink) == []  # a run is running: the queue waits for it
+        # Run monitoring marks the killed run failed; its pool slot is never given back, so nothing starts.
+        instance.report_run_failed(killed, "the run worker's process is gone")
+        time.sleep(0.05)
+        tick()
+        run_page, stall_page = sorted(sent(sink), key=lambda a: a.check)
+        assert run_page.check == "run_failure" and run_page.pages
+        # The stall is a cause of its own: it pages beside the failed run instead of attaching to it.
+        assert stall_page.check == "run_queue_stalled" and stall_page.pages and stall_page.attached == []
+        assert stall_page.run_id == waiting.run_id and f"clean_readings_job [{DAY}]" in stall_page.summary
+        assert stall_page.threshold == 0 and stall_page.observed is not None and stall_page.unit == "minutes"
+        assert "runs-wait-in-the-queue-with-nothing-running" in stall_page.what_to_do
+        tick()
+        assert len(sent(sink)) == 2  # one page per stall
+        # The run starts (its slot freed): the stall resolves.
+        instance.handle_run_event(waiting.run_id, _run_event(waiting, dg.DagsterEventType.RUN_START))
+        tick()
+        resolve = sent(sink)[-1]
+        assert (resolve.action, resolve.dedup_key) == ("resolve", stall_page.dedup_key) and resolve.duration_seconds >= 0
+        assert routing.QUEUE_STALLED_KEY not in tick.failing()
+
+
+def test_a_queue_waiting_less_than_its_limit_does_not_page(tmp_path):
+    sink = file_sink(tmp_path)
+    with dg.instance_for_test() as instance:
+        _run(instance, dg.DagsterRunStatus.QUEUED)
+        Tick(instance, sink)()
+        assert sent(sink) == []
+        stall = routing.queue_stall(instance, time.time() + routing.QUEUE_STALLED.total_seconds() + 60)
+        assert stall is not None and stall.waiting == 1 and stall.seconds > routing.QUEUE_STALLED.total_seconds()
+
+
+def _run_event(run: dg.DagsterRun, event_type: dg.DagsterEventType):
+    return dg.DagsterEvent(event_type_value=event_type.value, job_name=run.job_name)
+
+
+def _run(instance, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+    """A run of `clean_readings_job` for DAY in `status`, as the queue or a run worker leaves it."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.test_utils import create_run_for_test
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    location = InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__), location_name="device_feature_store")
+    origin = RemoteRepositoryOrigin(location, "__repository__").get_job_origin("clean_readings_job")
+    return create_run_for_test(
+        instance, job_name="clean_readings_job", status=status, tags={"dagster/partition": DAY}, remote_job_origin=origin
+    )

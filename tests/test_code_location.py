@@ -87,6 +87,29 @@ def test_instance_yaml_limits_each_delta_pool_to_one_writer(tmp_path):
 
 
 @pytest.mark.unit
+def test_a_killed_or_hung_run_gives_back_its_slots_and_every_job_has_a_time_limit(tmp_path):
+    import shutil
+
+    from fs_domain.run_limits import MAX_RUNTIME_TAG
+    from fs_sensors.feature_automation_sensor import feature_automation_sensor
+    from fs_sensors.freshness_checks_sensor import FRESHNESS_CHECK_RUN_TAGS
+
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        monitoring = instance.run_monitoring_settings
+        assert instance.run_monitoring_enabled and instance.run_retries_enabled
+        assert 0 < monitoring["free_slots_after_run_end_seconds"] <= monitoring["poll_interval_seconds"] * 4
+        assert instance.run_monitoring_max_runtime_seconds > 0
+    jobs = [j for j in defs.get_repository_def().get_all_jobs() if not j.name.startswith("__")]
+    assert {j.name for j in jobs if MAX_RUNTIME_TAG not in j.tags} == set()
+    # Runs launched with an asset selection rather than a job carry the tag from their sensor.
+    assert MAX_RUNTIME_TAG in feature_automation_sensor.run_tags and MAX_RUNTIME_TAG in FRESHNESS_CHECK_RUN_TAGS
+    limits = {j.name: int(j.tags[MAX_RUNTIME_TAG]) for j in jobs}
+    # The clean run, which every later stage waits on, may not outlast the backstop for untagged runs.
+    assert limits["clean_readings_job"] < monitoring["max_runtime_seconds"]
+
+
+@pytest.mark.unit
 def test_scheduled_and_sensor_prehydration_share_one_concurrency_key():
     from fs_sensors.online_store_schedules import reconciliation_schedule
     from fs_sensors.prehydration_schedule import prehydration_schedule, prehydration_sensor

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from fs_assets.metadata import table_metadata
 from fs_domain.features import WINDOW_MINUTES
+from fs_domain.run_limits import NO_SPARK_RUN, max_runtime_tags
 from fs_domain.tables import CLEAN_TABLE
 from fs_resources import settings
 from fs_resources.delta import DeltaTables
@@ -82,6 +83,9 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
-@dg.job(description="Preview a feature backfill: partitions, readings and estimated time for a date range (no data is written).")
+@dg.job(
+    tags=max_runtime_tags(NO_SPARK_RUN),
+    description="Preview a feature backfill: partitions, readings and estimated time for a date range (no data is written).",
+)
 def backfill_preview_job():
     preview_feature_backfill()
