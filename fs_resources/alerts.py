@@ -64,6 +64,8 @@ MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
 # HTTP statuses that mean "not now" rather than "never": timeout and rate limit.
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
+# The dedup key of the router's probes of a PagerDuty sink: resolved, never triggered.
+PROBE_KEY = "alert_path|probe"
 
 
 class Outcome(enum.Enum):
@@ -421,10 +423,48 @@ class AlertSinkResource(dg.ConfigurableResource):
             body = pagerduty_payload(alert, self._setting("routing_key", route) or "")
         else:
             body = slack_payload(alert)
+        return self._post(url, body, self.attempts, log, f"alert {alert.dedup_key}")
+
+    def probe(self, route: str) -> Delivery | None:
+        """Whether `route`'s sink takes alerts, asked with something that opens nothing: a PagerDuty
+        resolve of `PROBE_KEY` (a key nothing triggers), or whether the alerts file can be opened
+        for appending. None for a Slack webhook, whose every message is read by people: it is
+        judged by its deliveries only. One attempt: the router asks again on its next tick."""
+        url = self._url(route)
+        if url is None:
+            try:
+                self.jsonl_file().parent.mkdir(parents=True, exist_ok=True)
+                with self.jsonl_file().open("a"):
+                    return Delivery(Outcome.DELIVERED)
+            except OSError as exc:
+                return Delivery(Outcome.RETRY, type(exc).__name__)
+        if self._format(route) != "pagerduty":
+            return None
+        body = {"routing_key": self._setting("routing_key", route) or "", "event_action": "resolve", "dedup_key": PROBE_KEY}
+        return self._post(url, body, 1, None, "probe")
+
+    def send_first(
+        self, alert: Alert, routes: tuple[str, ...], skip: frozenset[str] = frozenset(), log=None
+    ) -> tuple[str | None, list[dict]]:
+        """Send `alert` through the first of `routes` whose sink takes it, passing over a destination
+        in `skip` or one already tried (the same sink again proves nothing). Returns the route that
+        carried it (None when none did) and every attempt, each as {route, destination, outcome, detail}."""
+        tried: list[dict[str, str]] = []
+        for route in routes:
+            destination = self.destination(route)
+            if destination in skip or any(t["destination"] == destination for t in tried):
+                continue
+            result = self.deliver(alert, log=log, via=route)
+            tried.append({"route": route, "destination": destination, "outcome": result.outcome.value, "detail": result.detail})
+            if result:
+                return route, tried
+        return None, tried
+
+    def _post(self, url: str, body: dict, attempts: int, log, label: str) -> Delivery:
         data = json.dumps(body, default=str).encode()
         target, headers = _with_basic_auth(url)
         problem = ""
-        for attempt in range(1, self.attempts + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 request = urllib.request.Request(target, data=data, headers=headers, method="POST")
                 with _OPENER.open(request, timeout=self.timeout_seconds) as response:
@@ -435,13 +475,13 @@ class AlertSinkResource(dg.ConfigurableResource):
                 problem = f"HTTP {exc.code}" + (" (redirect, not followed)" if 300 <= exc.code < 400 else "")
                 if 400 <= exc.code < 500 and exc.code not in RETRYABLE_CLIENT_ERRORS:
                     if log is not None:
-                        log(f"alert {alert.dedup_key} refused by {safe_endpoint(url)} ({problem}): set aside, not retried")
+                        log(f"{label} refused by {safe_endpoint(url)} ({problem}): set aside, not retried")
                     return Delivery(Outcome.REFUSED, problem)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 problem = type(getattr(exc, "reason", exc)).__name__
             if log is not None:
-                log(f"alert {alert.dedup_key} to {safe_endpoint(url)}: attempt {attempt}/{self.attempts} failed ({problem})")
-            if attempt < self.attempts:
+                log(f"{label} to {safe_endpoint(url)}: attempt {attempt}/{attempts} failed ({problem})")
+            if attempt < attempts:
                 time.sleep(0.5 * 2 ** (attempt - 1))
         return Delivery(Outcome.RETRY, problem)
 

@@ -44,17 +44,7 @@ def _alert(action: str, summary: str, age: float | None, run_id: str) -> Alert:
 def _page(context: dg.OpExecutionContext, alerts: AlertSinkResource, alert: Alert, routes: tuple[str, ...]) -> str | None:
     """Send `alert` through the first of `routes` whose sink takes it and return that route (None
     when none did); always append it to the alert-path-down file, saying which path carried it."""
-    tried: list[dict[str, str]] = []
-    carried_by = None
-    for route in routes:
-        destination = alerts.destination(route)
-        if any(t["destination"] == destination for t in tried):
-            continue  # the same sink again proves nothing
-        result = alerts.deliver(alert, log=context.log.warning, via=route)
-        tried.append({"route": route, "destination": destination, "outcome": result.outcome.value, "detail": result.detail})
-        if result:
-            carried_by = route
-            break
+    carried_by, tried = alerts.send_first(alert, routes, log=context.log.warning)
     path = alerts.record_alert_path_down(
         {"at": time.time(), "action": alert.action, "carried_by": carried_by, "tried": tried, "alert": alert.to_dict()}
     )

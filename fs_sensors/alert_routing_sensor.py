@@ -44,7 +44,8 @@ Delivery. Alerts wait in one queue per destination (`AlertSinkResource.destinati
 and the destinations are served side by side within the tick's time budget: a slow, refusing or
 unreachable webhook holds back only its own queue. Alerts a sink could not take stay queued in the
 cursor for the next tick; an alert the sink refuses for good is set aside in the dead-letter file
-and announced by an alert of its own. A heartbeat is written only when a tick finished its work
+and announced by an alert of its own. A sink that takes nothing for minutes, also one with nothing
+to deliver (it is probed), pages once through another sink (`fs_sensors.alert_sink_watch`). A heartbeat is written only when a tick finished its work
 (read every run it should and reached every destination's sink), and `alert_path_self_test_job`
 pages when it goes stale.
 """
@@ -67,6 +68,7 @@ from fs_domain import slas
 from fs_domain.run_limits import QUEUE_STALLED
 from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource, Outcome, urgency_for
+from fs_sensors.alert_sink_watch import Contact, SinkWatch
 
 # What a model's owners act on: drift, and scores resting on inputs they should not trust.
 ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT, CHECK_SCORE_CONFIDENCE})
@@ -199,6 +201,8 @@ class RoutingState:
         outbox = data.get("outbox", {})
         # Queues by destination; a cursor written before there was one queue per destination held a list.
         self.outbox: dict[str, list] = {"": outbox} if isinstance(outbox, list) else outbox
+        # Each destination's health (`SinkWatch`).
+        self.sinks: dict[str, dict] = data.get("sinks", {})
         for key, opened in data.get("open", {}).items():
             self.failing.setdefault(key, _incident_from_earlier_cursor(key, opened, self.since))
 
@@ -212,6 +216,7 @@ class RoutingState:
                 "failing": {key: asdict(failure) for key, failure in self.failing.items()},
                 "recovered": self.recovered,
                 "outbox": {destination: queue for destination, queue in self.outbox.items() if queue},
+                "sinks": self.sinks,
             },
             default=str,
         )
@@ -571,6 +576,12 @@ def alert_routing_sensor(context: dg.SensorEvaluationContext, alerts: AlertSinkR
     state.outbox.setdefault("", []).extend(a.to_dict() for a in incidents.expire(time.time()))
     try:
         report = _deliver(context, state, alerts)
+        watch, at = SinkWatch(state.sinks, alerts), time.time()
+        for destination, contact in report.contacts.items():
+            watch.record(destination, contact, at)
+        watch.probe_idle(set(report.contacts), at, context.log.warning)
+        for line in watch.page(at, "", context.log.warning):
+            context.log.warning(line)
     finally:
         context.update_cursor(state.dump())
     for destination, reason in report.stalled.items():
@@ -678,6 +689,7 @@ class DeliveryReport:
     refused: int = 0
     stalled: dict[str, str] = field(default_factory=dict)  # destination -> why it waits
     broken: list[str] = field(default_factory=list)  # destinations whose sink raised instead of answering
+    contacts: dict[str, Contact] = field(default_factory=dict)  # destination -> whether its sink took what was sent
 
 
 @dataclass
@@ -687,6 +699,17 @@ class _Drained:
     notices: list[Alert] = field(default_factory=list)
     stalled: str | None = None
     broken: bool = False
+    refused_detail: str = ""
+
+    def contact(self) -> Contact | None:
+        """What this drain says of its sink: it took an alert, or why it did not (None: nothing was tried)."""
+        if self.stalled is not None:
+            return Contact(False, self.stalled)
+        if self.delivered:
+            return Contact(True)
+        if self.refused:
+            return Contact(False, f"refused ({self.refused_detail})")
+        return None
 
 
 def _destination(alerts: AlertSinkResource, route: object) -> str:
@@ -726,6 +749,8 @@ def _deliver(context: dg.SensorEvaluationContext, state: RoutingState, alerts: A
                 report.stalled[destination] = result.stalled
             if result.broken:
                 report.broken.append(destination)
+            if (contact := result.contact()) is not None:
+                report.contacts[destination] = contact
         # Notices of refused alerts join their own destination's queue (another round, time allowing).
         for notice in notices:
             queues.setdefault(_destination(alerts, notice.route), []).append(notice.to_dict())
@@ -759,6 +784,7 @@ def _drain(destination: str, queue: list, alerts: AlertSinkResource, log, deadli
         elif delivery.outcome is Outcome.REFUSED:
             queue.pop(0)
             result.refused += 1
+            result.refused_detail = delivery.detail
             with lock:
                 path = alerts.dead_letter(pending, f"refused by the sink: {delivery.detail}")
             if alert.check != CHECK_DEAD_LETTER:

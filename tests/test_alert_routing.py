@@ -18,8 +18,9 @@ import pytest
 
 from fs_checks.results import check_result
 from fs_domain.verdicts import Verdict, guide_section
-from fs_resources.alerts import Alert, AlertSinkResource, RouteSink
+from fs_resources.alerts import PROBE_KEY, Alert, AlertSinkResource, RouteSink
 from fs_sensors import alert_routing_sensor as routing
+from fs_sensors import alert_sink_watch as sink_watch
 
 pytestmark = pytest.mark.integration
 
@@ -415,6 +416,62 @@ def test_an_unreachable_or_refusing_ml_webhook_loses_nothing_and_keeps_its_order
         tick()
         assert ["[ml] ERROR" in ml.texts()[0], "[ml] RESOLVED" in ml.texts()[1]] == [True, True] and len(ml.texts()) == 2
         assert len(engineering.received) == 1 and json.loads(tick.cursor)["outbox"] == {}
+
+
+def _pagerduty_routes(engineering: str, ml: str, tmp_path) -> AlertSinkResource:
+    return AlertSinkResource(
+        routes={"data-engineering": RouteSink(webhook_url=engineering), "ml": RouteSink(webhook_url=ml)},
+        webhook_format="pagerduty", routing_key="drill", attempts=1, jsonl_path=str(tmp_path / "alerts.jsonl"),
+    )  # fmt: skip
+
+
+def alerts_to(webhook) -> list[dict]:
+    """What a PagerDuty webhook received, its probes left out."""
+    return [body for _, body in webhook.received if body["dedup_key"] != PROBE_KEY]
+
+
+def test_an_idle_sink_that_stops_answering_pages_once_through_the_other_and_resolves_there(webhooks, tmp_path, monkeypatch):
+    engineering, ml = webhooks(), webhooks(status=503)
+    sink = _pagerduty_routes(engineering.url, ml.url, tmp_path)
+    with dg.instance_for_test() as instance:
+        tick = Tick(instance, sink, graph=False)
+        # At the real pace nothing is probed within minutes of the last contact: a healthy store sends nothing.
+        tick()
+        tick()
+        assert engineering.received == [] and ml.received == []
+        monkeypatch.setattr(sink_watch, "PROBE_EVERY_SECONDS", 0)
+        monkeypatch.setattr(sink_watch, "RETRY_EVERY_SECONDS", 0)
+        tick()  # the ML sink refuses its probe: failing, not down yet
+        assert alerts_to(engineering) == [] and "failing_since" in json.loads(tick.cursor)["sinks"][sink.destination("ml")]
+        monkeypatch.setattr(sink_watch, "SINK_DOWN_AFTER_SECONDS", 0)
+        tick()
+        tick()  # still down: no second page
+        pages = [body for body in alerts_to(engineering) if body["event_action"] == "trigger"]
+        assert len(pages) == 1, pages
+        page = pages[0]["payload"]
+        assert page["class"] == "alert_sink_down" and "ml route's alert sink" in page["summary"] and "HTTP 503" in page["summary"]
+        assert page["custom_details"]["observed"] is not None and page["custom_details"]["threshold"] == 0
+        assert page["custom_details"]["what_to_do"] and "#the-alert-path" in page["custom_details"]["what_to_do"]
+        recorded = [json.loads(line) for line in (tmp_path / "alert_path_down.jsonl").read_text().splitlines()]
+        assert [(r["action"], r["carried_by"]) for r in recorded] == [("trigger", "data-engineering")]
+        # Back: its probe is taken (a resolve of a key nothing triggered), and the page resolves where it was sent.
+        ml.status = 200
+        tick()
+        assert [(b["event_action"], b["dedup_key"]) for _, b in ml.received] == [("resolve", PROBE_KEY)]
+        resolves = [body for body in alerts_to(engineering) if body["event_action"] == "resolve"]
+        assert len(resolves) == 1 and resolves[0]["dedup_key"] == pages[0]["dedup_key"]
+        tick()
+        assert len(alerts_to(engineering)) == 2 and "paged_via" not in json.loads(tick.cursor)["sinks"][sink.destination("ml")]
+
+
+def test_a_slack_sink_is_never_probed(webhooks, monkeypatch):
+    engineering, ml = webhooks(), webhooks()
+    monkeypatch.setattr(sink_watch, "PROBE_EVERY_SECONDS", 0)
+    with dg.instance_for_test() as instance:
+        tick = Tick(instance, _two_routes(engineering.url, ml.url), graph=False)
+        for _ in range(3):
+            tick()
+        assert engineering.received == [] and ml.received == []
 
 
 # The heartbeat and the reader.
