@@ -13,10 +13,11 @@ period on a healthy store. The checks read recorded metadata only and start no S
 run of them holds a slot for seconds: they leave the queue before the pipeline's runs (behind a
 backlog of clean runs a stalled clock waited 15 minutes to be judged, and its page with it).
 
-An asset this instance has never written is not late yet, it is new: a data clock judges it only
-once the sensor has run for the asset's start-up grace (`STARTUP_GRACE`, its upstream alerts added
-up), so `make run` on a fresh clone catches up without a page and a stage that never produces
-anything still pages. The daily monitoring assets are written only once a model has a promoted
+A fresh instance is catching up with its landing zone, not late: a data clock is judged only once
+the sensor has run for the asset's start-up grace (`STARTUP_GRACE`, its upstream alerts added up),
+whether or not the asset was written meanwhile (its first writes are the oldest days of the
+backlog, hours behind by construction). So `make run` on a fresh clone catches up without a page,
+and a stage that never produces anything still pages. The daily monitoring assets are written only once a model has a promoted
 reference; until their first write there is no day they owe.
 """
 
@@ -60,13 +61,12 @@ def due(last: LastVerdict | None, evaluating: bool, last_written_at: float | Non
 
 
 def judged_yet(asset: str, ever_written: bool, started: float, now: float) -> bool:
-    """Whether a check of `asset` may judge at `now`: always once the asset was written; before that,
-    a data clock once its start-up grace since the sensor's first tick has passed, the daily
-    monitoring assets never."""
-    if ever_written:
-        return True
+    """Whether a check of `asset` may judge at `now`: a data clock once its start-up grace since the
+    sensor's first tick has passed; the daily monitoring assets once written."""
     grace = STARTUP_GRACE.get(asset)
-    return grace is not None and now >= started + grace.total_seconds()
+    if grace is None:
+        return ever_written
+    return now >= started + grace.total_seconds()
 
 
 def _timestamp(metadata: dict, key: str) -> float | None:

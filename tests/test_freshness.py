@@ -349,7 +349,9 @@ def test_a_fresh_store_is_catching_up_not_late():
     """`make run` on a fresh clone: nothing written yet is judged only after its grace, which adds up
     the alerts upstream of it; the daily monitoring assets owe nothing before their first write."""
     started = 1_000_000.0
-    assert judged_yet(OBJECTS, True, started, started)
+    # Written during the grace is the backlog's oldest days: not judged yet either.
+    assert not judged_yet(CLEAN, True, started, started + 60)
+    assert judged_yet("anomaly_scores", True, started, started)
     assert not judged_yet(CLEAN, False, started, started + 14 * 60)
     assert judged_yet(CLEAN, False, started, started + 15 * 60)
     assert not judged_yet("device_features_15m", False, started, started + 59 * 60)
