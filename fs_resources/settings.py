@@ -8,6 +8,12 @@
 | `FS_JARS_CACHE` | `~/.cache/device-feature-store/jars` | Delta Lake JARs, resolved from Maven Central once |
 | `FS_SKAB_DIR` | `../shared/data/skab` | the SKAB real-sensor data set |
 | `FS_BACKFILL_DAYS_PER_RUN` | `3` | a UI backfill of the daily assets runs as runs of at most this many days |
+| `FS_S3_ENDPOINT` | unset: AWS S3 | an S3-compatible endpoint (`http://127.0.0.1:9000`); `http://` turns TLS off |
+| `FS_S3_PATH_STYLE` | `true` with `FS_S3_ENDPOINT`, else `false` | bucket in the path, not the host name |
+| `FS_S3_REGION` | `AWS_REGION`, else `us-east-1` | the bucket's region |
+
+S3 credentials are AWS's own variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_SESSION_TOKEN`) or an instance role, read by the S3 connector itself.
 """
 
 from __future__ import annotations
@@ -29,6 +35,29 @@ def data_root() -> str:
     if "://" in root:
         return root.rstrip("/")
     return str(Path(root).expanduser().resolve())
+
+
+def data_root_is_s3() -> bool:
+    """Whether the data root is on S3 (or an S3-compatible store), which needs Hadoop's S3 connector."""
+    return data_root().startswith("s3a://")
+
+
+def s3_endpoint() -> str | None:
+    return os.environ.get("FS_S3_ENDPOINT") or None
+
+
+def s3_path_style() -> bool:
+    text = os.environ.get("FS_S3_PATH_STYLE", "").strip().lower()
+    if not text:
+        # Stores other than AWS (MinIO, Ceph, a local test endpoint) rarely resolve bucket host names.
+        return s3_endpoint() is not None
+    if text not in ("true", "false"):
+        raise ValueError(f"FS_S3_PATH_STYLE must be true or false, not {text!r}")
+    return text == "true"
+
+
+def s3_region() -> str:
+    return os.environ.get("FS_S3_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
 
 
 def landing_root(root: str | None = None) -> str:

@@ -2,7 +2,9 @@
 
 The Delta Lake JARs are resolved from Maven Central by Spark's own package resolution the first
 time (the coordinate comes from `delta.configure_spark_with_delta_pip`), then copied into a local
-cache; every later start uses the cached JARs and needs no network.
+cache; every later start uses the cached JARs and needs no network. A data root on S3
+(`FS_DATA_ROOT=s3a://...`) adds Hadoop's S3 connector (`hadoop-aws`, of the Hadoop version pyspark
+bundles, and the AWS SDK it depends on), resolved and cached the same way.
 """
 
 from __future__ import annotations
@@ -42,17 +44,42 @@ def delta_maven_coordinate() -> str:
     return builder._options["spark.jars.packages"]
 
 
-def cached_delta_jars(cache_dir: Path | None = None) -> list[str]:
-    """The cached JARs for this Delta version, or [] when they have not been resolved yet."""
-    cache = (cache_dir or settings.jars_cache_dir()) / _coordinate_folder()
+def bundled_hadoop_version() -> str:
+    """The Hadoop version pyspark ships (its `hadoop-client-api` JAR): `hadoop-aws` must be the same release."""
+    import pyspark
+
+    for jar in (Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"):
+        return jar.name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+    raise RuntimeError("pyspark ships no hadoop-client-api JAR: cannot tell which hadoop-aws matches its Hadoop")
+
+
+def hadoop_aws_coordinate() -> str:
+    """Hadoop's S3 connector for the bundled Hadoop, e.g. org.apache.hadoop:hadoop-aws:3.5.0 (it brings the AWS SDK bundle)."""
+    return f"org.apache.hadoop:hadoop-aws:{bundled_hadoop_version()}"
+
+
+def spark_packages(object_store: bool = False) -> list[str]:
+    """The Maven coordinates a session needs: Delta's, and the S3 connector's for an object-store data root."""
+    return [delta_maven_coordinate(), *([hadoop_aws_coordinate()] if object_store else [])]
+
+
+def cached_jars(packages: list[str], cache_dir: Path | None = None) -> list[str]:
+    """The cached JARs for these packages, or [] when they have not been resolved together yet."""
+    cache = (cache_dir or settings.jars_cache_dir()) / _packages_folder(packages)
     marker = cache / "COMPLETE"
     if not marker.exists():
         return []
     return sorted(str(p) for p in cache.glob("*.jar"))
 
 
-def _coordinate_folder() -> str:
-    return delta_maven_coordinate().replace(":", "_")
+def cached_delta_jars(cache_dir: Path | None = None) -> list[str]:
+    """The cached JARs for this Delta version, or [] when they have not been resolved yet."""
+    return cached_jars(spark_packages(), cache_dir)
+
+
+def _packages_folder(packages: list[str]) -> str:
+    # Delta alone keeps the folder it always had (`io.delta_delta-spark_4.2_2.13_4.4.0`).
+    return "+".join(p.replace(":", "_") for p in packages)
 
 
 def _artifact_name(jar_file_name: str) -> str:
@@ -61,22 +88,56 @@ def _artifact_name(jar_file_name: str) -> str:
     return re.sub(r"-\d[\w.]*(-\d+)?$", "", stem)
 
 
-def _remember_resolved_jars(ivy_dir: Path, cache_dir: Path) -> None:
+def _remember_resolved_jars(resolved: list[Path], packages: list[str], cache_dir: Path) -> None:
     import pyspark
 
     # Ivy also resolves Hadoop, Parquet, log4j... that Spark already ships (in newer versions);
-    # only Delta's own JARs are cached so the cached classpath never shadows Spark's.
+    # only the packages' own JARs are cached so the cached classpath never shadows Spark's.
     bundled = {_artifact_name("x_" + p.name) for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
-    target = cache_dir / _coordinate_folder()
+    target = cache_dir / _packages_folder(packages)
     target.mkdir(parents=True, exist_ok=True)
-    for jar in (ivy_dir / "jars").glob("*.jar"):
-        if _artifact_name(jar.name) not in bundled:
+    for jar in resolved:
+        if _artifact_name(jar.name) in bundled:
+            continue
+        # A hard link where the file system allows: the AWS SDK bundle alone is about 700 MB.
+        (target / jar.name).unlink(missing_ok=True)
+        try:
+            os.link(jar, target / jar.name)
+        except OSError:
             shutil.copy2(jar, target / jar.name)
-    (target / "COMPLETE").write_text(delta_maven_coordinate() + "\n")
+    (target / "COMPLETE").write_text(",".join(packages) + "\n")
 
 
-def delta_spark_conf(master: str | None = None, shuffle_partitions: int = 4, driver_memory: str = "4g") -> dict[str, str]:
-    """The Spark configuration this project runs with; `spark.jars` points at the JAR cache when filled."""
+def _resolved_jar_files(session: SparkSession) -> list[Path]:
+    """The JARs Ivy resolved for this session's `spark.jars.packages` (Spark lists them in `spark.jars`)."""
+    listed = session.sparkContext.getConf().get("spark.jars", "")
+    return [Path(uri.removeprefix("file://").removeprefix("file:")) for uri in listed.split(",") if uri.endswith(".jar")]
+
+
+def s3a_conf() -> dict[str, str]:
+    """Spark settings for an S3 or S3-compatible store, from the `FS_S3_*` settings.
+
+    Credentials are not among them: the connector's default chain reads `AWS_ACCESS_KEY_ID`,
+    `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) from the environment, or an instance role,
+    so no secret lands in the Spark configuration a run logs."""
+    conf = {"spark.hadoop.fs.s3a.endpoint.region": settings.s3_region()}
+    endpoint = settings.s3_endpoint()
+    if endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(not endpoint.startswith("http://")).lower()
+    conf["spark.hadoop.fs.s3a.path.style.access"] = str(settings.s3_path_style()).lower()
+    return conf
+
+
+def delta_spark_conf(
+    master: str | None = None, shuffle_partitions: int = 4, driver_memory: str = "4g", object_store: bool | None = None
+) -> dict[str, str]:
+    """The Spark configuration this project runs with; `spark.jars` points at the JAR cache when filled.
+
+    `object_store` adds the S3 connector and its settings (`s3a_conf`); unset, it follows the data
+    root (`FS_DATA_ROOT=s3a://...`). The connector must be on the classpath when the session starts."""
+    if object_store is None:
+        object_store = settings.data_root_is_s3()
     conf = {
         "spark.master": master or settings.spark_master(),
         "spark.app.name": "device-feature-store",
@@ -114,12 +175,15 @@ def delta_spark_conf(master: str | None = None, shuffle_partitions: int = 4, dri
         "spark.databricks.delta.properties.defaults.logRetentionDuration": f"interval {HISTORY_RETENTION_DAYS} days",
         "spark.databricks.delta.properties.defaults.deletedFileRetentionDuration": f"interval {HISTORY_RETENTION_DAYS} days",
     }
-    jars = cached_delta_jars()
+    if object_store:
+        conf.update(s3a_conf())
+    packages = spark_packages(object_store)
+    jars = cached_jars(packages)
     if jars:
         conf["spark.jars"] = ",".join(jars)
     else:
         ivy_dir = settings.jars_cache_dir() / "ivy"
-        conf["spark.jars.packages"] = delta_maven_coordinate()
+        conf["spark.jars.packages"] = ",".join(packages)
         conf["spark.jars.ivy"] = str(ivy_dir)
     return conf
 
@@ -161,7 +225,7 @@ def get_spark_session(conf: dict[str, str] | None = None) -> SparkSession:
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
         if "spark.jars.packages" in conf:
-            _remember_resolved_jars(Path(conf["spark.jars.ivy"]), settings.jars_cache_dir())
+            _remember_resolved_jars(_resolved_jar_files(session), conf["spark.jars.packages"].split(","), settings.jars_cache_dir())
         return session
 
 
@@ -250,16 +314,18 @@ class DeltaSparkResource(PySparkResource):
 
 
 def main() -> int:
-    """`python -m fs_resources.spark`: check Java and resolve the Delta JARs into the cache once."""
+    """`python -m fs_resources.spark`: check Java and resolve the Delta JARs (and, for an `s3a://` data
+    root, the S3 connector's) into the cache once."""
     check_java()
-    if cached_delta_jars():
-        print(f"Delta JARs cached in {settings.jars_cache_dir()} ({delta_maven_coordinate()})")
+    packages = ", ".join(spark_packages(settings.data_root_is_s3()))
+    if cached_jars(spark_packages(settings.data_root_is_s3())):
+        print(f"JARs cached in {settings.jars_cache_dir()} ({packages})")
         return 0
-    print(f"resolving {delta_maven_coordinate()} from Maven Central (first start only)...", flush=True)
+    print(f"resolving {packages} from Maven Central (first start only)...", flush=True)
     session = get_spark_session()
     session.range(1).count()
     session.stop()
-    print(f"Delta JARs cached in {settings.jars_cache_dir()}")
+    print(f"JARs cached in {settings.jars_cache_dir()}")
     return 0
 
 

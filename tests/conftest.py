@@ -32,6 +32,10 @@ SIM_START = date(2026, 1, 5)
 os.environ.setdefault("FS_SPARK_CONF", json.dumps({"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}))
 
 TIERS = ("unit", "integration", "e2e")
+# Whether the collected tests include one on S3 (it asks for `s3_endpoint`): the shared session then
+# starts with Hadoop's S3 connector on its classpath and the endpoint's settings, which Spark takes
+# only at session start.
+OBJECT_STORE_TESTS = pytest.StashKey[bool]()
 # Fixtures that start a Spark session or talk to Redis: a test that uses one is not a unit test.
 NOT_UNIT_FIXTURES = ("spark", "redis_server", "resources")
 
@@ -61,6 +65,10 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: module_rank[item.module.__name__])
 
 
+def pytest_collection_finish(session):
+    session.config.stash[OBJECT_STORE_TESTS] = any("s3_endpoint" in item.fixturenames for item in session.items)
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.01):
     """Poll `condition` until it returns something truthy (and return that), at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -74,9 +82,33 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
 
 
 @pytest.fixture(scope="session")
-def spark():
+def s3_endpoint(tmp_path_factory):
+    """A real S3-compatible endpoint (moto's server) on 127.0.0.1 for the whole session, with its
+    address and credentials in the environment the way a deployment sets them (`FS_S3_ENDPOINT`,
+    `AWS_ACCESS_KEY_ID`, ...)."""
+    from tests.object_store import CREDENTIALS, LocalS3
+
+    server = LocalS3(tmp_path_factory.mktemp("s3") / "moto.log")
+    with pytest.MonkeyPatch.context() as patch:
+        url = server.start()
+        for key, value in {**CREDENTIALS, "FS_S3_ENDPOINT": url}.items():
+            patch.setenv(key, value)
+        try:
+            yield url
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(request):
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    conf = delta_spark_conf(master="local[2]", shuffle_partitions=2, driver_memory="2g") | settings.spark_conf_overrides()
+    object_store = request.config.stash.get(OBJECT_STORE_TESTS, False)
+    if object_store:
+        request.getfixturevalue("s3_endpoint")
+    conf = (
+        delta_spark_conf(master="local[2]", shuffle_partitions=2, driver_memory="2g", object_store=object_store)
+        | settings.spark_conf_overrides()
+    )
     session = get_spark_session(conf)
     yield session
     session.stop()
