@@ -55,7 +55,10 @@ run: setup
 
 # Two workers, whole modules each (module fixtures built once), slowest tier first (tests/conftest.py):
 # most tests wait on Spark's and Dagster's fixed costs rather than fill both cores.
+# The S3 connector is resolved once before the workers start: each worker's session loads it
+# (the object-storage test is among those collected), and two first resolutions would race in one cache.
 test: setup lint
+	$(BIN)/python -m fs_resources.spark --s3
 	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 # The quick tier: pure Python and numpy, no Spark session, no Redis, no Dagster runs (under 3 minutes).

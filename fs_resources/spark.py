@@ -313,16 +313,17 @@ class DeltaSparkResource(PySparkResource):
         return self._spark_session
 
 
-def main() -> int:
-    """`python -m fs_resources.spark`: check Java and resolve the Delta JARs (and, for an `s3a://` data
-    root, the S3 connector's) into the cache once."""
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fs_resources.spark [--s3]`: check Java and resolve the Delta JARs (and, for an
+    `s3a://` data root or with `--s3`, the S3 connector's) into the cache once."""
     check_java()
-    packages = ", ".join(spark_packages(settings.data_root_is_s3()))
-    if cached_jars(spark_packages(settings.data_root_is_s3())):
+    object_store = "--s3" in (sys.argv[1:] if argv is None else argv) or settings.data_root_is_s3()
+    packages = ", ".join(spark_packages(object_store))
+    if cached_jars(spark_packages(object_store)):
         print(f"JARs cached in {settings.jars_cache_dir()} ({packages})")
         return 0
     print(f"resolving {packages} from Maven Central (first start only)...", flush=True)
-    session = get_spark_session()
+    session = get_spark_session(delta_spark_conf(object_store=object_store))
     session.range(1).count()
     session.stop()
     print(f"JARs cached in {settings.jars_cache_dir()}")
