@@ -33,7 +33,8 @@ is held the same way. A recovery therefore never sets off a storm, and no failur
 
 A stalled queue. Runs waiting in the queue while nothing runs are waiting for something that will
 not come (a table's pool slot still held by a run that was killed, run limits set to 0): past
-`QUEUE_STALLED` of that, one incident of its own pages, naming the oldest waiting run, and resolves
+`QUEUE_STALLED` of that, watched by this sensor (not counted across a daemon restart, whose queue
+moves at once), one incident of its own pages, naming the oldest waiting run, and resolves
 once something runs or the queue is empty. It attaches to nothing and nothing attaches to it: a
 killed run's failure and the stall behind it are two causes, each with its own fix.
 
@@ -203,6 +204,8 @@ class RoutingState:
         self.outbox: dict[str, list] = {"": outbox} if isinstance(outbox, list) else outbox
         # Each destination's health (`SinkWatch`).
         self.sinks: dict[str, dict] = data.get("sinks", {})
+        # Since when this sensor has seen runs queued with nothing running (None: it has not).
+        self.queue_still_since: float | None = data.get("queue_still_since")
         for key, opened in data.get("open", {}).items():
             self.failing.setdefault(key, _incident_from_earlier_cursor(key, opened, self.since))
 
@@ -217,6 +220,7 @@ class RoutingState:
                 "recovered": self.recovered,
                 "outbox": {destination: queue for destination, queue in self.outbox.items() if queue},
                 "sinks": self.sinks,
+                "queue_still_since": self.queue_still_since,
             },
             default=str,
         )
@@ -631,8 +635,13 @@ def queue_stall(instance: dg.DagsterInstance, now: float) -> QueueStall | None:
 def _queue_alerts(instance: dg.DagsterInstance, incidents: Incidents, now: float) -> list[Alert]:
     """A page when the queue has held runs past `QUEUE_STALLED` with nothing running, a resolve when it moves."""
     stall = queue_stall(instance, now)
+    state = incidents.state
+    state.queue_still_since = None if stall is None else (state.queue_still_since or now)
+    # A stall counts only for as long as this sensor has watched it: runs queued while the daemon was
+    # down are dequeued within seconds of its return, and must not page on its first tick.
+    seconds = min(stall.seconds, now - state.queue_still_since) if stall is not None and state.queue_still_since else 0.0
     limit = QUEUE_STALLED.total_seconds() / 60
-    if stall is None or stall.seconds / 60 <= limit:
+    if stall is None or seconds / 60 <= limit:
         resolve = _alert(QUEUE_STALLED_KEY, "resolve", ROUTE_DATA_ENGINEERING, "error", "the run queue moves again", "run queue", None,
                          CHECK_QUEUE_STALLED, None, "", GUIDE_QUEUE_STALLED)  # fmt: skip
         return incidents.passed(QUEUE_STALLED_KEY, now, now, resolve, None)
@@ -640,7 +649,7 @@ def _queue_alerts(instance: dg.DagsterInstance, incidents: Incidents, now: float
     what, _, partition = run_scope(instance, run)
     where = what + (f" [{partition}]" if partition else "")
     verdict = Verdict(
-        round(stall.seconds / 60, 1), limit, "<=", "minutes",
+        round(seconds / 60, 1), limit, "<=", "minutes",
         f"see which pool or limit the oldest run waits for (its page in the UI, Deployment > Concurrency) and free what a run that "
         f"has ended still holds; see {GUIDE_QUEUE_STALLED}",
         asset=what, partition=partition, run_id=run.run_id,
@@ -649,7 +658,7 @@ def _queue_alerts(instance: dg.DagsterInstance, incidents: Incidents, now: float
     alert = _alert(QUEUE_STALLED_KEY, "trigger", ROUTE_DATA_ENGINEERING, "error", summary, "run queue", partition, CHECK_QUEUE_STALLED,
                    verdict, run.run_id, verdict.what_to_do)  # fmt: skip
     # No assets: the stall neither attaches to an incident of the runs it holds back nor takes theirs.
-    failure = Failure(QUEUE_STALLED_KEY, CHECK_QUEUE_STALLED, [], partition, ROUTE_DATA_ENGINEERING, "error", now - stall.seconds,
+    failure = Failure(QUEUE_STALLED_KEY, CHECK_QUEUE_STALLED, [], partition, ROUTE_DATA_ENGINEERING, "error", now - seconds,
                       alert.to_dict())  # fmt: skip
     return incidents.failed(failure, now, set())
 

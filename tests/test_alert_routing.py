@@ -526,6 +526,9 @@ def test_a_queue_standing_still_with_nothing_running_pages_on_its_own_and_resolv
         assert sent(sink) == []  # a run is running: the queue waits for it
         # Run monitoring marks the killed run failed; its pool slot is never given back, so nothing starts.
         instance.report_run_failed(killed, "the run worker's process is gone")
+        tick()
+        # The stall counts from when the sensor first saw it: not on this tick (the queue may be about to move).
+        assert [a.check for a in sent(sink)] == ["run_failure"]
         time.sleep(0.05)
         tick()
         run_page, stall_page = sorted(sent(sink), key=lambda a: a.check)
