@@ -20,6 +20,7 @@ from fs_assets.ingest.assets import clean_sensor_readings
 from fs_assets.ingest.cleaning import PartitionAccounting
 from fs_assets.ingest.ledger import CLEANED, REFUSED, Entry, plan
 from fs_checks.ingest_checks import ingest_checks
+from fs_checks.landing_checks import CHECK_LANDING_FILES_REFUSED, landing_checks
 from fs_domain.contract import LANDING_COLUMNS, SENSOR_NAMES, Reason
 from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE, QUARANTINE_TABLE
 from fs_resources.filesystem import FileStatus
@@ -36,7 +37,7 @@ CHUNK = 512
 def _clean(resources, instance, raise_on_error: bool = True, **config) -> dg.ExecuteInMemoryResult:
     config = {"read_attempts": 5, "read_backoff_seconds": 0.5} | config
     return dg.materialize(
-        [clean_sensor_readings, *ingest_checks], partition_key=DAY, resources=resources, instance=instance,
+        [clean_sensor_readings, *ingest_checks, *landing_checks], partition_key=DAY, resources=resources, instance=instance,
         run_config={"ops": {"clean_sensor_readings": {"config": config}}}, raise_on_error=raise_on_error,
     )  # fmt: skip
 
@@ -222,6 +223,10 @@ def test_a_corrupt_file_is_refused_and_read_again_once_fixed(spark, resources, i
     assert "FAILED_READ_FILE" in records["bad-page.parquet"]["detail"]
     assert _ledger(spark) == {"good.parquet": CLEANED, "bad-page.parquet": REFUSED, "bad-magic.parquet": REFUSED}
     assert {k[0] for k in _by_key(spark)} == {"dev-a"}
+    # Nothing else would say two files' readings are missing: this check pages until they are dealt with.
+    refused = checks(first)[CHECK_LANDING_FILES_REFUSED]
+    assert not refused.passed and refused.severity == dg.AssetCheckSeverity.ERROR
+    assert (refused.metadata["observed"].value, refused.metadata["threshold"].value) == (2, 0)
 
     # The producer sends the file again, whole (docs/operator_guide.md, "Landing files refused or failing to read").
     write_readings(data_root, SIM_START, "bad-page.parquet", readings("dev-b", SIM_START, range(0, 1440)))
@@ -234,11 +239,16 @@ def test_a_corrupt_file_is_refused_and_read_again_once_fixed(spark, resources, i
     assert [Path(r["source_file"]).name for r in quarantine_rows(spark, DAY).collect()] == ["bad-magic.parquet"]
     incremental = sorted(_by_key(spark))
     assert len(incremental) == 1445
+    assert checks(again)[CHECK_LANDING_FILES_REFUSED].metadata["observed"].value == 1
+    # The operator deletes the file that cannot be fixed: the next run's check passes (the incident resolves).
+    (folder / "bad-magic.parquet").unlink()
+    cleared = _clean(resources, instance)
+    assert checks(cleared)[CHECK_LANDING_FILES_REFUSED].passed
 
     rebuilt = _clean(resources, instance, rebuild=True)
     assert checks(rebuilt)["check_accounting_identity"].passed
     assert sorted(_by_key(spark)) == incremental
-    assert _ledger(spark) == {"good.parquet": CLEANED, "bad-page.parquet": CLEANED, "bad-magic.parquet": REFUSED}
+    assert _ledger(spark) == {"good.parquet": CLEANED, "bad-page.parquet": CLEANED}  # the deleted file is no longer the day's
 
 
 @pytest.mark.unit

@@ -1,0 +1,91 @@
+"""`check_landing_files_refused`: a landing file of the day that the clean step refused is still
+there, its rows in no table.
+
+A refused file (bad bytes, a name the filesystem cannot open, over a limit) is one quarantine row
+and a ledger row with `outcome = 'refused'`; the rest of its day arrives. Its readings are missing
+until someone has it sent again or removes it, and nothing else says so: the books balance (the
+file was accounted for), no clock stops (the other files keep it fresh). So this check pages, once
+per day with refused files, and resolves when none is left in the landing zone: re-admitted (sent
+again under its name, read by the next run) or deleted on purpose.
+"""
+
+import dagster as dg
+from pyspark.sql import functions as F
+
+from fs_assets.ingest.landing import list_landing_files
+from fs_assets.ingest.ledger import REFUSED
+from fs_assets.metadata import table_metadata
+from fs_assets.partitions import daily_partitions
+from fs_checks.results import check_result
+from fs_domain.tables import LEDGER_TABLE, QUARANTINE_TABLE
+from fs_domain.verdicts import Verdict, guide_section
+from fs_resources.delta import DeltaTableMissing, DeltaTables
+from fs_resources.filesystem import filesystem_for
+from fs_resources.settings import landing_root
+
+CLEAN_ASSET = dg.AssetKey("clean_sensor_readings")
+CHECK_LANDING_FILES_REFUSED = "check_landing_files_refused"
+WHAT_TO_DO = (
+    "Landing files the clean step refused are still in the landing zone, their readings in no table: read `files` "
+    f"(and each one's quarantine row), then have each sent again under its name or delete it; {guide_section('Landing files refused or failing to read')}"
+)
+
+
+@dg.asset_check(
+    asset=CLEAN_ASSET,
+    name=CHECK_LANDING_FILES_REFUSED,
+    partitions_def=daily_partitions,
+    description="No landing file of the day refused (unreadable, over a limit) and still in the landing zone: "
+    "pages until each is sent again or deleted.",
+)
+def check_landing_files_refused(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    days = list(context.partition_keys)
+    try:
+        ledger = delta.read(LEDGER_TABLE)
+    except DeltaTableMissing:
+        ledger = None
+    refused = (
+        {
+            r["source_file"]: (r["landing_date"].isoformat(), r["size_bytes"], r["mtime_ns"])
+            for r in ledger.where(F.col("landing_date").isin(days) & (F.col("outcome") == REFUSED))
+            .select("landing_date", "source_file", "size_bytes", "mtime_ns")
+            .collect()
+        }
+        if ledger is not None and "outcome" in ledger.columns
+        else {}
+    )
+    root = landing_root()
+    fs = filesystem_for(root, delta.session)
+    listed = {
+        f.path: (f.size, f.mtime_ns) for day in sorted({d for d, _, _ in refused.values()}) for f in list_landing_files(fs, root, day)
+    }
+    # Still there as it was refused; one that changed since is re-admitted by the next run, not this check's.
+    present = sorted(path for path, (_, size, mtime) in refused.items() if listed.get(path) == (size, mtime))
+    reasons = _reasons(delta, days, present)
+    verdict = Verdict(len(present), 0, "==", "refused landing files still in the landing zone", WHAT_TO_DO)
+    return check_result(
+        verdict,
+        context=context,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{len(present)} refused file(s) still in the landing zone: {', '.join(present[:3])}" if present else None,
+        metadata={
+            "refused_files_removed_since": len(refused) - len(present),
+            "files": table_metadata([{"file": p, "day": refused[p][0], "reason": reasons.get(p, "")} for p in present[:200]]),
+        },
+    )
+
+
+def _reasons(delta: DeltaTables, days: list[str], files: list[str]) -> dict[str, str]:
+    """Each refused file's quarantine reason and error, for the page."""
+    if not files:
+        return {}
+    rows = (
+        delta.read(QUARANTINE_TABLE)
+        .where(F.col("landing_date").isin(days) & F.col("source_file").isin(files))
+        .select("source_file", "reason", "detail")
+        .collect()
+    )
+    return {r["source_file"]: f"{r['reason']}: {(r['detail'] or '')[:200]}" for r in rows}
+
+
+landing_checks = [check_landing_files_refused]
