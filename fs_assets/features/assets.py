@@ -23,6 +23,7 @@ from fs_assets.partitions import daily_backfill_policy, daily_partitions
 from fs_domain import slas
 from fs_domain.features import WINDOWS, Window
 from fs_domain.tables import CLEAN_TABLE, FEATURES_TABLE
+from fs_resources import change_feed
 from fs_resources.delta import DeltaTables, replace_where_predicate
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.schemas import features_column_schema
@@ -77,15 +78,17 @@ def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
         days = list(context.partition_keys)
         version = feature_store.version()
         table = feature_store.features_table()
+        # Read before the version: a table created anew in between is then recorded under its old
+        # id, and the next run recomputes whole rather than trust a version of another table.
+        clean_table = change_feed.table_identity(delta, CLEAN_TABLE)
         clean, clean_version = delta.read_pinned(CLEAN_TABLE)
-        plan = touched.plan(context.instance, context.asset_key, days, version, config.full or not delta.exists(table))
+        plan = touched.plan(
+            context.instance, context.asset_key, days, version, config.full or not delta.exists(table),
+            delta=delta, table=CLEAN_TABLE, current=clean_table, clean_version=clean_version,
+        )  # fmt: skip
+        for day in plan.fallback:
+            context.log.warning(f"{spec.asset_name} {day}: {plan.why[day]}")
         keys = touched.touched_windows(delta, CLEAN_TABLE, clean, clean_version, plan, spec.minutes, now) if plan.incremental_days else None
-        if plan.incremental_days and keys is None:
-            for day in plan.incremental_days:
-                plan.why[day] = (
-                    f"recomputed whole: the clean table's change feed does not reach back to v{plan.since[day].clean_version + 1}"
-                )
-            plan.full_days, plan.incremental_days = days, []
         inputs = {CLEAN_TABLE: clean_version}
         write = None
         rows_written = 0
@@ -121,6 +124,9 @@ def build_feature_asset(spec: Window) -> dg.AssetsDefinition:
                 "windows_recomputed": windows_recomputed if windows_recomputed is not None else "all (whole days)",
                 touched.VERSION_KEY: version,
                 touched.CLEAN_VERSION_KEY: clean_version,
+                touched.CLEAN_TABLE_ID_KEY: clean_table.table_id,
+                touched.CLEAN_FEED_KEY: clean_table.change_feed,
+                touched.FALLBACK_KEY: dg.MetadataValue.json(plan.fallback),
                 touched.COMPUTED_AT_KEY: now.isoformat(),
                 "window_duration_minutes": spec.minutes,
                 "days": len(days),

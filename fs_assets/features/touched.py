@@ -7,9 +7,13 @@ device when
 - the window closed since the previous run (a window still open then was not written).
 So on a day in progress each run writes the windows that closed since the last one, the 1-day
 window is written once the day is over, and a late file recomputes only the windows it lands in.
-A window whose readings are all gone is deleted. Without the change feed for the whole range
-(a table from before it was enabled, or history cleaned past it) the day is recomputed whole, and
-the run's metadata says why.
+A window whose readings are all gone is deleted.
+
+Whether the feed still reaches back is decided before reading it (`fs_resources.change_feed`): a
+day is recomputed whole, its metadata saying why and with which versions (`change_feed_fallback`),
+when the clean table was created anew since (its table id differs from the one recorded with the
+version, or, for a record without one, it was created after that run), when its versions went back,
+when the feed was off, or when the log or the files of the range are gone (log retention, VACUUM).
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fs_assets.features.windows import MICROS_PER_MINUTE, closed_until, window_start
+from fs_resources.change_feed import TableIdentity, feed_range
 from fs_resources.delta import DeltaTables
 
 CLEAN_VERSION_KEY = "clean_delta_version"
+CLEAN_TABLE_ID_KEY = "clean_table_id"
+CLEAN_FEED_KEY = "clean_change_feed"
+FALLBACK_KEY = "change_feed_fallback"
 TEXT = "%Y-%m-%d %H:%M:%S.%f"  # a UTC instant as Spark's timestamp text
 COMPUTED_AT_KEY = "computed_at"
 VERSION_KEY = "feature_set_version"
@@ -34,6 +42,9 @@ VERSION_KEY = "feature_set_version"
 class Previous:
     clean_version: int
     computed_at: datetime
+    # Unset in records written before they were kept.
+    clean_table_id: str | None = None
+    change_feed: bool | None = None
 
 
 @dataclass
@@ -42,6 +53,8 @@ class Plan:
     incremental_days: list[str]
     why: dict[str, str] = field(default_factory=dict)
     since: dict[str, Previous] = field(default_factory=dict)
+    # Days recomputed whole because the change feed from their recorded version is gone: why, and the versions.
+    fallback: dict[str, dict] = field(default_factory=dict)
 
 
 def previous_run(instance: dg.DagsterInstance, key: dg.AssetKey, day: str, version: str) -> Previous | None:
@@ -52,11 +65,56 @@ def previous_run(instance: dg.DagsterInstance, key: dg.AssetKey, day: str, versi
     md = records[0].asset_materialization.metadata
     if CLEAN_VERSION_KEY not in md or COMPUTED_AT_KEY not in md or md.get(VERSION_KEY) is None or md[VERSION_KEY].value != version:
         return None
-    return Previous(int(md[CLEAN_VERSION_KEY].value), datetime.fromisoformat(str(md[COMPUTED_AT_KEY].value)))
+    return Previous(
+        int(md[CLEAN_VERSION_KEY].value),
+        datetime.fromisoformat(str(md[COMPUTED_AT_KEY].value)),
+        str(md[CLEAN_TABLE_ID_KEY].value) if CLEAN_TABLE_ID_KEY in md else None,
+        bool(md[CLEAN_FEED_KEY].value) if CLEAN_FEED_KEY in md else None,
+    )
 
 
-def plan(instance: dg.DagsterInstance, key: dg.AssetKey, days: list[str], version: str, full: bool) -> Plan:
+def feed_gone(delta: DeltaTables, table: str, prev: Previous, current: TableIdentity, clean_version: int) -> dict | None:
+    """Why the clean table's changes since `prev` cannot be read from its change feed, with the
+    versions compared; None when they can."""
+    facts = {
+        "recorded_version": prev.clean_version,
+        "recorded_table_id": prev.clean_table_id,
+        "recorded_at": prev.computed_at.isoformat(),
+        "current_version": clean_version,
+        "table_id": current.table_id,
+        "table_created_at": current.created_at.isoformat(),
+    }
+    reason = None
+    if prev.clean_table_id is not None and prev.clean_table_id != current.table_id:
+        reason = f"the clean table was created anew (table id {prev.clean_table_id} is now {current.table_id}): v{prev.clean_version} was a version of the old one"
+    elif prev.clean_table_id is None and current.created_at > prev.computed_at:
+        reason = f"the clean table was created anew at {current.created_at.isoformat()}, after the run that read its v{prev.clean_version}"
+    elif prev.clean_version > clean_version:
+        reason = f"the clean table is at v{clean_version}, before v{prev.clean_version} recorded: its versions went back"
+    elif prev.change_feed is False:
+        reason = f"the clean table's change feed was off at v{prev.clean_version}"
+    elif prev.clean_version < clean_version:
+        feed = feed_range(delta, table, prev.clean_version + 1, clean_version)
+        facts["oldest_version_in_log"] = feed.oldest_commit
+        reason = feed.gone
+    return facts | {"reason": reason} if reason else None
+
+
+def plan(
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    days: list[str],
+    version: str,
+    full: bool,
+    delta: DeltaTables,
+    table: str,
+    current: TableIdentity,
+    clean_version: int,
+) -> Plan:
+    """Which days are recomputed whole and why; the others from the change feed of `table` (at
+    `clean_version`, of identity `current`) since their previous run."""
     result = Plan([], [])
+    gone_since: dict[tuple[int, str | None, bool | None, datetime], dict | None] = {}
     for day in days:
         prev = None if full else previous_run(instance, key, day, version)
         if prev is None:
@@ -64,6 +122,14 @@ def plan(instance: dg.DagsterInstance, key: dg.AssetKey, days: list[str], versio
             result.why[day] = "recomputed whole: " + (
                 "asked for (`full: true`)" if full else "no earlier run of this day recorded what it read"
             )
+            continue
+        recorded = (prev.clean_version, prev.clean_table_id, prev.change_feed, prev.computed_at)
+        if recorded not in gone_since:
+            gone_since[recorded] = feed_gone(delta, table, prev, current, clean_version)
+        if (gone := gone_since[recorded]) is not None:
+            result.full_days.append(day)
+            result.why[day] = f"recomputed whole: {gone['reason']}"
+            result.fallback[day] = gone
         else:
             result.incremental_days.append(day)
             result.since[day] = prev
@@ -77,19 +143,14 @@ def _window_end(start: F.Column, minutes: int) -> F.Column:
 
 def touched_windows(
     delta: DeltaTables, table: str, clean: DataFrame, clean_version: int, plan: Plan, minutes: int, now: datetime
-) -> DataFrame | None:
-    """(device_id, window_start) of the closed windows of the incremental days to recompute, or None when the change feed cannot tell."""
+) -> DataFrame:
+    """(device_id, window_start) of the closed windows of the incremental days to recompute (their
+    change feed checked readable by `plan`)."""
     days = plan.incremental_days
     since = min(plan.since[d].clean_version for d in days)
     changed = clean.limit(0).select("device_id", "ts")
     if since < clean_version:
-        try:
-            changed = delta.changes(table, since + 1, clean_version).where(F.col("reading_date").isin(days)).select("device_id", "ts")
-            changed.limit(1).collect()  # the feed's range is checked here, not in the middle of the job
-        except Exception as exc:  # Delta raises an AnalysisException naming the missing range
-            if "change" not in str(exc).lower() and "cdc" not in str(exc).lower():
-                raise
-            return None
+        changed = delta.changes(table, since + 1, clean_version).where(F.col("reading_date").isin(days)).select("device_id", "ts")
     now_text = now.strftime(TEXT)
     keys = changed.select("device_id", window_start(F.col("ts"), minutes).alias("window_start"))
     just_closed = []
