@@ -9,10 +9,11 @@ balance stops everything downstream.
 import dagster as dg
 from pyspark.sql import functions as F
 
+from fs_assets.metadata import table_metadata
 from fs_assets.partitions import daily_partitions
 from fs_checks.results import check_result
-from fs_domain.contract import SENSOR_NAMES, SENSORS
-from fs_domain.tables import CLEAN_TABLE
+from fs_domain.contract import QUARANTINE_SHARE, SENSOR_NAMES, SENSORS
+from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE, QUARANTINE_TABLE
 from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.delta import DeltaTables
 
@@ -21,6 +22,7 @@ CLEAN_ASSET = dg.AssetKey("clean_sensor_readings")
 CHECK_KEY_UNIQUE = "check_clean_key_unique"
 CHECK_PHYSICAL_RANGES = "check_physical_ranges"
 CHECK_NULL_FRACTION = "check_sensor_null_fraction"
+CHECK_QUARANTINE_SHARE = "check_quarantine_share"
 
 # A sensor missing in more than this share of the readings judged (a run's merged rows, or a
 # rebuilt day) is a data-quality warning (dropouts run at about 1 %; a dead sensor or an unmapped
@@ -31,6 +33,10 @@ GUIDE = guide_section("Clean readings: duplicate keys, ranges and NULLs")
 WHAT_TO_DO_KEYS = f"Duplicate clean readings: after the fix, rebuild the day (`rebuild: true`); {GUIDE}"
 WHAT_TO_DO_RANGES = f"Out-of-range values kept by cleaning: after the fix, rebuild the day (`rebuild: true`); {GUIDE}"
 WHAT_TO_DO_NULLS = f"A sensor mostly missing: a dead sensor or a dropped column, tell the producer; {GUIDE}"
+WHAT_TO_DO_SHARE = (
+    "Many of the day's rows are quarantined for one reason: read `shares`, then that reason's quarantine rows; "
+    f"{guide_section('Clean readings: quarantine share')}"
+)
 
 
 def _written_partitions(context: dg.AssetCheckExecutionContext, delta: DeltaTables):
@@ -148,4 +154,50 @@ def check_sensor_null_fraction(context: dg.AssetCheckExecutionContext, delta: De
     )
 
 
-ingest_checks = [check_clean_key_unique, check_physical_ranges, check_sensor_null_fraction]
+@dg.asset_check(
+    asset=CLEAN_ASSET,
+    name=CHECK_QUARANTINE_SHARE,
+    partitions_def=daily_partitions,
+    description=f"Share of each day's landing rows still quarantined, per reason: warns above {QUARANTINE_SHARE.warn:.0%}, "
+    f"pages above {QUARANTINE_SHARE.error:.0%} (fs_domain/contract.py). A day with fewer than {QUARANTINE_SHARE.min_rows:,} "
+    "landing rows is not judged; rows re-admitted since they were quarantined do not count.",
+)
+def check_quarantine_share(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    days = list(context.partition_keys)
+    raw: dict[str, int] = {}
+    if delta.exists(LEDGER_TABLE):
+        sums = delta.read(LEDGER_TABLE).where(F.col("landing_date").isin(days)).groupBy("landing_date").agg(F.sum("raw_rows").alias("raw"))
+        raw = {r["landing_date"].isoformat(): int(r["raw"] or 0) for r in sums.collect()}
+    rows = []
+    if delta.exists(QUARANTINE_TABLE):
+        held = delta.read(QUARANTINE_TABLE).where(F.col("landing_date").isin(days))
+        if "readmitted_at" in held.columns:
+            held = held.where(F.col("readmitted_at").isNull())
+        for r in held.groupBy("landing_date", "reason").count().collect():
+            day = r["landing_date"].isoformat()
+            judged = raw.get(day, 0) >= QUARANTINE_SHARE.min_rows
+            share = r["count"] / raw[day] if judged else 0.0
+            rows.append(
+                {"day": day, "reason": r["reason"], "rows": r["count"], "landing_rows": raw.get(day, 0), "share": share, "judged": judged}
+            )
+    rows.sort(key=lambda r: -r["share"])
+    worst = rows[0] if rows and rows[0]["judged"] else None
+    observed = round(worst["share"], 6) if worst else 0.0
+    paging = observed > QUARANTINE_SHARE.error
+    threshold = QUARANTINE_SHARE.error if paging else QUARANTINE_SHARE.warn
+    return check_result(
+        Verdict(observed, threshold, "<=", "share of a day's landing rows quarantined for one reason", WHAT_TO_DO_SHARE),
+        context=context,
+        passed=observed <= QUARANTINE_SHARE.warn,
+        severity=dg.AssetCheckSeverity.ERROR if paging else dg.AssetCheckSeverity.WARN,
+        description=f"{worst['share']:.2%} of {worst['day']}'s landing rows quarantined as {worst['reason']}" if worst else None,
+        metadata={
+            "worst_reason": worst["reason"] if worst else "none",
+            "shares": table_metadata([r | {"share": round(r["share"], 6)} for r in rows[:50]]),
+            "landing_rows": dg.MetadataValue.json(raw),
+            "days_not_judged": ", ".join(sorted(d for d in days if raw.get(d, 0) < QUARANTINE_SHARE.min_rows)) or "none",
+        },
+    )
+
+
+ingest_checks = [check_clean_key_unique, check_physical_ranges, check_sensor_null_fraction, check_quarantine_share]

@@ -5,6 +5,11 @@ times). A day whose fingerprint moved (a new file, a late file for a past day, a
 gets one run; the run key carries the fingerprint, so the same file set is never processed twice.
 A changed device registry gets a registry run.
 
+Verdicts that can change are judged again by clean runs (`fs_assets.ingest.rejudgement`): after a
+registry run that learned devices with quarantined readings, each day it names
+(`days_to_rejudge`) gets a clean run; and a recent day whose clean run left readings stamped
+ahead gets one once their time has come (`rejudge_due_at`).
+
 A failed ingest run is retried by Dagster (`dagster/max_retries` on the job, `run_retries` in
 dagster.yaml). When the retries are spent too, the sensor requests the day again after a
 doubling pause (at most `MAX_REREQUESTS` times per file set), so a day whose cause of failure was
@@ -13,11 +18,11 @@ fixed (a poison file removed, a registry repaired) is ingested without anyone re
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from fs_assets.ingest import landing
+from fs_assets.ingest import landing, rejudgement
 from fs_assets.partitions import daily_partitions
 from fs_domain.run_limits import CLEAN_READINGS_RUN, REGISTRY_RUN, max_runtime_tags
 from fs_resources import settings
@@ -50,6 +55,9 @@ registry_job = dg.define_asset_job(
 )
 
 REGISTRY_CURSOR_KEY = "__registry__"
+REJUDGE_CURSOR_KEY = "__rejudge__"
+# Readings stamped ahead lie in the day their file landed in: only the last days can still come due.
+REJUDGE_DUE_DAYS = 2
 
 
 def _registry_fingerprint() -> str | None:
@@ -73,11 +81,14 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     if registry and seen.get(REGISTRY_CURSOR_KEY) != registry:
         requests.append(dg.RunRequest(run_key=f"registry:{registry}", job_name=registry_job.name))
         seen[REGISTRY_CURSOR_KEY] = registry
-    if context.instance.get_latest_materialization_event(dg.AssetKey("device_registry")) is None:
+    rejudge: dict = seen.pop(REJUDGE_CURSOR_KEY, {})
+    learned = context.instance.get_latest_materialization_event(dg.AssetKey("device_registry"))
+    if learned is None:
         # Cleaning needs the registry: hold the days (their cursors stay put) until it exists.
         if requests:
             context.log.info("device_registry has never been materialized; ingesting landing days after it is")
         seen[RERUNS_CURSOR_KEY] = reruns
+        seen[REJUDGE_CURSOR_KEY] = rejudge
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
     valid = set(daily_partitions.get_partition_keys())
     root = settings.landing_root()
@@ -105,8 +116,52 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         elif (rerun := _rerequest_failed_day(context.instance, day, fp, reruns.get(day, 0))) is not None:
             requests.append(rerun)
             reruns[day] = reruns.get(day, 0) + 1
+    requests += _rejudge_requests(context, learned, rejudge, valid, {r.partition_key for r in requests if r.partition_key})
     seen[RERUNS_CURSOR_KEY] = reruns
+    seen[REJUDGE_CURSOR_KEY] = rejudge
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+def _rejudge_requests(
+    context: dg.SensorEvaluationContext, learned: dg.EventLogEntry, cursor: dict, valid: set[str], requested: set[str]
+) -> list[dg.RunRequest]:
+    """Clean runs of the days whose quarantined verdicts can change now: days the latest registry run
+    names, and recent days whose readings stamped ahead have come due. A day already requested, or
+    whose run waits in the queue, needs none: that run judges them again."""
+    due: list[tuple[str, str]] = []
+    # A registry materialization is known by its run and time (a reported one has no run).
+    mark = f"{learned.run_id}@{learned.timestamp}"
+    if mark != cursor.get("registry"):
+        metadata = learned.asset_materialization.metadata if learned.asset_materialization else {}
+        days = getattr(metadata.get(rejudgement.DAYS_TO_REJUDGE_KEY), "value", None) or []
+        due += [(day, f"registry:{mark}") for day in days]
+        cursor["registry"] = mark
+    now = datetime.now(UTC)
+    handled: dict[str, str] = cursor.get("due", {})
+    recent = [(now.date() - timedelta(days=i)).isoformat() for i in range(REJUDGE_DUE_DAYS)]
+    for day in recent:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("clean_sensor_readings"), asset_partitions=[day]), limit=1
+        ).records
+        at = (
+            records[0].asset_materialization.metadata.get(rejudgement.REJUDGE_DUE_KEY)
+            if records and records[0].asset_materialization
+            else None
+        )
+        at = getattr(at, "value", None)
+        if at and at != "none" and handled.get(day) != at and datetime.fromisoformat(at) <= now:
+            due.append((day, f"due:{at}"))
+            handled[day] = at
+    cursor["due"] = {d: at for d, at in handled.items() if date.fromisoformat(d) >= date.fromisoformat(recent[-1])}
+    requests = []
+    for day, why in due:
+        if day not in valid or day in requested or _waiting_run(context.instance, day):
+            continue
+        requested.add(day)
+        requests.append(
+            dg.RunRequest(run_key=f"{day}:rejudge:{why}", partition_key=day, job_name=clean_readings_job.name, tags={"fs/rejudge": why})
+        )
+    return requests
 
 
 def _waiting_run(instance: dg.DagsterInstance, day: str) -> bool:

@@ -191,3 +191,32 @@ def test_after_an_incremental_run_the_key_check_judges_the_keys_it_merged(spark,
     whole = checks(job.execute_in_process(instance=instance, **only_the_check))["check_clean_key_unique"]
     assert whole.metadata["scope"].value.startswith("whole partitions (this run wrote no clean readings)")
     assert whole.metadata["duplicate_keys"].value == 2
+
+
+def test_a_batch_cut_short_and_resumed_by_a_different_batch_records_each_row_once(spark, resources, instance, data_root):
+    registry(data_root, ["dev-a"])
+    stranger = readings("dev-x", SIM_START, range(0, 3))
+    write_readings(data_root, SIM_START, "a.parquet", pd.concat([readings("dev-a", SIM_START, range(0, 10)), stranger]))
+    materialize_registry(resources, instance)
+    materialize_clean(resources, instance, DAY)
+    write_readings(data_root, SIM_START, "b.parquet", pd.concat([readings("dev-a", SIM_START, range(5, 20)), stranger]))
+    first = materialize_clean(resources, instance, DAY)
+    # Killed after its clean rows and quarantine records were written, before its ledger commit...
+    delta = DeltaTables(spark=DeltaSparkResource())
+    log = Path(delta.path(LEDGER_TABLE)) / "_delta_log"
+    version = delta.version(LEDGER_TABLE)
+    for leftover in [*log.glob(f"{version:020d}.*"), *log.glob(f".{version:020d}.*")]:
+        leftover.unlink()
+    # ...and a new file landed before the retry: the next run is another batch, holding both files.
+    write_readings(data_root, SIM_START, "c.parquet", pd.concat([readings("dev-a", SIM_START, range(30, 35)), stranger]))
+    again = materialize_clean(resources, instance, DAY)
+    assert metadata(again)["batch_id"] != metadata(first)["batch_id"] and metadata(again)["files_read"] == 2
+    assert checks(again)["check_accounting_identity"].passed, metadata(again)["accounting"]
+    held = quarantine_rows(spark, DAY)
+    assert held.count() == 9 and held.select("source_file", "source_row").distinct().count() == 9
+    incremental = _rows(clean_rows(spark, DAY))
+    assert len(incremental) == 25
+
+    rebuilt = _clean(resources, instance, rebuild=True)
+    assert checks(rebuilt)["check_accounting_identity"].passed
+    assert _rows(clean_rows(spark, DAY)) == incremental

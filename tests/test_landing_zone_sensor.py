@@ -1,7 +1,7 @@
 """landing_zone_sensor requests exactly the days whose files are new or changed, once per file set."""
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -106,3 +106,37 @@ def test_observing_the_landing_zone_reports_a_data_version_that_moves_with_the_f
     assert observe().data_version == first.data_version
     write_readings(data_root, DAY2, "a.parquet", readings("dev-a", DAY2, range(3)))
     assert observe().data_version != first.data_version
+
+
+@pytest.mark.unit
+def test_days_whose_quarantined_verdicts_can_change_get_a_clean_run_once(instance, data_root):
+    registry(data_root, ["dev-a"])
+    write_readings(data_root, DAY1, "a.parquet", readings("dev-a", DAY1, range(3)))
+    _record_registry_materialization(instance)
+    requests, cursor = _tick(instance, None)
+    assert [r.partition_key for r in requests if r.partition_key] == [DAY1.isoformat()]
+
+    # The registry learned a device whose readings of DAY2 wait in the quarantine: DAY2's clean run re-admits them.
+    instance.report_runless_asset_event(dg.AssetMaterialization("device_registry", metadata={"days_to_rejudge": [DAY2.isoformat()]}))
+    requests, cursor = _tick(instance, cursor)
+    assert [(r.partition_key, r.job_name) for r in requests] == [(DAY2.isoformat(), "clean_readings_job")]
+    assert ":rejudge:registry:" in requests[0].run_key
+    requests, cursor = _tick(instance, cursor)
+    assert requests == []
+
+    # Today's clean run left readings stamped ahead: today gets a run once they come due, not before.
+    today = datetime.now(UTC).date().isoformat()
+    due = datetime.now(UTC) + timedelta(minutes=5)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("clean_sensor_readings", partition=today, metadata={"rejudge_due_at": due.isoformat()})
+    )
+    requests, cursor = _tick(instance, cursor)
+    assert requests == []
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("clean_sensor_readings", partition=today, metadata={"rejudge_due_at": due.isoformat()})
+    )
+    requests, cursor = _tick(instance, cursor)
+    assert [r.partition_key for r in requests] == [today] and ":rejudge:due:" in requests[0].run_key
+    requests, cursor = _tick(instance, cursor)
+    assert requests == []

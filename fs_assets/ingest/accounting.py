@@ -4,7 +4,8 @@
 evaluates itself: only the step knows how many raw rows it read. It holds at two levels:
 - the run: raw rows read = clean rows added + quarantined + duplicates dropped, per day;
 - the day: the ledger's sums over every file ever cleaned for the day match the tables (clean rows
-  held = rows added, quarantine rows held = rows quarantined, raw = added + quarantined + dropped);
+  held = rows added, quarantine rows held = rows quarantined, raw = added + quarantined + dropped),
+  with quarantined rows re-admitted since (`rejudgement`) moved from quarantined to added or dropped;
 - the file: a Parquet file yields the rows its footer promises. One read in part leaves rows no
   count can see, so its day fails too, naming the file.
 
@@ -71,7 +72,12 @@ class DayBooks:
     clean_rows_added: int = 0
     duplicates_dropped: int = 0
     clean_in_table: int = 0
-    quarantined_in_table: int = 0
+    quarantined_in_table: int = 0  # rows still quarantined: re-admitted ones are marked, not counted
+    # Quarantined rows judged again and re-admitted (`rejudgement`): they left the quarantine for a
+    # new key of clean readings (`readmitted_added`) or for the duplicates dropped. The ledger keeps
+    # the counts its files were cleaned with; these move rows between its columns.
+    readmitted_added: int = 0
+    readmitted_duplicates: int = 0
     latest_ts: datetime | None = None  # the newest reading the clean table holds for the day
 
     @property
@@ -81,10 +87,11 @@ class DayBooks:
     @property
     def imbalance_rows(self) -> int:
         """Rows by which the day's books miss: unaccounted raw rows, and table rows the ledger does not match."""
+        readmitted = self.readmitted_added + self.readmitted_duplicates
         return (
             abs(self.raw_rows - self.clean_rows_added - self.quarantined_rows - self.duplicates_dropped)
-            + abs(self.clean_in_table - self.clean_rows_added)
-            + abs(self.quarantined_in_table - self.quarantined_rows)
+            + abs(self.clean_in_table - self.clean_rows_added - self.readmitted_added)
+            + abs(self.quarantined_in_table - (self.quarantined_rows - readmitted))
         )
 
 
@@ -131,6 +138,8 @@ def evaluate_accounting(
                 "day_clean_added": day.clean_rows_added,
                 "day_quarantined_in_table": day.quarantined_in_table,
                 "day_quarantined": day.quarantined_rows,
+                "day_readmitted_added": day.readmitted_added,
+                "day_readmitted_duplicates": day.readmitted_duplicates,
                 "rows_not_read": unseen,
                 "books": "UNBALANCED" if missed else "ok",
             }

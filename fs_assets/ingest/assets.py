@@ -10,7 +10,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from fs_assets.freshness import freshness_policy
-from fs_assets.ingest import cleaning, incremental, landing, ledger, read_failures
+from fs_assets.ingest import cleaning, incremental, landing, ledger, read_failures, rejudgement
 from fs_assets.ingest.accounting import (
     DayBooks,
     Judged,
@@ -144,9 +144,12 @@ def device_registry(context: dg.AssetExecutionContext, config: IngestConfig, del
     session = delta.session
     write = delta.overwrite(session.createDataFrame(read.devices), REGISTRY_TABLE, run_id=context.run_id)
     status = Counter(read.devices["status"])
+    # The landing sensor requests a clean run of each, which re-admits the readings (`rejudgement`).
+    rejudge = rejudgement.days_with_readmittable_devices(delta, delta.read(REGISTRY_TABLE, version=write.version))
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {
+            rejudgement.DAYS_TO_REJUDGE_KEY: dg.MetadataValue.json(rejudge),
             "source": dg.MetadataValue.path(path),
             "devices": len(read.devices),
             "active_devices": status.get("active", 0),
@@ -326,6 +329,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         kept_by_file = {path: acc.kept_rows for path, acc in per_file.items()}
         quarantine = cleaning.quarantine_rows(judged, staged.with_paths, now)
         kept = deduplicated.rows.select(*CLEAN_COLUMNS, "landing_date")
+        rejudgement.prepare_quarantine(delta)
         writes = []
         if rebuilt:
             # Replacing whole days is idempotent: a re-run of a rebuild simply writes them again.
@@ -406,6 +410,8 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
 
     if delta.exists(CLEAN_TABLE):
         delta.set_properties(CLEAN_TABLE, CLEAN_TABLE_PROPERTIES)  # a table written before they were set
+    # Quarantine verdicts that depend on the registry or the clock, judged again with this run's.
+    rejudged = rejudgement.rejudge(delta, days, registry, now, context.run_id, inputs)
     day_books = _day_books(delta, days)
     totals = _totals(books)
     # A file rewritten between its footer and its read, say: the run that read it says so, blocking.
@@ -442,6 +448,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             "readmitted_files": dg.MetadataValue.json(sorted(f.path for p in plans for f in p.readmitted)),
             "ignored_files": dg.MetadataValue.json(ignored),
             "batch_id": batch,
+            **rejudged.metadata(),
             latest_key("ts"): latest_value(max((b.latest_ts for b in day_books.values() if b.latest_ts), default=None)),
             "seconds": round(time.monotonic() - started, 2),
         },
@@ -459,10 +466,12 @@ def _once(delta: DeltaTables, table: str, batch: str, step: str, write) -> Delta
 
 
 def _merge(delta: DeltaTables, rows, days: list[str], batch: str, run_id: str, inputs: dict[str, int]):
-    tag = f"{batch}-clean-merge"
+    tag = f"{batch}-{incremental.MERGE_STEP}"
     done = delta.batch_commit(CLEAN_TABLE, tag)
-    # Sorted against the table as it was before this batch: a resumed batch reports what it did then.
-    held = delta.read(CLEAN_TABLE, version=done.version - 1) if done else delta.read(CLEAN_TABLE)
+    # Sorted against the table as it was before this batch, or before a batch cut short that this one
+    # resumes with other files: a resumed batch reports what it did then.
+    cut_short = [v for v in (done.version if done else None, incremental.unfinished_merge(delta)) if v is not None]
+    held = delta.read(CLEAN_TABLE, version=min(cut_short) - 1) if cut_short else delta.read(CLEAN_TABLE)
     outcome = incremental.against_held(rows, held, days)
     if done:
         return done, outcome
@@ -511,9 +520,7 @@ def _day_books(delta: DeltaTables, days: list[str]) -> dict[str, DayBooks]:
         for r in held.groupBy("reading_date").agg(F.count(F.lit(1)).alias("count"), F.max("ts").alias("latest")).collect():
             b = books[r["reading_date"].isoformat()]
             b.clean_in_table, b.latest_ts = r["count"], r["latest"]
-    if delta.exists(QUARANTINE_TABLE):
-        for r in delta.read(QUARANTINE_TABLE).where(F.col("landing_date").isin(days)).groupBy("landing_date").count().collect():
-            books[r["landing_date"].isoformat()].quarantined_in_table = r["count"]
+    rejudgement.count_quarantine(delta, books)
     return books
 
 

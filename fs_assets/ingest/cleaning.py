@@ -40,8 +40,13 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
     "reason",
     "detail",
     "raw_payload",
+    "missing_sensors",  # sensor columns the row's file lacked: a row re-admitted from its payload is flagged as read
     "ingested_at",
     "quarantined_at",
+    # Set when a verdict that could change was judged again and the row went to clean readings
+    # (`fs_assets.ingest.rejudgement`): the record stays as evidence, no longer counted as quarantined.
+    "readmitted_at",
+    "readmission",
 )
 
 _INF = float("inf")
@@ -172,6 +177,7 @@ def judged(staged: DataFrame, registry: DataFrame, now: datetime) -> DataFrame:
         "reason",
         F.when(rejected, rejection_detail()).alias("detail"),
         F.when(rejected, F.coalesce(F.col("raw_payload"), raw_row)).alias("raw_payload"),
+        F.when(rejected, F.col("missing_sensors")).alias("missing_sensors"),
     )
 
 
@@ -204,6 +210,8 @@ def quarantine_rows(judged: DataFrame, with_paths: Callable[[DataFrame], DataFra
         )
         .withColumn("landing_date", F.to_date("landing_date"))
         .withColumn("quarantined_at", F.lit(now).cast("timestamp"))
+        .withColumn("readmitted_at", F.lit(None).cast("timestamp"))
+        .withColumn("readmission", F.lit(None).cast("string"))
         .select(*QUARANTINE_COLUMNS)
     )
 

@@ -21,7 +21,8 @@ from pyspark.sql import functions as F
 
 from fs_assets.ingest.cleaning import CLEAN_COLUMNS
 from fs_domain.contract import SENSOR_NAMES
-from fs_resources.delta import replace_where_predicate
+from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE
+from fs_resources.delta import COMMIT_LOOKBACK, DeltaTables, replace_where_predicate
 
 
 def newer(at: str, file: str, held_at: str, held_file: str) -> str:
@@ -99,3 +100,28 @@ def merge_condition(days: list[str], ts_range: tuple[str, str]) -> str:
         f"{replace_where_predicate({'t.reading_date': days})} AND t.ts >= TIMESTAMP'{lo}' AND t.ts <= TIMESTAMP'{hi}' "
         "AND t.device_id = s.device_id AND t.ts = s.ts"
     )
+
+
+MERGE_STEP = "clean-merge"  # the batch step name of a batch's MERGE commit (`{batch}-clean-merge`)
+
+
+def unfinished_merge(delta: DeltaTables) -> int | None:
+    """The clean table's version of the first batch MERGE committed after the ledger's last commit, if any.
+
+    A batch records its files in the ledger last: a MERGE after the ledger's last commit belongs to a
+    batch cut short before it. Its files are not in the ledger, so the next batch reads them again
+    (alone, or beside files landed since): sorted against the table as it was before that MERGE,
+    its rows count as new or duplicates as they did then, rather than losing to themselves."""
+    from delta.tables import DeltaTable
+
+    if not delta.exists(LEDGER_TABLE) or not delta.exists(CLEAN_TABLE):
+        return None
+    ledgered = DeltaTable.forPath(delta.session, delta.path(LEDGER_TABLE)).history(1).first()["timestamp"]
+    first = (
+        DeltaTable.forPath(delta.session, delta.path(CLEAN_TABLE))
+        .history(COMMIT_LOOKBACK)
+        .where((F.col("timestamp") > F.lit(ledgered)) & F.col("userMetadata").endswith(f"-{MERGE_STEP}"))
+        .agg(F.min("version").alias("v"))
+        .first()["v"]
+    )
+    return first
