@@ -63,6 +63,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from fs_checks.data_freshness_checks import CHECK_DATA_FRESHNESS
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT
 from fs_checks.score_checks import CHECK_SCORE_CONFIDENCE
 from fs_domain import slas
@@ -75,6 +76,8 @@ from fs_sensors.alert_sink_watch import Contact, SinkWatch
 ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT, CHECK_SCORE_CONFIDENCE})
 SELF_TEST_JOB = "alert_path_self_test_job"
 CHECK_RUN_FAILURE = "run_failure"
+# Checks routed only from runs that materialize nothing (see `_run_alerts`).
+CLOCK_CHECKS = frozenset({CHECK_DATA_FRESHNESS})
 CHECK_DEAD_LETTER = "alert_dead_letter"
 CHECK_QUEUE_STALLED = "run_queue_stalled"
 QUEUE_STALLED_KEY = f"{CHECK_QUEUE_STALLED}|run queue|-"
@@ -482,6 +485,12 @@ def _run_alerts(instance: dg.DagsterInstance, incidents: Incidents, record: dg.R
         (r.event_log_entry.timestamp, r.event_log_entry.dagster_event.event_specific_data)
         for r in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000).records
     ]
+    if assets:
+        # A data clock is judged by its own check runs (`freshness_checks_sensor`, or an operator's
+        # "Execute checks"), which know a fresh store's start-up grace. One that rode along with a run
+        # materializing assets judged at that run's moment: during a fresh store's catch-up, the
+        # backlog's oldest day, thousands of minutes "late". It shows in the UI; it does not alert.
+        evaluations = [(at, e) for at, e in evaluations if e.check_name not in CLOCK_CHECKS]
     # What passed first, downstream before upstream, so that a resolve knows which of its attached
     # failures cleared with it; then the run's own outcome; then what failed, causes before what they
     # cause: upstream assets first, then ERROR before WARN on one asset.

@@ -234,7 +234,9 @@ def test_a_downstream_failure_still_there_after_the_cause_recovered_opens_its_ow
         assert [(a.action, a.dedup_key) for a in sent(sink)[3:]] == [("resolve", FEATURES_1H)]
 
 
-def test_a_failure_that_persists_after_its_asset_was_recomputed_past_the_recovery_is_its_own_at_once(tmp_path):
+def test_a_failure_that_persists_after_its_asset_was_recomputed_past_the_recovery_is_its_own_at_once(tmp_path, monkeypatch):
+    # The stubs stand for any check that runs with its asset here (the real data clocks never do).
+    monkeypatch.setattr(routing, "CLOCK_CHECKS", frozenset())
     sink = file_sink(tmp_path)
     with dg.instance_for_test() as instance:
         tick = Tick(instance, sink)
@@ -252,6 +254,21 @@ def test_a_failure_that_persists_after_its_asset_was_recomputed_past_the_recover
         tick()
         (own,) = sent(sink)[2:]
         assert own.pages and own.dedup_key == FEATURES_1H and "after its asset was recomputed" in own.summary
+
+
+def test_a_data_clock_judged_in_a_run_that_materializes_is_not_routed_its_own_check_run_is(tmp_path):
+    """A fresh store catching up writes the backlog's oldest day first: a freshness check riding along
+    with that run sees thousands of minutes of lag. Only the clock's own check runs page."""
+    sink = file_sink(tmp_path)
+    with dg.instance_for_test() as instance:
+        tick = Tick(instance, sink)
+        assert compute(instance, "clean_sensor_readings", clean_sensor_readings=3000)
+        tick()
+        assert sent(sink) == []
+        judge(instance, clean_sensor_readings=52)
+        tick()
+        (page,) = sent(sink)
+        assert page.pages and page.dedup_key == CLEAN
 
 
 def test_a_warn_that_becomes_an_error_pages_once_even_when_the_error_is_downstream(tmp_path):
