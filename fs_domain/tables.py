@@ -1,6 +1,7 @@
 """Names of the Delta tables under the tables root: one home for each, whoever reads or writes it."""
 
 from fs_domain.features import DEFAULT_FEATURE_SET_VERSION, FEATURE_SET_VERSIONS
+from fs_domain.models import MODEL_SPECS
 
 # Ingest
 CLEAN_TABLE = "clean_sensor_readings"
@@ -44,3 +45,29 @@ def objects_table(version: str = DEFAULT_FEATURE_SET_VERSION) -> str:
 def training_table(model: str, version: str) -> str:
     """A model's training set on a feature set version: training_datasets/v1/device_health_1d, ..."""
     return f"{versioned(TRAINING_TABLE, version)}/{model}"
+
+
+def dated_tables() -> dict[str, str]:
+    """Every Delta table whose partitions are days, with the column holding the day: what retention
+    drops past its age. The ledger goes with the clean readings it accounts for."""
+    return {
+        CLEAN_TABLE: "reading_date",
+        QUARANTINE_TABLE: "landing_date",
+        LEDGER_TABLE: "landing_date",
+        **{features_table(v): "window_date" for v in FEATURE_SET_VERSIONS},
+        **{versioned(ANOMALY_SCORES_TABLE, v): "window_date" for v in FEATURE_SET_VERSIONS},
+        **{versioned(DRIFT_TABLE, v): "report_date" for v in FEATURE_SET_VERSIONS},
+    }
+
+
+def every_table() -> list[str]:
+    """The catalog: every Delta table the store writes, dated or not. Maintenance compacts and
+    vacuums each of these, so a table added here is never forgotten there."""
+    return [
+        *dated_tables(),
+        REGISTRY_TABLE,
+        MAINTENANCE_TABLE,
+        *(versioned(t, v) for t in (REFERENCE_TABLE, PROMOTIONS_TABLE) for v in FEATURE_SET_VERSIONS),
+        *(objects_table(v) for v in FEATURE_SET_VERSIONS),
+        *(training_table(m.name, m.feature_set_version) for m in MODEL_SPECS),
+    ]

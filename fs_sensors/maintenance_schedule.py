@@ -13,28 +13,15 @@ from pydantic import Field
 
 from fs_assets.metadata import table_metadata
 from fs_domain import tables
-from fs_domain.features import FEATURE_SET_VERSIONS
-from fs_domain.models import MODEL_SPECS
 from fs_domain.run_limits import TABLE_MAINTENANCE_RUN, max_runtime_tags
 from fs_resources import delta as delta_ops
 from fs_resources.delta import DeltaTables
 from fs_resources.spark import HISTORY_RETENTION_DAYS
 
-# Tables whose partitions are days, and the partition column holding the day.
-DATED_TABLES = {
-    tables.CLEAN_TABLE: "reading_date",
-    tables.QUARANTINE_TABLE: "landing_date",
-    **{tables.features_table(v): "window_date" for v in FEATURE_SET_VERSIONS},
-    **{tables.versioned(tables.ANOMALY_SCORES_TABLE, v): "window_date" for v in FEATURE_SET_VERSIONS},
-    **{tables.versioned(tables.DRIFT_TABLE, v): "report_date" for v in FEATURE_SET_VERSIONS},
-}
-OTHER_TABLES = (
-    tables.REGISTRY_TABLE,
-    tables.MAINTENANCE_TABLE,
-    *(tables.versioned(t, v) for t in (tables.REFERENCE_TABLE, tables.PROMOTIONS_TABLE) for v in FEATURE_SET_VERSIONS),
-    *(tables.objects_table(v) for v in FEATURE_SET_VERSIONS),
-    *(tables.training_table(m.name, m.feature_set_version) for m in MODEL_SPECS),
-)
+# The one catalog of tables (`fs_domain.tables`): retention reads the dated ones, compaction and
+# vacuum every one, so a table the store writes is never left out of maintenance.
+DATED_TABLES = tables.dated_tables()
+EVERY_TABLE = tables.every_table()
 
 
 class MaintenanceConfig(dg.Config):
@@ -78,7 +65,7 @@ def drop_expired_partitions(context: dg.OpExecutionContext, config: MaintenanceC
     description="OPTIMIZE every Delta table: small files compacted, contents unchanged.",
 )
 def compact_tables(context: dg.OpExecutionContext, after: list[str], delta: DeltaTables) -> list[str]:
-    steps = [delta_ops.optimize(delta, t) for t in _existing(delta, [*DATED_TABLES, *OTHER_TABLES])]
+    steps = [delta_ops.optimize(delta, t) for t in _existing(delta, EVERY_TABLE)]
     context.add_output_metadata(
         {
             "files_removed": sum(s.metrics.get("numRemovedFiles", 0) for s in steps),

@@ -112,3 +112,16 @@ def test_every_real_check_failing_would_reach_on_call_with_its_value_and_thresho
             if not alerts or any(a.observed is None or a.threshold is None or "expected" not in a.summary for a in alerts):
                 missing[key.to_user_string()] = [a.summary for a in alerts]
     assert missing == {} and routed == set(repository.asset_graph.asset_check_keys)
+
+
+def test_every_delta_table_the_pipeline_wrote_is_in_the_catalog_maintenance_reads(pipeline):
+    """Maintenance compacts, vacuums and expires the tables of `fs_domain.tables.every_table`: a table
+    written by any asset but missing there would grow small files and old versions for ever."""
+    import os
+
+    from fs_domain.tables import every_table
+    from fs_resources.settings import tables_root
+
+    root = tables_root()
+    written = sorted(os.path.relpath(folder, root) for folder, subfolders, _ in os.walk(root) if "_delta_log" in subfolders)
+    assert written and set(written) <= set(every_table()), sorted(set(written) - set(every_table()))
