@@ -2,7 +2,7 @@
 
 import json
 import os
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -200,3 +200,23 @@ def test_every_file_is_read_as_itself_whatever_its_name(spark, tmp_path, spellin
     (colon,) = rows["a:b.csv"]
     assert colon["file_error"] == Reason.UNREADABLE_FILE and "cannot be opened by its name" in colon["error_detail"]
     assert staged.report.refused_files == {f.path for f in files if f.name == "a:b.csv"}
+
+
+@pytest.mark.integration
+def test_a_file_stamped_in_the_future_is_ingested_at_the_run_start_not_at_its_stamp(spark, tmp_path):
+    """A gateway clock a day ahead would make its file win every later "latest ingested wins"
+    contest, against the resend meant to correct it."""
+    ahead = write_readings(tmp_path, DAY, "ahead.parquet", readings("dev-1", DAY, range(2)))
+    on_time = write_readings(tmp_path, DAY, "on-time.parquet", readings("dev-2", DAY, range(2)))
+    now = datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).timestamp()
+    os.utime(ahead, (tomorrow, tomorrow))
+    started = now + timedelta(seconds=1)
+    fs = HadoopFileSystem(spark)
+    files = landing.list_landing_files(fs, _root(tmp_path), DAY)
+    staged = landing.read_landing(spark, fs, {DAY.isoformat(): files}, started=started)
+    ingested = {os.path.basename(r["source_file"]): r["ingested_at"] for r in staged.with_paths(staged.rows).collect()}
+    assert ingested["ahead.parquet"] == started.replace(tzinfo=None)
+    # Stamped before the run started: its own time (Hadoop lists it to the millisecond).
+    stamp = datetime.fromtimestamp(os.stat(on_time).st_mtime, UTC).replace(tzinfo=None)
+    assert abs(ingested["on-time.parquet"] - stamp) < timedelta(milliseconds=1)

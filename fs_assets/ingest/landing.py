@@ -26,7 +26,7 @@ import io
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TypeVar
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -321,8 +321,13 @@ def read_landing(
     refused: dict[str, Refusal] | None = None,
     policy: ReadPolicy | None = None,
     log: Callable[[str], None] = lambda _: None,
+    started: datetime | None = None,
 ) -> Staged:
     """Every listed file as staged rows; never raises for a bad file, it becomes a staged record.
+
+    Each row's `ingested_at` is its file's modification time, but never later than `started` (the
+    run's start; unset, now): a file stamped ahead by a wrong clock would otherwise win every later
+    "latest ingested wins" contest, against the very resend meant to correct it.
 
     `refused` holds files already refused (by path) while Spark read them: they are not read again.
     A footer or header read that fails is retried by `policy` while the failure may pass, and raises
@@ -330,6 +335,7 @@ def read_landing(
     limits = limits or FileLimits()
     policy = policy or ReadPolicy()
     refused = refused or {}
+    started = started or datetime.now(UTC)
     report = StagingReport()
     records: list[tuple] = []
     parquet: dict[str, list[FileStatus]] = {}
@@ -431,7 +437,7 @@ def read_landing(
     paths = dict(enumerate(sorted(f.path for _, f in listed)))
     ids = {path: i for i, path in paths.items()}
     files = session.createDataFrame(
-        [(_as_read(session, f.uri), ids[f.path], day, f.ingested_at.replace(tzinfo=None)) for day, f in listed],
+        [(_as_read(session, f.uri), ids[f.path], day, min(f.ingested_at, started).replace(tzinfo=None)) for day, f in listed],
         FILES_SCHEMA,
     )
     # The URI was only the key to find each row's file; rows carry its id from here on.
