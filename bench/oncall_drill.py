@@ -57,6 +57,7 @@ from bench.fresh_instance import BIN, FreshInstance  # noqa: E402
 from bench.results import write_results  # noqa: E402
 from fs_domain.features import WINDOWS  # noqa: E402
 from fs_domain.slas import CLEAN_READINGS  # noqa: E402
+from fs_resources.dagster_ui import process_tree, run_worker_pid  # noqa: E402
 
 ROUTES = ("data-engineering", "ml")
 POLL_SECONDS = 5
@@ -254,15 +255,7 @@ class Runs:
         return None, None
 
     def pid(self, run_id: str) -> int | None:
-        """The run worker's pid, from the engine event that announced it."""
-        for entry in self.instance.all_logs(run_id, of_type=self.dg.DagsterEventType.ENGINE_EVENT):
-            data = entry.dagster_event.event_specific_data if entry.dagster_event else None
-            pid = (getattr(data, "metadata", None) or {}).get("pid")
-            if pid is not None:
-                return int(getattr(pid, "value", pid))
-            if "(pid: " in (entry.user_message or ""):
-                return int(entry.user_message.rsplit("(pid: ", 1)[1].split(")")[0])
-        return None
+        return run_worker_pid(self.instance, run_id)
 
     def counts(self) -> str:
         by_status: dict[str, int] = {}
@@ -286,26 +279,6 @@ class Runs:
         if record and record.dagster_run.status == dg.DagsterRunStatus.FAILURE and record.end_time:
             return record.end_time
         return None
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process descending from it (the run worker, its Spark JVM and Python workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(children.get(p, []))
-    return tree
 
 
 # ---------------------------------------------------------------------------------------------

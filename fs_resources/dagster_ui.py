@@ -170,16 +170,16 @@ class DagsterUI:
             raise DagsterUIError(f"GraphQL errors: {answer['errors']}")
         return answer["data"]
 
-    def pause_automation(self) -> list[str]:
-        """Stop every running sensor and schedule (the UI's toggles); returns their names."""
+    def pause_automation(self, keep: Sequence[str] = ()) -> list[str]:
+        """Stop every running sensor and schedule but those named in `keep` (the UI's toggles); returns their names."""
         data = self.graphql(INSTIGATORS, {"repositorySelector": REPOSITORY})
         stopped = []
         for sensor in data["sensorsOrError"]["results"]:
-            if sensor["sensorState"]["status"] == "RUNNING":
+            if sensor["sensorState"]["status"] == "RUNNING" and sensor["name"] not in keep:
                 self._expect_ok(self.graphql(STOP_SENSOR, {"id": sensor["id"]})["stopSensor"], f"stopping {sensor['name']}")
                 stopped.append(sensor["name"])
         for schedule in data["schedulesOrError"]["results"]:
-            if schedule["scheduleState"]["status"] == "RUNNING":
+            if schedule["scheduleState"]["status"] == "RUNNING" and schedule["name"] not in keep:
                 self._expect_ok(self.graphql(STOP_SCHEDULE, {"id": schedule["id"]})["stopRunningSchedule"], f"stopping {schedule['name']}")
                 stopped.append(schedule["name"])
         return stopped
@@ -215,8 +215,48 @@ class DagsterUI:
     def run_steps(self, run_id: str) -> list[dict[str, Any]]:
         return self.graphql(RUN_STEPS, {"runId": run_id})["runOrError"]["stepStats"]
 
+    def daemon_exited(self) -> bool:
+        return "daemon" in self.processes and self.processes["daemon"].poll() is not None
+
     @staticmethod
     def _expect_ok(result: dict[str, Any], doing: str, success: str | None = None) -> None:
         kind = result["__typename"]
         if (success and kind != success) or kind.endswith("Error") or kind in ("RunConflict", "PythonError"):
             raise DagsterUIError(f"{doing}: {kind}: {result.get('message') or result}")
+
+
+def run_worker_pid(instance, run_id: str) -> int | None:
+    """The pid a run executes in, from the engine event that announced its process (None until then)."""
+    import dagster as dg
+
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        pid = (getattr(data, "metadata", None) or {}).get("pid")
+        if pid is not None:
+            return int(getattr(pid, "value", pid))
+        if "(pid: " in (entry.user_message or ""):
+            return int(entry.user_message.rsplit("(pid: ", 1)[1].split(")")[0])
+    return None
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descending from it: a run worker, its Spark JVM and Python workers.
+
+    A daemon-launched run shares the process group of the code server that spawned it, so killing
+    a run alone means killing its tree, not its group."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
