@@ -93,7 +93,10 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     valid = set(daily_partitions.get_partition_keys())
     root = settings.landing_root()
     fs = filesystem_for(root)
-    for day in landing.landing_partition_keys(fs, root):
+    # Newest day first: runs of one priority leave the queue in the order they were requested, and
+    # the freshness clocks follow the newest data, so a store catching up (a fresh instance, a
+    # restart after hours down) is current again after one run instead of after the whole backlog.
+    for day in sorted(landing.landing_partition_keys(fs, root), reverse=True):
         if day not in valid:
             context.log.warning(
                 f"landing folder date={day} is outside the partitions ({daily_partitions.start:%Y-%m-%d} .. today); skipped"
