@@ -1,4 +1,12 @@
-"""`check_landing_files_refused`: a landing file of the day that the clean step refused is still
+"""Checks on the landing zone as the ledger saw it.
+
+`check_landing_files_vanished` (WARN): cleaned files of the day that are gone from the landing zone.
+The clean step takes their rows out of the day, key by key, as a rebuild of the files left would
+(`fs_assets.ingest.replaced_files`); the ledger keeps each as `vanished`, with the clean rows the day
+lost with it. Nothing else says so: the books balance and the day stays fresh. It warns while the
+day has such files and resolves once each is back (read again as a new file).
+
+`check_landing_files_refused`: a landing file of the day that the clean step refused is still
 there, its rows in no table.
 
 A refused file (bad bytes, a name the filesystem cannot open, over a limit) is one quarantine row
@@ -13,7 +21,7 @@ import dagster as dg
 from pyspark.sql import functions as F
 
 from fs_assets.ingest.landing import list_landing_files
-from fs_assets.ingest.ledger import REFUSED
+from fs_assets.ingest.ledger import REFUSED, VANISHED
 from fs_assets.metadata import table_metadata
 from fs_assets.partitions import daily_partitions
 from fs_checks.results import check_result
@@ -25,6 +33,11 @@ from fs_resources.settings import landing_root
 
 CLEAN_ASSET = dg.AssetKey("clean_sensor_readings")
 CHECK_LANDING_FILES_REFUSED = "check_landing_files_refused"
+CHECK_LANDING_FILES_VANISHED = "check_landing_files_vanished"
+WHAT_TO_DO_VANISHED = (
+    "Cleaned landing files of the day are gone from the landing zone and the day lost their readings: read `files` "
+    f"(each with the clean rows lost), then restore each or accept the loss; {guide_section('Landing files gone after cleaning')}"
+)
 WHAT_TO_DO = (
     "Landing files the clean step refused are still in the landing zone, their readings in no table: read `files` "
     f"(and each one's quarantine row), then have each sent again under its name or delete it; {guide_section('Landing files refused or failing to read')}"
@@ -88,4 +101,54 @@ def _reasons(delta: DeltaTables, days: list[str], files: list[str]) -> dict[str,
     return {r["source_file"]: f"{r['reason']}: {(r['detail'] or '')[:200]}" for r in rows}
 
 
-landing_checks = [check_landing_files_refused]
+@dg.asset_check(
+    asset=CLEAN_ASSET,
+    name=CHECK_LANDING_FILES_VANISHED,
+    partitions_def=daily_partitions,
+    description="No cleaned landing file of the day gone from the landing zone: warns with the clean rows the day lost, "
+    "until each file is back.",
+)
+def check_landing_files_vanished(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    days = list(context.partition_keys)
+    try:
+        ledger = delta.read(LEDGER_TABLE)
+    except DeltaTableMissing:
+        ledger = None
+    gone = (
+        ledger.where(F.col("landing_date").isin(days) & (F.col("outcome") == VANISHED))
+        .select("landing_date", "source_file", F.coalesce("clean_rows_lost", F.lit(0)).alias("lost"), "processed_at")
+        .orderBy("landing_date", "source_file")
+        .collect()
+        if ledger is not None and "clean_rows_lost" in ledger.columns
+        else []
+    )
+    lost = sum(r["lost"] for r in gone)
+    verdict = Verdict(lost, 0, "==", "clean rows lost with landing files gone from the landing zone", WHAT_TO_DO_VANISHED)
+    return check_result(
+        verdict,
+        context=context,
+        passed=not gone,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{len(gone)} cleaned file(s) gone from the landing zone, {lost:,} clean rows lost: "
+        f"{', '.join(r['source_file'] for r in gone[:3])}"
+        if gone
+        else None,
+        metadata={
+            "vanished_files": len(gone),
+            "clean_rows_lost": lost,
+            "files": table_metadata(
+                [
+                    {
+                        "file": r["source_file"],
+                        "day": r["landing_date"].isoformat(),
+                        "clean_rows_lost": r["lost"],
+                        "noticed_at": str(r["processed_at"]),
+                    }
+                    for r in gone[:200]
+                ]
+            ),
+        },
+    )
+
+
+landing_checks = [check_landing_files_refused, check_landing_files_vanished]

@@ -252,7 +252,7 @@ def test_a_corrupt_file_is_refused_and_read_again_once_fixed(spark, resources, i
 
 
 @pytest.mark.unit
-def test_a_refused_file_that_changes_is_read_again_alone_and_a_cleaned_one_rebuilds_its_day():
+def test_a_refused_file_that_changes_is_read_again_alone_and_a_cleaned_one_replaces_its_keys():
     def status(name: str, size: int, mtime: int) -> FileStatus:
         return FileStatus(f"/landing/date={DAY}/{name}", f"file:/landing/date={DAY}/{name}", size, mtime)
 
@@ -264,9 +264,9 @@ def test_a_refused_file_that_changes_is_read_again_alone_and_a_cleaned_one_rebui
     # A refused file removed is no reason to rebuild: nothing of it is in the day.
     (day,) = plan([DAY], {DAY: listed[DAY][:1]}, known, {DAY}, force=False)
     assert not day.rebuild and day.to_read == []
-    # A cleaned file rewritten is.
+    # A cleaned file rewritten has its keys judged again, without a rebuild.
     (day,) = plan([DAY], {DAY: [status("a.parquet", 11, 4), *listed[DAY][1:]]}, known, {DAY}, force=False)
-    assert day.rebuild and "rewritten or removed" in day.why
+    assert not day.rebuild and day.replaces_keys and "judged again" in day.why
 
 
 @pytest.mark.unit

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from fs_assets.freshness import freshness_policy
 from fs_assets.ingest import cleaning, incremental, landing, ledger, read_failures, rejudgement
+from fs_assets.ingest import replaced_files as replacing
 from fs_assets.ingest.accounting import (
     DayBooks,
     Judged,
@@ -251,6 +252,7 @@ def _books_table(books: dict[str, cleaning.PartitionAccounting]) -> dg.MetadataV
 )
 def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfig, delta: DeltaTables) -> dg.MaterializeResult:
     started = time.monotonic()
+    run_started = datetime.now(UTC)  # no landing file is taken as ingested later than this (a clock ahead)
     days = list(context.partition_keys)
     session = delta.session
     try:
@@ -266,17 +268,20 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         context.log.warning(f"{len(ignored)} landing entries are not .parquet, .csv or .jsonl files and were not read: {ignored[:10]}")
     known = ledger.read_ledger(delta.read(LEDGER_TABLE), days) if delta.exists(LEDGER_TABLE) else {}
     plans = ledger.plan(days, listed, known, _days_with_rows(delta, [d for d in days if d not in known]), config.rebuild)
+    rebuilt = [p.day for p in plans if p.rebuild]
+    replaced = [p.day for p in plans if p.replaces_keys]
+    merged = [p.day for p in plans if not p.rebuild and p.new and not p.replaces_keys]
+    batch = ledger.batch_id(plans)
+    held_version = replacing.held_version(delta, batch) if replaced else None
+    rereads = replacing.choose_rereads(delta, session, plans, known, held_version) if replaced else {}
     for p in plans:
         context.log.info(f"{p.day}: {'rebuild from' if p.rebuild else 'incremental,'} {len(p.to_read)} file(s) to read ({p.why})")
-    rebuilt = [p.day for p in plans if p.rebuild]
-    merged = [p.day for p in plans if not p.rebuild and p.new]
-    batch = ledger.batch_id(plans)
 
     to_read = {p.day: p.to_read for p in plans if p.to_read}
     policy, limits = config.read_policy(), config.limits()
     try:
         # Footers and header lines first: they size the read below.
-        staged = landing.read_landing(session, fs, to_read, limits, policy=policy, log=context.log.warning)
+        staged = landing.read_landing(session, fs, to_read, limits, policy=policy, log=context.log.warning, started=run_started)
     except read_failures.ReadStillFailing as exc:
         raise dg.Failure(description=str(exc)) from exc
     now = datetime.now(UTC)
@@ -293,19 +298,26 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         if partitions > 4:
             context.log.info(f"about {estimated:,} raw rows: {partitions} shuffle partitions")
         read_for: set[str] = set()
+        reread_paths = {f.path for p in plans for f in p.reread}
 
         def read(refused: dict[str, read_failures.Refusal]):
             # Spark reads every file here (the first action on `judged`): a failure naming a file refuses
             # it and the others are read again, or the whole read is retried while the failure may pass.
             nonlocal staged, read_for
             if set(refused) != read_for:
-                staged = landing.read_landing(session, fs, to_read, limits, refused=refused, policy=policy, log=context.log.warning)
+                staged = landing.read_landing(
+                    session, fs, to_read, limits, refused=refused, policy=policy, log=context.log.warning, started=run_started
+                )
                 read_for = set(refused)
             judged = cleaning.judged(staged.rows, registry, now).persist(StorageLevel.MEMORY_AND_DISK)
             deduplicated = None
             try:
                 deduplicated = cleaning.deduplicate(cleaning.kept_readings(judged), staged.with_paths)
-                books, per_file = cleaning.accounting(judged, deduplicated.contested, [p.day for p in plans], staged.paths)
+                # Files read again only for the keys of rewritten ones were accounted for when they were cleaned.
+                own = ~F.col("file_id").isin([i for i, path in staged.paths.items() if path in reread_paths])
+                books, per_file = cleaning.accounting(
+                    judged.where(own), deduplicated.contested.where(own), [p.day for p in plans], staged.paths
+                )
             except BaseException:
                 if deduplicated is not None:
                     deduplicated.release()
@@ -343,9 +355,13 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
                 )
             )
         # A merged day's quarantine and ledger rows are replaced file by file: a refused file read
-        # again loses its old record, and a file read twice is never counted twice.
+        # again loses its old record, and a file read twice is never counted twice. A file gone loses
+        # its records; a file read again only for its keys keeps them.
         merged_files = sorted(f.path for p in plans if p.day in merged for f in p.new)
-        if merged:
+        recorded = sorted(f.path for p in plans if p.day in merged + replaced for f in p.new)
+        replaced_files = sorted({*recorded, *(path for p in plans if p.day in replaced for path in p.vanished)})
+        readmitted_replaced = replacing.readmitted_replaced(delta, plans, f"{batch}-quarantine-append")
+        if merged or replaced:
             writes.append(
                 _once(
                     delta,
@@ -353,15 +369,21 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
                     batch,
                     "quarantine-append",
                     lambda b: delta.replace_partitions(
-                        quarantine.where(F.col("landing_date").isin(merged)),
+                        quarantine.where(F.col("landing_date").isin(merged + replaced) & F.col("source_file").isin(recorded)),
                         QUARANTINE_TABLE,
-                        {"landing_date": merged},
-                        rows_of={"source_file": merged_files},
+                        {"landing_date": merged + replaced},
+                        rows_of={"source_file": replaced_files},
                         run_id=context.run_id,
                         batch=b,
                     ),
                 )
             )
+        replacement = replacing.KeyReplacement()
+        if replaced:
+            replacement = replacing.replace_keys(delta, kept, plans, held_version, batch, context.run_id, inputs, config.allow_shrink)
+            if replacement.write is not None:
+                writes.append(replacement.write)
+        if merged:
             merge_write, outcome = _merge(delta, kept.where(F.col("landing_date").isin(merged)), merged, batch, context.run_id, inputs)
             writes.append(merge_write)
             for day in merged:
@@ -370,7 +392,11 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
                 b.clean_rows = outcome.inserted_by_day.get(day, 0)
                 b.duplicates_dropped = within + outcome.replaced_by_day.get(day, 0) + outcome.lost_by_day.get(day, 0)
                 b.conflicting_duplicates += outcome.conflicting_by_day.get(day, 0)
-            added = {**kept_by_file, **{f: 0 for p in plans if not p.rebuild for f in (x.path for x in p.new)}, **outcome.inserted_by_file}
+            added = {
+                **kept_by_file,
+                **{f: 0 for p in plans if p.day in merged for f in (x.path for x in p.new)},
+                **outcome.inserted_by_file,
+            }
             outcome.release()
         else:
             added = kept_by_file
@@ -392,6 +418,29 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
     if rebuilt:
         entries = ledger_frame.where(F.col("landing_date").isin(rebuilt))
         delta.replace_partitions(entries, LEDGER_TABLE, {"landing_date": rebuilt}, run_id=context.run_id)
+    if replaced:
+        entries, replaced_books = replacing.ledger_for_days(
+            delta,
+            session,
+            plans,
+            per_file,
+            replacement,
+            readmitted_replaced,
+            batch,
+            context.run_id,
+            now,
+            staged.report.refused_files,
+            set(staged.report.vanished_files),
+        )
+        for day, b in replaced_books.items():
+            books[day].clean_rows, books[day].duplicates_dropped = b.clean_rows, b.duplicates_dropped
+        _once(
+            delta,
+            LEDGER_TABLE,
+            batch,
+            replacing.LEDGER_STEP,
+            lambda b: delta.replace_partitions(entries, LEDGER_TABLE, {"landing_date": replaced}, run_id=context.run_id, batch=b),
+        )
     if merged:
         _once(
             delta,
@@ -418,7 +467,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
     read_in_part = {
         f.path: ReadInPart(p.day, per_file[f.path].raw_rows if f.path in per_file else 0, promised)
         for p in plans
-        for f in p.to_read
+        for f in p.cleaned
         if (promised := staged.report.footer_rows.get(f.path)) is not None
         and (per_file[f.path].raw_rows if f.path in per_file else 0) < promised
     }
@@ -428,8 +477,15 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         metadata=(clean_write.metadata() if clean_write else {})
         | {
             "mode": dg.MetadataValue.json({p.day: ("rebuild: " if p.rebuild else "") + p.why for p in plans}),
-            "files_read": sum(len(p.to_read) for p in plans),
-            "files_already_cleaned": sum(len(p.files) - len(p.to_read) for p in plans),
+            "files_read": sum(len(p.cleaned) for p in plans),
+            "files_already_cleaned": sum(len(p.files) - len(p.cleaned) for p in plans),
+            # Cleaned files read again for the keys of rewritten or vanished ones, and why each.
+            "files_reread": dg.MetadataValue.json(rereads),
+            "rewritten_files": dg.MetadataValue.json(sorted(f.path for p in plans for f in p.rewritten)),
+            "keys_replaced": dg.MetadataValue.json(replacement.metadata()),
+            # Cleaned files gone from the landing zone: the clean rows their days lost with them.
+            "vanished_cleaned_files": dg.MetadataValue.json({v: replacement.lost_by_file.get(v, 0) for p in plans for v in p.vanished}),
+            "clean_rows_lost_to_vanished_files": sum(replacement.lost_by_file.values()),
             "raw_rows": totals.raw_rows,
             "clean_rows_added": totals.clean_rows,
             "quarantined_rows": totals.quarantined_rows,

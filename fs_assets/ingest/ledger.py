@@ -1,10 +1,11 @@
 """The ledger of landing files already cleaned, which makes ingest incremental.
 
 A run of `clean_sensor_readings` cleans only the files its day's ledger does not list yet, and
-merges their readings into the day (latest ingested wins, as in a rebuild). A day is rebuilt from
-all its files instead when the ledger cannot vouch for what the table holds: a ledgered file was
-rewritten or removed, the day has clean rows but no ledger (written before the ledger existed), or
-the run asks for it (`rebuild: true`).
+merges their readings into the day (latest ingested wins, as in a rebuild). A cleaned file rewritten
+or appended in place (same path, new size or time), or gone from the landing zone, costs the keys it
+touches, not the day (`fs_assets.ingest.replaced_files`). A day is rebuilt from all its files when
+the ledger cannot vouch for what the table holds: the day has clean rows but no ledger (written
+before the ledger existed), or the run asks for it (`rebuild: true`).
 
 Why a ledger rather than hourly partitions: files arrive per gateway and per quarter hour, but late
 files carry readings of any hour, so an hourly partition would still have to be re-read whole for
@@ -18,8 +19,11 @@ day it must match the tables: clean rows = sum of `clean_rows_added`, quarantine
 A file's `outcome` is `cleaned`, or `refused` when it was not read at all for a reason that will
 not pass by itself (a bad footer or magic number, a limit): it stands as one quarantine record, and
 nothing of it is in the clean table. A refused file that changes (fixed in place, or touched after
-a limit was raised) is read again on its own, its record and ledger row replaced, where a cleaned
-file that changes rebuilds its day. A file that vanished before it could be read has no row.
+a limit was raised) is read again on its own, its record and ledger row replaced. A file that
+vanished before it could be read has no row. A cleaned file that vanished later is `vanished`: its
+rows left the day, its counts are zero and `clean_rows_lost` keeps how many clean rows the day lost
+with it (`check_landing_files_vanished` warns while the day has such files); listed again, it is
+read as a new file.
 """
 
 from __future__ import annotations
@@ -49,11 +53,13 @@ LEDGER_SCHEMA = T.StructType(
         T.StructField("clean_rows_added", T.LongType()),
         T.StructField("duplicates_dropped", T.LongType()),
         T.StructField("processed_at", T.TimestampType()),
-        T.StructField("outcome", T.StringType()),  # CLEANED or REFUSED; NULL in rows written before it existed: cleaned
+        T.StructField("outcome", T.StringType()),  # CLEANED, REFUSED or VANISHED; NULL in rows written before it existed: cleaned
+        T.StructField("clean_rows_lost", T.LongType()),  # VANISHED: the day's clean rows no other file held
     ]
 )
 CLEANED = "cleaned"
 REFUSED = "refused"
+VANISHED = "vanished"
 
 
 class Entry(NamedTuple):
@@ -62,6 +68,7 @@ class Entry(NamedTuple):
     size: int
     mtime_ns: int
     refused: bool = False
+    vanished: bool = False
 
 
 @dataclass
@@ -72,12 +79,27 @@ class DayPlan:
     files: list[FileStatus]
     rebuild: bool
     why: str
-    new: list[FileStatus] = field(default_factory=list)  # files not cleaned yet, re-admitted ones included
+    new: list[FileStatus] = field(default_factory=list)  # files to clean: not cleaned yet, re-admitted or rewritten
     readmitted: list[FileStatus] = field(default_factory=list)  # refused files changed since: read again
+    rewritten: list[FileStatus] = field(default_factory=list)  # cleaned files rewritten or appended since (in `new`)
+    vanished: list[str] = field(default_factory=list)  # cleaned files gone from the landing zone since
+    # Files already cleaned that may hold keys the rewritten or vanished files touch: read again for
+    # those keys only (`replaced_files.choose_rereads`), their books left as they are.
+    reread: list[FileStatus] = field(default_factory=list)
+
+    @property
+    def replaces_keys(self) -> bool:
+        """Whether the day's keys touched by rewritten or vanished files are judged again among all their rows."""
+        return not self.rebuild and bool(self.rewritten or self.vanished)
+
+    @property
+    def cleaned(self) -> list[FileStatus]:
+        """The files whose rows this run accounts for, and writes ledger rows of."""
+        return self.files if self.rebuild else self.new
 
     @property
     def to_read(self) -> list[FileStatus]:
-        return self.files if self.rebuild else self.new
+        return self.files if self.rebuild else self.new + self.reread
 
 
 def plan(
@@ -93,20 +115,27 @@ def plan(
     for day in days:
         files, known = listed.get(day, []), ledger.get(day, {})
         current = {f.path: (f.size, f.mtime_ns) for f in files}
-        changed = sorted(p for p, e in known.items() if not e.refused and current.get(p) != (e.size, e.mtime_ns))
+        cleaned = {p: e for p, e in known.items() if not e.refused and not e.vanished}
+        rewritten = [f for f in files if f.path in cleaned and current[f.path] != cleaned[f.path][:2]]
+        vanished = sorted(p for p in cleaned if p not in current)
         readmitted = [f for f in files if f.path in known and known[f.path].refused and current[f.path] != known[f.path][:2]]
         if force:
             plans.append(DayPlan(day, files, True, "rebuild requested (run config `rebuild: true`)"))
-        elif changed:
-            plans.append(DayPlan(day, files, True, f"{len(changed)} cleaned file(s) rewritten or removed since, e.g. {changed[0]}"))
         elif not known and day in days_with_rows:
             plans.append(DayPlan(day, files, True, "the day holds clean rows but no ledger: rebuilt once to start one"))
         elif not known:
             plans.append(DayPlan(day, files, True, "first run of the day"))
         else:
-            new = [f for f in files if f.path not in known or f in readmitted]
-            why = f"incremental, {len(readmitted)} refused file(s) changed since and read again" if readmitted else "incremental"
-            plans.append(DayPlan(day, files, False, why, new=new, readmitted=readmitted))
+            new = [f for f in files if f.path not in known or known[f.path].vanished or f in readmitted or f in rewritten]
+            why = ["incremental"]
+            if readmitted:
+                why.append(f"{len(readmitted)} refused file(s) changed since and read again")
+            if rewritten or vanished:
+                why.append(
+                    f"the keys of {len(rewritten)} cleaned file(s) rewritten and {len(vanished)} gone since judged again, "
+                    f"e.g. {(rewritten[0].path if rewritten else vanished[0])}"
+                )
+            plans.append(DayPlan(day, files, False, ", ".join(why), new=new, readmitted=readmitted, rewritten=rewritten, vanished=vanished))
     return plans
 
 
@@ -115,8 +144,10 @@ def batch_id(plans: list[DayPlan]) -> str:
     digest = hashlib.sha1()
     for p in plans:
         digest.update(f"{p.day}\0{int(p.rebuild)}\n".encode())
-        for f in p.to_read:
+        for f in p.cleaned:
             digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+        for path in p.vanished:
+            digest.update(f"{path}\0gone\n".encode())
     return digest.hexdigest()[:20]
 
 
@@ -130,7 +161,7 @@ def read_ledger(ledger: DataFrame, days: list[str]) -> dict[str, dict[str, Entry
     known: dict[str, dict[str, Entry]] = {}
     for r in rows:
         known.setdefault(r["landing_date"].isoformat(), {})[r["source_file"]] = Entry(
-            r["size_bytes"], r["mtime_ns"], r["outcome"] == REFUSED
+            r["size_bytes"], r["mtime_ns"], r["outcome"] == REFUSED, r["outcome"] == VANISHED
         )
     return known
 
@@ -149,7 +180,7 @@ def ledger_rows(
     `per_file` maps a file to (raw, quarantined, clean rows added)."""
     rows = []
     for p in plans:
-        for f in p.to_read:
+        for f in p.cleaned:
             if f.path in vanished:
                 continue
             raw, quarantined, added = per_file.get(f.path, (0, 0, 0))
@@ -167,6 +198,7 @@ def ledger_rows(
                     raw - quarantined - added,
                     now.replace(tzinfo=None),
                     REFUSED if f.path in refused else CLEANED,
+                    None,
                 )
             )
     return session.createDataFrame(rows, LEDGER_SCHEMA)
