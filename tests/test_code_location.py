@@ -166,3 +166,22 @@ def test_extra_spark_settings_come_from_fs_spark_conf_over_the_defaults(monkeypa
     monkeypatch.setenv("FS_SPARK_CONF", '{"shuffle.partitions": 9}')
     with pytest.raises(ValueError, match="keys are Spark settings"):
         DeltaSparkResource().session_conf()
+
+
+@pytest.mark.unit
+def test_the_hourly_and_weekly_online_runs_wait_for_something_to_project():
+    """A fresh store catching up has no features at the hour: a pre-hydration (or a reconciliation)
+    run would fail on the missing table and page for a healthy start."""
+    from fs_assets.features.assets import device_features_1d
+    from fs_checks.online_checks import ONLINE_STORE
+    from fs_sensors.online_store_schedules import reconciliation_schedule
+    from fs_sensors.prehydration_schedule import prehydration_schedule
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance)
+        assert isinstance(prehydration_schedule.evaluate_tick(context).skip_message, str)
+        assert isinstance(reconciliation_schedule.evaluate_tick(context).skip_message, str)
+        instance.report_runless_asset_event(dg.AssetMaterialization(device_features_1d.key, partition="2026-12-05"))
+        instance.report_runless_asset_event(dg.AssetMaterialization(ONLINE_STORE))
+        assert len(prehydration_schedule.evaluate_tick(context).run_requests) == 1
+        assert len(reconciliation_schedule.evaluate_tick(context).run_requests) == 1
