@@ -33,6 +33,10 @@ INGEST_RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_
 # Clean readings have the tightest SLA (15 minutes) and every later stage waits on them: their runs
 # leave the run queue before any other (the default priority is 0).
 INGEST_PRIORITY_TAGS = {"dagster/priority": "1"}
+# A past day's run (a backlog after a fresh start or an outage, late files, re-judgement) is not on
+# the clocks' path: it leaves the queue after the current day's, where in request order today's
+# next run waited behind every backlog day and its clock paged meanwhile.
+PAST_DAY_PRIORITY_TAGS = {"dagster/priority": "0"}
 MAX_REREQUESTS = 5
 REREQUEST_PAUSE = timedelta(minutes=5)
 RERUNS_CURSOR_KEY = "__reruns__"
@@ -112,7 +116,12 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             seen[day] = fp
         elif seen.get(day) != fp:
             requests.append(
-                dg.RunRequest(run_key=f"{day}:{fp}", partition_key=day, job_name=clean_readings_job.name, tags={"landing_fingerprint": fp})
+                dg.RunRequest(
+                    run_key=f"{day}:{fp}",
+                    partition_key=day,
+                    job_name=clean_readings_job.name,
+                    tags={"landing_fingerprint": fp} | _priority(day),
+                )
             )
             seen[day] = fp
             reruns.pop(day, None)
@@ -162,7 +171,12 @@ def _rejudge_requests(
             continue
         requested.add(day)
         requests.append(
-            dg.RunRequest(run_key=f"{day}:rejudge:{why}", partition_key=day, job_name=clean_readings_job.name, tags={"fs/rejudge": why})
+            dg.RunRequest(
+                run_key=f"{day}:rejudge:{why}",
+                partition_key=day,
+                job_name=clean_readings_job.name,
+                tags={"fs/rejudge": why} | _priority(day),
+            )
         )
     return requests
 
@@ -188,5 +202,10 @@ def _rerequest_failed_day(instance: dg.DagsterInstance, day: str, fp: str, done:
         run_key=f"{day}:{fp}:rerun{done + 1}",
         partition_key=day,
         job_name=clean_readings_job.name,
-        tags={"landing_fingerprint": fp, "fs/rerun_of": latest.dagster_run.run_id},
+        tags={"landing_fingerprint": fp, "fs/rerun_of": latest.dagster_run.run_id} | _priority(day),
     )
+
+
+def _priority(day: str) -> dict[str, str]:
+    """The current day's runs keep the ingest priority; a past day's leave the queue after them."""
+    return INGEST_PRIORITY_TAGS if day >= datetime.now(UTC).date().isoformat() else PAST_DAY_PRIORITY_TAGS

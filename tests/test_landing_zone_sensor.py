@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from fs_sensors.landing_zone_sensor import REGISTRY_CURSOR_KEY, landing_zone_sensor
+from fs_sensors.landing_zone_sensor import INGEST_PRIORITY_TAGS, REGISTRY_CURSOR_KEY, _priority, landing_zone_sensor
 from tests.conftest import SIM_START
 from tests.landing_files import readings, registry, write_readings
 
@@ -40,6 +40,9 @@ def test_new_changed_and_late_files_trigger_exactly_their_partitions(instance, d
     requests, cursor = _tick(instance, cursor)
     # Newest first: a store catching up is current after one run.
     assert [r.partition_key for r in requests] == sorted([DAY1.isoformat(), DAY2.isoformat()], reverse=True)
+    # And past days leave the queue after the current day's runs (the job's priority 1), also after its next ones.
+    assert [r.tags["dagster/priority"] for r in requests] == ["0", "0"]
+    assert _priority(datetime.now(UTC).date().isoformat()) == INGEST_PRIORITY_TAGS
 
     # nothing changed: nothing requested
     requests, cursor = _tick(instance, cursor)
