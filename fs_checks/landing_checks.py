@@ -53,20 +53,10 @@ WHAT_TO_DO = (
 )
 def check_landing_files_refused(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
     days = list(context.partition_keys)
-    try:
-        ledger = delta.read(LEDGER_TABLE)
-    except DeltaTableMissing:
-        ledger = None
-    refused = (
-        {
-            r["source_file"]: (r["landing_date"].isoformat(), r["size_bytes"], r["mtime_ns"])
-            for r in ledger.where(F.col("landing_date").isin(days) & (F.col("outcome") == REFUSED))
-            .select("landing_date", "source_file", "size_bytes", "mtime_ns")
-            .collect()
-        }
-        if ledger is not None and "outcome" in ledger.columns
-        else {}
-    )
+    refused = {
+        r["source_file"]: (r["landing_date"].isoformat(), r["size_bytes"], r["mtime_ns"])
+        for r in _ledger_rows(delta, days, REFUSED, "outcome", "landing_date", "source_file", "size_bytes", "mtime_ns")
+    }
     root = landing_root()
     fs = filesystem_for(root, delta.session)
     listed = {
@@ -86,6 +76,19 @@ def check_landing_files_refused(context: dg.AssetCheckExecutionContext, delta: D
             "files": table_metadata([{"file": p, "day": refused[p][0], "reason": reasons.get(p, "")} for p in present[:200]]),
         },
     )
+
+
+def _ledger_rows(delta: DeltaTables, days: list[str], outcome: str, needs: str, *columns) -> list:
+    """The ledger's rows of `days` with `outcome`, sorted by day and file; none while the ledger (or
+    its column `needs`, added by a later version) does not exist yet."""
+    try:
+        ledger = delta.read(LEDGER_TABLE)
+    except DeltaTableMissing:
+        return []
+    if needs not in ledger.columns:
+        return []
+    selected = ledger.where(F.col("landing_date").isin(days) & (F.col("outcome") == outcome)).select(*columns)
+    return selected.orderBy("landing_date", "source_file").collect()
 
 
 def _reasons(delta: DeltaTables, days: list[str], files: list[str]) -> dict[str, str]:
@@ -110,18 +113,8 @@ def _reasons(delta: DeltaTables, days: list[str], files: list[str]) -> dict[str,
 )
 def check_landing_files_vanished(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
     days = list(context.partition_keys)
-    try:
-        ledger = delta.read(LEDGER_TABLE)
-    except DeltaTableMissing:
-        ledger = None
-    gone = (
-        ledger.where(F.col("landing_date").isin(days) & (F.col("outcome") == VANISHED))
-        .select("landing_date", "source_file", F.coalesce("clean_rows_lost", F.lit(0)).alias("lost"), "processed_at")
-        .orderBy("landing_date", "source_file")
-        .collect()
-        if ledger is not None and "clean_rows_lost" in ledger.columns
-        else []
-    )
+    lost_rows = F.coalesce("clean_rows_lost", F.lit(0)).alias("lost")
+    gone = _ledger_rows(delta, days, VANISHED, "clean_rows_lost", "landing_date", "source_file", lost_rows, "processed_at")
     lost = sum(r["lost"] for r in gone)
     verdict = Verdict(lost, 0, "==", "clean rows lost with landing files gone from the landing zone", WHAT_TO_DO_VANISHED)
     return check_result(
