@@ -533,16 +533,7 @@ def _merge(delta: DeltaTables, rows, days: list[str], batch: str, run_id: str, i
         return done, outcome
     if outcome.ts_range is None:
         return DeltaWrite(CLEAN_TABLE, delta.path(CLEAN_TABLE), delta.version(CLEAN_TABLE) or 0, 0, ()), outcome
-    write = delta.merge(
-        outcome.source,
-        CLEAN_TABLE,
-        incremental.merge_condition(days, outcome.ts_range),
-        incremental.NEWER,
-        run_id=run_id,
-        inputs=inputs,
-        batch=tag,
-    )
-    return write, outcome
+    return incremental.merge_into_clean(delta, outcome, days, run_id, inputs, tag), outcome
 
 
 def _days_with_rows(delta: DeltaTables, days: list[str]) -> set[str]:

@@ -105,6 +105,14 @@ def merge_condition(days: list[str], ts_range: tuple[str, str]) -> str:
 MERGE_STEP = "clean-merge"  # the batch step name of a batch's MERGE commit (`{batch}-clean-merge`)
 
 
+def merge_into_clean(delta: DeltaTables, outcome: MergeOutcome, days: list[str], run_id: str, inputs: dict[str, int], batch: str):
+    """MERGE `outcome`'s rows into clean readings (latest ingested wins), the days and time range named
+    on the target so Delta reads only them; the write is tagged with `batch`."""
+    return delta.merge(
+        outcome.source, CLEAN_TABLE, merge_condition(days, outcome.ts_range), NEWER, run_id=run_id, inputs=inputs, batch=batch
+    )
+
+
 def unfinished_merge(delta: DeltaTables) -> int | None:
     """The clean table's version of the first batch MERGE committed after the ledger's last commit, if any.
 

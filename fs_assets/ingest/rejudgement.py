@@ -222,15 +222,7 @@ def _readmit(delta, judged: DataFrame, with_paths, days: list[str], batch: str, 
     if done:
         result.clean_write = done
     elif outcome.ts_range is not None:
-        result.clean_write = delta.merge(
-            outcome.source,
-            CLEAN_TABLE,
-            incremental.merge_condition(days, outcome.ts_range),
-            incremental.NEWER,
-            run_id=run_id,
-            inputs=inputs,
-            batch=tag,
-        )
+        result.clean_write = incremental.merge_into_clean(delta, outcome, days, run_id, inputs, tag)
     for day, n in outcome.inserted_by_day.items():
         result.added_by_day[day] = result.added_by_day.get(day, 0) + n
     for counts in (outcome.replaced_by_day, outcome.lost_by_day):
