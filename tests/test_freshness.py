@@ -372,11 +372,15 @@ def test_the_checks_run_in_dagster_and_the_sensor_requests_what_is_due():
         instance.report_runless_asset_event(
             dg.AssetMaterialization(CLEAN, partition=now.date().isoformat(), metadata={"latest_ts": (now - MINUTE).isoformat()})
         )
-        # A fresh store judges only what it has written; the rest once their start-up grace has passed.
-        request = freshness_checks_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
-        assert [k.asset_key.to_user_string() for k in request.asset_check_keys] == [CLEAN]
-        started_long_ago = dg.build_sensor_context(instance=instance, definitions=defs, cursor=json.dumps({"started": 0}))
-        request = freshness_checks_sensor(started_long_ago)
+        # A fresh store is catching up: nothing is judged during its start-up grace, written or not;
+        # once the grace has passed, every data clock is.
+        fresh = freshness_checks_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(fresh, dg.SkipReason)
+
+        def started_long_ago():
+            return dg.build_sensor_context(instance=instance, definitions=defs, cursor=json.dumps({"started": 0}))
+
+        request = freshness_checks_sensor(started_long_ago())
         assert {k.asset_key.to_user_string() for k in request.asset_check_keys} == set(ASSET_CLOCKS)
 
         result = dg.materialize(
@@ -394,9 +398,9 @@ def test_the_checks_run_in_dagster_and_the_sensor_requests_what_is_due():
             verdict = Verdict.from_metadata(evaluation.metadata)
             assert verdict is not None and verdict.run_id == result.run_id and verdict.asset, evaluation.metadata
         # Judged: the passing check waits for its fresh-until time, the failing ones for a write.
-        assert isinstance(freshness_checks_sensor(dg.build_sensor_context(instance=instance, definitions=defs)), dg.SkipReason)
+        assert isinstance(freshness_checks_sensor(started_long_ago()), dg.SkipReason)
         instance.report_runless_asset_event(dg.AssetMaterialization("device_features_15m", partition=now.date().isoformat()))
-        request = freshness_checks_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        request = freshness_checks_sensor(started_long_ago())
         assert [k.to_user_string() for k in request.asset_check_keys] == [f"device_features_15m:{CHECK_DATA_FRESHNESS}"]
 
 
