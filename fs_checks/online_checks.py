@@ -233,11 +233,20 @@ def check_prehydration_lag(
             metadata={"redis": redis.redacted_url(), REFILL_NEEDED: False},
         )
     if state is None or state.hydrated_at is None:
+        # Never pre-hydrated, or restarted empty: a refill is requested at once, and the store is late
+        # only once a projection has been owed for the lag's alert (since the last projection this
+        # instance recorded, else since the features were first written). Judged at once, a fresh
+        # store paged in the minutes between its first features and its first projection.
+        owed_since = _projection_owed_since(context.instance)
+        owed_minutes = round((datetime.now(UTC) - owed_since).total_seconds() / 60, 1)
+        verdict = Verdict(owed_minutes, _minutes(LAG_ALERT), "<=", "minutes Redis has held no projection while one is owed", WHAT_TO_DO_LAG)
         return check_result(
-            Verdict(0, 1, ">=", "complete projections in Redis", WHAT_TO_DO_LAG),
+            verdict,
             context=context,
-            description="Redis holds no complete projection (never pre-hydrated, or restarted empty): a pre-hydration is requested",
-            metadata={"redis": redis.redacted_url(), REFILL_NEEDED: True},
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="Redis holds no complete projection (never pre-hydrated, or restarted empty): a pre-hydration is requested; "
+            + verdict.sentence(),
+            metadata={"redis": redis.redacted_url(), "owed_since": owed_since.isoformat(), REFILL_NEEDED: True},
         )
     lag_minutes = round((datetime.now(UTC) - state.hydrated_at).total_seconds() / 60, 1)
     live = len(store.live_device_ids())
@@ -258,6 +267,16 @@ def check_prehydration_lag(
             REFILL_NEEDED: expired,
         },
     )
+
+
+def _projection_owed_since(instance: dg.DagsterInstance) -> datetime:
+    """When Redis last had to hold a projection: the last one this instance recorded, else the first
+    write of the features it projects from."""
+    last = instance.get_latest_materialization_event(ONLINE_STORE)
+    if last is None:
+        first = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=FIRST_PROJECTED_FROM), limit=1, ascending=True).records
+        last = first[0].event_log_entry if first else None
+    return datetime.fromtimestamp(last.timestamp, UTC) if last is not None else datetime.now(UTC)
 
 
 def _minutes(span: timedelta) -> float:

@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from fs_assets.ontology.assets import ontology_assets
+from fs_checks import online_checks as online_checks_module
 from fs_checks.online_checks import CHECK_LAG, REFILL_NEEDED, online_checks
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -55,12 +56,20 @@ def _features_computed(instance) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="device_features_1d", partition="2026-01-05"))
 
 
-def test_an_empty_store_found_by_the_watch_requests_a_prehydration(empty_redis):
+def test_an_empty_store_found_by_the_watch_requests_a_prehydration_and_pages_once_owed_past_the_alert(empty_redis, monkeypatch):
     with dg.instance_for_test() as instance:
+        # Features written minutes ago, nothing projected yet (a fresh store): a refill, no page.
         _features_computed(instance)
         evaluation, request = _watch(empty_redis, instance)
-        assert not evaluation.passed and evaluation.metadata[REFILL_NEEDED].value is True
+        assert evaluation.passed and evaluation.metadata[REFILL_NEEDED].value is True
         assert isinstance(request, dg.RunRequest)
+        # A projection owed for longer than the lag's alert: it fails, saying for how long.
+        first_features = online_checks_module._projection_owed_since(instance)
+        assert abs((datetime.now(UTC) - first_features).total_seconds()) < 300
+        monkeypatch.setattr(online_checks_module, "_projection_owed_since", lambda _: datetime.now(UTC) - timedelta(hours=2))
+        evaluation, request = _watch(empty_redis, instance)
+        assert not evaluation.passed and evaluation.metadata[REFILL_NEEDED].value is True
+        assert evaluation.metadata["observed"].value >= 119 and evaluation.metadata["threshold"].value == 90
 
 
 def test_before_any_features_an_empty_store_neither_fails_nor_is_refilled(empty_redis):
