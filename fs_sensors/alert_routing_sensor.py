@@ -551,7 +551,11 @@ def _evaluation_alerts(incidents: Incidents, facts: RunFacts, at: float, evaluat
         return incidents.passed(key, at, facts.start, resolve, verdict.sentence() if verdict is not None else None)
     severity = "error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning"
     if verdict is not None:
-        summary = f"{check} failed on {where}: {verdict.sentence()}"
+        # The check's own description goes along when it says more than the verdict (which file,
+        # which days, which feature): on-call reads the page, not the check's metadata.
+        sentence, detail = verdict.sentence(), (evaluation.description or "").strip()
+        detail = detail[len(sentence) :].lstrip(":;, ") if detail.startswith(sentence) else detail
+        summary = f"{check} failed on {where}: {sentence}" + (f" ({detail})" if detail else "")
     else:
         summary = f"{check} failed on {where}: the check recorded no value or threshold" + (
             f" ({evaluation.description})" if evaluation.description else ""
