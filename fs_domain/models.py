@@ -44,6 +44,13 @@ SPARSE_READING_SHARE = 0.5
 SPARSE_COMPLETENESS = 0.8
 # The reduced-confidence check warns when more than this share of a day's scores of a model is flagged.
 REDUCED_CONFIDENCE_MAX_SHARE = 0.10
+# A device gets its own anomaly reference from this many healthy windows on (fewer: the fleet's).
+# Its calibration scores each window by a reference fitted on the others, which needs at least five.
+MIN_DEVICE_WINDOWS = 6
+# An anomaly score above this flags the window. Chosen on healthy windows only: the 99th percentile
+# of SKAB devices' healthy reference windows, each scored by its device's reference fitted without
+# it (bench/skab_anomaly_auc.py; results in bench/results/skab_auc.json, "healthy_out_of_fold").
+ANOMALY_THRESHOLD = 3.5
 
 _DAY_SCORED = (
     "temp_evaporator_mean",
