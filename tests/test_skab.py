@@ -1,4 +1,7 @@
-"""SKAB's real 1 Hz pump data through the ingest layer, end to end (needs ../shared/data/skab)."""
+"""SKAB's real 1 Hz pump data through the ingest layer, end to end, and through the anomaly score
+(needs ../shared/data/skab)."""
+
+import json
 
 import pandas as pd
 import pytest
@@ -45,3 +48,21 @@ def test_skab_day_ingests_at_its_native_one_second_rate(spark, resources, instan
     # negative gauge pressure is outside the contract's range: NULL with a flag, the row stays
     assert md["flagged_values_by_sensor"]["pressure_high"] > 0
     assert clean_rows(spark, "2020-03-09").where("temp_evaporator IS NOT NULL").count() == 0
+
+
+@pytest.mark.unit
+def test_the_skab_results_file_describes_the_current_anomaly_score():
+    """The headline of bench/results/skab_auc.json re-measured on SKAB through the production kernel
+    and scorer: a results file left behind by a change to either fails here."""
+    from bench.skab_anomaly_auc import HEADLINE, RESULTS_FILE, VARIANTS, evaluate, readings_of, windows_of
+
+    recorded = next(run["headline"] for run in json.loads(RESULTS_FILE.read_text())["runs"] if run["window_minutes"] == 1)
+    features, stretch, fleet_only, flow, fitting = VARIANTS[HEADLINE]
+    windows = {}
+    for path in skab_files(SKAB):
+        frame = windows_of(readings_of(path, with_flow=flow), 1)
+        windows[frame["device_id"].iat[0]] = frame
+    measured = evaluate(windows, features, stretch, fleet_only, **fitting)
+    assert recorded["variant"] == HEADLINE
+    for key in ("pooled_auc", "worst_experiment", "at_store_threshold", "healthy_out_of_fold", "per_experiment_auc"):
+        assert measured[key] == recorded[key], key
