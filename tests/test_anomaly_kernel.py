@@ -154,3 +154,31 @@ def test_the_previous_call_shape_still_scores_each_feature_alone():
     frame = pd.DataFrame({name: [1.0] for name in FEATURES}).assign(**{DISCHARGE: 4.0})
     pd.testing.assert_frame_equal(score_windows(frame, statistics, FEATURES), score_windows_univariate(frame, statistics, FEATURES))
     assert score_windows(frame, statistics, FEATURES)["anomaly_score"].iat[0] == pytest.approx(np.sqrt(9 / len(FEATURES)))
+
+
+@pytest.mark.parametrize("shrinkage", ["oas", "ledoit_wolf"])
+def test_shrinkage_keeps_a_short_reference_invertible_and_fades_with_many_windows(shrinkage):
+    rng = np.random.default_rng(11)
+    wide = pd.DataFrame(rng.normal(size=(MIN_DEVICE_WINDOWS, 10)), columns=[f"f{i}" for i in range(10)])
+    short = fit_reference(wide, tuple(wide.columns), shrinkage=shrinkage)
+    assert short.shrinkage > 0.5 and np.all(np.linalg.eigvalsh(short.precision) > 0)
+    long = healthy_windows("unit-1", 5000, seed=12)
+    model = fit_reference(long, FEATURES, shrinkage=shrinkage)
+    z = (long[list(FEATURES)].to_numpy() - model.centre) / model.scale
+    assert model.shrinkage < 0.01
+    assert np.allclose(np.linalg.inv(model.precision), np.cov(z.T, bias=True), atol=0.01)
+
+
+def test_devices_with_different_feature_lists_score_in_one_call_as_they_would_alone():
+    fleet_windows = pd.concat([healthy_windows(f"unit-{i}", 20, seed=20 + i) for i in range(1, 4)])
+    fleet_windows.loc[fleet_windows["device_id"] == "unit-2", RATIO] = np.nan  # unit-2 has no pressure ratio at all
+    devices = fit_device_references(fleet_windows, FEATURES)
+    assert devices["unit-2"].features == (CURRENT, VIBRATION, DISCHARGE) and devices["unit-1"].features == FEATURES
+    fleet = fit_reference(fleet_windows, FEATURES)
+    recent = pd.concat([healthy_windows(f"unit-{i}", 5, seed=30 + i) for i in range(1, 5)], ignore_index=True)
+    together = score_windows(recent, FEATURES, fleet=fleet, devices=devices)
+    for device, rows in recent.groupby("device_id"):
+        alone = score_windows(rows, FEATURES, fleet=fleet, devices={device: devices[device]} if device in devices else None)
+        pd.testing.assert_frame_equal(together.loc[rows.index], alone)
+    assert together.loc[recent["device_id"] == "unit-2", "features_scored"].eq(3).all()
+    assert together.loc[recent["device_id"] == "unit-4", "reference"].eq("fleet").all()
