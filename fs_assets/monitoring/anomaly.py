@@ -311,7 +311,7 @@ def _score_group(values: np.ndarray, models: list[ReferenceModel], which: np.nda
 def score_windows(
     windows: pd.DataFrame,
     features,
-    fleet: ReferenceModel | tuple = None,
+    fleet: ReferenceModel | None = None,
     devices: dict[str, ReferenceModel] | None = None,
     device_column: str = "device_id",
 ) -> pd.DataFrame:
