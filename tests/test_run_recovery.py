@@ -7,14 +7,14 @@ clean table committed and before its ledger did, while another landing file land
 marks it failed, frees the pool slot its step still holds, its retry and the sensor's next run
 clean both files, and the day's books balance and equal a rebuild of the same files row for row.
 
-The wait is set by the instance's settings, not by the test: up to a monitoring poll (30 s) until
-the killed run is marked failed, a minute more until its slot is freed, then a cold run.
+The waits are set by the instance's settings, not by the test: a monitoring poll until the killed
+run is marked failed, the settings' pause after a run's end until its slot is freed, then a cold
+run. The test's instance paces run monitoring faster than `make run` (tests/daemon_home.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -30,12 +30,12 @@ from fs_resources.delta import DeltaTables
 from fs_resources.spark import DeltaSparkResource
 from fs_sensors.landing_zone_sensor import clean_readings_job
 from tests.conftest import SIM_START, wait_until
+from tests.daemon_home import daemon_home
 from tests.ingest_runs import clean_rows, materialize_clean, materialize_registry, quarantine_rows
 from tests.landing_files import readings, registry, write_readings
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
 DAY = SIM_START.isoformat()
 DEVICES = [f"dev-{i:05d}" for i in range(1, 5)]
 UNKNOWN = "dev-99999"  # not in the registry: its readings are quarantined, so every batch writes quarantine rows too
@@ -81,10 +81,8 @@ def accounting_passed(instance: dg.DagsterInstance, run_id: str) -> bool | None:
 # Three cold runs (the killed one, its retry, the sensor's next) on a machine that may be shared.
 @pytest.mark.timeout(1800)
 def test_a_clean_run_killed_mid_batch_is_recovered_by_the_daemon_and_the_day_equals_its_rebuild(spark, tmp_path, monkeypatch):
-    root, home = tmp_path / "data", tmp_path / "dagster_home"
+    root, home = tmp_path / "data", daemon_home(tmp_path / "dagster_home")
     root.mkdir()
-    home.mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("FS_DATA_ROOT", str(root))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     resources = {"spark": DeltaSparkResource(), "delta": DeltaTables(spark=DeltaSparkResource())}
@@ -153,7 +151,7 @@ def test_a_clean_run_killed_mid_batch_is_recovered_by_the_daemon_and_the_day_equ
                 return done if cleaned.select("source_file").distinct().count() == 3 else None
 
             try:
-                done = wait_until(recovered, RECOVERY_TIMEOUT, "the next runs to clean both files", interval=5)
+                done = wait_until(recovered, RECOVERY_TIMEOUT, "the next runs to clean both files", interval=1)
             finally:
                 runs = [(r.dagster_run.run_id[:8], r.dagster_run.status.value, r.dagster_run.tags.get("dagster/parent_run_id", "")[:8])
                         for r in clean_runs(instance)]  # fmt: skip
