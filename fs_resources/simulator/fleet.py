@@ -5,6 +5,31 @@ until the compressor fails (a `failure` maintenance event, then silence until se
 the transport misbehaves: dropouts, duplicate deliveries, conflicting re-sends, files that arrive
 late for a past day, out-of-range and non-finite values, and readings from unknown or malformed
 device ids. What is written follows the landing-zone contract in `fs_domain.contract`.
+
+Opt-in degradations (`FleetSpec` fields that default to none, so a fleet without them is the
+fleet it always was), each on its own devices, with a known onset and the event that ends it
+(`degradation_frame`, written beside the landing zone by `generate`). Each grows from nothing at
+its onset to its full size at its event; the physics is the textbook picture of each fault:
+
+- Refrigerant leak (`leak_share`, over 3-8 days, ending in a `failure`: the low-pressure cut-out
+  trips). As charge is lost, suction pressure falls (the evaporator is starved), the high side
+  falls less, so the pressure ratio rises; the evaporator cannot reach its setpoint and warms; the
+  vapour reaches the compressor superheated, so the discharge runs hotter; the compressor runs
+  longer to hold the load (duty cycle towards continuous) while drawing a little less current
+  (less mass flow). A receiver masks the first losses, so the effects grow with the square of the
+  time since onset.
+- Bearing wear (`bearing_wear_share`, over 5-12 days, ending in a `failure`: the compressor
+  seizes). While the compressor runs, its vibration level rises and its minute-to-minute spread
+  widens faster still (a worn bearing rattles); friction adds a little current and heat. Wear
+  accelerates, so again the square of the time since onset.
+- Sensor drift (`sensor_fault_share`, over 4-10 days, ending in a `service` event: the sensor is
+  recalibrated; no failure). One sensor's calibration error grows linearly from 0: an offset for
+  temperatures and pressures, a gain error for the current clamp and the vibration pickup. The
+  machine itself stays healthy.
+
+Onsets fall after `degradation_onset_after_day`. `site_weather_sd` adds what healthy fleets do
+day to day: each site's ambient temperature wanders (a slow random walk across days), moving the
+condenser, discharge and high-side pressure and the duty cycle together.
 """
 
 from __future__ import annotations
@@ -30,6 +55,29 @@ DEVICES_PER_FILE = 500
 UNKNOWN_DEVICE_ID = "dev-unregistered-0001"
 MALFORMED_DEVICE_IDS = ("dev 0001;drop", "")
 
+# Degradations a device can carry besides the compressor overload of `degrading_share`: code 1, 2, 3.
+REFRIGERANT_LEAK, BEARING_WEAR, SENSOR_DRIFT = "refrigerant_leak", "bearing_wear", "sensor_drift"
+DEGRADATION_MODES = (REFRIGERANT_LEAK, BEARING_WEAR, SENSOR_DRIFT)
+# The compressor overload of `degrading_share`, as the ground truth names it.
+COMPRESSOR_OVERLOAD = "compressor_overload"
+# Days from onset to event, per mode (uniform between the bounds).
+DEGRADATION_DAYS = {REFRIGERANT_LEAK: (3.0, 8.0), BEARING_WEAR: (5.0, 12.0), SENSOR_DRIFT: (4.0, 10.0)}
+# A drifting sensor's calibration error when it is serviced: an offset in the sensor's unit, or
+# (current, vibration) a gain error; scaled per device by a severity in [0.7, 1.3].
+SENSOR_FAULT_SIZE = {
+    "temp_evaporator": 4.0,
+    "temp_condenser": 4.0,
+    "temp_discharge": 6.0,
+    "current_compressor": 0.25,
+    "pressure_high": 1.5,
+    "pressure_low": 0.4,
+    "vibration_compressor": 0.4,
+}
+GAIN_FAULTS = ("current_compressor", "vibration_compressor")
+DEVICES_PER_SITE = 25
+# How much of a day's ambient swing carries into the next (a weather front lasts days).
+WEATHER_PERSISTENCE = 0.8
+
 MODELS = ("CoolMax 300", "CoolMax 500", "FrostLine F2", "FrostLine F4")
 REFRIGERANTS = ("R404A", "R134a", "R290", "R744")
 
@@ -52,6 +100,13 @@ class FleetSpec:
     drifting_share: float = 0.05
     retired_share: float = 0.02
     foreign_rows_per_day: int = 30
+    # Opt-in degradations with a known onset (see the module docstring); 0 leaves the fleet as it was.
+    leak_share: float = 0.0
+    bearing_wear_share: float = 0.0
+    sensor_fault_share: float = 0.0
+    degradation_onset_after_day: float = 0.0
+    # Standard deviation (°C) of each site's day-to-day ambient swing; 0: every day alike.
+    site_weather_sd: float = 0.0
 
     @classmethod
     def clean(cls, devices: int, start: date, days: int, seed: int = 7) -> FleetSpec:
@@ -94,6 +149,13 @@ class FleetProfile:
     drift_sensor: np.ndarray  # -1: no drift, else index into SENSOR_NAMES
     drift_per_day: np.ndarray
     failure_minute: np.ndarray  # absolute minute from spec.start; -1: never fails
+    # Opt-in degradations: 0 none, else 1 + index into DEGRADATION_MODES; minutes from spec.start.
+    degradation: np.ndarray
+    onset_minute: np.ndarray  # -1: none
+    event_minute: np.ndarray  # the failure (leak, bearing wear) or service (sensor drift); -1: none
+    fault_sensor: np.ndarray  # sensor drift: index into SENSOR_NAMES, else -1
+    severity: np.ndarray  # scales a degradation's size (a drift's sign included)
+    ambient: np.ndarray  # devices x (days + 1): the site's ambient offset (°C) at each midnight; no columns without weather
 
 
 def device_id(i: int) -> str:
@@ -111,6 +173,7 @@ def build_profile(spec: FleetSpec) -> FleetProfile:
     horizon = spec.days * MINUTES_PER_DAY
     failure_minute = np.where(degrading, rng.integers(int(horizon * 0.5), max(horizon, 2), n), -1)
     return FleetProfile(
+        **_degradations(spec, status, failure_minute),
         device_ids=ids,
         status=status,
         period=rng.uniform(20, 40, n),
@@ -127,6 +190,60 @@ def build_profile(spec: FleetSpec) -> FleetProfile:
         drift_per_day=rng.uniform(0.05, 0.3, n),
         failure_minute=failure_minute,
     )
+
+
+def _degradations(spec: FleetSpec, status: np.ndarray, failure_minute: np.ndarray) -> dict[str, np.ndarray]:
+    """The opt-in degradations and weather, drawn from streams of their own so that turning them on
+    leaves every other draw of the fleet as it was."""
+    n = len(status)
+    rng = np.random.default_rng([spec.seed, 2])
+    draw, days, sensor = rng.random(n), rng.uniform(0, 1, n), rng.integers(0, len(SENSOR_NAMES), n)
+    placement, size, sign = rng.random(n), rng.uniform(0.7, 1.3, n), rng.choice([-1.0, 1.0], n)
+    shares = np.cumsum([spec.leak_share, spec.bearing_wear_share, spec.sensor_fault_share])
+    eligible = (status == "active") & (failure_minute < 0)
+    degradation = np.where(eligible & (draw < shares[-1]), 1 + np.searchsorted(shares, draw, side="right"), 0)
+    low = np.array([0.0] + [DEGRADATION_DAYS[m][0] for m in DEGRADATION_MODES])[degradation]
+    high = np.array([0.0] + [DEGRADATION_DAYS[m][1] for m in DEGRADATION_MODES])[degradation]
+    length = (low + days * (high - low)) * MINUTES_PER_DAY
+    # The onset anywhere after `degradation_onset_after_day` that lets the event fall within the
+    # fleet's days (at the earliest onset when none does: the event is then still to come).
+    first = spec.degradation_onset_after_day * MINUTES_PER_DAY
+    latest = np.maximum(spec.days * MINUTES_PER_DAY - length - 1, first)
+    onset = np.where(degradation > 0, np.floor(first + placement * (latest - first)), -1).astype(np.int64)
+    event = np.where(degradation > 0, onset + np.round(length), -1).astype(np.int64)
+    drifting = degradation == 1 + DEGRADATION_MODES.index(SENSOR_DRIFT)
+    # Suction pressure drifts upwards only: a negative gauge reading would be refused, not drift.
+    low_side = SENSOR_NAMES.index("pressure_low")
+    sign = np.where(drifting & (sensor == low_side), 1.0, sign)
+    weather = np.zeros((n, 0))
+    if spec.site_weather_sd > 0:
+        sites = -(-n // DEVICES_PER_SITE)
+        steps = np.random.default_rng([spec.seed, 3]).normal(
+            0, spec.site_weather_sd * np.sqrt(1 - WEATHER_PERSISTENCE**2), (sites, spec.days + 1)
+        )
+        walk = np.empty_like(steps)
+        walk[:, 0] = steps[:, 0] / np.sqrt(1 - WEATHER_PERSISTENCE**2)
+        for d in range(1, spec.days + 1):
+            walk[:, d] = WEATHER_PERSISTENCE * walk[:, d - 1] + steps[:, d]
+        weather = walk[np.arange(n) // DEVICES_PER_SITE]
+    return {
+        "degradation": degradation.astype(np.int64),
+        "onset_minute": onset,
+        "event_minute": event,
+        "fault_sensor": np.where(drifting, sensor, -1),
+        "severity": np.where(drifting, sign * size, size),
+        "ambient": weather,
+    }
+
+
+def _mode(profile: FleetProfile, mode: str) -> np.ndarray:
+    return profile.degradation == 1 + DEGRADATION_MODES.index(mode)
+
+
+def _failure_minutes(profile: FleetProfile) -> np.ndarray:
+    """When each device's compressor stops: the overload's failure or a leak's or worn bearing's; -1: never."""
+    ends_in_failure = _mode(profile, REFRIGERANT_LEAK) | _mode(profile, BEARING_WEAR)
+    return np.where(ends_in_failure, profile.event_minute, profile.failure_minute)
 
 
 def registry_frame(profile: FleetProfile, spec: FleetSpec) -> pd.DataFrame:
@@ -152,7 +269,17 @@ def simulate_minutes(profile: FleetProfile, minutes: np.ndarray, rng: np.random.
     p = profile
     n, k = len(p.device_ids), len(minutes)
     cycle = ((m + p.phase[:, None]) % p.period[:, None]) / p.period[:, None]
-    on = (cycle < p.duty[:, None]).astype(float)
+    ambient = _ambient(p, m)
+    leak = _growth(p, m, REFRIGERANT_LEAK)
+    if leak is not None:
+        leak = leak**2
+    duty = p.duty[:, None]
+    if ambient is not None:
+        # A hotter day keeps the compressor on longer for the same load.
+        duty = (duty + 0.012 * ambient).clip(0.1, 0.97)
+    if leak is not None:
+        duty = duty + (0.97 - duty) * leak
+    on = (cycle < duty).astype(float)
     daily = np.sin(2 * np.pi * (m % MINUTES_PER_DAY) / MINUTES_PER_DAY)
 
     def noise(scale: float) -> np.ndarray:
@@ -180,7 +307,62 @@ def simulate_minutes(profile: FleetProfile, minutes: np.ndarray, rng: np.random.
         values["current_compressor"] += 3 * ramp * on
         values["vibration_compressor"] *= 1 + 2 * ramp
         values["temp_discharge"] += 12 * ramp
+    if ambient is not None:
+        values["temp_condenser"] += ambient
+        values["temp_discharge"] += ambient
+        values["pressure_high"] += 0.3 * ambient
+        values["current_compressor"] += 0.04 * ambient * on
+        values["temp_evaporator"] += 0.05 * ambient
+    if leak is not None:
+        size = p.severity[:, None] * leak
+        values["pressure_low"] *= 1 - 0.45 * size.clip(0, 1)
+        values["pressure_high"] -= 2.5 * size
+        values["temp_evaporator"] += 8 * size
+        values["temp_discharge"] += 15 * size
+        values["temp_condenser"] -= 2 * size
+        values["current_compressor"] *= 1 - 0.1 * size * on
+    wear = _growth(p, m, BEARING_WEAR)
+    if wear is not None:
+        size = p.severity[:, None] * wear**2
+        level = p.vib_base[:, None]
+        worn = level * (1 + 2 * size) + (values["vibration_compressor"] - level) * (1 + 5 * size)
+        values["vibration_compressor"] = np.where((on > 0) & (size > 0), worn.clip(0.05), values["vibration_compressor"])
+        values["current_compressor"] += 0.6 * size * on
+        values["temp_discharge"] += 4 * size * on
+    calibration = _growth(p, m, SENSOR_DRIFT)
+    if calibration is not None:
+        for s, name in enumerate(SENSOR_NAMES):
+            rows = p.fault_sensor == s
+            if not rows.any():
+                continue
+            error = SENSOR_FAULT_SIZE[name] * p.severity[rows, None] * calibration[rows]
+            if name in GAIN_FAULTS:
+                values[name][rows] *= 1 + error
+            else:
+                values[name][rows] += error
     return values
+
+
+def _growth(profile: FleetProfile, m: np.ndarray, mode: str) -> np.ndarray | None:
+    """Devices x minutes: how far each device's degradation of `mode` has grown, from 0 at its onset
+    to 1 at its event (0 outside); None when no device has it."""
+    rows = _mode(profile, mode)
+    if not rows.any():
+        return None
+    onset, event = profile.onset_minute[:, None].astype(float), profile.event_minute[:, None].astype(float)
+    grown = ((m - onset) / np.maximum(event - onset, 1)).clip(0, 1)
+    return np.where(rows[:, None] & (m >= onset) & (m < event), grown, 0.0)
+
+
+def _ambient(profile: FleetProfile, m: np.ndarray) -> np.ndarray | None:
+    """Devices x minutes: the site's ambient offset, interpolated between midnights; None without weather."""
+    if profile.ambient.shape[1] == 0:
+        return None
+    last = profile.ambient.shape[1] - 1
+    at = (m[0] / MINUTES_PER_DAY).clip(0, last)
+    day = np.minimum(at.astype(np.int64), max(last - 1, 0))
+    after = np.minimum(day + 1, last)
+    return profile.ambient[:, day] + (profile.ambient[:, after] - profile.ambient[:, day]) * (at - day)
 
 
 def _day_rng(spec: FleetSpec, day_index: int, shard: int) -> np.random.Generator:
@@ -305,9 +487,10 @@ def simulate_day_with_gaps(
 def _compressor_silence(profile: FleetProfile, day_index: int) -> np.ndarray:
     """Devices x minutes of the day: a failed compressor sends nothing until it is serviced six hours later."""
     minutes = day_index * MINUTES_PER_DAY + np.arange(MINUTES_PER_DAY)
-    failed = profile.failure_minute >= 0
-    after = minutes[None, :] >= profile.failure_minute[:, None]
-    return failed[:, None] & after & (minutes[None, :] < profile.failure_minute[:, None] + 360)
+    failure_minute = _failure_minutes(profile)
+    failed = failure_minute >= 0
+    after = minutes[None, :] >= failure_minute[:, None]
+    return failed[:, None] & after & (minutes[None, :] < failure_minute[:, None] + 360)
 
 
 def _declared_gaps(
@@ -360,10 +543,49 @@ def maintenance_frame(profile: FleetProfile, spec: FleetSpec, since: datetime | 
         at = start + pd.Timedelta(minutes=int(profile.failure_minute[i]))
         events.append((profile.device_ids[i], at, "failure", "compressor", "compressor tripped on overload"))
         events.append((profile.device_ids[i], at + pd.Timedelta(hours=6), "service", "compressor", "compressor replaced"))
+    for i in np.flatnonzero(profile.degradation > 0):
+        at = start + pd.Timedelta(minutes=int(profile.event_minute[i]))
+        mode = DEGRADATION_MODES[profile.degradation[i] - 1]
+        if mode == REFRIGERANT_LEAK:
+            events.append((profile.device_ids[i], at, "failure", "refrigerant circuit", "low-pressure cut-out: refrigerant charge lost"))
+            events.append(
+                (profile.device_ids[i], at + pd.Timedelta(hours=6), "service", "refrigerant circuit", "leak repaired, circuit recharged")
+            )
+        elif mode == BEARING_WEAR:
+            events.append((profile.device_ids[i], at, "failure", "compressor", "compressor seized: bearing failure"))
+            events.append((profile.device_ids[i], at + pd.Timedelta(hours=6), "service", "compressor", "compressor replaced"))
+        else:
+            sensor = SENSOR_NAMES[profile.fault_sensor[i]]
+            events.append((profile.device_ids[i], at, "service", sensor, f"{sensor} sensor recalibrated"))
     events = [e for e in events if (since is None or e[1] >= since) and (until is None or e[1] < until)]
     frame = pd.DataFrame(events, columns=list(MAINTENANCE_COLUMNS))
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return frame
+
+
+def degradation_frame(profile: FleetProfile, spec: FleetSpec) -> pd.DataFrame:
+    """The ground truth of the fleet's degradations, one row per degrading device: `mode`, the
+    `sensor` a drift affects, its `onset`, and the `event_time` and `event_type` that end it
+    (the overload of `degrading_share` starts three days before its failure)."""
+    start = pd.Timestamp(spec.start, tz="UTC")
+    rows = []
+    for i in np.flatnonzero(profile.failure_minute >= 0):
+        failure = int(profile.failure_minute[i])
+        rows.append((profile.device_ids[i], COMPRESSOR_OVERLOAD, "", failure - 3 * MINUTES_PER_DAY, failure, "failure"))
+    for i in np.flatnonzero(profile.degradation > 0):
+        mode = DEGRADATION_MODES[profile.degradation[i] - 1]
+        sensor = SENSOR_NAMES[profile.fault_sensor[i]] if mode == SENSOR_DRIFT else ""
+        event_type = "service" if mode == SENSOR_DRIFT else "failure"
+        rows.append((profile.device_ids[i], mode, sensor, int(profile.onset_minute[i]), int(profile.event_minute[i]), event_type))
+    frame = pd.DataFrame(rows, columns=["device_id", "mode", "sensor", "onset", "event_time", "event_type"])
+    for column in ("onset", "event_time"):
+        frame[column] = (start + pd.to_timedelta(frame[column].astype("int64"), unit="min")).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return frame.sort_values("device_id", ignore_index=True)
+
+
+def degradations_csv_path(root: str) -> Path:
+    """Where `generate` writes the ground truth: beside the landing zone, never read as an input."""
+    return Path(root) / "simulator" / "degradations.csv"
 
 
 def landing_dir(root: str, day: date) -> Path:
@@ -428,6 +650,10 @@ def generate(
     profile = build_profile(spec)
     write_registry(registry_frame(profile, spec), root)
     write_maintenance(maintenance_frame(profile, spec, until=until), root)
+    if (profile.degradation > 0).any():
+        path = degradations_csv_path(root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        degradation_frame(profile, spec).to_csv(path, index=False)
     totals = {"files": 0, "rows": 0, "late_files": 0}
     pending_late: pd.DataFrame | None = None
     for day_index in progress(range(spec.days)):
