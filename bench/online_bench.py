@@ -119,6 +119,9 @@ def device_table(devices: int) -> pa.Table:
             "avg_compressor_current_24h": _doubles(rng, devices, 6, 10),
             "reading_count_24h": [1380 + i % 61 for i in index],
             "latest_anomaly_score": _doubles(rng, devices, 0, 1, null_share=0.02),
+            "anomaly_top_features": ["current_compressor_mean, pressure_high_mean, vibration_compressor_p95"] * devices,
+            "anomaly_top_pair": ["current_compressor_mean×pressure_high_mean"] * devices,
+            "anomaly_reference": ["fleet" if i % 50 == 0 else "device" for i in index],
             "features_window_end": [WINDOW_END] * devices,
             "hydrated_at": [HYDRATED_AT] * devices,
         }

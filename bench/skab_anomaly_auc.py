@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import RESULTS, write_results  # noqa: E402
 from fs_assets.features.kernels import window_features_frame  # noqa: E402
-from fs_assets.monitoring.anomaly import auc, fit_device_references, fit_reference, score_windows  # noqa: E402
+from fs_assets.training.anomaly import auc, fit_device_references, fit_reference, score_windows  # noqa: E402
 from fs_domain.contract import SENSOR_NAMES, SENSORS  # noqa: E402
 from fs_domain.models import ANOMALY_THRESHOLD, COMPRESSOR_FAILURE_1H, DEVICE_HEALTH_1D, MIN_DEVICE_WINDOWS  # noqa: E402
 from fs_resources.simulator.skab import COLUMN_MAP, read_experiment, skab_files  # noqa: E402
@@ -63,7 +63,7 @@ from fs_resources.simulator.skab import COLUMN_MAP, read_experiment, skab_files 
 RESULTS_FILE = RESULTS / "skab_auc.json"
 # The code the figures depend on: its state at the run is recorded beside them.
 MEASURED_CODE = (
-    "fs_assets/monitoring/anomaly.py",
+    "fs_assets/training/anomaly.py",
     "fs_assets/features/kernels.py",
     "fs_domain/features.py",
     "fs_domain/models.py",

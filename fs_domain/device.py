@@ -83,15 +83,45 @@ DEVICE = ObjectType(
             feature="reading_count",
             window_minutes=DAY,
         ),
-        ObjectProperty("latest_anomaly_score", "double", "Latest daily anomaly score; NULL until scores exist", "anomaly_scores"),
+        ObjectProperty(
+            "latest_anomaly_score",
+            "double",
+            "Latest daily anomaly score: how far the device's latest scored day is from its own normal (above 1 is unusual, "
+            "the alert threshold is in docs/anomaly_scores.md); NULL until scores exist",
+            "anomaly_scores",
+        ),
+        ObjectProperty(
+            "anomaly_top_features",
+            "string",
+            "The features that contributed most to the latest anomaly score, largest first (comma-separated)",
+            "anomaly_scores",
+        ),
+        ObjectProperty(
+            "anomaly_top_pair",
+            "string",
+            "The two features whose joint movement contributed most to the latest anomaly score (`a×b`), or NULL",
+            "anomaly_scores",
+        ),
+        ObjectProperty(
+            "anomaly_reference",
+            "string",
+            "What the latest anomaly score was measured against: `device` (the device's own normal) or `fleet` "
+            "(too new or too sparse for its own)",
+            "anomaly_scores",
+        ),
         ObjectProperty("features_window_end", "timestamp", "End (UTC) of the day window the feature properties come from", "window"),
         ObjectProperty("hydrated_at", "timestamp", "When this snapshot of the object was built (UTC)", "hydration"),
     ),
 )
 
-# `latest_anomaly_score` comes from this column of the anomaly scores table: the latest scored
-# window at or before the hydration time wins.
-ANOMALY_SCORE_COLUMN = "anomaly_score"
+# The properties taken from the anomaly scores table, and the column each comes from: all
+# from the device's latest scored window at or before the hydration time.
+ANOMALY_SCORE_COLUMNS = {
+    "latest_anomaly_score": "anomaly_score",
+    "anomaly_top_features": "top_features",
+    "anomaly_top_pair": "top_pair",
+    "anomaly_reference": "reference",
+}
 
 # Registry statuses that are served online; a retired device's entry is removed.
 SERVED_STATUSES: tuple[str, ...] = ("active", "maintenance")
@@ -101,6 +131,8 @@ def _check_definition() -> None:
     for p in DEVICE.properties:
         if p.dtype not in ("string", "double", "long", "date", "timestamp"):
             raise ValueError(f"{p.name}: unsupported property type {p.dtype}")
+        if p.source == "anomaly_scores" and p.name not in ANOMALY_SCORE_COLUMNS:
+            raise ValueError(f"{p.name}: no column of the anomaly scores named for it")
         if p.source == "feature":
             feature = FEATURES_BY_NAME[p.feature]  # an unknown feature fails at import
             if p.window_minutes not in feature.windows or feature.dtype != p.dtype:

@@ -19,6 +19,8 @@ OBJECTS_TABLE = "device_objects"
 # anomaly_scores/v1, ...), each row naming its model, so a v2 line never rewrites v1's.
 TRAINING_TABLE = "training_datasets"
 REFERENCE_TABLE = "feature_reference_snapshots"
+# Each snapshot's per-device references (the anomaly score's "own normal" of every device it could fit).
+DEVICE_REFERENCES_TABLE = "device_reference_models"
 # Which snapshot is each model's baseline: an append-only log of promotions (who, when, why).
 PROMOTIONS_TABLE = "model_promotions"
 ANOMALY_SCORES_TABLE = "anomaly_scores"
@@ -67,7 +69,7 @@ def every_table() -> list[str]:
         *dated_tables(),
         REGISTRY_TABLE,
         MAINTENANCE_TABLE,
-        *(versioned(t, v) for t in (REFERENCE_TABLE, PROMOTIONS_TABLE) for v in FEATURE_SET_VERSIONS),
+        *(versioned(t, v) for t in (REFERENCE_TABLE, DEVICE_REFERENCES_TABLE, PROMOTIONS_TABLE) for v in FEATURE_SET_VERSIONS),
         *(objects_table(v) for v in FEATURE_SET_VERSIONS),
         *(training_table(m.name, m.feature_set_version) for m in MODEL_SPECS),
     ]

@@ -223,7 +223,8 @@ class DeltaTables(dg.ConfigurableResource):
         """Overwrite exactly the named partitions with `df` in one commit (creating the table if needed).
 
         `run_id` is recorded with the commit; `inputs` ({table: version read}) guards a retry;
-        `properties` (`delta.*` table properties) are given to a table this write creates.
+        `properties` are write options: `delta.*` table properties given to a table this write creates,
+        or `mergeSchema` to add the columns `df` has and the table lacks.
         `rows_of` ({column: values}, not partition columns) narrows what is replaced to the rows of
         the partitions holding those values: every row of `df` must hold one of them."""
         predicate = replace_where_predicate(partition_values | (rows_of or {}))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import chi2
 
-from fs_assets.monitoring.anomaly import (
+from fs_assets.training.anomaly import (
     ReferenceModel,
     fit_device_references,
     fit_reference,

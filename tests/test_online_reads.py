@@ -26,8 +26,11 @@ def _objects(ids: list[str]) -> dict[str, list]:
         "avg_temperature_evaporator_24h": [-20.0 + i for i in range(n)],
         "avg_compressor_current_24h": [8.0] * n,
         "reading_count_24h": [1440] * n,
-        # NULL until scores exist: the last property of the object, and NULL for every device here.
+        # NULL until scores exist, for every device here.
         "latest_anomaly_score": [None] * n,
+        "anomaly_top_features": [None] * n,
+        "anomaly_top_pair": [None] * n,
+        "anomaly_reference": [None] * n,
         "features_window_end": [datetime(2026, 1, 7, tzinfo=timezone.utc)] * n,
         "hydrated_at": [HYDRATED_AT] * n,
     }

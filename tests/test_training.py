@@ -14,12 +14,12 @@ import pytest
 from fs_assets.features.assets import device_features_1d as FEATURES_1D
 from fs_assets.features.assets import device_features_1h as FEATURES_1H
 from fs_assets.ingest.assets import maintenance_events
-from fs_assets.monitoring.anomaly import auc, score_windows
 from fs_assets.monitoring.assets import anomaly_scores, feature_drift_report
 from fs_assets.ontology.assets import device_objects
+from fs_assets.training.anomaly import ReferenceModel, auc, score_windows
 from fs_assets.training.assets import feature_reference_snapshot, promoted_reference, training_assets, training_dataset
 from fs_assets.training.datasets import feature_statistics, label_entities, sample_entities
-from fs_assets.training.reference import promoted
+from fs_assets.training.reference import promoted, read_device_references
 from fs_checks.score_checks import CHECK_SCORE_CONFIDENCE, score_checks
 from fs_domain.models import COMPRESSOR_FAILURE_1H, DEVICE_HEALTH_1D, MODEL_NAMES, model_spec
 from fs_resources import settings
@@ -43,9 +43,6 @@ def table(spark, name: str) -> pd.DataFrame:
         if pd.api.types.is_datetime64_any_dtype(frame[column]):
             frame[column] = frame[column].dt.tz_localize("UTC")
     return frame
-
-
-SCORED = DEVICE_HEALTH_1D.scored_features
 
 
 @pytest.fixture(scope="module")
@@ -196,36 +193,46 @@ def test_the_reference_snapshot_is_a_versioned_artifact_and_a_delta_row(spark, t
 
 
 @pytest.mark.integration
-def test_anomaly_scores_are_the_scorer_on_each_device_day_and_reach_the_device_object(spark, trained):
+def test_anomaly_scores_are_the_scorer_against_each_devices_own_reference_and_reach_the_device_object(spark, trained):
     assert trained["scored"].success
-    scores = table(spark, "anomaly_scores/v1")
-    scores = scores[scores["model"] == MODEL]
-    windows = table(spark, "device_features/v1")
-    windows = windows[windows["window_duration_minutes"] == 1440].sort_values(["device_id", "window_start"]).reset_index(drop=True)
-    assert len(scores) == len(windows)
-    snapshot = json.loads(open(materialized(trained["reference"])["artifact"]).read())
-    assert set(scores["snapshot_version"]) == {snapshot["version"]} and set(scores["feature_set_version"]) == {"v1"}
-    expected = score_windows(windows, snapshot["statistics"], SCORED)
-    merged = windows[["device_id", "window_start"]].join(expected).merge(scores, on=["device_id", "window_start"], suffixes=("", "_table"))
-    assert len(merged) == len(windows) > 0
-    assert np.allclose(merged["anomaly_score"], merged["anomaly_score_table"], rtol=1e-12, equal_nan=True)
-    assert (merged["top_feature"] == merged["top_feature_table"]).all()
+    delta = trained["resources"]["delta"]
+    all_scores = table(spark, "anomaly_scores/v1")
+    features = table(spark, "device_features/v1")
+    used = {}
+    for model in (DEVICE_HEALTH_1D, COMPRESSOR_FAILURE_1H):
+        scores = all_scores[all_scores["model"] == model.name]
+        windows = features[features["window_duration_minutes"] == model.window_minutes]
+        windows = windows.sort_values(["device_id", "window_start"]).reset_index(drop=True)
+        assert len(scores) == len(windows) > 0
+        _, snapshot = promoted(delta, model)
+        assert set(scores["snapshot_version"]) == {snapshot.version} and set(scores["feature_set_version"]) == {"v1"}
+        own = read_device_references(delta, model, snapshot.version)
+        assert snapshot.device_references == len(own)
+        expected = score_windows(windows, model.scored_features, ReferenceModel.from_dict(snapshot.fleet_reference), own)
+        merged = (
+            windows[["device_id", "window_start"]].join(expected).merge(scores, on=["device_id", "window_start"], suffixes=("", "_table"))
+        )
+        assert len(merged) == len(windows)
+        assert np.allclose(merged["anomaly_score"], merged["anomaly_score_table"], rtol=1e-12, equal_nan=True)
+        assert (merged["reference"] == merged["reference_table"]).all()
+        assert (merged["reference"] == np.where(merged["device_id"].isin(list(own)), "device", "fleet")).all()
+        joined = merged["top_features"].map(lambda names: ", ".join(names) if names else "")
+        assert (joined == merged["top_features_table"].fillna("")).all() and (joined != "").any()
+        used[model.name] = set(merged["reference"])
+    # Three days give a device three daily windows (the fleet's reference for all) but 72 hourly ones (its own).
+    assert used == {MODEL: {"fleet"}, COMPRESSOR_FAILURE_1H.name: {"device"}}
     assert dg.materialize([device_objects], resources=trained["resources"], instance=trained["instance"]).success
     objects = table(spark, "device_objects/v1").set_index("device_id")
-    latest = scores.sort_values("window_end").groupby("device_id").last()
+    daily = all_scores[all_scores["model"] == MODEL]
+    latest = daily.sort_values("window_end").groupby("device_id").last()
     for device_id, row in latest.iterrows():
         assert objects.loc[device_id, "latest_anomaly_score"] == row["anomaly_score"]
+        assert objects.loc[device_id, "anomaly_top_features"] == row["top_features"]
+        assert objects.loc[device_id, "anomaly_reference"] == row["reference"] == "fleet"
 
 
 @pytest.mark.unit
-def test_the_scorer_is_a_robust_z_and_auc_counts_ranks():
-    stats = {name: {"p25": 0.0, "p50": 1.0, "p75": 1.349, "std": 1.0} for name in SCORED}
-    frame = pd.DataFrame({name: [1.0, np.nan] for name in SCORED})
-    frame.loc[0, "temp_discharge_mean"] = 4.0  # z = 3 on one of ten features
-    scored = score_windows(frame, stats, SCORED)
-    assert scored.loc[0, "anomaly_score"] == pytest.approx(np.sqrt(9 / len(SCORED)))
-    assert scored.loc[0, "top_feature"] == "temp_discharge_mean" and scored.loc[0, "top_z"] == pytest.approx(3.0)
-    assert np.isnan(scored.loc[1, "anomaly_score"]) and scored.loc[1, "features_scored"] == 0
+def test_auc_counts_ranks():
     rng = np.random.default_rng(3)
     s, y = rng.normal(size=200), rng.random(200) < 0.3
     pairs = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])

@@ -2,7 +2,9 @@
 day, against the model's promoted reference snapshot.
 
 Each model is scored on its own window size (`device_health_1d` once a day per device,
-`compressor_failure_1h` once an hour), and each score says how far to trust it: the window's
+`compressor_failure_1h` once an hour) against each device's own normal where the promoted snapshot
+fitted one (`reference` says which was used; see docs/anomaly_scores.md), and each score says what
+moved (`top_features`, `top_pair`) and how far to trust it: the window's
 `reading_count` and `sensor_completeness`, how many inputs fell outside the reference's min/max,
 and `reduced_confidence` when the inputs were sparse, stale (the day's clean readings changed after
 the features were computed) or out of range. The latest `device_health_1d` score per device feeds
@@ -22,19 +24,19 @@ from fs_assets.features.assets import feature_assets
 from fs_assets.freshness import DAILY_MONITORING_FRESHNESS
 from fs_assets.ingest.assets import clean_sensor_readings, device_registry
 from fs_assets.metadata import table_metadata
-from fs_assets.monitoring.anomaly import score_windows
 from fs_assets.partitions import daily_backfill_policy, daily_partitions
+from fs_assets.training.anomaly import ReferenceModel, score_windows
 from fs_assets.training.assets import promoted_reference
-from fs_assets.training.reference import Promotion, ReferenceSnapshot, promoted
+from fs_assets.training.reference import Promotion, ReferenceSnapshot, promoted, read_device_references
 from fs_domain.features import WINDOWS_BY_MINUTES
-from fs_domain.models import MODEL_SPECS, SPARSE_COMPLETENESS, SPARSE_READING_SHARE, ModelSpec, models_for
+from fs_domain.models import ANOMALY_THRESHOLD, MODEL_SPECS, SPARSE_COMPLETENESS, SPARSE_READING_SHARE, ModelSpec, models_for
 from fs_domain.tables import ANOMALY_SCORES_TABLE, DRIFT_TABLE, REGISTRY_TABLE, versioned
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 
 SCORES_SCHEMA = (
-    "device_id string, window_start timestamp, window_end timestamp, anomaly_score double, top_feature string, "
-    "top_z double, features_scored long, reading_count long, sensor_completeness double, inputs_out_of_range int, "
+    "device_id string, window_start timestamp, window_end timestamp, anomaly_score double, reference string, top_feature string, "
+    "top_z double, top_features string, top_pair string, features_scored long, reading_count long, sensor_completeness double, inputs_out_of_range int, "
     "reduced_confidence boolean, confidence_notes string, model string, feature_set_version string, snapshot_version int, "
     "features_delta_version long, scored_at timestamp, window_date date"
 )
@@ -71,6 +73,18 @@ def _model_windows(delta: DeltaTables, table: str, version_read: int, model: Mod
         .where((F.col("window_duration_minutes") == model.window_minutes) & F.col("window_date").isin(days))
         .select(*dict.fromkeys(columns))
     )
+
+
+def _references(delta: DeltaTables, model: ModelSpec, snapshot: ReferenceSnapshot):
+    """The fleet's reference and the devices' own that a promoted snapshot carries."""
+    if snapshot.fleet_reference is None:
+        raise dg.Failure(
+            description=(
+                f"{model.key}: the promoted reference snapshot v{snapshot.version} predates per-device anomaly references: "
+                f"materialize feature_reference_snapshot ({model.name}) and promote the new snapshot (promoted_reference)"
+            )
+        )
+    return ReferenceModel.from_dict(snapshot.fleet_reference), read_device_references(delta, model, snapshot.version)
 
 
 def _latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> float | None:
@@ -155,10 +169,11 @@ DAILY_MONITORING = dict(
     **DAILY_MONITORING,
     pool=f"delta_{ANOMALY_SCORES_TABLE}",
     description=(
-        "Anomaly scores of every model of the run's feature set version, per device and window of the model's size: root "
-        "mean square of robust z-scores (median, IQR) of its scored features against its promoted reference snapshot; "
-        "`top_feature` says which moved most; `reduced_confidence` (with `confidence_notes`) when inputs were sparse, "
-        "stale or outside the reference's min/max."
+        "Anomaly scores of every model of the run's feature set version, per device and window of the model's size: how "
+        "far its scored features, and how they move together, are from the device's own normal (a multivariate reference "
+        "fitted on its healthy windows, carried by the promoted reference snapshot), or from the fleet's when the device "
+        "has none (`reference`); `top_features` and `top_pair` say what contributed most; `reduced_confidence` (with "
+        "`confidence_notes`) when inputs were sparse, stale or outside the reference's min/max."
     ),
 )
 def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
@@ -174,7 +189,10 @@ def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, featur
         keys = ["device_id", "window_start", "window_end", "window_date", "reading_count", "sensor_completeness"]
         windows = _model_windows(delta, table, features_version, model, days, [*keys, *model.features]).toPandas()
         stale = set(stale_days(context.instance, days, model.window_minutes))
-        scores = windows[keys].join(score_windows(windows, snapshot.statistics, model.scored_features))
+        fleet, devices = _references(delta, model, snapshot)
+        scored = score_windows(windows, model.scored_features, fleet, devices)
+        scored["top_features"] = scored["top_features"].map(lambda names: ", ".join(names) if names is not None and len(names) else None)
+        scores = windows[keys].join(scored)
         scores["inputs_out_of_range"], scores["reduced_confidence"], scores["confidence_notes"] = confidence(
             windows, model, snapshot.statistics, stale
         )
@@ -194,6 +212,8 @@ def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, featur
                 "promoted_by": promotion.promoted_by,
                 "scores": len(scores),
                 "reduced_confidence": int(scores["reduced_confidence"].sum()),
+                "on_fleet_reference": int((scores["reference"] == "fleet").sum()),
+                "above_threshold": int((scores["anomaly_score"] > ANOMALY_THRESHOLD).sum()),
                 "median_score": _rounded(scores["anomaly_score"].median()) if len(scores) else None,
                 "stale_days": ", ".join(sorted(stale)),
             }
@@ -206,8 +226,9 @@ def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, featur
                         "device": r.device_id,
                         "window_start": str(r.window_start),
                         "score": round(float(r.anomaly_score), 2),
-                        "top_feature": r.top_feature,
-                        "z": round(float(r.top_z), 1),
+                        "reference": r.reference,
+                        "top_features": r.top_features,
+                        "top_pair": r.top_pair,
                         "reduced_confidence": bool(r.reduced_confidence),
                     }
                 )
@@ -218,11 +239,14 @@ def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, featur
         {"window_date": days, "model": list(baselines)},
         run_id=context.run_id,
         inputs={table: features_version},
+        # Tables written before scores named their reference and contributions gain those columns.
+        properties={"mergeSchema": "true"},
     )
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {
             "feature_set_version": version,
+            "anomaly_threshold": ANOMALY_THRESHOLD,
             "features_delta_version": features_version,
             "models": table_metadata(
                 summary,
@@ -233,6 +257,8 @@ def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, featur
                     "promoted_by",
                     "scores",
                     "reduced_confidence",
+                    "on_fleet_reference",
+                    "above_threshold",
                     "median_score",
                     "stale_days",
                 ],
@@ -240,7 +266,8 @@ def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, featur
             "devices_scored": int(scores.loc[scores["anomaly_score"].notna(), "device_id"].nunique()),
             "reduced_confidence": int(scores["reduced_confidence"].sum()),
             "highest": table_metadata(
-                top_rows, columns=["model", "device", "window_start", "score", "top_feature", "z", "reduced_confidence"]
+                top_rows,
+                columns=["model", "device", "window_start", "score", "reference", "top_features", "top_pair", "reduced_confidence"],
             ),
             "seconds": round(time.monotonic() - started, 2),
         }

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fs_domain.device import ANOMALY_SCORE_COLUMN, DEVICE, SERVED_STATUSES
+from fs_domain.device import ANOMALY_SCORE_COLUMNS, DEVICE, SERVED_STATUSES
 from fs_domain.models import VECTOR_LOOKBACK_DAYS, ModelSpec, vector_columns
 
 
@@ -14,7 +14,8 @@ def device_objects_frame(features: DataFrame, registry: DataFrame, scores: DataF
     """One row per registered device, its columns exactly `DEVICE`'s properties.
 
     `features` is the `device_features` table (any window sizes), `registry` the `device_registry`
-    table, `scores` the anomaly scores (`device_id`, `window_end`, `anomaly_score`) or None before
+    table, `scores` the anomaly scores (`device_id`, `window_end` and the columns of
+    `ANOMALY_SCORE_COLUMNS`; a column a table written before it existed lacks is NULL) or None before
     any exist. Windows and scores ending after `hydrated_at` are not known yet and never count.
     """
     as_of = F.lit(hydrated_at).cast("timestamp")
@@ -27,14 +28,17 @@ def device_objects_frame(features: DataFrame, registry: DataFrame, scores: DataF
     )
     rows = registry.join(latest, "device_id", "left")
     if scores is not None:
+        score_columns = [(F.col(c) if c in scores.columns else F.lit(None)).alias(c) for c in ANOMALY_SCORE_COLUMNS.values()]
         latest_score = (
             scores.where(F.col("window_end") <= as_of)
             .groupBy("device_id")
-            .agg(F.max_by(ANOMALY_SCORE_COLUMN, "window_end").alias("_score"))
+            .agg(F.max_by(F.struct(*score_columns), "window_end").alias("_score"))
         )
         rows = rows.join(latest_score, "device_id", "left")
     else:
-        rows = rows.withColumn("_score", F.lit(None))
+        rows = rows.withColumn(
+            "_score", F.lit(None).cast("struct<" + ",".join(f"{c}:string" for c in ANOMALY_SCORE_COLUMNS.values()) + ">")
+        )
 
     def column(p):
         if p.source == "registry":
@@ -42,7 +46,7 @@ def device_objects_frame(features: DataFrame, registry: DataFrame, scores: DataF
         elif p.source == "feature":
             expression = F.col(f"w.{p.feature}")
         elif p.source == "anomaly_scores":
-            expression = F.col("_score")
+            expression = F.col(f"_score.{ANOMALY_SCORE_COLUMNS[p.name]}")
         elif p.source == "window":
             expression = F.col("w.window_end")
         elif p.source == "hydration":

@@ -6,8 +6,10 @@ spec of the model (fs_domain/models.py), and writes under that version's tables 
 The training set is built with the same `OfflineStore.get_historical_features` ML scientists call
 from a notebook, as of a recorded processing time, so rebuilding it later with that `as_of` gives
 the same rows even after days were recomputed. The reference snapshot is the model's memory of
-its training features; it becomes the baseline of drift reports and anomaly scores only when
-promoted (`promoted_reference`, with who and why), and promoting an older one rolls back.
+its training features and of each device's normal (the anomaly score's per-device references,
+fitted with it, so a promoted snapshot scores the same way every time); it becomes the baseline
+of drift reports and anomaly scores only when promoted (`promoted_reference`, with who and why),
+and promoting an older one rolls back.
 """
 
 import getpass
@@ -23,18 +25,21 @@ from fs_assets.features.assets import feature_assets
 from fs_assets.ingest.assets import device_registry, maintenance_events
 from fs_assets.metadata import table_metadata
 from fs_assets.partitions import model_partitions
+from fs_assets.training.anomaly import fit_reference
 from fs_assets.training.datasets import feature_statistics, label_entities, sample_entities
 from fs_assets.training.reference import (
     Promotion,
     ReferenceSnapshot,
+    fitted_device_references,
     next_snapshot_version,
     promoted,
     promotions,
     read_snapshot,
     record_promotion,
+    write_device_references,
     write_snapshot,
 )
-from fs_domain.models import model_spec
+from fs_domain.models import MIN_DEVICE_WINDOWS, model_spec
 from fs_domain.tables import MAINTENANCE_TABLE, PROMOTIONS_TABLE, REFERENCE_TABLE, REGISTRY_TABLE, TRAINING_TABLE, training_table
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -135,8 +140,9 @@ def training_dataset(
     pool=f"delta_{REFERENCE_TABLE}",
     description=(
         "A model's reference snapshot of its training features (per feature mean, std, min, max, percentiles, null "
-        "fraction, PSI bins): a JSON artifact and a Delta row, numbered per model and feature set version. Not a "
-        "baseline until promoted (`promoted_reference`)."
+        "fraction, PSI bins) and the anomaly score's references (the fleet's, and each device's own normal fitted on "
+        "its healthy windows, in `device_reference_models`): a JSON artifact and a Delta row, numbered per model and "
+        "feature set version. Not a baseline until promoted (`promoted_reference`)."
     ),
 )
 def feature_reference_snapshot(
@@ -149,16 +155,29 @@ def feature_reference_snapshot(
             description=f"no training set {source} yet: materialize training_dataset ({model.name}) on {model.feature_set_version} first"
         )
     training_version = delta.version(source)
-    training = delta.read(source, version=training_version).toPandas()
+    training_rows = delta.read(source, version=training_version)
+    training = training_rows.toPandas()
     if training.empty:
         raise dg.Failure(description=f"the {model.key} training set is empty: widen its date range or check the features")
     window_end = pd.to_datetime(training["feature_window_end"], utc=True).dropna()
     # A window covers [window_end - size, window_end): the features start with the earliest window's start.
     window_start = window_end - pd.Timedelta(minutes=model.window_minutes)
+    healthy = training[(training["label"] == 0) & training["feature_window_end"].notna()]
+    fleet = fit_reference(healthy, tuple(model.scored_features))
+    if fleet is None:
+        raise dg.Failure(
+            description=f"the {model.key} training set has {len(healthy):,} healthy windows with features: too few to fit the "
+            f"fleet's anomaly reference (at least {MIN_DEVICE_WINDOWS}); widen its date range",
+        )
+    version = next_snapshot_version(delta, model)
+    # The devices' own references first: a snapshot row is only written once what it names exists.
+    _, own_references = write_device_references(
+        delta, model, version, fitted_device_references(training_rows, model), run_id=context.run_id
+    )
     snapshot = ReferenceSnapshot(
         model=model.name,
         feature_set_version=model.feature_set_version,
-        version=next_snapshot_version(delta, model),
+        version=version,
         created_at=datetime.now(UTC).isoformat(),
         window_minutes=model.window_minutes,
         features=list(model.features),
@@ -168,6 +187,8 @@ def feature_reference_snapshot(
         devices=int(training["device_id"].nunique()),
         statistics={name: feature_statistics(training[name]) for name in model.features},
         read_versions={source: training_version, **_training_inputs(training)},
+        fleet_reference=fleet.to_dict(),
+        device_references=own_references,
     )
     artifact, write = write_snapshot(delta, snapshot, run_id=context.run_id)
     baseline = promoted(delta, model)
@@ -190,6 +211,9 @@ def feature_reference_snapshot(
             "training_range": f"{snapshot.training_start} .. {snapshot.training_end}",
             "read_versions": dg.MetadataValue.json(snapshot.read_versions),
             "devices": snapshot.devices,
+            "devices_with_own_reference": own_references,
+            "devices_on_fleet_reference": snapshot.devices - own_references,
+            "fleet_reference_windows": fleet.windows,
             "rows": snapshot.rows,
             "statistics": table_metadata(statistics, columns=["feature", "mean", "std", "min", "p5", "p50", "p95", "max", "null_fraction"]),
         }

@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fs_assets.training.anomaly import ReferenceModel, fit_reference
 from fs_domain.models import ModelSpec
-from fs_domain.tables import PROMOTIONS_TABLE, REFERENCE_TABLE, versioned
+from fs_domain.tables import DEVICE_REFERENCES_TABLE, PROMOTIONS_TABLE, REFERENCE_TABLE, versioned
 from fs_resources import settings
 from fs_resources.delta import DeltaTables, DeltaWrite
 
@@ -37,6 +39,11 @@ class ReferenceSnapshot:
     statistics: dict[str, dict]
     # The Delta versions the snapshot was computed from: {table: version}.
     read_versions: dict[str, int]
+    # The anomaly score's fleet reference (`ReferenceModel.to_dict()`): what a device without its
+    # own is measured against. None in snapshots written before scores were multivariate.
+    fleet_reference: dict | None = None
+    # How many devices got their own reference (rows of `device_reference_models` for this snapshot).
+    device_references: int = 0
 
     @classmethod
     def from_json(cls, text: str) -> ReferenceSnapshot:
@@ -66,6 +73,7 @@ SNAPSHOTS_SCHEMA = (
     "model string, feature_set_version string, snapshot_version int, created_at string, window_minutes int, "
     "features array<string>, training_start string, training_end string, rows long, devices long, artifact string, snapshot_json string"
 )
+DEVICE_REFERENCES_SCHEMA = "model string, snapshot_version int, device_id string, windows long, reference_json string"
 
 
 def artifact_path(model: str, feature_set_version: str, version: int, root: str | None = None) -> Path:
@@ -158,3 +166,68 @@ def record_promotion(delta: DeltaTables, promotion: Promotion) -> DeltaWrite:
         return done
     frame = delta.session.createDataFrame([tuple(asdict(promotion).values())], PROMOTIONS_SCHEMA)
     return delta.append(frame, table, ["model"], run_id=promotion.run_id, batch=batch)
+
+
+def fitted_device_references(training: DataFrame, model: ModelSpec) -> DataFrame:
+    """Each device's own reference, fitted on its healthy windows of a training set (rows labelled 0,
+    with features): `device_id`, `windows`, `reference_json`. A device with too few such windows gets
+    no row, and is scored against the fleet's reference. Fitted per device on the executors."""
+    features = tuple(model.scored_features)
+
+    def fit(rows):
+        import pandas as pd
+
+        reference = fit_reference(rows, features)
+        if reference is None:
+            return pd.DataFrame(
+                {
+                    "device_id": pd.Series([], dtype=object),
+                    "windows": pd.Series([], dtype="int64"),
+                    "reference_json": pd.Series([], dtype=object),
+                }
+            )
+        return pd.DataFrame(
+            {"device_id": [rows["device_id"].iat[0]], "windows": [reference.windows], "reference_json": [json.dumps(reference.to_dict())]}
+        )
+
+    healthy = training.where((F.col("label") == 0) & F.col("feature_window_end").isNotNull())
+    return (
+        healthy.select("device_id", *features)
+        .groupBy("device_id")
+        .applyInPandas(fit, "device_id string, windows long, reference_json string")
+    )
+
+
+def write_device_references(
+    delta: DeltaTables, model: ModelSpec, snapshot_version: int, references: DataFrame, run_id: str | None = None
+) -> tuple[DeltaWrite, int]:
+    """A snapshot's per-device references, as one partition (model, snapshot version) of their table;
+    with how many devices it holds."""
+    table = versioned(DEVICE_REFERENCES_TABLE, model.feature_set_version)
+    frame = references.select(
+        F.lit(model.name).alias("model"),
+        F.lit(snapshot_version).cast("int").alias("snapshot_version"),
+        "device_id",
+        "windows",
+        "reference_json",
+    )
+    write = delta.replace_partitions(frame, table, {"model": [model.name], "snapshot_version": [snapshot_version]}, run_id=run_id)
+    held = delta.read(table).where((F.col("model") == model.name) & (F.col("snapshot_version") == snapshot_version)).count()
+    return write, held
+
+
+def read_device_references(delta: DeltaTables, model: ModelSpec, snapshot_version: int) -> dict[str, ReferenceModel]:
+    """The per-device references a snapshot carries, by device (empty when it carries none)."""
+    table = versioned(DEVICE_REFERENCES_TABLE, model.feature_set_version)
+    if not delta.exists(table):
+        return {}
+    rows = (
+        delta.read(table)
+        .where((F.col("model") == model.name) & (F.col("snapshot_version") == snapshot_version))
+        .select("device_id", "reference_json")
+        .toArrow()
+    )
+    return {
+        device: ReferenceModel.from_dict(json.loads(text))
+        for device, text in zip(rows.column("device_id").to_pylist(), rows.column("reference_json").to_pylist())
+    }
