@@ -11,6 +11,11 @@ Alerts go, in PagerDuty's Events v2 format, to two real HTTP receivers on 127.0.
 (data engineering, ML), which record every POST; the JSON-lines file and the dead-letter file under
 DAGSTER_HOME are read as well. A page is a trigger of high urgency.
 
+Once the features of the day before today exist, the drill promotes both models' reference
+snapshots as an ML engineer would (`dagster asset materialize` of the training set, the snapshot
+and its promotion, per model): from then on the anomaly scores of today's windows are computed as
+they close, and judged, inside the healthy phase like everything else.
+
 Phases: healthy for `--healthy-minutes` from the daemon's start (every page in it is false), then
 each incident in turn: inject it, wait for the first page (at most its page wait) and a few minutes
 more for any other, repair, wait for the resolves, and let the store settle before the next one.
@@ -302,6 +307,53 @@ class Injection:
         return any(term.lower() in text for term in self.cause_terms)
 
 
+class Promoter(threading.Thread):
+    """Promotes every model's reference once the day before today has its features: maintenance events,
+    then per model its training set, a reference snapshot and its promotion, each a `dagster asset
+    materialize` run on the drill's instance (what an ML engineer starts from the UI)."""
+
+    def __init__(self, stack: FreshInstance, instance):
+        super().__init__(daemon=True, name="promoter")
+        self.stack, self.instance = stack, instance
+        self.promoted_at: float | None = None
+        self.steps: list[dict] = []
+
+    def features_ready(self, day: str) -> bool:
+        import dagster as dg
+
+        for name in FEATURE_ASSETS:
+            found = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[day]), limit=1
+            ).records
+            if not found:
+                return False
+        return True
+
+    def materialize(self, select: str, partition: str | None = None) -> bool:
+        cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "definitions", "--select", select]
+        cmd += ["--partition", partition] if partition else []
+        started = now()
+        with open(self.stack.log("promoter"), "a") as out:
+            code = subprocess.run(cmd, cwd=ROOT, env=self.stack.env, stdout=out, stderr=subprocess.STDOUT).returncode
+        self.steps.append({"select": select, "partition": partition, "exit_code": code, "seconds": round(now() - started)})
+        return code == 0
+
+    def run(self) -> None:
+        from fs_domain.models import MODEL_NAMES
+
+        yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+        while not self.features_ready(yesterday):
+            time.sleep(POLL_SECONDS * 6)
+        ok = self.materialize("maintenance_events")
+        for model in MODEL_NAMES:
+            ok = ok and self.materialize("training_dataset,feature_reference_snapshot,promoted_reference", model)
+        if ok:
+            self.promoted_at = now()
+            print(f"{iso(self.promoted_at)} references promoted: {', '.join(MODEL_NAMES)}", flush=True)
+        else:
+            print(f"{iso(now())} promoting the references failed: see {self.stack.log('promoter')}", flush=True)
+
+
 class Drill:
     def __init__(self, args: argparse.Namespace, stack: FreshInstance, inbox: Inbox, receivers: dict[str, Receiver]):
         self.args, self.stack, self.inbox, self.receivers = args, stack, inbox, receivers
@@ -313,6 +365,7 @@ class Drill:
         self.runs: Runs | None = None
         self.sites: list[str] = []
         self.poison_file: Path | None = None
+        self.promoter: Promoter | None = None
         self.current: tuple | None = None
         self.progress_at = now()
 
@@ -376,6 +429,8 @@ class Drill:
             return (-(-first // step)) * step + step  # the end of the first window wholly silent
 
         def drift() -> dict:
+            # Only scores see it: wait for the references they are measured against.
+            self.wait(30 * 60, lambda: self.promoter is not None and self.promoter.promoted_at is not None)
             spec = f"{first_site}:{DRIFT_SENSOR}:{args.drift_per_hour:g}"
             self.simulator("--drift", spec)
             return {"drift": spec}
@@ -454,9 +509,11 @@ class Drill:
                 "sensor_drift",
                 f"{DRIFT_SENSOR} of {first_site} drifting {args.drift_per_hour:g} per hour",
                 ("drift", DRIFT_SENSOR, first_site),
-                45,
+                # Seen in the hourly scores: the first hour holding the drift closes up to an hour after it began.
+                90,
                 drift,
                 lambda: (self.simulator(), {})[1],
+                lambda at, d: (at // 3600 + 1) * 3600,
             ),
             Injection(
                 "poison_file",
@@ -741,6 +798,8 @@ def main(argv: list[str] | None = None) -> int:
                 **{f"FS_ONCALL_ROUTING_KEY_{r.upper().replace('-', '_')}": f"drill-{r}" for r in ROUTES},
             }
             stack.start_daemon(env=sinks)
+            promoter = drill.promoter = Promoter(stack, drill.runs.instance)
+            promoter.start()
             began = now()
             print(f"{iso(began)} healthy phase: {args.healthy_minutes:g} minutes", flush=True)
             drill.wait(args.healthy_minutes * 60)
@@ -757,6 +816,8 @@ def main(argv: list[str] | None = None) -> int:
                     has_value(p["alert"].get("observed")) and has_value(p["alert"].get("threshold")) for p in pages
                 ),
                 "other_alerts": len(inbox.alerts(began, healthy_end)) - len(pages),
+                "references_promoted_at": iso(promoter.promoted_at),
+                "promotion_steps": promoter.steps,
             }
             for injection in drill.injections():
                 results["incidents"].append(drill.run_incident(injection))

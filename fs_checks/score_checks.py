@@ -1,19 +1,31 @@
-"""Checks on `anomaly_scores`: how many of a day's scores rest on inputs too sparse, stale or out of range to trust."""
+"""Checks on `anomaly_scores`: how many of a day's scores rest on inputs too sparse, stale or out of
+range to trust, and whether a whole site moved away from its normal at once (a site event)."""
+
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pandas as pd
 from pyspark.sql import functions as F
 
 from fs_assets.metadata import table_metadata
 from fs_assets.partitions import daily_partitions
 from fs_checks.results import check_result
-from fs_domain.models import REDUCED_CONFIDENCE_MAX_SHARE
-from fs_domain.tables import ANOMALY_SCORES_TABLE, versioned
+from fs_domain.features import FEATURES_BY_NAME
+from fs_domain.models import (
+    ANOMALY_THRESHOLD,
+    REDUCED_CONFIDENCE_MAX_SHARE,
+    SITE_EVENT_MAX_AGE_HOURS,
+    SITE_EVENT_MIN_DEVICES,
+    SITE_EVENT_MIN_SHARE,
+)
+from fs_domain.tables import ANOMALY_SCORES_TABLE, REGISTRY_TABLE, versioned
 from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 
 SCORES = dg.AssetKey("anomaly_scores")
 CHECK_SCORE_CONFIDENCE = "check_score_confidence"
+CHECK_SITE_ANOMALIES = "check_site_anomalies"
 
 WHAT_TO_DO = (
     f"Many scores rest on sparse, stale or out-of-range inputs: read `per_day` for the reason; "
@@ -74,4 +86,99 @@ def check_score_confidence(
     )
 
 
-score_checks = [check_score_confidence]
+SITE_WHAT_TO_DO = (
+    "Most of a site's devices left their own normal in the same window: a drifting sensor or gateway calibration "
+    "at that site, or a site-wide fault; read `sites` for the feature that moved; "
+    f"{guide_section('Anomaly scores: a site event')}"
+)
+SITE_COLUMNS = ["model", "site_id", "window_end", "devices_scored", "beyond_threshold", "share", "top_feature", "sensor", "event"]
+
+
+def site_events(newest: pd.DataFrame) -> pd.DataFrame:
+    """Per model and site, of the model's newest scored window (`newest`: `model`, `site_id`,
+    `device_id`, `window_end`, `anomaly_score`, `top_feature`, `confidence_notes`): devices scored
+    (sparse inputs left out), how many beyond `ANOMALY_THRESHOLD`, their share, the feature most of
+    them name first, and whether that makes a site event."""
+    if newest.empty:
+        return pd.DataFrame(columns=SITE_COLUMNS)
+    notes = newest["confidence_notes"].fillna("")
+    scored = newest[newest["anomaly_score"].notna() & ~notes.str.contains("sparse")].copy()
+    scored["beyond"] = scored["anomaly_score"] > ANOMALY_THRESHOLD
+    rows = []
+    for (model, site), group in scored.groupby(["model", "site_id"], sort=True):
+        beyond = group[group["beyond"]]
+        top = beyond["top_feature"].mode().iat[0] if len(beyond) and beyond["top_feature"].notna().any() else None
+        share = len(beyond) / len(group)
+        rows.append(
+            {
+                "model": model,
+                "site_id": site,
+                "window_end": str(group["window_end"].max()),
+                "devices_scored": len(group),
+                "beyond_threshold": len(beyond),
+                "share": round(share, 4),
+                "top_feature": top,
+                "sensor": ", ".join(FEATURES_BY_NAME[top].sources) if top in FEATURES_BY_NAME else None,
+                "event": len(beyond) >= SITE_EVENT_MIN_DEVICES and share >= SITE_EVENT_MIN_SHARE,
+            }
+        )
+    return pd.DataFrame(rows, columns=SITE_COLUMNS)
+
+
+@dg.asset_check(
+    asset=SCORES,
+    name=CHECK_SITE_ANOMALIES,
+    partitions_def=daily_partitions,
+    description=(
+        "In each model's newest scored window: the share of each site's active devices beyond the anomaly threshold "
+        f"({ANOMALY_THRESHOLD:g}). Fails (a page to the ML route) when at least {SITE_EVENT_MIN_DEVICES} devices and "
+        f"{SITE_EVENT_MIN_SHARE:.0%} of a site's are: a sensor drifting across the site, its gateway's calibration, a "
+        f"site-wide fault. A window that ended over {SITE_EVENT_MAX_AGE_HOURS} h before it is judged (a backfill) is "
+        "reported, not judged."
+    ),
+)
+def check_site_anomalies(
+    context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
+) -> dg.AssetCheckResult:
+    days = list(context.partition_keys)
+    scores = delta.read(versioned(ANOMALY_SCORES_TABLE, feature_store.version())).where(F.col("window_date").isin(days))
+    newest_end = scores.groupBy("model").agg(F.max("window_end").alias("window_end"))
+    active = delta.read(REGISTRY_TABLE).where(F.col("status") == "active").select("device_id", "site_id")
+    newest = (
+        scores.join(newest_end, ["model", "window_end"], "left_semi")
+        .join(active, "device_id")
+        .select("model", "site_id", "device_id", "window_end", "anomaly_score", "top_feature", "confidence_notes")
+        .toPandas()
+    )
+    sites = site_events(newest)
+    judged_after = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=SITE_EVENT_MAX_AGE_HOURS)
+    recent = sites[pd.to_datetime(sites["window_end"]) >= judged_after] if len(sites) else sites
+    events = recent[recent["event"]] if len(recent) else recent
+    worst = (events if len(events) else recent).sort_values("share", ascending=False).head(1)
+    observed = float(worst["share"].iat[0]) if len(worst) else 0.0
+    described = "; ".join(
+        f"drift at {r.site_id}: {r.top_feature} ({r.sensor}) beyond its normal on {r.beyond_threshold} of "
+        f"{r.devices_scored} devices, window to {r.window_end} ({r.model})"
+        for r in events.itertuples()
+    )
+    return check_result(
+        Verdict(observed, SITE_EVENT_MIN_SHARE, "<", "share of a site's active devices beyond the anomaly threshold", SITE_WHAT_TO_DO),
+        context=context,
+        passed=events.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=described
+        or (
+            "no site has most of its devices beyond their normal in the newest window"
+            if len(recent) or sites.empty
+            else f"the newest scored windows ended over {SITE_EVENT_MAX_AGE_HOURS} h ago: reported, not judged"
+        ),
+        metadata={
+            "sites": table_metadata(sites.to_dict("records"), columns=SITE_COLUMNS),
+            "anomaly_threshold": ANOMALY_THRESHOLD,
+            "min_devices": SITE_EVENT_MIN_DEVICES,
+            "days": ", ".join(days),
+        },
+    )
+
+
+score_checks = [check_score_confidence, check_site_anomalies]

@@ -44,6 +44,14 @@ SPARSE_READING_SHARE = 0.5
 SPARSE_COMPLETENESS = 0.8
 # The reduced-confidence check warns when more than this share of a day's scores of a model is flagged.
 REDUCED_CONFIDENCE_MAX_SHARE = 0.10
+# A site event (a whole site's sensor drifting, a gateway's calibration, a site-wide fault): in a
+# model's newest scored window, at least this many of a site's active devices, and at least this
+# share of those scored, beyond the anomaly threshold. It pages the ML route; one device alone is
+# a maintenance matter, never a page. A window older than this many hours when judged (a backfill
+# of past days) is reported, not judged.
+SITE_EVENT_MIN_DEVICES = 3
+SITE_EVENT_MIN_SHARE = 0.5
+SITE_EVENT_MAX_AGE_HOURS = 6
 # A device gets its own anomaly reference from this many healthy windows on (fewer: the fleet's).
 # Its calibration scores each window by a reference fitted on the others, which needs at least five.
 MIN_DEVICE_WINDOWS = 6
@@ -64,7 +72,13 @@ _DAY_SCORED = (
     "vibration_compressor_p95",
     "compressor_duty_cycle",
 )
+# Every sensor's level, and how the compressor moves: a failing compressor and a drifting sensor
+# (a calibration error, a whole site's) both show within the hour.
 _HOUR_FEATURES = (
+    "temp_evaporator_mean",
+    "temp_condenser_mean",
+    "pressure_high_mean",
+    "pressure_low_mean",
     "current_compressor_mean",
     "current_compressor_std",
     "current_compressor_slope",

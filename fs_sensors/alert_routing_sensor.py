@@ -65,15 +65,16 @@ import dagster as dg
 
 from fs_checks.data_freshness_checks import CHECK_DATA_FRESHNESS
 from fs_checks.drift_checks import CHECK_FEATURE_DRIFT
-from fs_checks.score_checks import CHECK_SCORE_CONFIDENCE
+from fs_checks.score_checks import CHECK_SCORE_CONFIDENCE, CHECK_SITE_ANOMALIES
 from fs_domain import slas
 from fs_domain.run_limits import QUEUE_STALLED
 from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.alerts import ROUTE_DATA_ENGINEERING, ROUTE_ML, Alert, AlertSinkResource, Outcome, urgency_for
 from fs_sensors.alert_sink_watch import Contact, SinkWatch
 
-# What a model's owners act on: drift, and scores resting on inputs they should not trust.
-ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT, CHECK_SCORE_CONFIDENCE})
+# What a model's owners act on: drift (a fleet's, or a site's seen in its scores), and scores
+# resting on inputs they should not trust.
+ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT, CHECK_SCORE_CONFIDENCE, CHECK_SITE_ANOMALIES})
 SELF_TEST_JOB = "alert_path_self_test_job"
 CHECK_RUN_FAILURE = "run_failure"
 # Checks routed only from runs that materialize nothing (see `_run_alerts`).
