@@ -35,7 +35,8 @@ defs = dg.Definitions.merge(
         resources={
             "spark": spark,
             "delta": DeltaTables(spark=spark),
-            "feature_store": FeatureStoreResource(),
+            # FS_FEATURE_SET_VERSION and FS_MODEL_VERSIONS checked now, as the alert settings are.
+            "feature_store": FeatureStoreResource.from_environment(),
             "redis": RedisResource(),
             # FS_ONCALL_* settings as dg.EnvVars, checked now: one that cannot work fails the load naming it.
             "alerts": AlertSinkResource.from_environment(),

@@ -1,4 +1,5 @@
-"""Models a training set and a reference snapshot are built for: one spec per model and feature set version.
+"""Models a training set and a reference snapshot are built for: one spec per model and feature set
+version, and the version each model is served on (its pin).
 
 A model names its features, the window size they come from, how far ahead its label looks and
 how often a device is sampled. Each spec belongs to one feature set version: `device_health_1d`
@@ -155,6 +156,65 @@ def device_score_model(version: str) -> ModelSpec:
     return model
 
 
+# Which feature set version each model is served on: its scores, drift reports, online vectors and,
+# by default, its training runs. A model moves alone (`device_health_1d` to v2 while
+# `compressor_failure_1h` keeps reading v1); the deployment's own version (`FS_FEATURE_SET_VERSION`)
+# only selects the `Device` object's. Operators override entries without a release through the
+# setting named in `MODEL_PINS_SETTING`, e.g. `device_health_1d=v2,compressor_failure_1h=v1`.
+MODEL_PINS: dict[str, str] = {
+    "device_health_1d": "v1",
+    "compressor_failure_1h": "v1",
+}
+MODEL_PINS_SETTING = "FS_MODEL_VERSIONS"
+
+
+class InvalidModelPins(ValueError):
+    pass
+
+
+def model_pins(overrides: str | None = None, setting: str = MODEL_PINS_SETTING) -> dict[str, str]:
+    """`MODEL_PINS` with `overrides` (`model=version,...`) applied; a malformed entry, an unknown
+    model or a version without a spec of that model is an error naming `setting`."""
+    pins = dict(MODEL_PINS)
+    for entry in (overrides or "").split(","):
+        if not entry.strip():
+            continue
+        name, sep, version = (part.strip() for part in entry.partition("="))
+        if not sep or not name or not version:
+            raise InvalidModelPins(f"{setting}: {entry.strip()!r} is not model=version (e.g. device_health_1d=v2)")
+        if name not in MODEL_NAMES:
+            raise InvalidModelPins(f"{setting}: unknown model {name!r}; models: {list(MODEL_NAMES)}")
+        if version not in FEATURE_SET_VERSIONS:
+            raise InvalidModelPins(f"{setting}: unknown feature set version {version!r} for {name}; known: {list(FEATURE_SET_VERSIONS)}")
+        if name not in models_for(version):
+            raise InvalidModelPins(f"{setting}: {name} has no spec on {version}")
+        pins[name] = version
+    return pins
+
+
+def pinned_models(pins: dict[str, str]) -> dict[str, ModelSpec]:
+    """Each model's spec on the version it is pinned to, by name."""
+    return {name: model_spec(name, version) for name, version in pins.items()}
+
+
+def served_versions(pins: dict[str, str], deployment_version: str) -> tuple[str, ...]:
+    """The feature set versions a deployment computes: its own (the `Device` object's) and every
+    version a model is pinned to, in registry order."""
+    used = {deployment_version, *pins.values()}
+    return tuple(v for v in FEATURE_SET_VERSIONS if v in used)
+
+
+def models_pinned_to(version: str, pins: dict[str, str]) -> dict[str, ModelSpec]:
+    """The models served on `version`, by name (none: the version only carries the `Device` object)."""
+    return {name: spec for name, spec in pinned_models(pins).items() if spec.feature_set_version == version}
+
+
+def device_score_model_of(pins: dict[str, str]) -> ModelSpec:
+    """The model whose score is the `Device` object's `latest_anomaly_score`, on its pinned version."""
+    (model,) = [m for m in pinned_models(pins).values() if m.scores_device_object]
+    return model
+
+
 # A model's online input vector: its features in the model's order, typed as in the features
 # table, then the window they come from and when the vector was projected.
 VECTOR_TRAILER: tuple[tuple[str, str], ...] = (("window_start", "timestamp"), ("window_end", "timestamp"), ("hydrated_at", "timestamp"))
@@ -185,6 +245,9 @@ def _check_models() -> None:
             raise ValueError(f"{model.key}: scores features it does not read")
     for version in FEATURE_SET_VERSIONS:
         device_score_model(version)
+    if set(MODEL_PINS) != set(MODEL_NAMES):
+        raise ValueError(f"MODEL_PINS must pin every model exactly once: {sorted(MODEL_PINS)} vs {sorted(MODEL_NAMES)}")
+    model_pins(",".join(f"{name}={version}" for name, version in MODEL_PINS.items()), setting="MODEL_PINS")
 
 
 _check_models()
