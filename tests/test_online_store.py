@@ -211,8 +211,8 @@ def test_each_served_models_input_vector_reads_as_the_offline_window_in_the_mode
     assert list(one) == ["pressure_ratio", "window_end"]
     with pytest.raises(UnknownModel, match="no model 'churn_1d' on feature set v1"):
         online_store.get_online_features(ids[:1], model="churn_1d")
-    with pytest.raises(UnknownProperty, match="temp_evaporator_mean"):
-        online_store.get_online_features(ids[:1], properties=["temp_evaporator_mean"], model="compressor_failure_1h")
+    with pytest.raises(UnknownProperty, match="temp_evaporator_p95"):
+        online_store.get_online_features(ids[:1], properties=["temp_evaporator_p95"], model="compressor_failure_1h")
 
 
 @pytest.mark.integration
