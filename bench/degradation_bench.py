@@ -55,6 +55,8 @@ from fs_domain.models import (  # noqa: E402
     ANOMALY_THRESHOLD,
     COMPRESSOR_FAILURE_1H,
     DEVICE_HEALTH_1D,
+    SITE_EVENT_MIN_DEVICES,
+    SITE_EVENT_MIN_SHARE,
     SPARSE_COMPLETENESS,
     SPARSE_READING_SHARE,
     ModelSpec,
@@ -200,6 +202,23 @@ def detection(scores: pd.DataFrame, truth: pd.DataFrame, threshold: float) -> di
     return out
 
 
+def site_events(scores: pd.DataFrame, sites: pd.Series, threshold: float) -> dict:
+    """How often a site would page as a site event (`check_site_anomalies`' rule, applied to every
+    window rather than the newest): at least SITE_EVENT_MIN_DEVICES of a site's scored devices, and
+    SITE_EVENT_MIN_SHARE of them, beyond the threshold in one window. Degrading devices are scattered
+    over the fleet, so nearly every such event here is a false page."""
+    frame = scores[["device_id", "window_start"]].assign(site=scores["device_id"].map(sites), beyond=scores["anomaly_score"] > threshold)
+    per_site = frame.groupby(["site", "window_start"])["beyond"].agg(["sum", "count"])
+    event = (per_site["sum"] >= SITE_EVENT_MIN_DEVICES) & (per_site["sum"] >= SITE_EVENT_MIN_SHARE * per_site["count"])
+    days = event.groupby([event.index.get_level_values("site"), event.index.get_level_values("window_start").floor("D")]).any()
+    return {
+        "site_windows": int(len(event)),
+        "site_event_window_share": round(float(event.mean()), 5),
+        "site_days": int(len(days)),
+        "site_days_with_an_event_share": round(float(days.mean()), 4),
+    }
+
+
 def healthy_days(scores: pd.DataFrame, threshold: float) -> dict:
     """The share of healthy device-days with any window flagged, and of windows flagged."""
     day_max = scores.groupby(["device_id", scores["window_start"].dt.floor("D")])["anomaly_score"].max()
@@ -211,7 +230,13 @@ def healthy_days(scores: pd.DataFrame, threshold: float) -> dict:
 
 
 def evaluate(
-    model: ModelSpec, windows: pd.DataFrame, truth: pd.DataFrame, failures: pd.DataFrame, cutoff: pd.Timestamp, healthy_ids
+    model: ModelSpec,
+    windows: pd.DataFrame,
+    truth: pd.DataFrame,
+    failures: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    healthy_ids,
+    sites: pd.Series,
 ) -> dict:
     features = tuple(model.scored_features)
     training = windows[(windows["window_end"] <= cutoff) & healthy_for_training(windows, failures, model.label_horizon)]
@@ -236,12 +261,12 @@ def evaluate(
         "windows_scored": int(len(scores)),
         "sparse_share_of_windows_scored": round(float(scores["sparse"].mean()), 4),
         "scored_against": scores["reference"].value_counts().to_dict(),
-        "all_windows": judged(scores, truth, healthy_ids),
-        "sparse_windows_left_out": judged(scores[~scores["sparse"]], truth, healthy_ids),
+        "all_windows": judged(scores, truth, healthy_ids, sites),
+        "sparse_windows_left_out": judged(scores[~scores["sparse"]], truth, healthy_ids, sites),
     }
 
 
-def judged(scores: pd.DataFrame, truth: pd.DataFrame, healthy_ids) -> dict:
+def judged(scores: pd.DataFrame, truth: pd.DataFrame, healthy_ids, sites: pd.Series) -> dict:
     """Detection and false alerts at the store's threshold, and the thresholds two rules would choose here."""
     healthy = scores[scores["device_id"].isin(healthy_ids)]
     degrading = scores[scores["device_id"].isin(truth["device_id"])]
@@ -260,6 +285,7 @@ def judged(scores: pd.DataFrame, truth: pd.DataFrame, healthy_ids) -> dict:
             "detection": at_store,
             "healthy": healthy_at_store,
             "degrading_devices_before_onset": healthy_days(before_onset, ANOMALY_THRESHOLD) if len(before_onset) else None,
+            "site_events": site_events(scores, sites, ANOMALY_THRESHOLD),
             "goals_met": {
                 "detected_24h_before_at_least_90pct": bool(at_store["all_modes"]["flagged_24h_before_share"] >= GOAL_DETECTED_SHARE),
                 "healthy_days_flagged_at_most_1pct": bool(healthy_at_store["flagged_day_share"] <= GOAL_HEALTHY_DAY_SHARE),
@@ -296,6 +322,9 @@ def summary(run: dict) -> dict:
             "lead_hours_p10": {m: d["lead_hours"]["p10"] for m, d in every["at_store_threshold"]["detection"].items() if "lead_hours" in d},
             "healthy_days_flagged_share": every["at_store_threshold"]["healthy"]["flagged_day_share"],
             "healthy_days_flagged_share_sparse_windows_left_out": dense["at_store_threshold"]["healthy"]["flagged_day_share"],
+            "site_days_with_a_site_event_share_sparse_windows_left_out": dense["at_store_threshold"]["site_events"][
+                "site_days_with_an_event_share"
+            ],
             "flagged_24h_before_share_sparse_windows_left_out": shares(dense["at_store_threshold"]),
         },
         "skab_rule_threshold": every["skab_rule_threshold"]["threshold"],
@@ -351,10 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     active = profile.device_ids[profile.status == "active"]
     healthy_ids = sorted(set(active) - set(truth["device_id"]))
+    sites = fleet.registry_frame(profile, spec).set_index("device_id")["site_id"]
     windows = featurise(spec, profile)
     runs = {}
     for model in MODELS:
-        runs[model.name] = evaluate(model, windows[model.name], measured, failures, cutoff, healthy_ids)
+        runs[model.name] = evaluate(model, windows[model.name], measured, failures, cutoff, healthy_ids, sites)
         for kept in ("all_windows", "sparse_windows_left_out"):
             run = runs[model.name][kept]
             at = run["at_store_threshold"]
