@@ -27,9 +27,27 @@ SIM_START = date(2026, 1, 5)
 
 # Test tables hold a few thousand rows: compiling generated code for each new query costs more
 # than it saves (about 15 % of an ingest test's time), and Spark's interpreted evaluation returns
-# the same results. Set in the environment, so the runs tests start as subprocesses (webserver and
-# daemon, killed runs, the standalone cluster) do the same; FS_SPARK_CONF set beforehand wins.
-os.environ.setdefault("FS_SPARK_CONF", json.dumps({"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}))
+# the same results. For the same reason the JVMs compile only with their quick compiler (C1) and
+# collect garbage in one thread: a test's JVM lives a few minutes and runs each query a few times,
+# and optimizing compiles and parallel collection took the cores the tests wait on (a cold Spark
+# and Delta workload ran in about half the time). The project's own JVM options are kept.
+# Set in the environment, so the runs tests start as subprocesses (webserver and daemon, killed
+# runs, the standalone cluster) do the same; FS_SPARK_CONF set beforehand wins.
+SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+_PROJECT_CONF = delta_spark_conf(master="local[1]", object_store=False)
+os.environ.setdefault(
+    "FS_SPARK_CONF",
+    json.dumps(
+        {
+            "spark.sql.codegen.wholeStage": "false",
+            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+            **{
+                key: f"{_PROJECT_CONF[key]} {SHORT_LIVED_JVM}"
+                for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+            },
+        }
+    ),
+)
 
 TIERS = ("unit", "integration", "e2e")
 # Whether the collected tests include one on S3 (it asks for `s3_endpoint`): the shared session then
