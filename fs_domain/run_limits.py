@@ -11,6 +11,10 @@ from datetime import timedelta
 
 # The run tag run monitoring reads (Dagster's `dagster/max_runtime`), in seconds.
 MAX_RUNTIME_TAG = "dagster/max_runtime"
+# Runs that start a Spark session carry this tag. The instance runs at most two of them at once
+# (what a 2-core machine carries) and keeps a third run slot for runs that start none (freshness
+# checks, the alert path's self-test, the online store's watch): a page waits for no Spark run.
+SPARK_RUN_TAG = "fs/spark_session"
 
 # One day per run (the landing sensor requests days one by one): at most a whole day cleaned again,
 # which bench/results/fleet_day_100000.json measures at about 11 minutes for its step alone; a
@@ -43,6 +47,7 @@ TABLE_MAINTENANCE_RUN = timedelta(hours=4)
 QUEUE_STALLED = timedelta(minutes=10)
 
 
-def max_runtime_tags(limit: timedelta) -> dict[str, str]:
-    """The run tag that makes run monitoring end a run past `limit`."""
-    return {MAX_RUNTIME_TAG: str(int(limit.total_seconds()))}
+def max_runtime_tags(limit: timedelta, *, spark: bool = True) -> dict[str, str]:
+    """The run tags that make run monitoring end a run past `limit`, and that count it among the
+    runs holding a Spark session (`spark`) or not."""
+    return {MAX_RUNTIME_TAG: str(int(limit.total_seconds()))} | ({SPARK_RUN_TAG: "true"} if spark else {})

@@ -96,7 +96,7 @@ def check_alert_path(context: dg.OpExecutionContext, alerts: AlertSinkResource) 
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    tags=max_runtime_tags(NO_SPARK_RUN),
+    tags=max_runtime_tags(NO_SPARK_RUN, spark=False),
     description="Self-test of the alert path: is alert_routing_sensor ticking?",
 )
 def alert_path_self_test_job():

@@ -33,7 +33,7 @@ from fs_checks.freshness_checks import ALL_FRESHNESS_CHECKS
 from fs_domain.run_limits import NO_SPARK_RUN, max_runtime_tags
 
 # Above the ingest runs' priority (fs_sensors.landing_zone_sensor): seconds of work that can page.
-FRESHNESS_CHECK_RUN_TAGS = {"dagster/priority": "2"} | max_runtime_tags(NO_SPARK_RUN)
+FRESHNESS_CHECK_RUN_TAGS = {"dagster/priority": "2"} | max_runtime_tags(NO_SPARK_RUN, spark=False)
 SENSOR_INTERVAL_SECONDS = 30
 
 

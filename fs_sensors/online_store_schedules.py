@@ -44,7 +44,7 @@ online_store_watch_job = dg.define_asset_job(
     "online_store_watch_job",
     selection=dg.AssetSelection.checks(dg.AssetCheckKey(ONLINE_STORE, CHECK_LAG)),
     executor_def=dg.in_process_executor,
-    tags=max_runtime_tags(NO_SPARK_RUN),
+    tags=max_runtime_tags(NO_SPARK_RUN, spark=False),
     description="Pre-hydration lag, read from Redis.",
 )
 

@@ -110,6 +110,28 @@ def test_a_killed_or_hung_run_gives_back_its_slots_and_every_job_has_a_time_limi
 
 
 @pytest.mark.unit
+def test_a_freshness_check_run_never_waits_for_a_spark_run(tmp_path):
+    """Runs starting a Spark session are two at most; a run slot stays free for those starting none
+    (freshness checks, the self-test), so a page is not held in the queue behind a long clean run."""
+    import shutil
+
+    from fs_domain.run_limits import SPARK_RUN_TAG
+    from fs_sensors.feature_automation_sensor import feature_automation_sensor
+    from fs_sensors.freshness_checks_sensor import FRESHNESS_CHECK_RUN_TAGS
+
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        runs = instance.get_settings("concurrency")["runs"]
+    (spark_limit,) = [t["limit"] for t in runs["tag_concurrency_limits"] if t["key"] == SPARK_RUN_TAG and t["value"] == "true"]
+    assert spark_limit < runs["max_concurrent_runs"]
+    jobs = {j.name: j for j in defs.get_repository_def().get_all_jobs() if not j.name.startswith("__")}
+    spark_free = {"alert_path_self_test_job", "online_store_watch_job", "backfill_preview_job"} & set(jobs)
+    assert spark_free and all(SPARK_RUN_TAG not in jobs[name].tags for name in spark_free)
+    assert all(jobs[name].tags.get(SPARK_RUN_TAG) == "true" for name in set(jobs) - spark_free), sorted(set(jobs) - spark_free)
+    assert SPARK_RUN_TAG not in FRESHNESS_CHECK_RUN_TAGS and feature_automation_sensor.run_tags[SPARK_RUN_TAG] == "true"
+
+
+@pytest.mark.unit
 def test_scheduled_and_sensor_prehydration_share_one_concurrency_key():
     from fs_sensors.online_store_schedules import reconciliation_schedule
     from fs_sensors.prehydration_schedule import prehydration_schedule, prehydration_sensor

@@ -84,7 +84,7 @@ def _duration(seconds: float) -> str:
 
 
 @dg.job(
-    tags=max_runtime_tags(NO_SPARK_RUN),
+    tags=max_runtime_tags(NO_SPARK_RUN, spark=False),
     description="Preview a feature backfill: partitions, readings and estimated time for a date range (no data is written).",
 )
 def backfill_preview_job():
