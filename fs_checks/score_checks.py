@@ -13,8 +13,10 @@ from fs_checks.results import check_result
 from fs_domain.features import FEATURES_BY_NAME
 from fs_domain.models import (
     ANOMALY_THRESHOLD,
+    MODEL_SPECS,
     REDUCED_CONFIDENCE_MAX_SHARE,
     SITE_EVENT_MAX_AGE_HOURS,
+    SITE_EVENT_MAX_WINDOW_MINUTES,
     SITE_EVENT_MIN_DEVICES,
     SITE_EVENT_MIN_SHARE,
 )
@@ -91,6 +93,8 @@ SITE_WHAT_TO_DO = (
     "at that site, or a site-wide fault; read `sites` for the feature that moved; "
     f"{guide_section('Anomaly scores: a site event')}"
 )
+# The models whose windows are short enough to tell a site's drifting sensor from its weather.
+SITE_EVENT_MODELS = sorted({m.name for m in MODEL_SPECS if m.window_minutes <= SITE_EVENT_MAX_WINDOW_MINUTES})
 SITE_COLUMNS = ["model", "site_id", "window_end", "devices_scored", "beyond_threshold", "share", "top_feature", "sensor", "event"]
 
 
@@ -130,7 +134,8 @@ def site_events(newest: pd.DataFrame) -> pd.DataFrame:
     name=CHECK_SITE_ANOMALIES,
     partitions_def=daily_partitions,
     description=(
-        "In each model's newest scored window: the share of each site's active devices beyond the anomaly threshold "
+        f"In the newest scored window of each model of windows up to {SITE_EVENT_MAX_WINDOW_MINUTES} minutes "
+        f"({', '.join(SITE_EVENT_MODELS)}): the share of each site's active devices beyond the anomaly threshold "
         f"({ANOMALY_THRESHOLD:g}). Fails (a page to the ML route) when at least {SITE_EVENT_MIN_DEVICES} devices and "
         f"{SITE_EVENT_MIN_SHARE:.0%} of a site's are: a sensor drifting across the site, its gateway's calibration, a "
         f"site-wide fault. A window that ended over {SITE_EVENT_MAX_AGE_HOURS} h before it is judged (a backfill) is "
@@ -142,6 +147,7 @@ def check_site_anomalies(
 ) -> dg.AssetCheckResult:
     days = list(context.partition_keys)
     scores = delta.read(versioned(ANOMALY_SCORES_TABLE, feature_store.version())).where(F.col("window_date").isin(days))
+    scores = scores.where(F.col("model").isin(SITE_EVENT_MODELS))
     newest_end = scores.groupBy("model").agg(F.max("window_end").alias("window_end"))
     active = delta.read(REGISTRY_TABLE).where(F.col("status") == "active").select("device_id", "site_id")
     newest = (

@@ -53,6 +53,11 @@ REDUCED_CONFIDENCE_MAX_SHARE = 0.10
 SITE_EVENT_MIN_DEVICES = 3
 SITE_EVENT_MIN_SHARE = 0.5
 SITE_EVENT_MAX_AGE_HOURS = 6
+# Site events are judged on windows of at most this size: a 1-day reference measures a day's mean
+# against the device's other days, and a site's weather moves all its units' days together (on the
+# simulated fleet with 2 °C of site weather, 0.9 % of site-days would page on 1-day windows and none
+# on 1-hour ones: bench/results/degradation.json).
+SITE_EVENT_MAX_WINDOW_MINUTES = 60
 # A device gets its own anomaly reference from this many healthy windows on (fewer: the fleet's).
 # Its calibration scores each window by a reference fitted on the others, which needs at least five.
 MIN_DEVICE_WINDOWS = 6
