@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -47,7 +46,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.results import write_results  # noqa: E402
+from bench.results import source_state, write_results  # noqa: E402
 from fs_assets.features.kernels import window_features_frame  # noqa: E402
 from fs_assets.training.anomaly import fit_device_references, fit_reference, score_windows  # noqa: E402
 from fs_domain.contract import SENSORS  # noqa: E402
@@ -336,14 +335,10 @@ def summary(run: dict) -> dict:
 
 def provenance() -> dict:
     """The commit measured, which of the files the figures depend on differed from it, and library versions."""
+
     import scipy
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout
-
-    return {
-        "commit": git("rev-parse", "HEAD").strip() or None,
-        "measured_files_changed_since_commit": [line[3:] for line in git("status", "--porcelain", "--", *MEASURED_CODE).splitlines()],
+    return source_state(MEASURED_CODE) | {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "pandas": pd.__version__,

@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.fresh_instance import BIN, FreshInstance  # noqa: E402
-from bench.results import write_results  # noqa: E402
+from bench.results import source_state, write_results  # noqa: E402
 from fs_domain.features import WINDOWS  # noqa: E402
 from fs_domain.slas import CLEAN_READINGS  # noqa: E402
 from fs_resources.dagster_ui import process_tree, run_worker_pid  # noqa: E402
@@ -653,13 +653,6 @@ def versions() -> dict:
     return out
 
 
-def commit() -> dict:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
 def summary(results: dict) -> dict:
     incidents = results["incidents"]
     pages = [i["pages"] for i in incidents]
@@ -762,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--ml-refusal takes an HTTP status (503, 403, ...) or close")
 
     results: dict = {
-        **commit(),
+        **source_state(),
         "versions": versions(),
         "cores": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in os.getloadavg()],

@@ -1,14 +1,34 @@
-"""Where every benchmark writes its figures: `bench/results/<name>.json`, stamped with the time."""
+"""Where every benchmark writes its figures: `bench/results/<name>.json`, stamped with the time and
+the commit measured."""
 
 import json
 import statistics
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+
+
+def source_state(measured: tuple[str, ...] = ()) -> dict:
+    """The commit measured, and which files differed from it: of `measured` (the files the figures
+    depend on) when given, else whether any tracked file did."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout
+
+    state = {"commit": git("rev-parse", "HEAD").strip() or None}
+    if measured:
+        state["measured_files_changed_since_commit"] = [line[3:] for line in git("status", "--porcelain", "--", *measured).splitlines()]
+    else:
+        state["uncommitted_changes"] = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    return state
 
 
 def write_results(name: str, results: dict) -> Path:
+    for key, value in source_state().items():
+        results.setdefault(key, value)
     results.setdefault("measured_at", datetime.now(UTC).isoformat(timespec="seconds"))
     out_file = RESULTS / f"{name}.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)

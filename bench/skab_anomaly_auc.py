@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -53,7 +52,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.results import RESULTS, write_results  # noqa: E402
+from bench.results import RESULTS, source_state, write_results  # noqa: E402
 from fs_assets.features.kernels import window_features_frame  # noqa: E402
 from fs_assets.training.anomaly import auc, fit_device_references, fit_reference, score_windows  # noqa: E402
 from fs_domain.contract import SENSOR_NAMES, SENSORS  # noqa: E402
@@ -296,12 +295,7 @@ def provenance() -> dict:
 
     import scipy
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout
-
-    return {
-        "commit": git("rev-parse", "HEAD").strip() or None,
-        "measured_files_changed_since_commit": [line[3:] for line in git("status", "--porcelain", "--", *MEASURED_CODE).splitlines()],
+    return source_state(MEASURED_CODE) | {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "pandas": pd.__version__,
