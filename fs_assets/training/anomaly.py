@@ -112,13 +112,19 @@ def _inverse(matrix: np.ndarray) -> np.ndarray:
         return np.linalg.pinv(matrix, hermitian=True)
 
 
+def _sample_covariance(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The rows of `z` centred, their (biased) covariance, and its mean eigenvalue: what a shrinkage
+    towards a scaled identity starts from."""
+    centred = z - z.mean(axis=0)
+    sample = centred.T @ centred / len(z)
+    return centred, sample, float(np.trace(sample) / z.shape[1])
+
+
 def oas_covariance(z: np.ndarray) -> tuple[np.ndarray, float]:
     """Oracle Approximating Shrinkage of the covariance of the rows of `z` towards a scaled identity:
     (shrunk covariance, weight of the identity)."""
     n, p = z.shape
-    centred = z - z.mean(axis=0)
-    sample = centred.T @ centred / n
-    mu = np.trace(sample) / p
+    _, sample, mu = _sample_covariance(z)
     if p == 1 or mu <= 0:
         return np.eye(p) * max(mu, 1.0), 1.0
     trace_sq = np.sum(sample * sample)
@@ -132,9 +138,7 @@ def ledoit_wolf_covariance(z: np.ndarray) -> tuple[np.ndarray, float]:
     """Ledoit-Wolf shrinkage of the covariance of the rows of `z` towards a scaled identity (2004):
     (shrunk covariance, weight of the identity)."""
     n, p = z.shape
-    centred = z - z.mean(axis=0)
-    sample = centred.T @ centred / n
-    mu = np.trace(sample) / p
+    centred, sample, mu = _sample_covariance(z)
     squared = centred * centred
     beta = (np.sum(squared.T @ squared) / n - np.sum(sample * sample)) / n
     delta = np.sum((sample - mu * np.eye(p)) ** 2)
