@@ -16,5 +16,5 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE
 # and no run's memory grows with the range.
 daily_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=settings.backfill_days_per_run())
 
-# The training assets: one partition per model (its spec on the run's feature set version).
+# The training assets: one partition per model (its spec on the version it is pinned to).
 model_partitions = dg.StaticPartitionsDefinition(list(MODEL_NAMES))

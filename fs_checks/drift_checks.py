@@ -23,10 +23,19 @@ WHAT_TO_DO_NULLS = f"A feature is NULL more often than in training: a sensor or 
 
 
 def _report(context, delta: DeltaTables, feature_store: FeatureStoreResource):
-    """The days' drift rows of every model on the run's feature set version."""
+    """The days' drift rows of every model on the version it is pinned to."""
     days = list(context.partition_keys)
-    report = delta.read(versioned(DRIFT_TABLE, feature_store.version())).where(F.col("report_date").isin(days)).toPandas()
-    return report, days
+    frames = []
+    for version in feature_store.versions():
+        models = list(feature_store.models_on(version))
+        table = versioned(DRIFT_TABLE, version)
+        if models and delta.exists(table):
+            frames.append(delta.read(table).where(F.col("report_date").isin(days) & F.col("model").isin(models)).toPandas())
+    if not frames:
+        raise dg.Failure(
+            description=f"no drift report of any pinned model yet ({feature_store.pins()}): materialize feature_drift_report first"
+        )
+    return pd.concat(frames, ignore_index=True), days
 
 
 @dg.asset_check(

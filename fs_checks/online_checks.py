@@ -13,7 +13,7 @@ from fs_assets.ontology.objects import vector_first_day
 from fs_checks.results import check_result
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
-from fs_domain.models import models_for, vector_columns
+from fs_domain.models import pinned_models, vector_columns
 from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -88,8 +88,8 @@ def _expected_vectors(
     delta: DeltaTables, feature_store: FeatureStoreResource, model, device_ids: list[str], hydrated_at
 ) -> dict[str, dict]:
     """Per device: the model's latest window closed by `hydrated_at` (within the vector lookback),
-    its features read straight from `device_features`."""
-    features = delta.read(feature_store.features_table())
+    its features read straight from `device_features` of the version the model is pinned to."""
+    features = delta.read(feature_store.features_table(model.feature_set_version))
     first_day = vector_first_day(features, model, hydrated_at)
     if first_day is None:
         return {}
@@ -133,11 +133,11 @@ def check_online_reconciliation(
     ]
     seed = random.randrange(2**31)
     sample = sorted(served) if sample_size == 0 or sample_size >= len(served) else sorted(random.Random(seed).sample(served, sample_size))
-    store = redis.online_store(feature_store.version())
+    store = redis.online_store(feature_store.version(), feature_store.pins())
     state = store.projection_state()
     hydrated_at = state.hydrated_at if state and state.hydrated_at else datetime.now(UTC)
     entries = [(None, [p for p in DEVICE.property_names if p != "hydrated_at"], _expected_objects(delta, feature_store, sample))]
-    for model in models_for(feature_store.version()).values():
+    for model in pinned_models(feature_store.pins()).values():
         if model.served_online:
             fields = [c for c, _ in vector_columns(model) if c != "hydrated_at"]
             entries.append((model.name, fields, _expected_vectors(delta, feature_store, model, sample, hydrated_at)))
@@ -176,7 +176,14 @@ def check_online_reconciliation(
                                 "online": repr(online[name]),
                             }
                         )
-        per_entry.append({"entry": model or DEVICE.name, "fields": len(fields), "values_differing": differing})
+        per_entry.append(
+            {
+                "entry": model or DEVICE.name,
+                "feature_set_version": store.layout(model).feature_set_version,
+                "fields": len(fields),
+                "values_differing": differing,
+            }
+        )
     differing = sum(e["values_differing"] for e in per_entry)
     fraction = differing / compared if compared else 0.0
     return check_result(
@@ -191,7 +198,7 @@ def check_online_reconciliation(
             "tolerance": RECONCILIATION_TOLERANCE,
             "served_devices": len(served),
             "sample_seed": seed,
-            "per_entry": table_metadata(per_entry, columns=["entry", "fields", "values_differing"]),
+            "per_entry": table_metadata(per_entry, columns=["entry", "feature_set_version", "fields", "values_differing"]),
             "differences": table_metadata(mismatches[:20], columns=["entry", "device_id", "field", "offline", "online"]),
         },
     )

@@ -35,6 +35,25 @@ WHAT_TO_DO = (
 )
 
 
+def served_scores(delta: DeltaTables, feature_store: FeatureStoreResource, days: list[str]):
+    """The days' scores of every model from the table of the version it is pinned to (a version's
+    table may still hold scores of a model that has moved since: those are not served)."""
+    frames = []
+    for version in feature_store.versions():
+        models = list(feature_store.models_on(version))
+        table = versioned(ANOMALY_SCORES_TABLE, version)
+        if models and delta.exists(table):
+            frames.append(delta.read(table).where(F.col("window_date").isin(days) & F.col("model").isin(models)))
+    if not frames:
+        raise dg.Failure(
+            description=f"no anomaly scores of any pinned model yet ({feature_store.pins()}): materialize anomaly_scores first"
+        )
+    scores = frames[0]
+    for frame in frames[1:]:
+        scores = scores.unionByName(frame, allowMissingColumns=True)
+    return scores
+
+
 @dg.asset_check(
     asset=SCORES,
     name=CHECK_SCORE_CONFIDENCE,
@@ -48,7 +67,7 @@ def check_score_confidence(
     context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
 ) -> dg.AssetCheckResult:
     days = list(context.partition_keys)
-    scores = delta.read(versioned(ANOMALY_SCORES_TABLE, feature_store.version())).where(F.col("window_date").isin(days))
+    scores = served_scores(delta, feature_store, days)
     notes = F.coalesce(F.col("confidence_notes"), F.lit(""))
     counts = (
         scores.groupBy("window_date", "model")
@@ -146,7 +165,7 @@ def check_site_anomalies(
     context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
 ) -> dg.AssetCheckResult:
     days = list(context.partition_keys)
-    scores = delta.read(versioned(ANOMALY_SCORES_TABLE, feature_store.version())).where(F.col("window_date").isin(days))
+    scores = served_scores(delta, feature_store, days)
     scores = scores.where(F.col("model").isin(SITE_EVENT_MODELS))
     newest_end = scores.groupBy("model").agg(F.max("window_end").alias("window_end"))
     active = delta.read(REGISTRY_TABLE).where(F.col("status") == "active").select("device_id", "site_id")

@@ -8,7 +8,8 @@ Layout (per feature set version `v`):
   (what the lag check reads), `live_devices`, `newest_started`.
 - `fs:{v}:model:{model}:{device_id}`: each served model's latest input vector for the device (its
   features in the model's order, `window_start`, `window_end`, `hydrated_at`), same TTL, and
-  `fs:{v}:projection:model:{model}` its projection state.
+  `fs:{v}:projection:model:{model}` its projection state; `v` is the version the model is pinned
+  to, which need not be the `Device` object's.
 
 Values are text a person can read in `redis-cli` and that decode to exactly what the offline store
 holds: doubles as Python's shortest round-trip `repr` (the same float64 back, bit for bit), longs
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -38,7 +39,7 @@ import redis
 from fs_domain.contract import DEVICE_ID_PATTERN
 from fs_domain.device import DEVICE, SERVED_STATUSES
 from fs_domain.features import DEFAULT_FEATURE_SET_VERSION
-from fs_domain.models import ModelSpec, UnknownModel, model_spec, vector_columns
+from fs_domain.models import MODEL_PINS_SETTING, ModelSpec, UnknownModel, model_pins, model_spec, vector_columns
 from fs_resources.embedded_redis import EmbeddedRedis, redact
 
 DEFAULT_TTL_SECONDS = 2 * 3600
@@ -68,6 +69,7 @@ class EntryLayout:
     dtypes: dict[str, str]
     # The column that says whether a row is served (`DEVICE`'s status); None: every row is.
     status_field: str | None
+    feature_set_version: str
 
 
 def device_layout(version: str) -> EntryLayout:
@@ -78,6 +80,7 @@ def device_layout(version: str) -> EntryLayout:
         fields=DEVICE.property_names,
         dtypes={p.name: p.dtype for p in DEVICE.properties},
         status_field="status",
+        feature_set_version=version,
     )
 
 
@@ -91,6 +94,7 @@ def model_layout(model: ModelSpec) -> EntryLayout:
         fields=tuple(c for c, _ in columns),
         dtypes=dict(columns),
         status_field=None,
+        feature_set_version=version,
     )
 
 
@@ -261,11 +265,16 @@ class ProjectionState:
 
 
 class OnlineStore:
-    """Reads and writes `Device` objects and models' input vectors of one feature set version in Redis."""
+    """Reads and writes `Device` objects of one feature set version in Redis, and models' input vectors
+    of the version each model is pinned to."""
 
-    def __init__(self, client: redis.Redis, feature_set_version: str = DEFAULT_FEATURE_SET_VERSION):
+    def __init__(
+        self, client: redis.Redis, feature_set_version: str = DEFAULT_FEATURE_SET_VERSION, model_versions: Mapping[str, str] | None = None
+    ):
         self.client = client
         self.version = feature_set_version
+        # The version each model's vectors are served on (its pin); a model not named: this store's.
+        self.model_versions = dict(model_versions or {})
         self.device = device_layout(feature_set_version)
         self.prefix = self.device.prefix
         self.projection_key = self.device.projection_key
@@ -283,22 +292,28 @@ class OnlineStore:
         self._layouts: dict[str | None, EntryLayout] = {None: self.device}
 
     def layout(self, model: str | None = None) -> EntryLayout:
-        """The `Device` object's layout, or a served model's input vector's on this store's version."""
+        """The `Device` object's layout, or a served model's input vector's on the version it is pinned to."""
         if model not in self._layouts:
             if not isinstance(model, str):
                 raise TypeError(f"model must be a model name, not {type(model).__name__}")
+            version = self.model_versions.get(model, self.version)
             try:
-                spec = model_spec(model, self.version)
+                spec = model_spec(model, version)
             except UnknownModel as exc:
-                raise UnknownModel(f"{exc}; its input vectors are served under fs:{self.version}:model:<name>:") from None
+                raise UnknownModel(f"{exc}; its input vectors are served under fs:{version}:model:<name>:") from None
             if not spec.served_online:
                 raise UnknownModel(f"{spec.key} is not served online")
             self._layouts[model] = model_layout(spec)
         return self._layouts[model]
 
     @classmethod
-    def connect(cls, url: str | None = None, feature_set_version: str | None = None, socket_timeout: float = 2.0) -> OnlineStore:
-        """The store at `url`, else REDIS_URL, else the embedded server `make run` started."""
+    def connect(
+        cls, url: str | None = None, feature_set_version: str | None = None, socket_timeout: float = 2.0, model_versions: str | None = None
+    ) -> OnlineStore:
+        """The store at `url`, else REDIS_URL, else the embedded server `make run` started; the
+        `Device` object of `feature_set_version` (else FS_FEATURE_SET_VERSION, else v1), each model's
+        vectors of the version it is pinned to (`model_versions` as `model=version,...`, else
+        FS_MODEL_VERSIONS, over `MODEL_PINS`)."""
         url = url or os.environ.get("REDIS_URL") or EmbeddedRedis().url()
         if url is None:
             raise OnlineStoreUnavailable(
@@ -306,7 +321,12 @@ class OnlineStore:
             )
         client = redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
         version = feature_set_version or os.environ.get("FS_FEATURE_SET_VERSION") or DEFAULT_FEATURE_SET_VERSION
-        return cls(client, version)
+        pins = (
+            model_pins(model_versions, setting="model_versions")
+            if model_versions is not None
+            else model_pins(os.environ.get(MODEL_PINS_SETTING), setting=MODEL_PINS_SETTING)
+        )
+        return cls(client, version, pins)
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ report it healthy instead of down.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import dagster as dg
 import redis
@@ -74,13 +75,14 @@ class RedisResource(dg.ConfigurableResource):
             raise ValueError(f"the online TTL must be positive seconds, got {ttl}")
         return ttl
 
-    def online_store(self, feature_set_version: str) -> OnlineStore:
-        """The `OnlineStore` of a feature set version on this Redis as it is (nothing started), for readers."""
-        return OnlineStore(self.client(), feature_set_version)
+    def online_store(self, feature_set_version: str, model_versions: Mapping[str, str] | None = None) -> OnlineStore:
+        """The `OnlineStore` of a feature set version (and of models pinned elsewhere) on this Redis
+        as it is (nothing started), for readers."""
+        return OnlineStore(self.client(), feature_set_version, model_versions)
 
-    def writable_online_store(self, feature_set_version: str) -> OnlineStore:
+    def writable_online_store(self, feature_set_version: str, model_versions: Mapping[str, str] | None = None) -> OnlineStore:
         """The `OnlineStore` to project into: the embedded server is started if it is down."""
-        return OnlineStore(self._client_for(self.started_url()), feature_set_version)
+        return OnlineStore(self._client_for(self.started_url()), feature_set_version, model_versions)
 
     def client(self) -> redis.Redis:
         """The resource's client of the server as it is (nothing started)."""

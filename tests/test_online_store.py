@@ -259,17 +259,19 @@ def test_checks_pass_and_reconciliation_catches_a_changed_value(spark, fleet):
 
 @pytest.mark.integration
 def test_a_second_feature_set_version_is_served_beside_the_first(spark, fleet):
-    """v2's objects and vectors live under fs:v2:, with v2's features; v1's entries are not touched."""
+    """A deployment moved whole to v2 (its objects and every model pinned there): v2's objects and
+    vectors live under fs:v2:, with v2's features; v1's entries are not touched."""
     assert prehydrate(fleet).success
     v1 = store(fleet)
     ids = sorted(v1.live_device_ids())
     before = {m: v1.get_online_features(ids, model=m) for m in (None, *models_for("v1"))}
-    v2 = fleet["resources"] | {"feature_store": FeatureStoreResource(feature_set_version="v2")}
+    every_model_on_v2 = ",".join(f"{name}=v2" for name in models_for("v2"))
+    v2 = fleet["resources"] | {"feature_store": FeatureStoreResource(feature_set_version="v2", model_versions=every_model_on_v2)}
     days = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
     assert dg.materialize([FEATURES_1H, FEATURES_1D], resources=v2, instance=fleet["instance"], tags=days).success
     assert dg.materialize([device_objects, device_online_store], resources=v2, instance=fleet["instance"]).success
     assert {m: v1.get_online_features(ids, model=m) for m in (None, *models_for("v1"))} == before
-    served_v2 = OnlineStore.connect(fleet["url"], feature_set_version="v2")
+    served_v2 = OnlineStore.connect(fleet["url"], feature_set_version="v2", model_versions=every_model_on_v2)
     assert served_v2.live_device_ids() == set(ids)
     for name, model in models_for("v2").items():
         vectors = served_v2.get_online_features(ids, model=name)

@@ -15,16 +15,18 @@ from fs_assets.features.assets import device_features_1d as FEATURES_1D
 from fs_assets.features.assets import device_features_1h as FEATURES_1H
 from fs_assets.ingest.assets import maintenance_events
 from fs_assets.monitoring.assets import anomaly_scores, feature_drift_report
-from fs_assets.ontology.assets import device_objects
+from fs_assets.ontology.assets import device_objects, device_online_store
 from fs_assets.training.anomaly import ReferenceModel, auc, score_windows
 from fs_assets.training.assets import feature_reference_snapshot, promoted_reference, training_assets, training_dataset
 from fs_assets.training.datasets import feature_statistics, label_entities, sample_entities
 from fs_assets.training.reference import promoted, read_device_references
+from fs_checks.online_checks import CHECK_RECONCILIATION, online_checks
 from fs_checks.score_checks import CHECK_SCORE_CONFIDENCE, score_checks
 from fs_domain.models import COMPRESSOR_FAILURE_1H, DEVICE_HEALTH_1D, MODEL_NAMES, model_spec
 from fs_resources import settings
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
+from fs_resources.online import OnlineStore
 from fs_resources.redis_store import RedisResource
 from fs_resources.simulator.fleet import FleetSpec, generate
 from fs_resources.spark import DeltaSparkResource
@@ -353,35 +355,61 @@ def test_drift_is_measured_over_active_devices_only(spark, trained):
     assert mean == pytest.approx(day.loc[day["device_id"].isin(active), "temp_evaporator_mean"].mean(), rel=1e-12)
 
 
-@pytest.mark.e2e
-def test_a_v2_line_trains_promotes_scores_and_reports_drift_and_leaves_v1_untouched(spark, trained):
-    """Old models keep reading v1 while v2 is validated: every v2 step writes v2's tables only."""
+@pytest.mark.integration
+def test_models_pinned_to_different_versions_are_trained_scored_served_and_reconciled_side_by_side(spark, trained):
+    """device_health_1d moves to v2 while compressor_failure_1h stays on v1, in one deployment: one
+    run computes both versions' features, each model is trained, scored, reported on, served and
+    reconciled on its own version, and the moved model's v1 line is left as it was."""
     resources, instance = trained["resources"], trained["instance"]
     delta = DeltaTables(spark=DeltaSparkResource())
-    v1_tables = [
-        "device_features/v1",
-        *(f"training_datasets/v1/{m}" for m in MODEL_NAMES),
-        "feature_reference_snapshots/v1",
-        "model_promotions/v1",
-        "anomaly_scores/v1",
-    ]
-    before = {t: delta.version(t) for t in v1_tables}
-    before_rows = {t: delta.read(t).toPandas().sort_values(delta.read(t).columns[:3]).reset_index(drop=True) for t in v1_tables[1:]}
-    v2 = resources | {"feature_store": FeatureStoreResource(feature_set_version="v2")}
-    # One model's line is enough to show it: the other is left out of v2's scores until promoted.
-    assert dg.materialize([FEATURES_1D], resources=v2, instance=instance, tags=RANGE).success
-    assert dg.materialize(training_assets, partition_key=MODEL, resources=v2, instance=instance).success
-    assert dg.materialize([anomaly_scores, feature_drift_report], resources=v2, instance=instance, tags=RANGE).success
+    v1_line = [f"training_datasets/v1/{MODEL}", "feature_reference_snapshots/v1", "model_promotions/v1", "device_features/v1"]
+    before = {t: delta.version(t) for t in v1_line}
+    pinned = resources | {"feature_store": FeatureStoreResource(model_versions=f"{MODEL}=v2")}
+    assert dg.materialize([FEATURES_1D], resources=pinned, instance=instance, tags=RANGE).success
+    assert dg.materialize(training_assets, partition_key=MODEL, resources=pinned, instance=instance).success
+    monitored = dg.materialize([anomaly_scores, feature_drift_report, *score_checks], resources=pinned, instance=instance, tags=RANGE)
+    assert monitored.success
+    served = dg.materialize([device_objects, device_online_store, *online_checks], resources=pinned, instance=instance)
+    assert served.success
+    # The v1 features were already current: the run computed v2's beside them and rewrote nothing.
+    assert {t: delta.version(t) for t in v1_line} == before
 
-    assert {t: delta.version(t) for t in v1_tables} == before
-    for t, rows in before_rows.items():
-        pd.testing.assert_frame_equal(delta.read(t).toPandas().sort_values(rows.columns[:3].tolist()).reset_index(drop=True), rows)
+    features = {v: table(spark, f"device_features/{v}") for v in ("v1", "v2")}
+    daily = features["v2"][features["v2"]["window_duration_minutes"] == 1440]
     training = table(spark, f"training_datasets/v2/{MODEL}")
     assert set(training["feature_set_version"]) == {"v2"} and "vibration_compressor_rms" in training.columns
-    assert "vibration_compressor_rms" in model_spec(MODEL, "v2").features
-    scores = table(spark, "anomaly_scores/v2")
-    assert set(scores["feature_set_version"]) == {"v2"} and set(scores["model"]) == {MODEL}
-    promotions = table(spark, "model_promotions/v2")
-    assert set(promotions["model"]) == {MODEL} and set(promotions["feature_set_version"]) == {"v2"}
+    assert set(table(spark, "model_promotions/v2")["model"]) == {MODEL}
+    scores = {v: table(spark, f"anomaly_scores/{v}") for v in ("v1", "v2")}
+    assert set(scores["v2"]["model"]) == {MODEL} and len(scores["v2"]) == len(daily) > 0
+    hourly = scores["v1"][scores["v1"]["model"] == COMPRESSOR_FAILURE_1H.name]
+    assert len(hourly) == (features["v1"]["window_duration_minutes"] == 60).sum() and set(hourly["feature_set_version"]) == {"v1"}
+    assert hourly["scored_at"].min() == scores["v2"]["scored_at"].min(), "both models scored by the same run"
     drift = table(spark, "feature_drift_monitoring/v2")
-    assert "vibration_compressor_rms" in set(drift["feature"]) and set(drift["snapshot_version"]) == {1}
+    assert set(drift["model"]) == {MODEL} and "vibration_compressor_rms" in set(drift["feature"])
+    confidence = next(e for e in monitored.get_asset_check_evaluations() if e.check_name == CHECK_SCORE_CONFIDENCE)
+    assert {r.data["model"] for r in confidence.metadata["per_day"].records} == set(MODEL_NAMES)
+
+    # Served: the Device object (v1) shows the v2 score; each model's vector is its own version's window.
+    objects = table(spark, "device_objects/v1").set_index("device_id")
+    latest = scores["v2"].sort_values("window_end").groupby("device_id").last()
+    assert all(objects.loc[d, "latest_anomaly_score"] == row["anomaly_score"] for d, row in latest.iterrows())
+    online = OnlineStore.connect(resources["redis"].resolved_url(), model_versions=f"{MODEL}=v2")
+    ids = sorted(online.live_device_ids())
+    hydrated_at = online.projection_state().hydrated_at
+    for model, version in ((model_spec(MODEL, "v2"), "v2"), (model_spec(COMPRESSOR_FAILURE_1H.name, "v1"), "v1")):
+        assert online.layout(model.name).prefix == f"fs:{version}:model:{model.name}:"
+        windows = features[version][features[version]["window_duration_minutes"] == model.window_minutes]
+        newest = windows.sort_values("window_end").groupby("device_id").last()
+        vectors = dict(zip(ids, online.get_online_features(ids, model=model.name)))
+        live = {d: v for d, v in vectors.items() if v is not None}
+        assert live and all(v["hydrated_at"] == hydrated_at for v in live.values()), f"{model.key} vectors are this projection's"
+        for device_id, vector in live.items():
+            assert list(vector)[: len(model.features)] == list(model.features)
+            assert vector["window_end"] == newest.loc[device_id, "window_end"]
+            assert all(
+                vector[f] == newest.loc[device_id, f] or newest.loc[device_id, f] != newest.loc[device_id, f] for f in model.features
+            )
+    reconciled = next(e for e in served.get_asset_check_evaluations() if e.check_name == CHECK_RECONCILIATION)
+    assert reconciled.passed and reconciled.metadata["values_differing"].value == 0
+    versions = {r.data["entry"]: r.data["feature_set_version"] for r in reconciled.metadata["per_entry"].records}
+    assert versions == {"Device": "v1", MODEL: "v2", COMPRESSOR_FAILURE_1H.name: "v1"}

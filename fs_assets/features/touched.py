@@ -36,6 +36,9 @@ FALLBACK_KEY = "change_feed_fallback"
 TEXT = "%Y-%m-%d %H:%M:%S.%f"  # a UTC instant as Spark's timestamp text
 COMPUTED_AT_KEY = "computed_at"
 VERSION_KEY = "feature_set_version"
+# Per feature set version the run wrote: what it read and when (the flat keys above are the
+# deployment's version's, for runs that wrote one version).
+VERSIONS_KEY = "feature_set_versions"
 
 
 @dataclass
@@ -62,14 +65,17 @@ def previous_run(instance: dg.DagsterInstance, key: dg.AssetKey, day: str, versi
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1).records
     if not records or records[0].asset_materialization is None:
         return None
-    md = records[0].asset_materialization.metadata
-    if CLEAN_VERSION_KEY not in md or COMPUTED_AT_KEY not in md or md.get(VERSION_KEY) is None or md[VERSION_KEY].value != version:
+    md = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    if VERSIONS_KEY in md:
+        # A run of every served version: each version's record is its own.
+        md = {**(md[VERSIONS_KEY].get(version) or {}), VERSION_KEY: version} if version in md[VERSIONS_KEY] else {}
+    if CLEAN_VERSION_KEY not in md or COMPUTED_AT_KEY not in md or md.get(VERSION_KEY) != version:
         return None
     return Previous(
-        int(md[CLEAN_VERSION_KEY].value),
-        datetime.fromisoformat(str(md[COMPUTED_AT_KEY].value)),
-        str(md[CLEAN_TABLE_ID_KEY].value) if CLEAN_TABLE_ID_KEY in md else None,
-        bool(md[CLEAN_FEED_KEY].value) if CLEAN_FEED_KEY in md else None,
+        int(md[CLEAN_VERSION_KEY]),
+        datetime.fromisoformat(str(md[COMPUTED_AT_KEY])),
+        str(md[CLEAN_TABLE_ID_KEY]) if md.get(CLEAN_TABLE_ID_KEY) is not None else None,
+        bool(md[CLEAN_FEED_KEY]) if md.get(CLEAN_FEED_KEY) is not None else None,
     )
 
 

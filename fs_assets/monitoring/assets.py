@@ -1,5 +1,6 @@
-"""`anomaly_scores` and `feature_drift_report`: every model of the run's feature set version, each
-day, against the model's promoted reference snapshot.
+"""`anomaly_scores` and `feature_drift_report`: every model, each day, on the feature set version it
+is pinned to (its features, its promoted reference snapshot and its output table all of that
+version), so a model validated on v2 is scored beside one still on v1 in the same run.
 
 Each model is scored on its own window size (`device_health_1d` once a day per device,
 `compressor_failure_1h` once an hour) against each device's own normal where the promoted snapshot
@@ -29,7 +30,7 @@ from fs_assets.training.anomaly import ReferenceModel, score_windows
 from fs_assets.training.assets import promoted_reference
 from fs_assets.training.reference import Promotion, ReferenceSnapshot, promoted, read_device_references
 from fs_domain.features import WINDOWS_BY_MINUTES
-from fs_domain.models import ANOMALY_THRESHOLD, MODEL_SPECS, SPARSE_COMPLETENESS, SPARSE_READING_SHARE, ModelSpec, models_for
+from fs_domain.models import ANOMALY_THRESHOLD, MODEL_SPECS, SPARSE_COMPLETENESS, SPARSE_READING_SHARE, ModelSpec
 from fs_domain.tables import ANOMALY_SCORES_TABLE, DRIFT_TABLE, REGISTRY_TABLE, versioned
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -44,22 +45,26 @@ SCORES_SCHEMA = (
 SPARSE, STALE, OUT_OF_RANGE = "sparse", "stale", "out_of_range"
 
 
-def _baselines(context, delta: DeltaTables, version: str) -> dict[str, tuple[ModelSpec, Promotion, ReferenceSnapshot]]:
-    """Each model of the version with its promoted reference; a model without one is named and left out."""
+def _baselines(
+    context, delta: DeltaTables, feature_store: FeatureStoreResource
+) -> dict[str, dict[str, tuple[ModelSpec, Promotion, ReferenceSnapshot]]]:
+    """Per feature set version, each model pinned to it with its promoted reference on it; a model
+    without one is named and left out."""
     found, missing = {}, []
-    for model in models_for(version).values():
-        baseline = promoted(delta, model)
-        if baseline is None:
-            missing.append(model.name)
-        else:
-            found[model.name] = (model, *baseline)
+    for version in feature_store.versions():
+        for model in feature_store.models_on(version).values():
+            baseline = promoted(delta, model)
+            if baseline is None:
+                missing.append(model.key)
+            else:
+                found.setdefault(version, {})[model.name] = (model, *baseline)
     if missing:
-        context.log.warning(f"no promoted reference on {version} for {', '.join(missing)}: left out until one is promoted")
+        context.log.warning(f"no promoted reference for {', '.join(missing)}: left out until one is promoted on its pinned version")
     if not found:
         raise dg.Failure(
             description=(
-                f"no model on {version} has a promoted reference snapshot: materialize training_dataset, "
-                "feature_reference_snapshot and promoted_reference (one partition per model) first"
+                f"no model has a promoted reference snapshot on the version it is pinned to ({', '.join(missing)}): materialize "
+                "training_dataset, feature_reference_snapshot and promoted_reference (one partition per model) first"
             ),
             metadata={"models_without_baseline": dg.MetadataValue.json(missing)},
         )
@@ -169,7 +174,7 @@ DAILY_MONITORING = dict(
     **DAILY_MONITORING,
     pool=f"delta_{ANOMALY_SCORES_TABLE}",
     description=(
-        "Anomaly scores of every model of the run's feature set version, per device and window of the model's size: how "
+        "Anomaly scores of every model on the feature set version it is pinned to, per device and window of the model's size: how "
         "far its scored features, and how they move together, are from the device's own normal (a multivariate reference "
         "fitted on its healthy windows, carried by the promoted reference snapshot), or from the fleet's when the device "
         "has none (`reference`); `top_features` and `top_pair` say what contributed most; `reduced_confidence` (with "
@@ -178,80 +183,69 @@ DAILY_MONITORING = dict(
 )
 def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
     started = time.monotonic()
-    version = feature_store.version()
     days = list(context.partition_keys)
-    baselines = _baselines(context, delta, version)
-    table = feature_store.features_table()
-    features_version = delta.version(table)
     scored_at = datetime.now(UTC)
-    frames, summary, top_rows = [], [], []
-    for model, promotion, snapshot in baselines.values():
-        keys = ["device_id", "window_start", "window_end", "window_date", "reading_count", "sensor_completeness"]
-        windows = _model_windows(delta, table, features_version, model, days, [*keys, *model.features]).toPandas()
-        stale = set(stale_days(context.instance, days, model.window_minutes))
-        fleet, devices = _references(delta, model, snapshot)
-        scored = score_windows(windows, model.scored_features, fleet, devices)
-        scored["top_features"] = scored["top_features"].map(lambda names: ", ".join(names) if names is not None and len(names) else None)
-        scores = windows[keys].join(scored)
-        scores["inputs_out_of_range"], scores["reduced_confidence"], scores["confidence_notes"] = confidence(
-            windows, model, snapshot.statistics, stale
+    summary, top_rows, writes, all_scores = [], [], {}, []
+    # Each model on the version it is pinned to: its windows from that version's features, its
+    # scores into that version's table.
+    for version, baselines in _baselines(context, delta, feature_store).items():
+        table = feature_store.features_table(version)
+        features_version = delta.version(table)
+        frames = []
+        for model, promotion, snapshot in baselines.values():
+            scores, stale = _model_scores(context, delta, table, features_version, model, snapshot, days, scored_at)
+            frames.append(scores)
+            summary.append(
+                {
+                    "model": model.name,
+                    "feature_set_version": version,
+                    "window_minutes": model.window_minutes,
+                    "snapshot_version": snapshot.version,
+                    "promoted_by": promotion.promoted_by,
+                    "scores": len(scores),
+                    "reduced_confidence": int(scores["reduced_confidence"].sum()),
+                    "on_fleet_reference": int((scores["reference"] == "fleet").sum()),
+                    "above_threshold": int((scores["anomaly_score"] > ANOMALY_THRESHOLD).sum()),
+                    "median_score": _rounded(scores["anomaly_score"].median()) if len(scores) else None,
+                    "stale_days": ", ".join(sorted(stale)),
+                }
+            )
+            for r in scores.sort_values("anomaly_score", ascending=False).head(5).itertuples():
+                if r.anomaly_score == r.anomaly_score:
+                    top_rows.append(
+                        {
+                            "model": model.name,
+                            "device": r.device_id,
+                            "window_start": str(r.window_start),
+                            "score": round(float(r.anomaly_score), 2),
+                            "reference": r.reference,
+                            "top_features": r.top_features,
+                            "top_pair": r.top_pair,
+                            "reduced_confidence": bool(r.reduced_confidence),
+                        }
+                    )
+        scores = pd.concat(frames, ignore_index=True)
+        all_scores.append(scores)
+        writes[version] = delta.replace_partitions(
+            spark_rows(delta.session, scores, SCORES_SCHEMA),
+            versioned(ANOMALY_SCORES_TABLE, version),
+            {"window_date": days, "model": list(baselines)},
+            run_id=context.run_id,
+            inputs={table: features_version},
+            # Tables written before scores named their reference and contributions gain those columns.
+            properties={"mergeSchema": "true"},
         )
-        scores = scores.assign(
-            model=model.name,
-            feature_set_version=version,
-            snapshot_version=snapshot.version,
-            features_delta_version=features_version,
-            scored_at=scored_at,
-        )
-        frames.append(scores)
-        summary.append(
-            {
-                "model": model.name,
-                "window_minutes": model.window_minutes,
-                "snapshot_version": snapshot.version,
-                "promoted_by": promotion.promoted_by,
-                "scores": len(scores),
-                "reduced_confidence": int(scores["reduced_confidence"].sum()),
-                "on_fleet_reference": int((scores["reference"] == "fleet").sum()),
-                "above_threshold": int((scores["anomaly_score"] > ANOMALY_THRESHOLD).sum()),
-                "median_score": _rounded(scores["anomaly_score"].median()) if len(scores) else None,
-                "stale_days": ", ".join(sorted(stale)),
-            }
-        )
-        for r in scores.sort_values("anomaly_score", ascending=False).head(5).itertuples():
-            if r.anomaly_score == r.anomaly_score:
-                top_rows.append(
-                    {
-                        "model": model.name,
-                        "device": r.device_id,
-                        "window_start": str(r.window_start),
-                        "score": round(float(r.anomaly_score), 2),
-                        "reference": r.reference,
-                        "top_features": r.top_features,
-                        "top_pair": r.top_pair,
-                        "reduced_confidence": bool(r.reduced_confidence),
-                    }
-                )
-    scores = pd.concat(frames, ignore_index=True)
-    write = delta.replace_partitions(
-        spark_rows(delta.session, scores, SCORES_SCHEMA),
-        versioned(ANOMALY_SCORES_TABLE, version),
-        {"window_date": days, "model": list(baselines)},
-        run_id=context.run_id,
-        inputs={table: features_version},
-        # Tables written before scores named their reference and contributions gain those columns.
-        properties={"mergeSchema": "true"},
-    )
+    scores = pd.concat(all_scores, ignore_index=True)
     return dg.MaterializeResult(
-        metadata=write.metadata()
+        metadata=_write_metadata(writes)
         | {
-            "feature_set_version": version,
+            "model_versions": dg.MetadataValue.json({r["model"]: r["feature_set_version"] for r in summary}),
             "anomaly_threshold": ANOMALY_THRESHOLD,
-            "features_delta_version": features_version,
             "models": table_metadata(
                 summary,
                 columns=[
                     "model",
+                    "feature_set_version",
                     "window_minutes",
                     "snapshot_version",
                     "promoted_by",
@@ -274,6 +268,53 @@ def anomaly_scores(context: dg.AssetExecutionContext, delta: DeltaTables, featur
     )
 
 
+def _model_scores(
+    context, delta: DeltaTables, table: str, features_version: int, model: ModelSpec, snapshot: ReferenceSnapshot, days, scored_at
+):
+    """One model's scores of the days' windows of its size, against its promoted snapshot's
+    references, and the days whose features are stale."""
+    keys = ["device_id", "window_start", "window_end", "window_date", "reading_count", "sensor_completeness"]
+    windows = _model_windows(delta, table, features_version, model, days, [*keys, *model.features]).toPandas()
+    stale = set(stale_days(context.instance, days, model.window_minutes))
+    fleet, devices = _references(delta, model, snapshot)
+    scored = score_windows(windows, model.scored_features, fleet, devices)
+    scored["top_features"] = scored["top_features"].map(lambda names: ", ".join(names) if names is not None and len(names) else None)
+    scores = windows[keys].join(scored)
+    scores["inputs_out_of_range"], scores["reduced_confidence"], scores["confidence_notes"] = confidence(
+        windows, model, snapshot.statistics, stale
+    )
+    return scores.assign(
+        model=model.name,
+        feature_set_version=model.feature_set_version,
+        snapshot_version=snapshot.version,
+        features_delta_version=features_version,
+        scored_at=scored_at,
+    ), stale
+
+
+def _write_metadata(writes: dict) -> dict:
+    """The writes' metadata: one version's as it is; several, their rows added up and one line each."""
+    if len(writes) == 1:
+        ((version, write),) = writes.items()
+        return write.metadata() | {"feature_set_version": version}
+    rows = [
+        {
+            "feature_set_version": v,
+            "delta_table": w.table,
+            "delta_version": w.version,
+            "rows_written": w.rows_written,
+            "written_by_run": w.run_id or "-",
+        }
+        for v, w in writes.items()
+    ]
+    return {
+        "dagster/row_count": sum(w.rows_written for w in writes.values()),
+        "delta_writes": table_metadata(
+            rows, columns=["feature_set_version", "delta_table", "delta_version", "rows_written", "written_by_run"]
+        ),
+    }
+
+
 DRIFT_SCHEMA = (
     "feature string, devices long, mean double, std double, p5 double, p50 double, p95 double, null_fraction double, "
     "reference_mean double, reference_null_fraction double, psi double, psi_status string, null_escalation boolean, "
@@ -286,7 +327,7 @@ DRIFT_SCHEMA = (
     **DAILY_MONITORING,
     pool=f"delta_{DRIFT_TABLE}",
     description=(
-        "Daily drift of every model's features (its window size, the run's feature set version) against its promoted "
+        "Daily drift of every model's features (its window size, the version it is pinned to) against its promoted "
         "reference, over the active fleet only: mean, std, p5/p50/p95, null fraction and PSI with its status "
         "(investigate >= 0.1, significant > 0.25); a chart per model in the metadata."
     ),
@@ -296,47 +337,61 @@ def feature_drift_report(
 ) -> dg.MaterializeResult:
     from fs_assets.monitoring.drift import chart_markdown, drift_chart_png, drift_rows, fleet_wide
 
-    version = feature_store.version()
     days = list(context.partition_keys)
-    baselines = _baselines(context, delta, version)
-    table = feature_store.features_table()
-    features_version = delta.version(table)
     registry_version = delta.version(REGISTRY_TABLE)
     # Retired units and units in maintenance are not the fleet the model watches: their features
     # would move the statistics without anything having drifted.
     active = delta.read(REGISTRY_TABLE, version=registry_version).where(F.col("status") == "active").select("device_id")
-    reports, charts, empty = [], {}, []
-    for model, _promotion, snapshot in baselines.values():
-        windows = (
-            _model_windows(delta, table, features_version, model, days, ["device_id", "window_date", *snapshot.features])
-            .join(F.broadcast(active), "device_id", "left_semi")
-            .drop("device_id")
-            .toPandas()
+    reports, charts, empty, writes, snapshots = [], {}, [], {}, {}
+    # Each model against its promoted reference on the version it is pinned to.
+    for version, baselines in _baselines(context, delta, feature_store).items():
+        table = feature_store.features_table(version)
+        features_version = delta.version(table)
+        of_version = []
+        for model, _promotion, snapshot in baselines.values():
+            snapshots[model.name] = snapshot.version
+            windows = (
+                _model_windows(delta, table, features_version, model, days, ["device_id", "window_date", *snapshot.features])
+                .join(F.broadcast(active), "device_id", "left_semi")
+                .drop("device_id")
+                .toPandas()
+            )
+            for day in days:
+                of_day = windows[windows["window_date"].astype(str) == day]
+                if of_day.empty:
+                    empty.append(f"{model.key} {day}")
+                    continue
+                rows = drift_rows(of_day, snapshot.statistics, snapshot.features)
+                rows["fleet_wide_event"] = fleet_wide(rows)
+                rows["report_date"] = datetime.fromisoformat(day).date()
+                rows = rows.assign(
+                    model=model.name,
+                    feature_set_version=version,
+                    window_minutes=model.window_minutes,
+                    snapshot_version=snapshot.version,
+                    features_delta_version=features_version,
+                    registry_delta_version=registry_version,
+                )
+                of_version.append(rows)
+            latest = [r for r in of_version if r["model"].iat[0] == model.name]
+            if latest:
+                day = str(latest[-1]["report_date"].iat[0])
+                charts[model.name] = chart_markdown(
+                    drift_chart_png(latest[-1], f"PSI per feature, {day}, {model.key} against reference v{snapshot.version}"),
+                    f"PSI per feature of {model.name} on {day}",
+                )
+        if not of_version:
+            continue
+        written = pd.concat(of_version, ignore_index=True)
+        written["computed_at"] = datetime.now(UTC)
+        writes[version] = delta.replace_partitions(
+            spark_rows(delta.session, written, DRIFT_SCHEMA),
+            versioned(DRIFT_TABLE, version),
+            {"report_date": sorted({d for d in written["report_date"]}), "model": sorted(set(written["model"]))},
+            run_id=context.run_id,
+            inputs={table: features_version},
         )
-        for day in days:
-            of_day = windows[windows["window_date"].astype(str) == day]
-            if of_day.empty:
-                empty.append(f"{model.name} {day}")
-                continue
-            rows = drift_rows(of_day, snapshot.statistics, snapshot.features)
-            rows["fleet_wide_event"] = fleet_wide(rows)
-            rows["report_date"] = datetime.fromisoformat(day).date()
-            rows = rows.assign(
-                model=model.name,
-                feature_set_version=version,
-                window_minutes=model.window_minutes,
-                snapshot_version=snapshot.version,
-                features_delta_version=features_version,
-                registry_delta_version=registry_version,
-            )
-            reports.append(rows)
-        latest = [r for r in reports if r["model"].iat[0] == model.name]
-        if latest:
-            day = str(latest[-1]["report_date"].iat[0])
-            charts[model.name] = chart_markdown(
-                drift_chart_png(latest[-1], f"PSI per feature, {day}, {model.key} against reference v{snapshot.version}"),
-                f"PSI per feature of {model.name} on {day}",
-            )
+        reports.append(written)
     if empty:
         context.log.warning(f"no active devices' features for {', '.join(empty)}; no drift report for them")
     if not reports:
@@ -344,14 +399,6 @@ def feature_drift_report(
             description=f"no features of active devices for {', '.join(days)}: materialize the feature assets for these days first"
         )
     report = pd.concat(reports, ignore_index=True)
-    report["computed_at"] = datetime.now(UTC)
-    write = delta.replace_partitions(
-        spark_rows(delta.session, report, DRIFT_SCHEMA),
-        versioned(DRIFT_TABLE, version),
-        {"report_date": sorted({d for d in report["report_date"]}), "model": sorted(set(report["model"]))},
-        run_id=context.run_id,
-        inputs={table: features_version},
-    )
 
     latest_day = report["report_date"].max()
     latest = report[report["report_date"] == latest_day]
@@ -375,7 +422,7 @@ def feature_drift_report(
     if fleet_days:
         context.log.warning(f"fleet-wide drift event on {', '.join(fleet_days)}: 5 or more features at PSI >= 0.1")
     return dg.MaterializeResult(
-        metadata=write.metadata()
+        metadata=_write_metadata(writes)
         | {f"psi_chart_{name}": dg.MetadataValue.md(chart) for name, chart in charts.items()}
         | {
             "moved_features": table_metadata(
@@ -398,9 +445,10 @@ def feature_drift_report(
             "null_escalations": int(latest["null_escalation"].sum()),
             "fleet_wide_event_days": dg.MetadataValue.json(fleet_days),
             "max_psi": float(latest["psi"].max()) if latest["psi"].notna().any() else 0.0,
-            "models": dg.MetadataValue.json({m: int(s.version) for m, (_, _, s) in baselines.items()}),
-            "feature_set_version": version,
-            "features_delta_version": features_version,
+            "models": dg.MetadataValue.json(snapshots),
+            "model_versions": dg.MetadataValue.json(
+                {m: v for m, v in report[["model", "feature_set_version"]].drop_duplicates().itertuples(index=False)}
+            ),
             "active_devices_only": True,
         }
     )

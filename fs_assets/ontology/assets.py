@@ -19,7 +19,7 @@ from fs_assets.ontology.objects import device_objects_frame, model_vectors_frame
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
 from fs_domain.features import WINDOWS_BY_MINUTES
-from fs_domain.models import MODEL_SPECS, device_score_model, models_for
+from fs_domain.models import MODEL_SPECS, pinned_models
 from fs_domain.tables import ANOMALY_SCORES_TABLE, OBJECTS_TABLE, REGISTRY_TABLE, versioned
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -48,8 +48,10 @@ def device_objects(context: dg.AssetExecutionContext, delta: DeltaTables, featur
     hydrated_at = datetime.now(UTC)
     features = delta.read(feature_store.features_table())
     registry = delta.read(REGISTRY_TABLE)
-    scores_table = versioned(ANOMALY_SCORES_TABLE, feature_store.version())
-    score_model = device_score_model(feature_store.version())
+    # The score shown is the score model's on the version it is pinned to, which may differ from
+    # the object's own: moving that model to v2 moves the score, not the object.
+    score_model = feature_store.device_score_model()
+    scores_table = versioned(ANOMALY_SCORES_TABLE, score_model.feature_set_version)
     scores = delta.read(scores_table).where(F.col("model") == score_model.name) if delta.exists(scores_table) else None
     objects = device_objects_frame(features, registry, scores, hydrated_at).cache()
     summary = objects.agg(
@@ -96,7 +98,8 @@ VECTOR_SOURCES = [
     description=(
         "Projects `device_objects` into Redis: one hash per served device under `fs:{version}:device:`, "
         "atomic per device, newest snapshot wins, TTL 2 h by default; retired and unknown devices are removed. "
-        "Beside it, each served model's latest input vector per device under `fs:{version}:model:{model}:`."
+        "Beside it, each served model's latest input vector per device under `fs:{version}:model:{model}:`, the version "
+        "being the one the model is pinned to."
     ),
 )
 def device_online_store(
@@ -114,7 +117,7 @@ def device_online_store(
         raise dg.Failure(description=f"{table} v{source_version} holds {len(hydrated)} hydration times; expected one snapshot")
     (hydrated_at,) = hydrated
     # The one writer of the online store: the only place the embedded server may be started.
-    store = redis.writable_online_store(feature_store.version())
+    store = redis.writable_online_store(feature_store.version(), feature_store.pins())
     ttl = redis.resolved_ttl_seconds()
     url = redis.redacted_url()
     context.log.info(f"projecting {objects.num_rows:,} devices of {table} v{source_version} into {url} under {store.prefix}")
@@ -141,7 +144,17 @@ def device_online_store(
             "read_seconds": round(read_seconds, 2),
             "write_seconds": round(report.seconds, 2),
             "model_vectors": table_metadata(
-                vectors, columns=["model", "key_prefix", "window_minutes", "vectors_written", "removed", "latest_window_end", "seconds"]
+                vectors,
+                columns=[
+                    "model",
+                    "feature_set_version",
+                    "key_prefix",
+                    "window_minutes",
+                    "vectors_written",
+                    "removed",
+                    "latest_window_end",
+                    "seconds",
+                ],
             ),
         }
     )
@@ -160,16 +173,17 @@ def _project(context, store, redis: RedisResource, rows, hydrated_at, ttl: int, 
 
 
 def _project_vectors(context, delta, feature_store, store, objects_table_name, objects_version, hydrated_at, ttl, redis) -> list[dict]:
-    """Each served model's latest input vector per served device, from the version's features, with
-    the objects' hydration time (so the newest-wins guard orders them with the objects)."""
-    features_table = feature_store.features_table()
-    features_version = delta.version(features_table)
+    """Each served model's latest input vector per served device, from the features of the version
+    it is pinned to and under that version's prefix, with the objects' hydration time (so the
+    newest-wins guard orders them with the objects)."""
     objects = delta.read(objects_table_name, version=objects_version)
     rows = []
-    for model in models_for(feature_store.version()).values():
+    for model in pinned_models(feature_store.pins()).values():
         if not model.served_online:
             continue
         started = time.monotonic()
+        features_table = feature_store.features_table(model.feature_set_version)
+        features_version = delta.version(features_table)
         frame = model_vectors_frame(delta.read(features_table, version=features_version), objects, model, hydrated_at)
         vectors = frame.toArrow()
         report = _project(context, store, redis, vectors, hydrated_at, ttl, f"{features_table}@v{features_version}", model=model.name)
@@ -177,6 +191,7 @@ def _project_vectors(context, delta, feature_store, store, objects_table_name, o
         rows.append(
             {
                 "model": model.name,
+                "feature_set_version": model.feature_set_version,
                 "key_prefix": store.layout(model.name).prefix,
                 "window_minutes": model.window_minutes,
                 "vectors_written": report.written,

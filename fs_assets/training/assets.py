@@ -1,7 +1,9 @@
 """`training_dataset`, `feature_reference_snapshot` and `promoted_reference`: one partition per model.
 
-Each run works on one feature set version (the `feature_store` resource's), with that version's
-spec of the model (fs_domain/models.py), and writes under that version's tables only.
+Each run works on the feature set version the model is pinned to (`MODEL_PINS`, `FS_MODEL_VERSIONS`,
+or the `feature_store` resource's `model_versions` for one run, to train ahead of moving a pin),
+with that version's spec of the model (fs_domain/models.py), and writes under that version's
+tables only.
 
 The training set is built with the same `OfflineStore.get_historical_features` ML scientists call
 from a notebook, as of a recorded processing time, so rebuilding it later with that `as_of` gives
@@ -39,7 +41,7 @@ from fs_assets.training.reference import (
     write_device_references,
     write_snapshot,
 )
-from fs_domain.models import MIN_DEVICE_WINDOWS, model_spec
+from fs_domain.models import MIN_DEVICE_WINDOWS
 from fs_domain.tables import MAINTENANCE_TABLE, PROMOTIONS_TABLE, REFERENCE_TABLE, REGISTRY_TABLE, TRAINING_TABLE, training_table
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -76,7 +78,7 @@ def _feature_days(delta: DeltaTables, table: str, minutes: int) -> tuple[str, st
     deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping()) for a in feature_assets] + [device_registry, maintenance_events],
     pool=f"delta_{TRAINING_TABLE}",
     description=(
-        "A model's training set on the run's feature set version: every device sampled over a date range, labelled from "
+        "A model's training set on the feature set version it is pinned to: every device sampled over a date range, labelled from "
         "maintenance events, with point-in-time features; rows record the model, the version and the Delta versions read."
     ),
 )
@@ -84,8 +86,8 @@ def training_dataset(
     context: dg.AssetExecutionContext, config: TrainingDatasetConfig, delta: DeltaTables, feature_store: FeatureStoreResource
 ) -> dg.MaterializeResult:
     started = time.monotonic()
-    model = model_spec(context.partition_key, feature_store.version())
-    first, last = _feature_days(delta, feature_store.features_table(), model.window_minutes)
+    model = feature_store.model(context.partition_key)
+    first, last = _feature_days(delta, feature_store.features_table(model.feature_set_version), model.window_minutes)
     start = datetime.fromisoformat(config.start or first).replace(tzinfo=UTC)
     end = datetime.fromisoformat(config.end or last).replace(tzinfo=UTC) + timedelta(days=1)
     as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(UTC)
@@ -148,7 +150,7 @@ def training_dataset(
 def feature_reference_snapshot(
     context: dg.AssetExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
 ) -> dg.MaterializeResult:
-    model = model_spec(context.partition_key, feature_store.version())
+    model = feature_store.model(context.partition_key)
     source = training_table(model.name, model.feature_set_version)
     if not delta.exists(source):
         raise dg.Failure(
@@ -257,7 +259,7 @@ class PromotionConfig(dg.Config):
 def promoted_reference(
     context: dg.AssetExecutionContext, config: PromotionConfig, delta: DeltaTables, feature_store: FeatureStoreResource
 ) -> dg.MaterializeResult:
-    model = model_spec(context.partition_key, feature_store.version())
+    model = feature_store.model(context.partition_key)
     snapshot = read_snapshot(delta, model, config.snapshot_version)
     if snapshot is None:
         which = f"snapshot v{config.snapshot_version}" if config.snapshot_version else "any snapshot"
