@@ -89,7 +89,10 @@ def _expected_vectors(
 ) -> dict[str, dict]:
     """Per device: the model's latest window closed by `hydrated_at` (within the vector lookback),
     its features read straight from `device_features` of the version the model is pinned to."""
-    features = delta.read(feature_store.features_table(model.feature_set_version))
+    table = feature_store.features_table(model.feature_set_version)
+    if not delta.exists(table):
+        return {}
+    features = delta.read(table)
     first_day = vector_first_day(features, model, hydrated_at)
     if first_day is None:
         return {}

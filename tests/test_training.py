@@ -365,6 +365,12 @@ def test_models_pinned_to_different_versions_are_trained_scored_served_and_recon
     v1_line = [f"training_datasets/v1/{MODEL}", "feature_reference_snapshots/v1", "model_promotions/v1", "device_features/v1"]
     before = {t: delta.version(t) for t in v1_line}
     pinned = resources | {"feature_store": FeatureStoreResource(model_versions=f"{MODEL}=v2")}
+    online = OnlineStore.connect(resources["redis"].resolved_url(), model_versions=f"{MODEL}=v2")
+    # Pinned before v2 has features: the Device object and the model still on v1 are projected all the same.
+    assert dg.materialize([device_objects, device_online_store], resources=pinned, instance=instance).success
+    ids = sorted(online.live_device_ids())
+    assert ids and not any(online.get_online_features(ids, model=MODEL))
+    assert any(online.get_online_features(ids, model=COMPRESSOR_FAILURE_1H.name))
     assert dg.materialize([FEATURES_1D], resources=pinned, instance=instance, tags=RANGE).success
     assert dg.materialize(training_assets, partition_key=MODEL, resources=pinned, instance=instance).success
     monitored = dg.materialize([anomaly_scores, feature_drift_report, *score_checks], resources=pinned, instance=instance, tags=RANGE)
@@ -393,8 +399,6 @@ def test_models_pinned_to_different_versions_are_trained_scored_served_and_recon
     objects = table(spark, "device_objects/v1").set_index("device_id")
     latest = scores["v2"].sort_values("window_end").groupby("device_id").last()
     assert all(objects.loc[d, "latest_anomaly_score"] == row["anomaly_score"] for d, row in latest.iterrows())
-    online = OnlineStore.connect(resources["redis"].resolved_url(), model_versions=f"{MODEL}=v2")
-    ids = sorted(online.live_device_ids())
     hydrated_at = online.projection_state().hydrated_at
     for model, version in ((model_spec(MODEL, "v2"), "v2"), (model_spec(COMPRESSOR_FAILURE_1H.name, "v1"), "v1")):
         assert online.layout(model.name).prefix == f"fs:{version}:model:{model.name}:"

@@ -183,6 +183,11 @@ def _project_vectors(context, delta, feature_store, store, objects_table_name, o
             continue
         started = time.monotonic()
         features_table = feature_store.features_table(model.feature_set_version)
+        if not delta.exists(features_table):
+            # A model just pinned to a version whose features are not computed yet: the objects and
+            # the other models are still projected; its vectors follow the first features run.
+            context.log.warning(f"{model.key}: no {features_table} yet, so no vectors; materialize the feature assets")
+            continue
         features_version = delta.version(features_table)
         frame = model_vectors_frame(delta.read(features_table, version=features_version), objects, model, hydrated_at)
         vectors = frame.toArrow()
