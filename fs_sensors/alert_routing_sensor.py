@@ -77,7 +77,7 @@ from fs_sensors.alert_sink_watch import Contact, SinkWatch
 ML_CHECKS = frozenset({CHECK_FEATURE_DRIFT, CHECK_SCORE_CONFIDENCE, CHECK_SITE_ANOMALIES})
 SELF_TEST_JOB = "alert_path_self_test_job"
 CHECK_RUN_FAILURE = "run_failure"
-# Checks routed only from runs that materialize nothing (see `_run_alerts`).
+# Checks whose failures are routed only from runs that materialize nothing (see `_run_alerts`).
 CLOCK_CHECKS = frozenset({CHECK_DATA_FRESHNESS})
 CHECK_DEAD_LETTER = "alert_dead_letter"
 CHECK_QUEUE_STALLED = "run_queue_stalled"
@@ -487,11 +487,13 @@ def _run_alerts(instance: dg.DagsterInstance, incidents: Incidents, record: dg.R
         for r in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000).records
     ]
     if assets:
-        # A data clock is judged by its own check runs (`freshness_checks_sensor`, or an operator's
+        # A data clock pages from its own check runs only (`freshness_checks_sensor`, or an operator's
         # "Execute checks"), which know a fresh store's start-up grace. One that rode along with a run
         # materializing assets judged at that run's moment: during a fresh store's catch-up, the
-        # backlog's oldest day, thousands of minutes "late". It shows in the UI; it does not alert.
-        evaluations = [(at, e) for at, e in evaluations if e.check_name not in CLOCK_CHECKS]
+        # backlog's oldest day, thousands of minutes "late". Its failure shows in the UI and does not
+        # alert; its pass resolves like any other (on a live store the clean runs keep passing it, so
+        # the sensor never finds the clock due for a check run of its own).
+        evaluations = [(at, e) for at, e in evaluations if e.passed or e.check_name not in CLOCK_CHECKS]
     # What passed first, downstream before upstream, so that a resolve knows which of its attached
     # failures cleared with it; then the run's own outcome; then what failed, causes before what they
     # cause: upstream assets first, then ERROR before WARN on one asset.

@@ -256,7 +256,7 @@ def test_a_failure_that_persists_after_its_asset_was_recomputed_past_the_recover
         assert own.pages and own.dedup_key == FEATURES_1H and "after its asset was recomputed" in own.summary
 
 
-def test_a_data_clock_judged_in_a_run_that_materializes_is_not_routed_its_own_check_run_is(tmp_path):
+def test_a_data_clock_failing_in_a_run_that_materializes_does_not_page_and_passing_there_resolves(tmp_path):
     """A fresh store catching up writes the backlog's oldest day first: a freshness check riding along
     with that run sees thousands of minutes of lag. Only the clock's own check runs page."""
     sink = file_sink(tmp_path)
@@ -269,6 +269,11 @@ def test_a_data_clock_judged_in_a_run_that_materializes_is_not_routed_its_own_ch
         tick()
         (page,) = sent(sink)
         assert page.pages and page.dedup_key == CLEAN
+        # A pass is a pass wherever it was judged: the run that brings the readings back resolves the
+        # page (a live store's clean runs keep the clock fresh, so its own check run may never come).
+        assert compute(instance, "clean_sensor_readings", clean_sensor_readings=2)
+        tick()
+        assert [(a.action, a.dedup_key) for a in sent(sink)[1:]] == [("resolve", CLEAN)]
 
 
 def test_a_warn_that_becomes_an_error_pages_once_even_when_the_error_is_downstream(tmp_path):
