@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2
 
 from fs_domain.features import FEATURES_BY_NAME
 from fs_domain.models import MIN_DEVICE_WINDOWS
@@ -208,7 +207,13 @@ def fit_reference(
     rows = values[complete][:, keep]
     kept = [n for n, k in zip(names, keep) if k]
     centre, scale, precision, weight = _fit(rows, shrinkage)
-    calibration = float(np.median(_out_of_fold_distances(rows, shrinkage))) / chi2.median(len(kept)) if calibrate else 1.0
+    if calibrate:
+        # Imported here: scipy.stats costs every process that loads the code location most of a second.
+        from scipy.stats import chi2
+
+        calibration = float(np.median(_out_of_fold_distances(rows, shrinkage))) / chi2.median(len(kept))
+    else:
+        calibration = 1.0
     return ReferenceModel(
         features=tuple(kept),
         centre=centre,
