@@ -24,7 +24,7 @@ positive when two sensors move against the relation they keep on healthy windows
 pressure falls): `top_pair` names the pair of different sensors with the largest such term.
 
 `score_windows_univariate` is the previous scorer (robust z of each feature alone against a
-reference snapshot's statistics), kept for callers that have no fitted references yet.
+reference snapshot's statistics), kept as what the benchmarks compare with.
 """
 
 from __future__ import annotations
@@ -330,9 +330,6 @@ def score_windows(
     (the two sensors whose joint move against their healthy relation added most, or None) and
     `features_scored`, over those of `features` (a model's `scored_features`) the reference has.
     """
-    if isinstance(features, dict):
-        # The previous call shape, (windows, snapshot statistics, scored features), until every caller fits references.
-        return score_windows_univariate(windows, features, fleet)
     if fleet is None:
         raise ValueError("score_windows needs a fleet reference to fall back on")
     devices = devices or {}
