@@ -33,7 +33,6 @@ each. Writes `bench/results/degradation.json`.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from dataclasses import asdict, replace
@@ -46,7 +45,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.results import source_state, write_results  # noqa: E402
+from bench.results import provenance, write_results  # noqa: E402
 from fs_assets.features.kernels import window_features_frame  # noqa: E402
 from fs_assets.training.anomaly import fit_device_references, fit_reference, score_windows  # noqa: E402
 from fs_domain.contract import SENSORS  # noqa: E402
@@ -333,19 +332,6 @@ def summary(run: dict) -> dict:
     }
 
 
-def provenance() -> dict:
-    """The commit measured, which of the files the figures depend on differed from it, and library versions."""
-
-    import scipy
-
-    return source_state(MEASURED_CODE) | {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scipy": scipy.__version__,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=2000)
@@ -392,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     fleet_fields = asdict(spec) | {"start": spec.start.isoformat()}
     results = {
-        **provenance(),
+        **provenance(MEASURED_CODE),
         "protocol": {
             "fleet": fleet_fields,
             "training_cutoff": cutoff.isoformat(),

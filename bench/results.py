@@ -26,6 +26,22 @@ def source_state(measured: tuple[str, ...] = ()) -> dict:
     return state
 
 
+def provenance(measured: tuple[str, ...]) -> dict:
+    """`source_state(measured)` and the versions of the numeric libraries the figures come from."""
+    import platform
+
+    import numpy
+    import pandas
+    import scipy
+
+    return source_state(measured) | {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
 def write_results(name: str, results: dict) -> Path:
     for key, value in source_state().items():
         results.setdefault(key, value)

@@ -52,7 +52,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.results import RESULTS, source_state, write_results  # noqa: E402
+from bench.results import RESULTS, provenance, write_results  # noqa: E402
 from fs_assets.features.kernels import window_features_frame  # noqa: E402
 from fs_assets.training.anomaly import auc, fit_device_references, fit_reference, score_windows  # noqa: E402
 from fs_domain.contract import SENSOR_NAMES, SENSORS  # noqa: E402
@@ -289,20 +289,6 @@ def pca_t2_q(windows: dict[str, pd.DataFrame], features: tuple[str, ...], stretc
     }
 
 
-def provenance() -> dict:
-    """The commit measured, which of the files the figures depend on differed from it, and library versions."""
-    import platform
-
-    import scipy
-
-    return source_state(MEASURED_CODE) | {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scipy": scipy.__version__,
-    }
-
-
 def _median(values: pd.Series) -> float | None:
     return round(float(values.median()), 3) if len(values) else None
 
@@ -378,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = pointwise_reference(paths)
     print(f"same-run reference, pointwise Mahalanobis on 60 s rolling means: pooled AUC {reference}")
     results = {
-        **provenance(),
+        **provenance(MEASURED_CODE),
         "experiments": len(paths),
         "pointwise_reference_auc": reference,
         "protocol": {

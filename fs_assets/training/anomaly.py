@@ -247,18 +247,23 @@ def _sensors(name: str) -> frozenset[str]:
     return frozenset(feature.sources) if feature is not None and feature.sources else frozenset([name])
 
 
-def _explain(z: np.ndarray, precision: np.ndarray, names: list[str], calibration: np.ndarray) -> dict[str, np.ndarray]:
-    """Scores and their explanation for rows of standardised deviations `z` (n × k) with each row's
-    own precision (n × k × k) and calibration (n)."""
-    n, k = z.shape
-    label = np.array(names, dtype=object)
-    out = {
+def _unscored(n: int) -> dict[str, np.ndarray]:
+    """The score columns of `n` rows before any is scored."""
+    return {
         "anomaly_score": np.full(n, np.nan),
         "top_feature": np.full(n, None, dtype=object),
         "top_z": np.full(n, np.nan),
         "top_features": np.empty(n, dtype=object),
         "top_pair": np.full(n, None, dtype=object),
     }
+
+
+def _explain(z: np.ndarray, precision: np.ndarray, names: list[str], calibration: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores and their explanation for rows of standardised deviations `z` (n × k) with each row's
+    own precision (n × k × k) and calibration (n)."""
+    n, k = z.shape
+    label = np.array(names, dtype=object)
+    out = _unscored(n)
     if k == 0:
         for r in range(n):
             out["top_features"][r] = []
@@ -289,14 +294,7 @@ def _score_group(values: np.ndarray, models: list[ReferenceModel], which: np.nda
     calibration = np.array([m.calibration for m in models])
     names = list(models[0].features)
     present = np.isfinite(values)
-    out = {
-        "anomaly_score": np.full(n, np.nan),
-        "top_feature": np.full(n, None, dtype=object),
-        "top_z": np.full(n, np.nan),
-        "top_features": np.empty(n, dtype=object),
-        "top_pair": np.full(n, None, dtype=object),
-        "features_scored": present.sum(axis=1).astype("int64"),
-    }
+    out = _unscored(n) | {"features_scored": present.sum(axis=1).astype("int64")}
     covariance = None
     patterns, inverse = np.unique(present, axis=0, return_inverse=True)
     for p, pattern in enumerate(patterns):
