@@ -182,3 +182,15 @@ def test_devices_with_different_feature_lists_score_in_one_call_as_they_would_al
         pd.testing.assert_frame_equal(together.loc[rows.index], alone)
     assert together.loc[recent["device_id"] == "unit-2", "features_scored"].eq(3).all()
     assert together.loc[recent["device_id"] == "unit-4", "reference"].eq("fleet").all()
+
+
+def test_rows_scored_in_chunks_score_as_they_would_at_once(monkeypatch):
+    from fs_assets.training import anomaly
+
+    windows = pd.concat([healthy_windows(f"unit-{i}", 12, seed=i) for i in range(4)], ignore_index=True)
+    windows.loc[[2, 17, 30], RATIO] = np.nan  # rows of another feature pattern, chunked apart
+    devices = fit_device_references(windows, FEATURES)
+    fleet = fit_reference(windows, FEATURES)
+    at_once = score_windows(windows, FEATURES, fleet, devices)
+    monkeypatch.setattr(anomaly, "CHUNK_ROWS", 5)
+    pd.testing.assert_frame_equal(score_windows(windows, FEATURES, fleet, devices), at_once)

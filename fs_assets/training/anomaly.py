@@ -49,6 +49,8 @@ CALIBRATION_FOLDS = 10
 # Healthy windows that never moved (every feature on its floor) would give a calibration of 0.
 MIN_CALIBRATION = 0.1
 TOP_FEATURES = 3
+# Rows scored at once: each holds its own reference's precision matrix while it is scored.
+CHUNK_ROWS = 50_000
 PAIR_SEPARATOR = "×"
 DEVICE, FLEET = "device", "fleet"
 
@@ -298,20 +300,23 @@ def _score_group(values: np.ndarray, models: list[ReferenceModel], which: np.nda
     covariance = None
     patterns, inverse = np.unique(present, axis=0, return_inverse=True)
     for p, pattern in enumerate(patterns):
-        rows = np.flatnonzero(inverse.reshape(-1) == p)
         keep = np.flatnonzero(pattern)
-        models_of = which[rows]
-        if len(keep) == k:
-            block = precision[models_of]
-        else:
-            # The reference restricted to the features the row has: the inverse of its covariance's sub-block.
-            covariance = _inverse(precision) if covariance is None else covariance
-            used = np.unique(models_of)
-            marginal = _inverse(covariance[np.ix_(used, keep, keep)]) if len(keep) else np.zeros((len(used), 0, 0))
-            block = marginal[np.searchsorted(used, models_of)]
-        z = np.clip((values[np.ix_(rows, keep)] - centre[models_of][:, keep]) / scale[models_of][:, keep], -Z_CAP, Z_CAP)
-        for key, column in _explain(z, block, [names[i] for i in keep], calibration[models_of]).items():
-            out[key][rows] = column
+        of_pattern = np.flatnonzero(inverse.reshape(-1) == p)
+        # Each row takes its own k × k precision: rows go in chunks so memory stays bounded at any fleet size.
+        for start in range(0, len(of_pattern), CHUNK_ROWS):
+            rows = of_pattern[start : start + CHUNK_ROWS]
+            models_of = which[rows]
+            if len(keep) == k:
+                block = precision[models_of]
+            else:
+                # The reference restricted to the features the row has: the inverse of its covariance's sub-block.
+                covariance = _inverse(precision) if covariance is None else covariance
+                used = np.unique(models_of)
+                marginal = _inverse(covariance[np.ix_(used, keep, keep)]) if len(keep) else np.zeros((len(used), 0, 0))
+                block = marginal[np.searchsorted(used, models_of)]
+            z = np.clip((values[np.ix_(rows, keep)] - centre[models_of][:, keep]) / scale[models_of][:, keep], -Z_CAP, Z_CAP)
+            for key, column in _explain(z, block, [names[i] for i in keep], calibration[models_of]).items():
+                out[key][rows] = column
     return out
 
 
