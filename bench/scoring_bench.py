@@ -4,9 +4,10 @@
 
 A day of the monitoring run's scoring step, for both models: 100,000 devices' 1-day windows
 (`device_health_1d`) and their 24 1-hour windows each (`compressor_failure_1h`, 2.4 M windows), each
-model's scored features. New: every device's own reference read from its JSON row (as
-`read_device_references` hands them over) and `score_windows`. Reference: `score_windows_univariate`
-(robust z of each feature alone against the snapshot's statistics), on the same windows. Each run is a
+model's scored features. New: every device's own reference built from its row of
+`device_reference_models` (as `read_device_references` does) and `score_windows`. Reference:
+`score_windows_univariate` (robust z of each feature alone against the snapshot's statistics), on
+the same windows. Each run is a
 cold process (what a daemon-launched run is), old and new alternating; the windows are read from the
 same Parquet files by both, and that read is timed apart. Reading the windows from Delta and writing
 the scores, the rest of the run, is the same for both and not measured here.
@@ -31,13 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import write_results  # noqa: E402
-from fs_assets.training.anomaly import ReferenceModel, fit_reference, score_windows, score_windows_univariate  # noqa: E402
+from fs_assets.training.anomaly import fit_reference, score_windows, score_windows_univariate  # noqa: E402
 from fs_assets.training.datasets import feature_statistics  # noqa: E402
+from fs_assets.training.reference import references_from_arrow  # noqa: E402
 from fs_domain.models import COMPRESSOR_FAILURE_1H, DEVICE_HEALTH_1D  # noqa: E402
 
 MODELS = {DEVICE_HEALTH_1D.name: (DEVICE_HEALTH_1D, 1), COMPRESSOR_FAILURE_1H.name: (COMPRESSOR_FAILURE_1H, 24)}
@@ -53,13 +56,21 @@ def prepare(folder: Path, devices: int) -> None:
         k = len(features)
         mixing = rng.normal(size=(k, k)) / np.sqrt(k)
         healthy = rng.normal(size=(TEMPLATES * 30, k)) @ mixing
-        templates = [
-            json.dumps(fit_reference(pd.DataFrame(healthy[i * 30 : (i + 1) * 30], columns=features), features).to_dict())
-            for i in range(TEMPLATES)
-        ]
-        pd.DataFrame({"device_id": ids, "reference_json": [templates[i % TEMPLATES] for i in range(devices)]}).to_parquet(
-            folder / f"{name}_references.parquet"
-        )
+        templates = [fit_reference(pd.DataFrame(healthy[i * 30 : (i + 1) * 30], columns=features), features) for i in range(TEMPLATES)]
+        # The rows of `device_reference_models`, as `fitted_device_references` writes them.
+        given = [templates[i % TEMPLATES] for i in range(devices)]
+        pd.DataFrame(
+            {
+                "device_id": ids,
+                "windows": [r.windows for r in given],
+                "features": [list(r.features) for r in given],
+                "centre": [r.centre.tolist() for r in given],
+                "scale": [r.scale.tolist() for r in given],
+                "precision": [r.precision.ravel().tolist() for r in given],
+                "calibration": [float(r.calibration) for r in given],
+                "shrinkage": [float(r.shrinkage) for r in given],
+            }
+        ).to_parquet(folder / f"{name}_references.parquet")
         values = rng.normal(size=(devices * per_device, k)) @ mixing
         windows = pd.DataFrame(values, columns=features)
         windows.insert(0, "device_id", np.repeat(ids, per_device))
@@ -79,9 +90,8 @@ def run_once(folder: Path, scorer: str) -> dict:
         features = tuple(model.scored_features)
         started = time.perf_counter()
         if scorer == "multivariate":
-            rows = pd.read_parquet(folder / f"{name}_references.parquet")
-            # As read_device_references builds them: one ReferenceModel per device from its JSON row.
-            devices = {d: ReferenceModel.from_dict(json.loads(t)) for d, t in zip(rows["device_id"], rows["reference_json"])}
+            # As read_device_references builds them from the table's Arrow rows.
+            devices = references_from_arrow(pq.read_table(folder / f"{name}_references.parquet"))
             fleet = next(iter(devices.values()))
             out["read_references_seconds"] += time.perf_counter() - started
             started = time.perf_counter()

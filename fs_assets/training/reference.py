@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -73,7 +74,13 @@ SNAPSHOTS_SCHEMA = (
     "model string, feature_set_version string, snapshot_version int, created_at string, window_minutes int, "
     "features array<string>, training_start string, training_end string, rows long, devices long, artifact string, snapshot_json string"
 )
-DEVICE_REFERENCES_SCHEMA = "model string, snapshot_version int, device_id string, windows long, reference_json string"
+# A device's reference as a row of `device_reference_models` (beside `model` and `snapshot_version`):
+# arrays rather than JSON, so a day's run turns 100,000 rows into references in a second or two.
+DEVICE_REFERENCE_COLUMNS = (
+    "device_id string, windows long, features array<string>, centre array<double>, scale array<double>, "
+    "precision array<double>, calibration double, shrinkage double"
+)
+_REFERENCE_FIELDS = [c.split()[0] for c in DEVICE_REFERENCE_COLUMNS.split(", ")]
 
 
 def artifact_path(model: str, feature_set_version: str, version: int, root: str | None = None) -> Path:
@@ -170,8 +177,8 @@ def record_promotion(delta: DeltaTables, promotion: Promotion) -> DeltaWrite:
 
 def fitted_device_references(training: DataFrame, model: ModelSpec) -> DataFrame:
     """Each device's own reference, fitted on its healthy windows of a training set (rows labelled 0,
-    with features): `device_id`, `windows`, `reference_json`. A device with too few such windows gets
-    no row, and is scored against the fleet's reference. Fitted per device on the executors."""
+    with features), as `DEVICE_REFERENCE_COLUMNS`. A device with too few such windows gets no row, and
+    is scored against the fleet's reference. Fitted per device on the executors."""
     features = tuple(model.scored_features)
 
     def fit(rows):
@@ -179,23 +186,24 @@ def fitted_device_references(training: DataFrame, model: ModelSpec) -> DataFrame
 
         reference = fit_reference(rows, features)
         if reference is None:
-            return pd.DataFrame(
-                {
-                    "device_id": pd.Series([], dtype=object),
-                    "windows": pd.Series([], dtype="int64"),
-                    "reference_json": pd.Series([], dtype=object),
-                }
+            return pd.DataFrame({name: pd.Series([], dtype=object) for name in _REFERENCE_FIELDS}).astype(
+                {"windows": "int64", "calibration": "float64", "shrinkage": "float64"}
             )
         return pd.DataFrame(
-            {"device_id": [rows["device_id"].iat[0]], "windows": [reference.windows], "reference_json": [json.dumps(reference.to_dict())]}
+            {
+                "device_id": [rows["device_id"].iat[0]],
+                "windows": [reference.windows],
+                "features": [list(reference.features)],
+                "centre": [reference.centre.tolist()],
+                "scale": [reference.scale.tolist()],
+                "precision": [reference.precision.ravel().tolist()],
+                "calibration": [float(reference.calibration)],
+                "shrinkage": [float(reference.shrinkage)],
+            }
         )
 
     healthy = training.where((F.col("label") == 0) & F.col("feature_window_end").isNotNull())
-    return (
-        healthy.select("device_id", *features)
-        .groupBy("device_id")
-        .applyInPandas(fit, "device_id string, windows long, reference_json string")
-    )
+    return healthy.select("device_id", *features).groupBy("device_id").applyInPandas(fit, DEVICE_REFERENCE_COLUMNS)
 
 
 def write_device_references(
@@ -205,15 +213,31 @@ def write_device_references(
     with how many devices it holds."""
     table = versioned(DEVICE_REFERENCES_TABLE, model.feature_set_version)
     frame = references.select(
-        F.lit(model.name).alias("model"),
-        F.lit(snapshot_version).cast("int").alias("snapshot_version"),
-        "device_id",
-        "windows",
-        "reference_json",
+        F.lit(model.name).alias("model"), F.lit(snapshot_version).cast("int").alias("snapshot_version"), *_REFERENCE_FIELDS
     )
     write = delta.replace_partitions(frame, table, {"model": [model.name], "snapshot_version": [snapshot_version]}, run_id=run_id)
     held = delta.read(table).where((F.col("model") == model.name) & (F.col("snapshot_version") == snapshot_version)).count()
     return write, held
+
+
+def references_from_arrow(rows) -> dict[str, ReferenceModel]:
+    """`DEVICE_REFERENCE_COLUMNS` rows (an Arrow table) as references, by device."""
+    arrays = {name: rows.column(name).to_numpy(zero_copy_only=False) for name in ("centre", "scale", "precision")}
+    features = rows.column("features").to_pylist()
+    windows, calibration, shrinkage = (rows.column(c).to_numpy(zero_copy_only=False) for c in ("windows", "calibration", "shrinkage"))
+    out = {}
+    for i, device in enumerate(rows.column("device_id").to_pylist()):
+        k = len(features[i])
+        out[device] = ReferenceModel(
+            features=tuple(features[i]),
+            centre=np.asarray(arrays["centre"][i], dtype="float64"),
+            scale=np.asarray(arrays["scale"][i], dtype="float64"),
+            precision=np.asarray(arrays["precision"][i], dtype="float64").reshape(k, k),
+            windows=int(windows[i]),
+            calibration=float(calibration[i]),
+            shrinkage=float(shrinkage[i]),
+        )
+    return out
 
 
 def read_device_references(delta: DeltaTables, model: ModelSpec, snapshot_version: int) -> dict[str, ReferenceModel]:
@@ -221,13 +245,5 @@ def read_device_references(delta: DeltaTables, model: ModelSpec, snapshot_versio
     table = versioned(DEVICE_REFERENCES_TABLE, model.feature_set_version)
     if not delta.exists(table):
         return {}
-    rows = (
-        delta.read(table)
-        .where((F.col("model") == model.name) & (F.col("snapshot_version") == snapshot_version))
-        .select("device_id", "reference_json")
-        .toArrow()
-    )
-    return {
-        device: ReferenceModel.from_dict(json.loads(text))
-        for device, text in zip(rows.column("device_id").to_pylist(), rows.column("reference_json").to_pylist())
-    }
+    rows = delta.read(table).where((F.col("model") == model.name) & (F.col("snapshot_version") == snapshot_version))
+    return references_from_arrow(rows.select(*_REFERENCE_FIELDS).toArrow())
