@@ -3,7 +3,9 @@
 Both launch `prehydration_job` (`device_objects`, then `device_online_store`, then the lag and
 key-count checks). The job's runs carry one concurrency key, limited to 1 in
 `dagster_home/dagster.yaml`, so a sensor run and a scheduled run never overlap: the second waits in
-the queue, and projects the then-newest snapshot.
+the queue, and projects the then-newest snapshot. So while one waits, neither requests another:
+the waiting run will project whatever was written meanwhile (on a busy machine, requests for
+every features run used to pile up behind the one running).
 """
 
 import dagster as dg
@@ -38,7 +40,18 @@ def prehydration_schedule(context: dg.ScheduleEvaluationContext):
     # page for a fresh start. The freshness checks' start-up grace covers the Device object meanwhile.
     if context.instance.get_latest_materialization_event(device_features_1d.key) is None:
         return dg.SkipReason(f"nothing to project yet: {device_features_1d.key.to_user_string()} was never written")
+    if waiting_prehydration(context.instance):
+        return dg.SkipReason(WAITING)
     return dg.RunRequest()
+
+
+WAITING = "a pre-hydration run already waits in the queue: it projects the newest snapshot when it starts"
+
+
+def waiting_prehydration(instance: dg.DagsterInstance) -> bool:
+    """Whether a pre-hydration run is queued and has not started yet."""
+    waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+    return bool(instance.get_run_records(filters=dg.RunsFilter(job_name=prehydration_job.name, statuses=waiting), limit=1))
 
 
 # What the online store projects: device_objects (from the 1-day features) and the served models'
@@ -65,6 +78,8 @@ def prehydration_sensor(context: dg.MultiAssetSensorEvaluationContext):
     context.advance_cursor(latest)
     if not wrote:
         return dg.SkipReason(f"{', '.join(k.to_user_string() for k in latest)} materialized without writing a window")
+    if waiting_prehydration(context.instance):
+        return dg.SkipReason(WAITING)
     newest = max(wrote, key=lambda r: r.storage_id)
     partition = newest.asset_materialization.partition if newest.asset_materialization else None
     return dg.RunRequest(

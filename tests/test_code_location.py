@@ -207,3 +207,21 @@ def test_the_hourly_and_weekly_online_runs_wait_for_something_to_project():
         instance.report_runless_asset_event(dg.AssetMaterialization(ONLINE_STORE))
         assert len(prehydration_schedule.evaluate_tick(context).run_requests) == 1
         assert len(reconciliation_schedule.evaluate_tick(context).run_requests) == 1
+
+
+@pytest.mark.unit
+def test_no_second_prehydration_is_requested_while_one_waits_in_the_queue():
+    """A waiting pre-hydration run projects the newest snapshot when it starts: another request adds
+    only a run to the queue (they piled up behind a long one on a busy machine)."""
+    from fs_assets.features.assets import device_features_1d
+    from fs_sensors.prehydration_schedule import prehydration_job, prehydration_schedule
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance)
+        instance.report_runless_asset_event(dg.AssetMaterialization(device_features_1d.key, partition="2026-12-05"))
+        queued = dg.DagsterRun(job_name=prehydration_job.name, run_id="waiting", status=dg.DagsterRunStatus.NOT_STARTED)
+        instance.add_run(queued)
+        assert "waits in the queue" in prehydration_schedule.evaluate_tick(context).skip_message
+        instance.delete_run("waiting")
+        instance.add_run(queued.with_status(dg.DagsterRunStatus.STARTED))
+        assert len(prehydration_schedule.evaluate_tick(context).run_requests) == 1
