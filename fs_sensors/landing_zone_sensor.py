@@ -27,6 +27,7 @@ from fs_assets.partitions import daily_partitions
 from fs_domain.run_limits import CLEAN_READINGS_RUN, REGISTRY_RUN, max_runtime_tags
 from fs_resources import settings
 from fs_resources.filesystem import filesystem_for
+from fs_sensors.run_queue import run_waiting
 
 # Retries of a failed ingest run by Dagster's run-retry daemon, before the sensor's own re-requests.
 INGEST_RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS"}
@@ -183,9 +184,7 @@ def _rejudge_requests(
 
 def _waiting_run(instance: dg.DagsterInstance, day: str) -> bool:
     """Whether a clean run of `day` is queued and has not started (so has not listed its files yet)."""
-    waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
-    filters = dg.RunsFilter(job_name=clean_readings_job.name, tags={"dagster/partition": day}, statuses=waiting)
-    return bool(instance.get_run_records(filters=filters, limit=1))
+    return run_waiting(instance, clean_readings_job.name, {"dagster/partition": day})
 
 
 def _rerequest_failed_day(instance: dg.DagsterInstance, day: str, fp: str, done: int) -> dg.RunRequest | None:

@@ -14,6 +14,7 @@ from fs_assets.features.assets import device_features_1d
 from fs_assets.ontology.assets import VECTOR_SOURCES
 from fs_checks.online_checks import CHECK_KEY_COUNT, CHECK_LAG, ONLINE_STORE
 from fs_domain.run_limits import PREHYDRATION_RUN, max_runtime_tags
+from fs_sensors.run_queue import run_waiting
 
 PREHYDRATION_CONCURRENCY_TAGS = {"fs/concurrency_key": "prehydration"}
 
@@ -50,8 +51,7 @@ WAITING = "a pre-hydration run already waits in the queue: it projects the newes
 
 def waiting_prehydration(instance: dg.DagsterInstance) -> bool:
     """Whether a pre-hydration run is queued and has not started yet."""
-    waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
-    return bool(instance.get_run_records(filters=dg.RunsFilter(job_name=prehydration_job.name, statuses=waiting), limit=1))
+    return run_waiting(instance, prehydration_job.name)
 
 
 # What the online store projects: device_objects (from the 1-day features) and the served models'
