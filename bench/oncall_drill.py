@@ -546,7 +546,8 @@ class Drill:
         unknown = set(chosen) - {i.name for i in every}
         if unknown:
             raise SystemExit(f"unknown incidents {', '.join(sorted(unknown))}; choose among {', '.join(i.name for i in every)}")
-        return [i for i in every if i.name in chosen]
+        by_name = {i.name: i for i in every}
+        return [by_name[name] for name in chosen]
 
     def run_incident(self, injection: Injection) -> dict:
         args = self.args
@@ -739,7 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-wait-minutes", type=float, default=15.0, help="longest wait for a features run to kill")
     parser.add_argument("--drift-per-hour", type=float, default=12.0, help=f"how fast {DRIFT_SENSOR} drifts (°C per hour)")
     parser.add_argument("--ml-refusal", default="503", help="what the refusing ML webhook answers: an HTTP status, or close")
-    parser.add_argument("--only", default=None, help="comma-separated incidents to inject (default: all, in order)")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated incidents to inject, in the order given (default: all, in the table's order)"
+    )
     parser.add_argument("--results-name", default="oncall_drill", help="bench/results/<name>.json")
     parser.add_argument("--work-dir", default=None, help="where data, instance and logs go (default: a temporary folder, removed after)")
     parser.add_argument("--table", type=Path, default=None, help="print the Markdown table of a results file and exit")
