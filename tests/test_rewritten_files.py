@@ -8,13 +8,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from fs_assets.ingest.assets import clean_sensor_readings
 from fs_assets.ingest.ledger import CLEANED, VANISHED, Entry, plan
 from fs_checks.ingest_checks import ingest_checks
 from fs_checks.landing_checks import CHECK_LANDING_FILES_VANISHED, landing_checks
-from fs_domain.tables import LEDGER_TABLE
+from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE
 from fs_resources.filesystem import FileStatus
 from tests.conftest import SIM_START
 from tests.ingest_runs import checks, clean_rows, materialize_registry, metadata, quarantine_rows, table
@@ -142,3 +143,37 @@ def test_a_cleaned_file_rewritten_or_gone_replaces_its_keys_and_one_gone_before_
     assert not day.replaces_keys and day.to_read == []
     (day,) = plan([DAY], {DAY: [a, b]}, known, {DAY}, force=False)
     assert not day.replaces_keys and day.new == [b]
+
+
+@pytest.mark.integration
+def test_a_rewrite_rewrites_only_the_clean_files_holding_its_devices(spark, resources, instance, data_root):
+    """A day's clean files each hold a slice of its devices, and the ledger each landing file's device
+    range: a file rewritten costs the MERGE the clean files of its devices, not the whole day."""
+    devices = [f"dev-{i:03d}" for i in range(8)]
+    registry(data_root, devices)
+    for i, device in enumerate(devices):
+        _landed(write_readings(data_root, SIM_START, f"gw-{i}.parquet", readings(device, SIM_START, range(0, 60))), 1)
+    materialize_registry(resources, instance)
+    # The files of a day at the scale of a fleet, here: one per shuffle partition, none merged away.
+    spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+    try:
+        assert checks(_clean(resources, instance))["check_accounting_identity"].passed
+    finally:
+        spark.conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
+    clean = resources["delta"].path(CLEAN_TABLE)
+    files = spark.read.format("delta").load(clean).where(F.col("reading_date") == DAY).select(F.input_file_name().alias("f"), "device_id")
+    spans = {
+        r["f"]: (r["lo"], r["hi"]) for r in files.groupBy("f").agg(F.min("device_id").alias("lo"), F.max("device_id").alias("hi")).collect()
+    }
+    assert len(spans) >= 2, spans
+    holding = [f for f, (lo, hi) in spans.items() if lo <= "dev-005" <= hi]
+    ledger = {Path(r["source_file"]).name: (r["device_id_min"], r["device_id_max"]) for r in table(spark, LEDGER_TABLE).collect()}
+    assert ledger["gw-5.parquet"] == ("dev-005", "dev-005")
+
+    _landed(write_readings(data_root, SIM_START, "gw-5.parquet", readings("dev-005", SIM_START, range(0, 60), temp_evaporator=-23.0)), 2)
+    run = _clean(resources, instance)
+    assert metadata(run)["keys_replaced"][DAY]["keys_touched"] == 60
+    merge = DeltaTable.forPath(spark, clean).history(5).where(F.col("userMetadata").endswith("-clean-key-replace")).first()
+    assert int(merge["operationMetrics"]["numTargetFilesRemoved"]) == len(holding) < len(spans)
+    assert int(merge["operationMetrics"]["numTargetRowsCopied"]) < 60 * (len(devices) - 1)
+    _equals_its_rebuild(spark, resources, instance, run)

@@ -348,7 +348,9 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             rebuilt_rows = F.col("landing_date").isin(rebuilt)
             q = quarantine.where(rebuilt_rows)
             writes.append(delta.replace_partitions(q, QUARANTINE_TABLE, {"landing_date": rebuilt}, run_id=context.run_id, inputs=inputs))
-            c = kept.where(rebuilt_rows).select(*CLEAN_COLUMNS)
+            # Files by device range (a day's files each hold a slice of its devices): a landing file
+            # rewritten later costs the MERGE only the files whose `device_id` statistics hold its devices.
+            c = kept.where(rebuilt_rows).select(*CLEAN_COLUMNS).repartitionByRange("reading_date", "device_id")
             writes.append(
                 delta.replace_partitions(
                     c, CLEAN_TABLE, {"reading_date": rebuilt}, run_id=context.run_id, inputs=inputs, properties=CLEAN_TABLE_PROPERTIES
@@ -380,7 +382,9 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             )
         replacement = replacing.KeyReplacement()
         if replaced:
-            replacement = replacing.replace_keys(delta, kept, plans, held_version, batch, context.run_id, inputs, config.allow_shrink)
+            replacement = replacing.replace_keys(
+                delta, kept, plans, held_version, batch, context.run_id, inputs, config.allow_shrink, known
+            )
             if replacement.write is not None:
                 writes.append(replacement.write)
         if merged:
@@ -406,7 +410,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
     ledger_frame = ledger.ledger_rows(
         session,
         plans,
-        {path: (acc.raw_rows, acc.quarantined_rows, added.get(path, 0)) for path, acc in per_file.items()},
+        {path: (acc.raw_rows, acc.quarantined_rows, added.get(path, 0), acc.device_min, acc.device_max) for path, acc in per_file.items()},
         batch,
         context.run_id,
         now,
@@ -414,7 +418,7 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         vanished=set(staged.report.vanished_files),
     )
     if delta.exists(LEDGER_TABLE):
-        delta.add_columns(LEDGER_TABLE, ledger.LEDGER_SCHEMA)  # a ledger written before `outcome`
+        delta.add_columns(LEDGER_TABLE, ledger.LEDGER_SCHEMA)  # a ledger written before `outcome` or the device range
     if rebuilt:
         entries = ledger_frame.where(F.col("landing_date").isin(rebuilt))
         delta.replace_partitions(entries, LEDGER_TABLE, {"landing_date": rebuilt}, run_id=context.run_id)

@@ -272,6 +272,11 @@ class FileAccounting:
     raw_rows: int = 0
     quarantined_rows: int = 0
     kept_rows: int = 0  # rows that won their key within the batch
+    # The smallest and largest `device_id` of its rows, kept or quarantined (None when none has one):
+    # the ledger keeps them, so a rewrite of the file finds its old rows (and the ones re-admitted from
+    # its quarantine since) by their devices, not by reading the whole day.
+    device_min: str | None = None
+    device_max: str | None = None
 
 
 def accounting(
@@ -286,7 +291,8 @@ def accounting(
         F.sum(F.when((F.size("quality_flags") > 0) & F.exists("quality_flags", lambda f: f.startswith(f"{n}:")), 1).otherwise(0)).alias(n)  # noqa: B023
         for n in SENSOR_NAMES
     ]
-    for row in judged.groupBy("landing_date", "file_id", "reason").agg(F.count("*").alias("count"), *flag_counts).collect():
+    devices = [F.min("device_id").alias("_device_min"), F.max("device_id").alias("_device_max")]
+    for row in judged.groupBy("landing_date", "file_id", "reason").agg(F.count("*").alias("count"), *flag_counts, *devices).collect():
         if row["file_id"] is None:
             raise RuntimeError(
                 f"{row['count']:,} landing rows could not be matched to the file they were listed as: "
@@ -294,6 +300,9 @@ def accounting(
             )
         entry = books.setdefault(row["landing_date"], PartitionAccounting(partition=row["landing_date"]))
         per_file = files.setdefault(paths[row["file_id"]], FileAccounting())
+        if row["_device_min"] is not None:
+            per_file.device_min = min(per_file.device_min or row["_device_min"], row["_device_min"])
+            per_file.device_max = max(per_file.device_max or row["_device_max"], row["_device_max"])
         entry.raw_rows += row["count"]
         per_file.raw_rows += row["count"]
         if row["reason"] is not None:

@@ -55,6 +55,10 @@ LEDGER_SCHEMA = T.StructType(
         T.StructField("processed_at", T.TimestampType()),
         T.StructField("outcome", T.StringType()),  # CLEANED, REFUSED or VANISHED; NULL in rows written before it existed: cleaned
         T.StructField("clean_rows_lost", T.LongType()),  # VANISHED: the day's clean rows no other file held
+        # The device range of the file's kept rows, so a rewrite finds its old rows in the clean table by
+        # the files' `device_id` statistics; NULL when it kept none, or in rows written before them.
+        T.StructField("device_id_min", T.StringType()),
+        T.StructField("device_id_max", T.StringType()),
     ]
 )
 CLEANED = "cleaned"
@@ -69,6 +73,7 @@ class Entry(NamedTuple):
     mtime_ns: int
     refused: bool = False
     vanished: bool = False
+    devices: tuple[str, str] | None = None  # the device range of its kept rows, when the ledger knows it
 
 
 @dataclass
@@ -152,16 +157,19 @@ def batch_id(plans: list[DayPlan]) -> str:
 
 
 def read_ledger(ledger: DataFrame, days: list[str]) -> dict[str, dict[str, Entry]]:
-    outcome = F.col("outcome") if "outcome" in ledger.columns else F.lit(None).cast("string")
+    def column(name: str):  # a ledger written before the column: NULL
+        return (F.col(name) if name in ledger.columns else F.lit(None).cast("string")).alias(name)
+
     rows = (
         ledger.where(ledger.landing_date.isin(days))
-        .select("landing_date", "source_file", "size_bytes", "mtime_ns", outcome.alias("outcome"))
+        .select("landing_date", "source_file", "size_bytes", "mtime_ns", *map(column, ("outcome", "device_id_min", "device_id_max")))
         .collect()
     )
     known: dict[str, dict[str, Entry]] = {}
     for r in rows:
+        devices = (r["device_id_min"], r["device_id_max"]) if r["device_id_min"] is not None else None
         known.setdefault(r["landing_date"].isoformat(), {})[r["source_file"]] = Entry(
-            r["size_bytes"], r["mtime_ns"], r["outcome"] == REFUSED, r["outcome"] == VANISHED
+            r["size_bytes"], r["mtime_ns"], r["outcome"] == REFUSED, r["outcome"] == VANISHED, devices
         )
     return known
 
@@ -169,7 +177,7 @@ def read_ledger(ledger: DataFrame, days: list[str]) -> dict[str, dict[str, Entry
 def ledger_rows(
     session: SparkSession,
     plans: list[DayPlan],
-    per_file: dict[str, tuple[int, int, int]],
+    per_file: dict[str, tuple[int, int, int, str | None, str | None]],
     batch: str,
     run_id: str,
     now: datetime,
@@ -177,13 +185,13 @@ def ledger_rows(
     vanished: Collection[str] = (),
 ) -> DataFrame:
     """One row per file read by this run (none for a file that vanished before it could be read);
-    `per_file` maps a file to (raw, quarantined, clean rows added)."""
+    `per_file` maps a file to (raw, quarantined, clean rows added, its kept rows' smallest and largest device)."""
     rows = []
     for p in plans:
         for f in p.cleaned:
             if f.path in vanished:
                 continue
-            raw, quarantined, added = per_file.get(f.path, (0, 0, 0))
+            raw, quarantined, added, device_min, device_max = per_file.get(f.path, (0, 0, 0, None, None))
             rows.append(
                 (
                     datetime.fromisoformat(p.day).date(),
@@ -199,6 +207,8 @@ def ledger_rows(
                     now.replace(tzinfo=None),
                     REFUSED if f.path in refused else CLEANED,
                     None,
+                    device_min,
+                    device_max,
                 )
             )
     return session.createDataFrame(rows, LEDGER_SCHEMA)

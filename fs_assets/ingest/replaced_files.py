@@ -101,6 +101,19 @@ def device_range(session: SparkSession, f: FileStatus) -> tuple[str, str] | None
         return None
 
 
+def old_devices(plans: list[DayPlan], known: dict[str, dict[str, Entry]]):
+    """A filter on `device_id` that holds every clean row the plans' rewritten or vanished files may
+    still have in the clean table: the span of the device ranges the ledger recorded when they were
+    cleaned, so Delta reads only the day's files whose statistics overlap it. True (every row) when
+    the ledger has no range for one of them (rows written before it kept them)."""
+    ranges = [known.get(p.day, {}).get(path) for p in plans if p.replaces_keys for path in _old_paths(p)]
+    if not ranges:
+        return F.lit(False)
+    if any(e is None or e.devices is None for e in ranges):
+        return F.lit(True)
+    return F.col("device_id").between(min(e.devices[0] for e in ranges), max(e.devices[1] for e in ranges))
+
+
 def _overlaps(devices: list[str], ranges: list[tuple[str, str]], low: str, high: str) -> bool:
     i = bisect.bisect_left(devices, low)
     if i < len(devices) and devices[i] <= high:
@@ -122,7 +135,7 @@ def choose_rereads(
         devices = (
             sorted(
                 r["device_id"]
-                for r in held.where((F.col("reading_date") == p.day) & F.col("source_file").isin(old))
+                for r in held.where((F.col("reading_date") == p.day) & F.col("source_file").isin(old) & old_devices([p], known))
                 .select("device_id")
                 .distinct()
                 .collect()
@@ -193,6 +206,7 @@ def replace_keys(
     run_id: str,
     inputs: dict[str, int],
     allow_shrink: bool,
+    known: dict[str, dict[str, Entry]],
 ) -> KeyReplacement:
     """Judge the touched keys of the key-replacing days again among `rows` (the run's de-duplicated kept
     rows of those days: CLEAN_COLUMNS + landing_date) and write the winners in one MERGE."""
@@ -204,7 +218,7 @@ def replace_keys(
     new_keys = rows.where(F.col("source_file").isin(new_paths)).select(*_KEY) if new_paths else None
     held = delta.read(CLEAN_TABLE, version=version).where(F.col("reading_date").isin(days)) if version is not None else None
     old = (
-        held.where(F.col("source_file").isin(old_paths)).select(*_KEY, F.col("source_file").alias("old_file"))
+        held.where(F.col("source_file").isin(old_paths) & old_devices(plans, known)).select(*_KEY, F.col("source_file").alias("old_file"))
         if held is not None and old_paths
         else None
     )
@@ -216,10 +230,18 @@ def replace_keys(
     winners = rows.join(keys, on=_KEY, how="left_semi").persist(StorageLevel.MEMORY_AND_DISK)
     try:
         day_of = F.col("reading_date").cast("string")
+        bounds = keys.agg(
+            F.date_format(F.min("ts"), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("lo"),
+            F.date_format(F.max("ts"), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("hi"),
+            F.min("device_id").alias("dlo"),
+            F.max("device_id").alias("dhi"),
+        ).first()
         for r in keys.groupBy(day_of.alias("d")).count().collect():
             result.keys[r["d"]] = r["count"]
-        if held is not None:
-            for r in held.join(keys, on=_KEY, how="left_semi").groupBy(day_of.alias("d")).count().collect():
+        if held is not None and result.keys:
+            # The keys' device and time span named first: Delta reads only the files that may hold them.
+            near = held.where(F.col("device_id").between(bounds["dlo"], bounds["dhi"]))
+            for r in near.join(keys, on=_KEY, how="left_semi").groupBy(day_of.alias("d")).count().collect():
                 result.held_before[r["d"]] = r["count"]
         for r in winners.groupBy(day_of.alias("d")).count().collect():
             result.held_after[r["d"]] = r["count"]
@@ -235,12 +257,6 @@ def replace_keys(
         if done:
             result.write = done
             return result
-        bounds = keys.agg(
-            F.date_format(F.min("ts"), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("lo"),
-            F.date_format(F.max("ts"), "yyyy-MM-dd HH:mm:ss.SSSSSS").alias("hi"),
-            F.min("device_id").alias("dlo"),
-            F.max("device_id").alias("dhi"),
-        ).first()
         on = (
             f"{replace_where_predicate({'t.reading_date': days})} AND t.ts >= TIMESTAMP'{bounds['lo']}' AND t.ts <= TIMESTAMP'{bounds['hi']}' "
             f"AND t.device_id >= {_text(bounds['dlo'])} AND t.device_id <= {_text(bounds['dhi'])} "
@@ -348,6 +364,8 @@ def ledger_for_days(
                     "processed_at": now.replace(tzinfo=None),
                     "outcome": ledger_mod.REFUSED if f.path in refused else ledger_mod.CLEANED,
                     "clean_rows_lost": None,
+                    "device_id_min": acc.device_min,
+                    "device_id_max": acc.device_max,
                 }
             )
         for path in p.vanished:
