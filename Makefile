@@ -2,7 +2,8 @@
 #   make run    set up, seed the landing zone up to now when it is empty (DEVICES devices, the last DAYS days and
 #               today so far), keep today's readings landing (the live simulator, a file every LIVE_INTERVAL seconds;
 #               LIVE=0 turns it off), serve the Dagster UI (webserver + daemon). Ctrl-C stops all of it: the UI
-#               and its daemon, the simulator and the embedded Redis.
+#               and its daemon, the simulator and the embedded Redis. fs-serve (the online store over HTTP) runs
+#               beside them on SERVE_PORT (SERVE=0 turns it off).
 #   make test   set up, lint (ruff, import contracts), run the whole test suite on real Spark, Delta Lake and Redis
 # The paging drill, a benchmark of several hours: make drill-oncall (DRILL_ARGS="--healthy-minutes 3" for a trial).
 SHELL := /bin/bash
@@ -15,12 +16,14 @@ DEVICES ?= 200
 DAYS ?= 3
 LIVE ?= 1
 LIVE_INTERVAL ?= 300
+SERVE ?= 1
+SERVE_PORT ?= 8000
 DRILL_ARGS ?=
 
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export FS_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: setup run test test-unit lint validate sim-live import-skab bench bench-live drill-oncall docs screenshots clean-data system-deps cluster-check
+.PHONY: setup run serve test test-unit lint validate sim-live import-skab bench bench-live drill-oncall docs screenshots clean-data system-deps cluster-check
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -46,10 +49,15 @@ run: setup
 	@mkdir -p "$(FS_DATA_ROOT)" && chmod 700 "$(FS_DATA_ROOT)" "$(DAGSTER_HOME)"
 	$(BIN)/fs-sim generate --if-empty --until-now --devices $(DEVICES) --days $(DAYS)
 	$(BIN)/python -m fs_resources.embedded_redis start
-	@sim=; trap '[ -z "$$sim" ] || kill $$sim 2>/dev/null; $(BIN)/python -m fs_resources.embedded_redis stop' EXIT; \
+	@sim=; serve=; trap '[ -z "$$sim" ] || kill $$sim 2>/dev/null; [ -z "$$serve" ] || kill $$serve 2>/dev/null; $(BIN)/python -m fs_resources.embedded_redis stop' EXIT; \
 	if [ "$(LIVE)" != 0 ]; then \
 	  $(BIN)/fs-sim live --interval $(LIVE_INTERVAL) >>"$(DAGSTER_HOME)/fs-sim-live.log" 2>&1 & sim=$$!; \
 	  echo "fs-sim live: today's readings land every $(LIVE_INTERVAL) s (log: $(DAGSTER_HOME)/fs-sim-live.log; LIVE=0 turns it off)"; \
+	fi; \
+	if [ "$(SERVE)" != 0 ]; then \
+	  $(BIN)/fs-serve --host 127.0.0.1 --port $(SERVE_PORT) $$( [ -n "$$FS_SERVE_API_KEYS$$FS_SERVE_API_KEYS_FILE" ] || echo --no-auth ) \
+	    >>"$(DAGSTER_HOME)/fs-serve.log" 2>&1 & serve=$$!; \
+	  echo "fs-serve: http://127.0.0.1:$(SERVE_PORT)/openapi.json (log: $(DAGSTER_HOME)/fs-serve.log; SERVE=0 turns it off)"; \
 	fi; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
@@ -74,6 +82,10 @@ lint: $(BIN)/.installed
 
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml
+
+# The online feature server alone (API keys from FS_SERVE_API_KEYS or FS_SERVE_API_KEYS_FILE; SERVE_ARGS=--no-auth on loopback).
+serve: setup
+	$(BIN)/fs-serve --port $(SERVE_PORT) $(SERVE_ARGS)
 
 # For a `make run LIVE=0`: keep today's readings landing from another terminal.
 sim-live: setup

@@ -38,7 +38,7 @@ import redis
 
 from fs_domain.contract import DEVICE_ID_PATTERN
 from fs_domain.device import DEVICE, SERVED_STATUSES
-from fs_domain.features import DEFAULT_FEATURE_SET_VERSION
+from fs_domain.features import DEFAULT_FEATURE_SET_VERSION, FEATURE_SET_VERSIONS
 from fs_domain.models import MODEL_PINS_SETTING, ModelSpec, UnknownModel, model_pins, model_spec, vector_columns
 from fs_resources.embedded_redis import EmbeddedRedis, redact
 
@@ -104,6 +104,17 @@ class UnknownProperty(ValueError):
 
 class InvalidDeviceId(ValueError):
     pass
+
+
+class UnknownFeatureSetVersion(ValueError):
+    """A feature set version the registry does not define: it would read no entry at all."""
+
+
+def known_version(version: object) -> str:
+    """`version` when the feature set registry defines it; else an error naming the ones it does."""
+    if version not in FEATURE_SET_VERSIONS:
+        raise UnknownFeatureSetVersion(f"unknown feature set version {version!r}; known: {list(FEATURE_SET_VERSIONS)}")
+    return version
 
 
 class OnlineStoreUnavailable(RuntimeError):
@@ -224,7 +235,7 @@ return {written, skipped, removed}
 
 # KEYS = device keys; ARGV = property names. Every device's values in one reply (one round trip,
 # one consistent moment: the script runs atomically).
-_READ = """
+READ_SCRIPT = """
 local out = {}
 for i = 1, #KEYS do
   out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV))
@@ -272,7 +283,8 @@ class OnlineStore:
         self, client: redis.Redis, feature_set_version: str = DEFAULT_FEATURE_SET_VERSION, model_versions: Mapping[str, str] | None = None
     ):
         self.client = client
-        self.version = feature_set_version
+        # A version typed wrong would read nothing, as if the whole fleet were offline: refused here.
+        self.version = known_version(feature_set_version)
         # The version each model's vectors are served on (its pin); a model not named: this store's.
         self.model_versions = dict(model_versions or {})
         self.device = device_layout(feature_set_version)
@@ -288,7 +300,7 @@ class OnlineStore:
                 **{**client.connection_pool.connection_kwargs, "decode_responses": True},
             )
         )
-        self._read = self._reader.register_script(_READ)
+        self._read = self._reader.register_script(READ_SCRIPT)
         self._layouts: dict[str | None, EntryLayout] = {None: self.device}
 
     def layout(self, model: str | None = None) -> EntryLayout:

@@ -1,0 +1,73 @@
+"""`fs-serve`: start the online feature server.
+
+    fs-serve [--host 127.0.0.1] [--port 8000] [--redis-url URL] [--feature-set-version v1]
+
+Redis: `--redis-url`, else REDIS_URL, else the embedded server `make run` started. Keys:
+FS_SERVE_API_KEYS (comma-separated) and/or FS_SERVE_API_KEYS_FILE (one a line, read again when it
+changes). Without either the server refuses to start, unless `--no-auth` on a loopback address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+from fs_resources.embedded_redis import EmbeddedRedis, redact
+from fs_resources.online import DEFAULT_TTL_SECONDS, OnlineStore, OnlineStoreUnavailable, UnknownFeatureSetVersion
+from fs_resources.serving.keys import KEYS_FILE_SETTING, KEYS_SETTING, ApiKeys, ApiKeySettingsError
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fs-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default=os.environ.get("FS_SERVE_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("FS_SERVE_PORT", "8000")))
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--feature-set-version", default=None, help="the Device object's version (else FS_FEATURE_SET_VERSION, else v1)")
+    parser.add_argument("--model-versions", default=None, help="model=version,... (else FS_MODEL_VERSIONS, over the registry's pins)")
+    parser.add_argument(
+        "--ttl-seconds", type=int, default=DEFAULT_TTL_SECONDS, help="the entries' time to live (an older projection: expired)"
+    )
+    parser.add_argument("--redis-timeout", type=float, default=0.5, help="seconds before a Redis call is given up (503)")
+    parser.add_argument("--no-auth", action="store_true", help="serve without API keys (loopback addresses only)")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+
+    try:
+        keys = ApiKeys.from_environment()
+    except ApiKeySettingsError as exc:
+        parser.error(str(exc))
+    if not keys.configured and not args.no_auth:
+        parser.error(f"no API keys: set {KEYS_SETTING} or {KEYS_FILE_SETTING} (or --no-auth on a loopback address)")
+    if args.no_auth and not _loopback(args.host):
+        parser.error(f"--no-auth serves anyone who reaches {args.host}: only on a loopback address")
+    url = args.redis_url or os.environ.get("REDIS_URL") or EmbeddedRedis().url()
+    if url is None:
+        parser.error("no Redis: give --redis-url or REDIS_URL, or start the embedded server (make run)")
+    try:
+        store = OnlineStore.connect(url, args.feature_set_version, socket_timeout=args.redis_timeout, model_versions=args.model_versions)
+    except (UnknownFeatureSetVersion, OnlineStoreUnavailable, ValueError) as exc:
+        parser.error(str(exc))
+
+    import uvicorn
+
+    from fs_resources.serving.app import FeatureServer, create_app
+
+    server = FeatureServer(store, url, None if args.no_auth else keys, ttl_seconds=args.ttl_seconds, timeout=args.redis_timeout)
+    print(f"fs-serve on http://{args.host}:{args.port} over {redact(url)} ({store.version}); OpenAPI at /openapi.json", flush=True)
+    uvicorn.run(
+        create_app(server), host=args.host, port=args.port, loop="uvloop", http="httptools", log_level=args.log_level, access_log=False
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
