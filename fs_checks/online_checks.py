@@ -13,7 +13,8 @@ from fs_assets.ontology.objects import vector_first_day
 from fs_checks.results import check_result
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
-from fs_domain.models import pinned_models, vector_columns
+from fs_domain.models import model_spec, pinned_models, vector_columns
+from fs_domain.tables import SERVED_VALUES_TABLE, features_table
 from fs_domain.verdicts import Verdict, guide_section
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -24,6 +25,7 @@ ONLINE_STORE = dg.AssetKey("device_online_store")
 CHECK_RECONCILIATION = "check_online_reconciliation"
 CHECK_LAG = "check_prehydration_lag"
 CHECK_KEY_COUNT = "check_online_key_count"
+CHECK_SERVED_SKEW = "check_served_value_skew"
 # Metadata of the lag check: true when the store is empty or expired, so a pre-hydration is due now.
 REFILL_NEEDED = "refill_needed"
 
@@ -48,6 +50,14 @@ READ_CHUNK = 1000
 GUIDE_LAG = guide_section("Online store: pre-hydration lag and live keys")
 WHAT_TO_DO_LAG = f"Redis is behind the offline store: is prehydration_job running, is Redis reachable? {GUIDE_LAG}"
 WHAT_TO_DO_KEYS = f"Redis and the served devices differ: run prehydration_job; {GUIDE_LAG}"
+# Training-serving skew on what was actually served (fs-serve's served-value log): every logged value of a
+# model's vector against the offline features of the same window, over the last day logged.
+SERVED_SKEW_DAYS = 1
+SERVED_SKEW_MAX_DIFFERING = 0
+WHAT_TO_DO_SERVED_SKEW = (
+    f"Values fs-serve answered differ from the offline features of their window: read `differences`; "
+    f"{guide_section('Online store: served-value skew')}"
+)
 WHAT_TO_DO_RECONCILIATION = f"Served values differ from the offline store: read `differences`, re-project, compare again; {guide_section('Online store: reconciliation')}"
 
 
@@ -333,4 +343,91 @@ def check_online_key_count(
     )
 
 
-online_checks = [check_online_reconciliation, check_prehydration_lag, check_online_key_count]
+@dg.asset_check(
+    asset=ONLINE_STORE,
+    name=CHECK_SERVED_SKEW,
+    description=(
+        "Training-serving skew on what was served: every value of a model's input vector that fs-serve logged "
+        f"(`{SERVED_VALUES_TABLE}`, the last day) against the offline features of the same device and window, "
+        "absolute tolerance 1e-6. Warns on any value differing or served for a window the offline store lacks."
+    ),
+)
+def check_served_value_skew(context: dg.AssetCheckExecutionContext, delta: DeltaTables) -> dg.AssetCheckResult:
+    def verdict(differing: int) -> Verdict:
+        return Verdict(differing, SERVED_SKEW_MAX_DIFFERING, "<=", "served values differing from offline", WHAT_TO_DO_SERVED_SKEW)
+
+    if not delta.exists(SERVED_VALUES_TABLE):
+        return check_result(
+            verdict(0),
+            context=context,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="nothing served and logged yet",
+            metadata={"values_compared": 0},
+        )
+    since = (datetime.now(UTC) - timedelta(days=SERVED_SKEW_DAYS)).date()
+    logged = (
+        delta.read(SERVED_VALUES_TABLE)
+        .where((F.col("served_date") >= F.lit(since)) & F.col("window_end").isNotNull())
+        .dropDuplicates(["entry", "feature_set_version", "device_id", "window_end", "field"])
+    )
+    compared = differing = missing = 0
+    examples: list[dict] = []
+    per_model: list[dict] = []
+    for r in logged.select("entry", "feature_set_version").distinct().collect():
+        model = model_spec(r["entry"], r["feature_set_version"])
+        served = logged.where((F.col("entry") == model.name) & (F.col("feature_set_version") == model.feature_set_version))
+        offline = (
+            delta.read(features_table(model.feature_set_version))
+            .where(F.col("window_duration_minutes") == model.window_minutes)
+            .select("device_id", "window_start", "window_end", F.explode(F.map_from_arrays(
+                F.array(*[F.lit(f) for f in model.features]), F.array(*[F.col(f).cast("double") for f in model.features])
+            )).alias("field", "offline"))
+        )  # fmt: skip
+        joined = served.join(offline, ["device_id", "window_start", "window_end", "field"], "left").withColumn(
+            "agrees",
+            F.col("value").eqNullSafe(F.col("offline")) | (F.abs(F.col("value") - F.col("offline")) <= F.lit(RECONCILIATION_TOLERANCE)),
+        )
+        counts = joined.agg(
+            F.count("*").alias("n"),
+            F.sum((~F.col("agrees")).cast("long")).alias("differing"),
+            F.sum((F.col("offline").isNull() & F.col("value").isNotNull()).cast("long")).alias("missing"),
+        ).first()
+        compared += counts["n"] or 0
+        differing += counts["differing"] or 0
+        missing += counts["missing"] or 0
+        per_model.append(
+            {
+                "model": model.name,
+                "feature_set_version": model.feature_set_version,
+                "values": counts["n"],
+                "differing": counts["differing"] or 0,
+            }
+        )
+        for e in joined.where(~F.col("agrees")).limit(20 - len(examples)).collect() if len(examples) < 20 else []:
+            examples.append(
+                {
+                    "model": model.name,
+                    "device_id": e["device_id"],
+                    "window_end": str(e["window_end"]),
+                    "field": e["field"],
+                    "served": e["value"],
+                    "offline": e["offline"],
+                }
+            )
+    return check_result(
+        verdict(differing),
+        context=context,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "values_compared": compared,
+            "values_differing": differing,
+            "served_without_offline_window": missing,
+            "since": since.isoformat(),
+            "tolerance": RECONCILIATION_TOLERANCE,
+            "per_model": table_metadata(per_model, columns=["model", "feature_set_version", "values", "differing"]),
+            "differences": table_metadata(examples, columns=["model", "device_id", "window_end", "field", "served", "offline"]),
+        },
+    )
+
+
+online_checks = [check_online_reconciliation, check_prehydration_lag, check_online_key_count, check_served_value_skew]

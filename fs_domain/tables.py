@@ -26,6 +26,9 @@ PROMOTIONS_TABLE = "model_promotions"
 ANOMALY_SCORES_TABLE = "anomaly_scores"
 DRIFT_TABLE = "feature_drift_monitoring"
 
+# Serving: a sample of the values `fs-serve` answered (one row per value), for training-serving skew.
+SERVED_VALUES_TABLE = "served_values"
+
 
 def versioned(table: str, version: str) -> str:
     """`table` of a feature set version: `anomaly_scores` -> `anomaly_scores/v1`."""
@@ -59,6 +62,7 @@ def dated_tables() -> dict[str, str]:
         **{features_table(v): "window_date" for v in FEATURE_SET_VERSIONS},
         **{versioned(ANOMALY_SCORES_TABLE, v): "window_date" for v in FEATURE_SET_VERSIONS},
         **{versioned(DRIFT_TABLE, v): "report_date" for v in FEATURE_SET_VERSIONS},
+        SERVED_VALUES_TABLE: "served_date",
     }
 
 

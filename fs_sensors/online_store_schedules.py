@@ -12,16 +12,19 @@ noticed within 15 minutes rather than at the next hourly run; when the watch fin
 import dagster as dg
 
 from fs_assets.features.assets import device_features_1d
-from fs_checks.online_checks import CHECK_LAG, CHECK_RECONCILIATION, ONLINE_STORE, REFILL_NEEDED
+from fs_checks.online_checks import CHECK_LAG, CHECK_RECONCILIATION, CHECK_SERVED_SKEW, ONLINE_STORE, REFILL_NEEDED
 from fs_domain.run_limits import NO_SPARK_RUN, RECONCILIATION_RUN, max_runtime_tags
 from fs_sensors.prehydration_schedule import PREHYDRATION_CONCURRENCY_TAGS, prehydration_job
 
 reconciliation_job = dg.define_asset_job(
     "reconciliation_job",
-    selection=dg.AssetSelection.checks(dg.AssetCheckKey(ONLINE_STORE, CHECK_RECONCILIATION)),
+    selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(ONLINE_STORE, CHECK_RECONCILIATION), dg.AssetCheckKey(ONLINE_STORE, CHECK_SERVED_SKEW)
+    ),
     executor_def=dg.in_process_executor,
     tags=PREHYDRATION_CONCURRENCY_TAGS | max_runtime_tags(RECONCILIATION_RUN),
-    description="Offline vs online: 1,000 random device-window pairs (launch with sample_size: 0 for every device).",
+    description="Offline vs online: 1,000 random device-window pairs (launch with sample_size: 0 for every device), "
+    "and the values fs-serve logged against the offline features of their windows.",
 )
 
 

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
+import pandas as pd
 import pyarrow as pa
 import pytest
 import redis
@@ -226,3 +228,60 @@ def test_a_stale_store_says_expired_and_redis_down_is_a_503_with_a_retry_hint(ur
 def test_an_unknown_feature_set_version_is_refused_naming_the_known_ones(url):
     with pytest.raises(UnknownFeatureSetVersion, match=r"'v1 '.*known: \['v1', 'v2'\]"):
         OnlineStore(redis.Redis.from_url(url), "v1 ")
+
+
+def test_served_values_are_logged_and_the_skew_check_finds_the_one_that_differs(spark, resources, data_root, url, keys_file, instance):
+    """What fs-serve answered, logged by its background writer, against the offline features of the same window."""
+    from fs_assets.ontology.assets import ontology_assets
+    from fs_checks.online_checks import CHECK_SERVED_SKEW, ONLINE_STORE, check_served_value_skew
+    from fs_domain.tables import SERVED_VALUES_TABLE, features_table
+    from fs_resources import settings
+    from fs_resources.feature_store import FeatureStoreResource
+    from fs_resources.serving.served_log import ServedValueLog, served_values_path
+
+    spec = model_spec(MODEL, "v1")
+    features = list(spec.features)
+    end = datetime(2026, 1, 7, tzinfo=UTC)
+    offline = pd.DataFrame(
+        {
+            "device_id": ["dev-1", "dev-2"],
+            "window_start": [end - timedelta(days=1)] * 2,
+            "window_end": [end] * 2,
+            "window_date": [(end - timedelta(days=1)).date()] * 2,
+            "window_duration_minutes": [spec.window_minutes] * 2,
+            **{f: [float(i), float(i) + 1.0] for i, f in enumerate(features)},  # whole numbers: some columns are long
+        }
+    )
+    spark.createDataFrame(offline).write.format("delta").save(resources["delta"].path(features_table("v1")))
+    served = offline.copy()
+    served.loc[1, features[2]] += 0.5  # what Redis serves for dev-2 drifted from its window's offline value
+    vectors = pa.Table.from_pandas(served[["device_id", "window_start", "window_end", *features]], preserve_index=False)
+    vectors = vectors.append_column("hydrated_at", pa.array([HYDRATED_AT] * 2, pa.timestamp("us", tz="UTC")))
+    store = OnlineStore(redis.Redis.from_url(url), "v1")
+    store.project(vectors, HYDRATED_AT, ttl_seconds=600, model=MODEL)
+
+    log = ServedValueLog(served_values_path(settings.tables_root()), share=1.0, flush_seconds=0.2)
+    keys = ApiKeys.from_environment({"FS_SERVE_API_KEYS_FILE": str(keys_file)})
+    server = Served(FeatureServer(store, url, keys, log=log))
+    try:
+        status, body, _ = server.call(f"/v1/models/{MODEL}:get", {"device_ids": ["dev-1", "dev-2", "dev-3"]})
+        assert status == 200 and body["vectors"][1]["values"][2] == 3.5
+    finally:
+        server.stop()
+    assert log.written == 2 * len(features) and log.dropped == 0
+    logged = resources["delta"].read(SERVED_VALUES_TABLE)
+    assert logged.count() == 2 * len(features) and {r["entry"] for r in logged.select("entry").distinct().collect()} == {MODEL}
+
+    defs = dg.Definitions(
+        assets=ontology_assets,
+        asset_checks=[check_served_value_skew],
+        jobs=[dg.define_asset_job("skew", selection=dg.AssetSelection.checks(dg.AssetCheckKey(ONLINE_STORE, CHECK_SERVED_SKEW)))],
+        resources={**resources, "feature_store": FeatureStoreResource()},
+    )
+    (evaluation,) = defs.resolve_job_def("skew").execute_in_process(instance=instance).get_asset_check_evaluations()
+    md = {k: v.value for k, v in evaluation.metadata.items()}
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert (md["values_compared"], md["values_differing"], md["served_without_offline_window"]) == (2 * len(features), 1, 0), [
+        r.data for r in md["differences"].records
+    ]
+    assert md["observed"] == 1 and md["threshold"] == 0

@@ -39,6 +39,7 @@ from fs_domain.models import UnknownModel
 from fs_resources.online import DEFAULT_TTL_SECONDS, READ_CHUNK_KEYS, READ_SCRIPT, EntryLayout, OnlineStore
 from fs_resources.serving.keys import ApiKeys
 from fs_resources.serving.limits import MAX_BODY_BYTES, MAX_DEVICES
+from fs_resources.serving.served_log import ServedValueLog
 
 RETRY_AFTER_SECONDS = 5
 PROJECTION_CACHE_SECONDS = 1.0  # how long the projection's state is reused between requests
@@ -104,8 +105,16 @@ class Projection:
 class FeatureServer:
     """The state behind the routes: the store's layouts, an async Redis client, keys and metrics."""
 
-    def __init__(self, store: OnlineStore, url: str, keys: ApiKeys | None, ttl_seconds: int = DEFAULT_TTL_SECONDS, timeout: float = 0.5):
-        self.store, self.keys, self.ttl_seconds = store, keys, ttl_seconds
+    def __init__(
+        self,
+        store: OnlineStore,
+        url: str,
+        keys: ApiKeys | None,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        timeout: float = 0.5,
+        log: ServedValueLog | None = None,
+    ):
+        self.store, self.keys, self.ttl_seconds, self.log = store, keys, ttl_seconds, log
         self.redis = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout)
         self.read_script = self.redis.register_script(READ_SCRIPT)
         self.metrics = Metrics.create()
@@ -263,11 +272,15 @@ def create_app(server: FeatureServer) -> Starlette:
         live = len(fields) if "hydrated_at" not in fields else fields.index("hydrated_at")
         missing = server.missing_status(projection, now)
         items = []
+        log = server.log if server.log is not None and server.log.sampled() else None
         for device_id, values in zip(ids, replies):
             if values[live] is None:
                 items.append({"device_id": device_id, "status": missing, "properties": None})
-            else:
-                items.append({"device_id": device_id, "status": "present", "properties": dict(zip(fields, _typed(layout, fields, values)))})
+                continue
+            typed = _typed(layout, fields, values)
+            items.append({"device_id": device_id, "status": "present", "properties": dict(zip(fields, typed))})
+            if log is not None:
+                log.record(layout.what, layout.feature_set_version, device_id, list(fields), typed)
         return _json(
             {
                 "feature_set_version": layout.feature_set_version,
@@ -295,6 +308,7 @@ def create_app(server: FeatureServer) -> Starlette:
         missing = server.missing_status(projection, now)
         n = len(features)
         vectors = []
+        log = server.log if server.log is not None and server.log.sampled() else None
         for device_id, values in zip(ids, replies):
             if values[-1] is None:
                 vectors.append({"device_id": device_id, "status": missing, "values": None})
@@ -310,6 +324,8 @@ def create_app(server: FeatureServer) -> Starlette:
                     "hydrated_at": typed[n + 2],
                 }
             )
+            if log is not None:
+                log.record(name, layout.feature_set_version, device_id, features, typed[:n], (typed[n], typed[n + 1]))
         return _json(
             {
                 "model": name,
@@ -349,8 +365,12 @@ def create_app(server: FeatureServer) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        if server.log is not None:
+            server.log.start()
         yield
         await server.redis.aclose()
+        if server.log is not None:
+            server.log.close()
 
     return Starlette(
         routes=[

@@ -14,9 +14,12 @@ import ipaddress
 import os
 import sys
 
+from fs_domain.tables import SERVED_VALUES_TABLE
+from fs_resources import settings
 from fs_resources.embedded_redis import EmbeddedRedis, redact
 from fs_resources.online import DEFAULT_TTL_SECONDS, OnlineStore, OnlineStoreUnavailable, UnknownFeatureSetVersion
 from fs_resources.serving.keys import KEYS_FILE_SETTING, KEYS_SETTING, ApiKeys, ApiKeySettingsError
+from fs_resources.serving.served_log import DEFAULT_LOG_SHARE, LOG_SHARE_SETTING, ServedValueLog, served_values_path
 
 
 def _loopback(host: str) -> bool:
@@ -38,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--redis-timeout", type=float, default=0.5, help="seconds before a Redis call is given up (503)")
     parser.add_argument("--no-auth", action="store_true", help="serve without API keys (loopback addresses only)")
+    parser.add_argument(
+        "--log-share",
+        type=float,
+        default=float(os.environ.get(LOG_SHARE_SETTING, DEFAULT_LOG_SHARE)),
+        help=f"share of requests whose served values are logged to the {SERVED_VALUES_TABLE} table (0 turns it off)",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 
@@ -61,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from fs_resources.serving.app import FeatureServer, create_app
 
-    server = FeatureServer(store, url, None if args.no_auth else keys, ttl_seconds=args.ttl_seconds, timeout=args.redis_timeout)
+    root = settings.tables_root()
+    log = None
+    if args.log_share > 0:
+        if "://" in root and not root.startswith("file://"):
+            print(f"the served-value log writes local tables only; {root} is not: not logging", file=sys.stderr)
+        else:
+            log = ServedValueLog(served_values_path(root.removeprefix("file://")), share=args.log_share)
+    server = FeatureServer(store, url, None if args.no_auth else keys, ttl_seconds=args.ttl_seconds, timeout=args.redis_timeout, log=log)
     print(f"fs-serve on http://{args.host}:{args.port} over {redact(url)} ({store.version}); OpenAPI at /openapi.json", flush=True)
     uvicorn.run(
         create_app(server), host=args.host, port=args.port, loop="uvloop", http="httptools", log_level=args.log_level, access_log=False
