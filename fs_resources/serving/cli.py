@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature-set-version", default=None, help="the Device object's version (else FS_FEATURE_SET_VERSION, else v1)")
     parser.add_argument("--model-versions", default=None, help="model=version,... (else FS_MODEL_VERSIONS, over the registry's pins)")
     parser.add_argument(
-        "--ttl-seconds", type=int, default=DEFAULT_TTL_SECONDS, help="the entries' time to live (an older projection: expired)"
+        "--ttl-seconds",
+        type=int,
+        default=int(os.environ.get("FS_ONLINE_TTL_SECONDS", DEFAULT_TTL_SECONDS)),
+        help="the entries' time to live, as pre-hydration writes them (FS_ONLINE_TTL_SECONDS): past it, an older projection's devices are expired",
     )
     parser.add_argument("--redis-timeout", type=float, default=0.5, help="seconds before a Redis call is given up (503)")
     parser.add_argument("--no-auth", action="store_true", help="serve without API keys (loopback addresses only)")
