@@ -66,6 +66,12 @@ def dated_tables() -> dict[str, str]:
     }
 
 
+def archived_tables() -> dict[str, str]:
+    """The dated tables whose expired days retention moves to the archive rather than deletes (the
+    history training sets are built from), with the column holding the day."""
+    return {CLEAN_TABLE: "reading_date", **{features_table(v): "window_date" for v in FEATURE_SET_VERSIONS}}
+
+
 def every_table() -> list[str]:
     """The catalog: every Delta table the store writes, dated or not. Maintenance compacts and
     vacuums each of these, so a table added here is never forgotten there."""

@@ -463,6 +463,43 @@ def drop_partitions_before(delta: DeltaTables, table: str, column: str, cutoff: 
     )
 
 
+def archive_partitions_before(delta: DeltaTables, archive: DeltaTables, table: str, column: str, cutoff: date) -> MaintenanceStep:
+    """Move every partition of `column` older than `cutoff` to the same table under `archive`'s root:
+    the days are written there (replacing those days, so a run killed between the two commits and
+    run again archives them once), compacted, then deleted here."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    before = delta.version(table)
+    expired = f"{column} < DATE'{cutoff.isoformat()}'"
+    days = sorted(r[0] for r in delta.read(table).where(expired).select(column).distinct().collect())
+    if not days:
+        return MaintenanceStep(table, "archive", before, before, {"partitions_archived": 0, "cutoff": cutoff.isoformat()})
+    hot = DeltaTable.forPath(delta.session, delta.path(table))
+    partitioned_by = list(hot.detail().first()["partitionColumns"]) or [column]
+    moved = delta.read(table).where(F.col(column).isin(days))
+    rows = moved.count()
+    # Laid out as the table is (its partition columns), so a reader treats both alike.
+    moved.write.format("delta").mode("overwrite").option("replaceWhere", replace_where_predicate({column: days})).partitionBy(
+        *partitioned_by
+    ).save(archive.path(table))
+    DeltaTable.forPath(archive.session, archive.path(table)).optimize().where(replace_where_predicate({column: days})).executeCompaction()
+    hot.delete(replace_where_predicate({column: days}))
+    return MaintenanceStep(
+        table,
+        "archive",
+        before,
+        delta.version(table),
+        {
+            "partitions_archived": len(days),
+            "rows_archived": rows,
+            "cutoff": cutoff.isoformat(),
+            "archive": archive.path(table),
+            "archive_version": archive.version(table),
+        },
+    )
+
+
 def keep_history(delta: DeltaTables, table: str, hours: int) -> None:
     """Keep the table's log entries and removed files for at least `hours`, so time travel reaches
     as far back as VACUUM leaves files (Delta's defaults, 30 and 7 days, would cut it short)."""

@@ -49,6 +49,11 @@ ENTITY_COLUMNS = ("device_id", "event_time")
 WINDOW_END_COLUMN = "feature_window_end"
 
 
+# The pandas path's largest request: its entity rows and their windows are held in memory at once
+# (about 1 GB at this size with a dozen features); past it the Spark path streams.
+MAX_PANDAS_ENTITY_ROWS = 2_000_000
+
+
 class HistoricalFeaturesError(ValueError):
     """The request cannot be answered as asked; the message says what to change."""
 
@@ -110,14 +115,27 @@ def _latest_window(ids: np.ndarray, event_us: np.ndarray, known: np.ndarray, win
 class OfflineStore:
     """The `device_features` Delta table of one feature set version, read point in time."""
 
-    def __init__(self, tables_root: str | None = None, feature_set_version: str | None = None):
+    def __init__(
+        self, tables_root: str | None = None, feature_set_version: str | None = None, archive: bool = False, archive_root: str | None = None
+    ):
+        """`archive=True` also reads the days retention moved to the archive (`archive_root`, else
+        FS_ARCHIVE_ROOT, else FS_DATA_ROOT/archive): training over more than the hot table keeps."""
         self.tables_root = (tables_root or settings.tables_root()).rstrip("/")
         self.version = feature_set_version or os.environ.get("FS_FEATURE_SET_VERSION") or DEFAULT_FEATURE_SET_VERSION
         self._known = {f.name for f in features_for(self.version)}
+        self.archive_root = (archive_root or settings.archive_root()).rstrip("/") if archive else None
 
     @property
     def path(self) -> str:
         return f"{self.tables_root}/{features_table(self.version)}"
+
+    @property
+    def archive_path(self) -> str | None:
+        return f"{self.archive_root}/{features_table(self.version)}" if self.archive_root else None
+
+    def _paths(self) -> list[tuple[str, bool]]:
+        """The tables a read covers, each with whether it may be absent (the archive, before any day expired)."""
+        return [(self.path, False)] + ([(self.archive_path, True)] if self.archive_path else [])
 
     # --- validation ---------------------------------------------------------------------------
 
@@ -175,16 +193,21 @@ class OfflineStore:
 
     # --- pandas -------------------------------------------------------------------------------
 
-    def _snapshot(self, as_of: datetime | None):
-        """The table at `as_of` (or now), or None when nothing had been written by then."""
+    def _snapshot(self, as_of: datetime | None, path: str | None = None, missing_ok: bool = False, for_spark: bool = False):
+        """The table at `path` (the features table) as of `as_of` (or now), or None when nothing had
+        been written by then (or, `missing_ok`, when there is no table). Read by delta-rs, it must need
+        no reader feature (`for_spark`: Spark reads it, any will do)."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        path = path or self.path
         try:
-            table = DeltaTable(self.path)
+            table = DeltaTable(path)
         except TableNotFoundError as exc:
+            if missing_ok:
+                return None
             raise HistoricalFeaturesError(
-                f"no feature table at {self.path}: materialize the device_features assets (or check FS_DATA_ROOT and the feature set version)"
+                f"no feature table at {path}: materialize the device_features assets (or check FS_DATA_ROOT and the feature set version)"
             ) from exc
         if as_of is not None:
             earliest = min(table.history(), key=lambda h: h["version"])
@@ -195,16 +218,16 @@ class OfflineStore:
                 # The log before `earliest` was cleaned up: the table as it was then cannot be read,
                 # and answering "no features" would be a silent lie.
                 raise HistoricalFeaturesError(
-                    f"as_of {as_of.isoformat()} is before the retained history of {self.path}: the earliest time it can be read "
+                    f"as_of {as_of.isoformat()} is before the retained history of {path}: the earliest time it can be read "
                     f"as of is {earliest_at.isoformat()} (version {earliest['version']}); older log entries were removed "
                     "(delta.logRetentionDuration, see the table maintenance job)"
                 )
             table.load_as_version(as_of)
         reader = table.protocol()
-        if reader.min_reader_version > 1:
+        if reader.min_reader_version > 1 and not for_spark:
             # Deletion vectors or column mapping would make a plain Parquet read wrong; use Spark.
             raise HistoricalFeaturesError(
-                f"{self.path} uses Delta reader features {reader.reader_features}: pass a Spark DataFrame to read it through Spark"
+                f"{path} uses Delta reader features {reader.reader_features}: pass a Spark DataFrame to read it through Spark"
             )
         return table
 
@@ -220,17 +243,21 @@ class OfflineStore:
             [("device_id", pa.string()), ("window_end", pa.timestamp("us", tz="UTC"))]
             + [(f, pa.int64() if FEATURES_BY_NAME[f].dtype == "long" else pa.float64()) for f in request.features]
         )
-        table = self._snapshot(request.as_of)
-        if table is None or first is None:
+        if first is None:
             return schema.empty_table()
         low, high = _partition_dates(first, last, request.minutes, request.tolerance)
-        files = table.file_uris(
-            file_pruning_predicate=[
-                ("window_duration_minutes", "=", str(request.minutes)),
-                ("window_date", ">=", low.isoformat()),
-                ("window_date", "<=", high.isoformat()),
-            ]
-        )
+        files = []
+        for path, missing_ok in self._paths():
+            table = self._snapshot(request.as_of, path, missing_ok)
+            if table is None:
+                continue
+            files += table.file_uris(
+                file_pruning_predicate=[
+                    ("window_duration_minutes", "=", str(request.minutes)),
+                    ("window_date", ">=", low.isoformat()),
+                    ("window_date", "<=", high.isoformat()),
+                ]
+            )
         if not files:
             return schema.empty_table()
         keep = (pc.field("window_end") >= pa.scalar(first - request.tolerance, pa.timestamp("us", tz="UTC"))) & (
@@ -242,6 +269,12 @@ class OfflineStore:
         return read.cast(schema)
 
     def _historical_pandas(self, entity_df: pd.DataFrame, request: _Request) -> pd.DataFrame:
+        if len(entity_df) > MAX_PANDAS_ENTITY_ROWS:
+            raise HistoricalFeaturesError(
+                f"{len(entity_df):,} entity rows: the pandas path holds every row and window in this process and takes at most "
+                f"{MAX_PANDAS_ENTITY_ROWS:,}; pass a Spark DataFrame (spark.createDataFrame(entity_df), or the entities built in "
+                "Spark) and the join runs in Spark, streamed to wherever you write it"
+            )
         times = self._entity_frame(entity_df, request)
         event_us = times.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT")).astype("int64")
         ids = entity_df["device_id"].to_numpy(object)
@@ -327,19 +360,24 @@ class OfflineStore:
             first.replace(tzinfo=UTC) if first.tzinfo is None else first,
             last.replace(tzinfo=UTC) if last.tzinfo is None else last,
         )
-        reader = spark.read.format("delta")
-        if request.as_of is not None:
-            if self._snapshot(request.as_of) is None:
-                return empty
-            reader = reader.option("timestampAsOf", request.as_of.strftime("%Y-%m-%d %H:%M:%S.%f"))
-        try:
-            table = reader.load(self.path)
-        except AnalysisException as exc:
-            raise HistoricalFeaturesError(f"cannot read {self.path}: {exc}") from exc
         low, high = _partition_dates(first, last, request.minutes, request.tolerance)
-        return table.where(
-            (F.col("window_duration_minutes") == request.minutes) & F.col("window_date").between(F.lit(low), F.lit(high))
-        ).select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+        out = empty
+        for path, missing_ok in self._paths():
+            if self._snapshot(request.as_of, path, missing_ok, for_spark=True) is None:
+                continue  # nothing written there by then (or no archive yet)
+            reader = spark.read.format("delta")
+            if request.as_of is not None:
+                reader = reader.option("timestampAsOf", request.as_of.strftime("%Y-%m-%d %H:%M:%S.%f"))
+            try:
+                table = reader.load(path)
+            except AnalysisException as exc:
+                raise HistoricalFeaturesError(f"cannot read {path}: {exc}") from exc
+            out = out.unionByName(
+                table.where(
+                    (F.col("window_duration_minutes") == request.minutes) & F.col("window_date").between(F.lit(low), F.lit(high))
+                ).select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+            )
+        return out
 
     # --- public -------------------------------------------------------------------------------
 

@@ -68,6 +68,15 @@ def tables_root(root: str | None = None) -> str:
     return f"{root or data_root()}/delta"
 
 
+def archive_root() -> str:
+    """The cold dataset retention moves expired days to (FS_ARCHIVE_ROOT, else FS_DATA_ROOT/archive):
+    the same tables, under their own names, read for training when asked."""
+    root = os.environ.get("FS_ARCHIVE_ROOT")
+    if not root:
+        return f"{data_root()}/archive"
+    return root.rstrip("/") if "://" in root else str(Path(root).expanduser().resolve())
+
+
 def registry_csv_path(root: str | None = None) -> str:
     return f"{landing_root(root)}/registry/devices.csv"
 

@@ -1,4 +1,5 @@
-"""`maintenance_schedule` (weekly): `table_maintenance_job` drops partitions past retention, compacts
+"""`maintenance_schedule` (weekly): `table_maintenance_job` moves the expired days of clean readings and
+features to the archive (FS_ARCHIVE_ROOT) and drops the other tables' days past retention, compacts
 every Delta table (OPTIMIZE) and vacuums files no kept version reads. Each step reports per table
 what it did (versions before and after, files and rows touched) as metadata.
 
@@ -6,6 +7,7 @@ Vacuum retention bounds time travel: a training set rebuilt `as_of` a time older
 retention cannot be read any more. The default keeps 90 days (Delta's own floor is 7).
 """
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -15,12 +17,14 @@ from fs_assets.metadata import table_metadata
 from fs_domain import tables
 from fs_domain.run_limits import TABLE_MAINTENANCE_RUN, max_runtime_tags
 from fs_resources import delta as delta_ops
+from fs_resources import settings
 from fs_resources.delta import DeltaTables
 from fs_resources.spark import HISTORY_RETENTION_DAYS
 
 # The one catalog of tables (`fs_domain.tables`): retention reads the dated ones, compaction and
 # vacuum every one, so a table the store writes is never left out of maintenance.
 DATED_TABLES = tables.dated_tables()
+ARCHIVED_TABLES = tables.archived_tables()
 EVERY_TABLE = tables.every_table()
 
 
@@ -31,6 +35,16 @@ class MaintenanceConfig(dg.Config):
     vacuum_retention_hours: int = Field(
         default=24 * HISTORY_RETENTION_DAYS,
         description="Files unread by any version of this age are deleted; time travel stops there. At least 168.",
+    )
+    archive: bool = Field(
+        default=True,
+        description="Expired days of clean readings and features move to the archive (training reads them when asked) instead of being deleted.",
+    )
+    archive_root: str | None = Field(
+        default=None, description="Where the archive's tables live; unset means FS_ARCHIVE_ROOT, else FS_DATA_ROOT/archive."
+    )
+    archive_retention_days: int = Field(
+        default=0, description="Archived days older than this are deleted from the archive; 0 keeps them all."
     )
 
 
@@ -44,17 +58,36 @@ def _existing(delta: DeltaTables, tables) -> list[str]:
     return [t for t in tables if delta.exists(t)]
 
 
-@dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=60), description="Delete the partitions of days older than the retention.")
+@dg.op(
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=60),
+    description="Move the days older than the retention to the archive (clean readings, features) or delete them (the rest).",
+)
 def drop_expired_partitions(context: dg.OpExecutionContext, config: MaintenanceConfig, delta: DeltaTables) -> list[str]:
-    steps = []
+    steps, archive_steps = [], []
+    archive = DeltaTables(spark=delta.spark, root=config.archive_root or settings.archive_root())
     if config.retention_days > 0:
-        cutoff: date = (datetime.now(UTC) - timedelta(days=config.retention_days)).date()
-        steps = [delta_ops.drop_partitions_before(delta, t, DATED_TABLES[t], cutoff) for t in _existing(delta, DATED_TABLES)]
+        today = datetime.now(UTC).date()
+        cutoff: date = today - timedelta(days=config.retention_days)
+        for t in _existing(delta, DATED_TABLES):
+            if config.archive and t in ARCHIVED_TABLES:
+                steps.append(delta_ops.archive_partitions_before(delta, archive, t, DATED_TABLES[t], cutoff))
+            else:
+                steps.append(delta_ops.drop_partitions_before(delta, t, DATED_TABLES[t], cutoff))
+        if config.archive and config.archive_retention_days > 0:
+            archive_cutoff = today - timedelta(days=config.archive_retention_days)
+            archive_steps = [
+                replace(delta_ops.drop_partitions_before(archive, t, ARCHIVED_TABLES[t], archive_cutoff), table=f"archive: {t}")
+                for t in _existing(archive, ARCHIVED_TABLES)
+            ]
     context.add_output_metadata(
         {
             "retention_days": config.retention_days,
             "partitions_dropped": sum(s.metrics.get("partitions_dropped", 0) for s in steps),
-            "tables": _steps_table(steps),
+            "partitions_archived": sum(s.metrics.get("partitions_archived", 0) for s in steps),
+            "rows_archived": sum(s.metrics.get("rows_archived", 0) for s in steps),
+            "archive_partitions_dropped": sum(s.metrics.get("partitions_dropped", 0) for s in archive_steps),
+            "archive_root": archive.base() if config.archive else "off",
+            "tables": _steps_table(steps + archive_steps),
         }
     )
     return [s.table for s in steps]
