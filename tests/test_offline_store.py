@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fs_resources.offline import HistoricalFeaturesError, OfflineStore
+from fs_resources.offline import MAX_PANDAS_ENTITY_ROWS, HistoricalFeaturesError, OfflineStore
 from tests.feature_tables import an_instant_after_the_last_commit, commit_times, reference_join, wait_past, windows_frame, write_windows
 
 pytestmark = pytest.mark.integration
@@ -196,6 +196,9 @@ def test_requests_that_cannot_be_answered_say_what_to_change(spark, edges):
     for entities, features, minutes, kwargs, message in cases:
         with pytest.raises(HistoricalFeaturesError, match=message):
             store.get_historical_features(entities, features, minutes, **kwargs)
+    too_many = pd.DataFrame({"device_id": ["dev-00001"] * (MAX_PANDAS_ENTITY_ROWS + 1), "event_time": DAY1})
+    with pytest.raises(HistoricalFeaturesError, match="pass a Spark DataFrame"):
+        store.get_historical_features(too_many, FEATURES, 60)
     ntz = spark.sql("SELECT 'dev-00001' AS device_id, TIMESTAMP_NTZ'2026-01-05 00:00:00' AS event_time")
     with pytest.raises(HistoricalFeaturesError, match="TIMESTAMP_NTZ"):
         store.get_historical_features(ntz, FEATURES, 60)
