@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 from pyspark.sql import functions as F
 
-from fs_assets.monitoring.drift import FLEET_WIDE_FEATURES, NULL_ESCALATION, PSI_ERROR, PSI_WARN
+from fs_assets.monitoring.drift import DRIFT_P_VALUE, FLEET_WIDE_FEATURES, NULL_ESCALATION, PSI_ERROR, PSI_WARN, STATUS_ERROR, STATUS_OK
 from fs_assets.partitions import daily_partitions
 from fs_checks.results import check_result
 from fs_domain.tables import DRIFT_TABLE, versioned
@@ -42,14 +42,15 @@ def _report(context, delta: DeltaTables, feature_store: FeatureStoreResource):
     asset=DRIFT_REPORT,
     name=CHECK_FEATURE_DRIFT,
     partitions_def=daily_partitions,
-    description=f"No feature at PSI >= {PSI_WARN} against the reference: warns from {PSI_WARN} (investigate), errors above {PSI_ERROR} (significant) or on a fleet-wide event ({FLEET_WIDE_FEATURES}+ features at once).",
+    description=f"No feature at PSI >= {PSI_WARN} against the reference: warns from {PSI_WARN} (investigate), errors above {PSI_ERROR} (significant) or on a fleet-wide event ({FLEET_WIDE_FEATURES}+ features at once); a PSI counts only when chance could not give it (chi-square p < {DRIFT_P_VALUE}).",
 )
 def check_feature_drift(
     context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
 ) -> dg.AssetCheckResult:
     report, days = _report(context, delta, feature_store)
-    moved = report[report["psi"].fillna(0) >= PSI_WARN].sort_values("psi", ascending=False)
-    significant = moved[moved["psi"] > PSI_ERROR]
+    # The report's status: a PSI past a threshold that chance alone could give (few windows) is not drift.
+    moved = report[report["psi_status"] != STATUS_OK].sort_values("psi", ascending=False)
+    significant = moved[moved["psi_status"] == STATUS_ERROR]
     fleet_wide = bool(report["fleet_wide_event"].any()) if len(report) else False
     worst = moved.iloc[0] if len(moved) else None
     return check_result(
@@ -65,7 +66,7 @@ def check_feature_drift(
         ),
         metadata={
             "worst_feature": f"{worst['model']}: {worst['feature']}" if worst is not None else "",
-            "features_investigate": dg.MetadataValue.json(_named(moved[moved["psi"] <= PSI_ERROR])),
+            "features_investigate": dg.MetadataValue.json(_named(moved[moved["psi_status"] != STATUS_ERROR])),
             "features_significant": dg.MetadataValue.json(_named(significant)),
             "fleet_wide_event": fleet_wide,
             "days": ", ".join(days),
@@ -76,7 +77,10 @@ def check_feature_drift(
 def _drift_verdict(report, moved, significant, fleet_wide: bool) -> Verdict:
     """The largest PSI against the bound the reported severity breaks; for a fleet-wide event, the most
     features of one model moved on one day against how many make one."""
-    largest = report["psi"].max() if len(report) else 0.0
+    # The largest PSI that counts: of the features moved, else of those chance could not explain at
+    # any PSI (a larger one chance could give is no drift, and reporting it would read as one).
+    counted = moved if len(moved) else report[report["psi_p_value"].fillna(1.0) < DRIFT_P_VALUE] if "psi_p_value" in report else report
+    largest = counted["psi"].max() if len(counted) else 0.0
     largest = 0.0 if pd.isna(largest) else float(largest)
     if len(significant):
         return Verdict(largest, PSI_ERROR, "<=", "PSI of a model's feature", WHAT_TO_DO_PSI)

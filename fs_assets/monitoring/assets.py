@@ -317,7 +317,7 @@ def _write_metadata(writes: dict) -> dict:
 
 DRIFT_SCHEMA = (
     "feature string, devices long, mean double, std double, p5 double, p50 double, p95 double, null_fraction double, "
-    "reference_mean double, reference_null_fraction double, psi double, psi_status string, null_escalation boolean, "
+    "reference_mean double, reference_null_fraction double, psi double, psi_p_value double, psi_status string, null_escalation boolean, "
     "fleet_wide_event boolean, model string, feature_set_version string, window_minutes int, snapshot_version int, "
     "features_delta_version long, registry_delta_version long, computed_at timestamp, report_date date"
 )
@@ -390,6 +390,7 @@ def feature_drift_report(
             {"report_date": sorted({d for d in written["report_date"]}), "model": sorted(set(written["model"]))},
             run_id=context.run_id,
             inputs={table: features_version},
+            properties={"mergeSchema": "true"},  # a report written before `psi_p_value`
         )
         reports.append(written)
     if empty:
