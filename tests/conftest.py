@@ -8,7 +8,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -139,6 +140,20 @@ def redis_server(tmp_path_factory):
     url = server.start()
     yield url
     server.stop()
+
+
+@contextmanager
+def own_database(redis_url: str, number: int) -> Iterator[str]:
+    """A database of its own on the session's Redis server (`number`, one per module that flushes),
+    empty before and after: flushing it leaves other modules' entries alone."""
+    import redis
+
+    url = redis_url.rsplit("/", 1)[0] + f"/{number}"
+    redis.Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        redis.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture

@@ -15,16 +15,15 @@ from fs_resources.online import OnlineStore, encode_timestamp
 from fs_resources.redis_store import RedisResource
 from fs_resources.spark import DeltaSparkResource
 from fs_sensors.online_store_schedules import online_store_refill_sensor, online_store_watch_job
+from tests.conftest import own_database
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def empty_redis(redis_server):
-    url = redis_server.rsplit("/", 1)[0] + "/6"
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
+    with own_database(redis_server, 6) as url:
+        yield url
 
 
 def _watch(url: str, instance):

@@ -22,6 +22,7 @@ from fs_resources.online import ARROW_TYPES, OnlineStore, UnknownFeatureSetVersi
 from fs_resources.serving.app import FeatureServer, create_app
 from fs_resources.serving.keys import ApiKeys
 from fs_resources.serving.limits import MAX_DEVICES
+from tests.conftest import own_database
 from tests.test_online_reads import HYDRATED_AT, _objects
 
 pytestmark = pytest.mark.integration
@@ -75,11 +76,8 @@ class Served:
 
 @pytest.fixture
 def url(redis_server):
-    # A database of its own on the session's server.
-    url = redis_server.rsplit("/", 1)[0] + "/8"
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
+    with own_database(redis_server, 8) as url:
+        yield url
 
 
 @pytest.fixture
