@@ -300,7 +300,7 @@ class OfflineStore:
 
     # --- Spark --------------------------------------------------------------------------------
 
-    def _historical_spark(self, entity_df: DataFrame, request: _Request) -> DataFrame:
+    def _historical_spark(self, entity_df: DataFrame, request: _Request, ordered: bool = True) -> DataFrame:
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
@@ -329,20 +329,30 @@ class OfflineStore:
             + [T.StructField(f, T.LongType() if FEATURES_BY_NAME[f].dtype == "long" else T.DoubleType()) for f in request.features]
         )
         windows = self._spark_windows(spark, request, bounds["first"], bounds["last"], schema)
-        tolerance_us = int(request.tolerance / timedelta(microseconds=1))
+        tolerance_us = max(1, int(request.tolerance / timedelta(microseconds=1)))
+        # Time in buckets of the tolerance: a window within [event_time - tolerance, event_time] ends in
+        # the entity's bucket or the one before, so each window is offered to both and the join is on
+        # (device, bucket). Joined on the device alone, every entity row of a device met every window
+        # of it: a year of daily rows is 365 x 365 pairs a device.
+        bucket = F.floor(F.unix_micros("window_end") / F.lit(tolerance_us)).cast("long")
+        offered = windows.withColumnRenamed("device_id", "_device").withColumn("_bucket", F.explode(F.array(bucket, bucket + F.lit(1))))
         matches = (
             entities.select("_row", "device_id", "event_time")
+            .withColumn("_entity_bucket", F.floor(F.unix_micros("event_time") / F.lit(tolerance_us)).cast("long"))
             .join(
-                windows.withColumnRenamed("device_id", "_device"),
+                offered,
                 (F.col("device_id") == F.col("_device"))
+                & (F.col("_entity_bucket") == F.col("_bucket"))
                 & (F.col("window_end") <= F.col("event_time"))
                 & (F.col("window_end") >= F.timestamp_micros(F.unix_micros("event_time") - F.lit(tolerance_us))),
             )
             .groupBy("_row")
             .agg(F.max_by(F.struct("window_end", *request.features), "window_end").alias("_w"))
         )
-        # Input order, as for pandas: the row ids of `monotonically_increasing_id` follow it.
-        result = entities.join(matches, "_row", "left").orderBy("_row")
+        result = entities.join(matches, "_row", "left")
+        if ordered:
+            # Input order, as for pandas: the row ids of `monotonically_increasing_id` follow it.
+            result = result.orderBy("_row")
         return result.select(
             *[F.col(c) for c in entity_df.columns],
             *[F.col(f"_w.{f}").alias(f) for f in request.features],
@@ -363,11 +373,13 @@ class OfflineStore:
         low, high = _partition_dates(first, last, request.minutes, request.tolerance)
         out = empty
         for path, missing_ok in self._paths():
-            if self._snapshot(request.as_of, path, missing_ok, for_spark=True) is None:
+            snapshot = self._snapshot(request.as_of, path, missing_ok, for_spark=True)
+            if snapshot is None:
                 continue  # nothing written there by then (or no archive yet)
             reader = spark.read.format("delta")
             if request.as_of is not None:
-                reader = reader.option("timestampAsOf", request.as_of.strftime("%Y-%m-%d %H:%M:%S.%f"))
+                # The version the pandas path reads too (Spark refuses a time after the last commit).
+                reader = reader.option("versionAsOf", snapshot.version())
             try:
                 table = reader.load(path)
             except AnalysisException as exc:
@@ -388,9 +400,14 @@ class OfflineStore:
         window_minutes: int,
         tolerance: timedelta = timedelta(hours=1),
         as_of: datetime | None = None,
+        ordered: bool = True,
     ):
         """The entity rows with the requested features of their latest window of `window_minutes`
-        ending within `[event_time - tolerance, event_time]`, and `feature_window_end`."""
+        ending within `[event_time - tolerance, event_time]`, and `feature_window_end`.
+
+        A pandas frame comes back as a pandas frame (at most `MAX_PANDAS_ENTITY_ROWS` rows); a Spark
+        frame as a lazy Spark frame, joined in Spark and never collected (`ordered=False` skips
+        sorting it back into the input's order, for a writer that does not need it)."""
         request = self._request(features, window_minutes, tolerance, as_of)
         if isinstance(entity_df, pd.DataFrame):
             return self._historical_pandas(entity_df, request)
@@ -399,5 +416,5 @@ class OfflineStore:
         except ImportError:  # pragma: no cover - pyspark is a dependency
             DataFrame = ()
         if isinstance(entity_df, DataFrame):
-            return self._historical_spark(entity_df, request)
+            return self._historical_spark(entity_df, request, ordered)
         raise HistoricalFeaturesError(f"entity_df must be a pandas or Spark DataFrame, got {type(entity_df).__name__}")

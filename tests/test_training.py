@@ -417,3 +417,33 @@ def test_models_pinned_to_different_versions_are_trained_scored_served_and_recon
     assert reconciled.passed and reconciled.metadata["values_differing"].value == 0
     versions = {r.data["entry"]: r.data["feature_set_version"] for r in reconciled.metadata["per_entry"].records}
     assert versions == {"Device": "v1", MODEL: "v2", COMPRESSOR_FAILURE_1H.name: "v1"}
+
+
+@pytest.mark.integration
+def test_a_training_set_samples_a_device_share_a_stride_and_a_class_balance_and_records_them(spark, trained):
+    resources, instance = trained["resources"], trained["instance"]
+    name = COMPRESSOR_FAILURE_1H.name
+    full = table(spark, f"training_datasets/v1/{name}")
+    options = {"device_share": 0.5, "sample_stride": 3, "negatives_per_positive": 1.0, "seed": 3}
+
+    def build() -> tuple[pd.DataFrame, dict]:
+        run_config = {"ops": {"training_dataset": {"config": options}}}
+        result = dg.materialize([training_dataset], partition_key=name, resources=resources, instance=instance, run_config=run_config)
+        return table(spark, f"training_datasets/v1/{name}"), materialized(result)
+
+    sampled, md = build()
+    devices = set(sampled["device_id"])
+    assert devices < set(full["device_id"]) and 0 < len(devices) < len(set(full["device_id"]))
+    times = sorted(full["event_time"].unique())
+    assert set(sampled["event_time"]) <= set(times[::3])
+    # Every positive of the devices and times kept, and about as many negatives.
+    kept = full[full["device_id"].isin(devices) & full["event_time"].isin(times[::3])]
+    positives = int(kept["label"].sum())
+    assert positives > 0 and int(sampled["label"].sum()) == positives
+    assert (sampled["label"] == 0).sum() <= 2 * positives and (sampled["label"] == 0).sum() < (kept["label"] == 0).sum()
+    # The same rows' features as the full set: sampling picks rows, the point-in-time join is unchanged.
+    both = sampled.merge(full, on=["device_id", "event_time"], suffixes=("", "_full"))
+    assert len(both) == len(sampled) and (both["feature_window_end"].isna() == both["feature_window_end_full"].isna()).all()
+    assert md["sampling"] == options | {"every": str(COMPRESSOR_FAILURE_1H.sample_every * 3)} and md["rows"] == len(sampled)
+    # The same options pick the same devices again.
+    assert set(build()[0]["device_id"]) == devices

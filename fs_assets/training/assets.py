@@ -28,7 +28,7 @@ from fs_assets.ingest.assets import device_registry, maintenance_events
 from fs_assets.metadata import table_metadata
 from fs_assets.partitions import model_partitions
 from fs_assets.training.anomaly import fit_reference
-from fs_assets.training.datasets import feature_statistics, label_entities, sample_entities
+from fs_assets.training.datasets import balance_labels, feature_statistics, label_entities_spark, sample_entities_spark
 from fs_assets.training.reference import (
     Promotion,
     ReferenceSnapshot,
@@ -56,6 +56,17 @@ class TrainingDatasetConfig(dg.Config):
     as_of: str | None = Field(
         default=None, description="Processing time (ISO-8601 with offset) to read features as of; unset: now. Recorded either way."
     )
+    device_share: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of the registry's devices sampled (the same share picks the same devices for a seed).",
+    )
+    sample_stride: int = Field(default=1, ge=1, description="Keep every n-th sample time of the model's cadence (1: all).")
+    negatives_per_positive: float | None = Field(
+        default=None, gt=0.0, description="Class balance: keep every positive and about this many negatives per positive; unset: all rows."
+    )
+    seed: int = Field(default=0, description="Seed of the device share and the class balance's sampling.")
 
 
 def _feature_days(delta: DeltaTables, table: str, minutes: int) -> tuple[str, str]:
@@ -72,14 +83,15 @@ def _feature_days(delta: DeltaTables, table: str, minutes: int) -> tuple[str, st
 
 @dg.asset(
     group_name="training",
-    kinds={"pandas", "delta"},
+    kinds={"spark", "delta"},
     partitions_def=model_partitions,
     # Every model reads whatever days its date range names: all partitions of its inputs.
     deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping()) for a in feature_assets] + [device_registry, maintenance_events],
     pool=f"delta_{TRAINING_TABLE}",
     description=(
-        "A model's training set on the feature set version it is pinned to: every device sampled over a date range, labelled from "
-        "maintenance events, with point-in-time features; rows record the model, the version and the Delta versions read."
+        "A model's training set on the feature set version it is pinned to: devices sampled over a date range (a share, a time "
+        "stride, class balance: recorded with the set), labelled from maintenance events, with point-in-time features, built "
+        "and written in Spark; rows record the model, the version and the Delta versions read."
     ),
 )
 def training_dataset(
@@ -93,28 +105,51 @@ def training_dataset(
     as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(UTC)
     if as_of.tzinfo is None:
         raise dg.Failure(description=f"as_of {config.as_of!r} has no offset: add one, e.g. {config.as_of}+00:00")
-    devices = [r["device_id"] for r in delta.read(REGISTRY_TABLE).select("device_id").collect()]
+    registry = delta.read(REGISTRY_TABLE)
     # Without maintenance events every label would be 0: a training set that looks valid and is not.
     if not delta.exists(MAINTENANCE_TABLE):
         raise dg.Failure(
             description=f"no {MAINTENANCE_TABLE} table yet: materialize maintenance_events first; without it every label would be 0"
         )
     maintenance_version = delta.version(MAINTENANCE_TABLE)
-    events = delta.read(MAINTENANCE_TABLE, version=maintenance_version).toPandas()
-    entities = label_entities(sample_entities(devices, start, end, model.sample_every), events, model.label_horizon, model.label_events)
+    events = delta.read(MAINTENANCE_TABLE, version=maintenance_version)
+    # Built in Spark end to end and written from the executors: memory does not grow with the range.
+    entities = sample_entities_spark(registry, start, end, model.sample_every, config.device_share, config.sample_stride, config.seed)
+    labelled = balance_labels(
+        label_entities_spark(entities, events, model.label_horizon, model.label_events), config.negatives_per_positive, config.seed
+    )
     store = OfflineStore(tables_root=delta.base(), feature_set_version=model.feature_set_version)
     features_version = store.table_version(as_of)
-    dataset = store.get_historical_features(entities, list(model.features), model.window_minutes, tolerance=model.tolerance, as_of=as_of)
-    dataset.insert(0, "model", model.name)
-    dataset.insert(1, "feature_set_version", model.feature_set_version)
-    dataset["features_as_of"] = pd.Timestamp(as_of).tz_convert("UTC")
-    dataset["features_delta_version"] = features_version
-    dataset["maintenance_delta_version"] = maintenance_version
+    joined = store.get_historical_features(
+        labelled, list(model.features), model.window_minutes, tolerance=model.tolerance, as_of=as_of, ordered=False
+    )
+    frame = joined.select(
+        F.lit(model.name).alias("model"),
+        F.lit(model.feature_set_version).alias("feature_set_version"),
+        "device_id",
+        "event_time",
+        "label",
+        "hours_to_event",
+        *[F.col(f).cast("double").alias(f) for f in model.features],
+        "feature_window_end",
+        F.lit(as_of.astimezone(UTC).replace(tzinfo=None)).cast("timestamp").alias("features_as_of"),
+        F.lit(features_version).cast("long").alias("features_delta_version"),
+        F.lit(maintenance_version).cast("long").alias("maintenance_delta_version"),
+    )
     table = training_table(model.name, model.feature_set_version)
-    frame = delta.session.createDataFrame(dataset.astype({c: "float64" for c in model.features if str(dataset[c].dtype) == "Int64"}))
     write = delta.overwrite(frame, table, run_id=context.run_id)
-    matched = int(dataset["feature_window_end"].notna().sum())
-    context.log.info(f"{model.name}: {len(dataset):,} rows, {int(dataset['label'].sum())} positive, {matched:,} with features")
+    counts = (
+        delta.read(table, version=write.version)
+        .agg(
+            F.count("*").alias("rows"),
+            F.coalesce(F.sum("label"), F.lit(0)).alias("positives"),
+            F.count("feature_window_end").alias("matched"),
+            F.countDistinct("device_id").alias("devices"),
+        )
+        .first()
+    )
+    rows, positives, matched = counts["rows"], int(counts["positives"]), counts["matched"]
+    context.log.info(f"{model.name}: {rows:,} rows, {positives} positive, {matched:,} with features")
     return dg.MaterializeResult(
         metadata=write.metadata()
         | {
@@ -124,10 +159,20 @@ def training_dataset(
             "window_minutes": model.window_minutes,
             "date_range": f"{start.date()} .. {(end - timedelta(days=1)).date()}",
             "features_as_of": as_of.isoformat(),
-            "devices": len(devices),
-            "positives": int(dataset["label"].sum()),
-            "label_rate": round(float(dataset["label"].mean()), 4) if len(dataset) else 0.0,
-            "rows_without_features": len(dataset) - matched,
+            "devices": counts["devices"],
+            "rows": rows,
+            "positives": positives,
+            "label_rate": round(positives / rows, 4) if rows else 0.0,
+            "rows_without_features": rows - matched,
+            "sampling": dg.MetadataValue.json(
+                {
+                    "device_share": config.device_share,
+                    "sample_stride": config.sample_stride,
+                    "every": str(model.sample_every * config.sample_stride),
+                    "negatives_per_positive": config.negatives_per_positive,
+                    "seed": config.seed,
+                }
+            ),
             "feature_list": dg.MetadataValue.json(list(model.features)),
             "seconds": round(time.monotonic() - started, 2),
         }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 
 def sample_entities(device_ids: list[str], start: datetime, end: datetime, every: timedelta) -> pd.DataFrame:
@@ -46,6 +48,67 @@ def label_entities(entities: pd.DataFrame, events: pd.DataFrame, horizon: timede
     out["label"] = joined["next_event"].notna().astype("int64").to_numpy()
     out["hours_to_event"] = wait.to_numpy()
     return out
+
+
+# --- the same in Spark: what the training_dataset asset builds with, never collected ----------------
+
+
+def sample_entities_spark(
+    registry: DataFrame, start: datetime, end: datetime, every: timedelta, device_share: float = 1.0, stride: int = 1, seed: int = 0
+) -> DataFrame:
+    """`sample_entities` in Spark: every device of `registry` (a `device_share` of them, chosen by a
+    hash of the id and `seed`, so the same share picks the same devices) at `start + every`, then
+    every `stride`-th sample time after it, up to and including `end`."""
+    step_seconds = int((every * max(1, stride)).total_seconds())
+    devices = registry.select("device_id").distinct()
+    if device_share < 1.0:
+        devices = devices.where((F.abs(F.xxhash64("device_id", F.lit(seed))) % 1_000_000) < F.lit(int(device_share * 1_000_000)))
+    first = F.lit((start + every).astimezone(UTC).replace(tzinfo=None)).cast("timestamp")
+    last = F.lit(end.astimezone(UTC).replace(tzinfo=None)).cast("timestamp")
+    if start + every > end:
+        return devices.select("device_id", F.lit(None).cast("timestamp").alias("event_time")).limit(0)
+    times = F.sequence(first, last, F.expr(f"INTERVAL {step_seconds} SECONDS"))
+    return devices.select("device_id", F.explode(times).alias("event_time"))
+
+
+def label_entities_spark(entities: DataFrame, events: DataFrame, horizon: timedelta, event_types: tuple[str, ...]) -> DataFrame:
+    """`label_entities` in Spark: `label` = 1 when an event of `event_types` falls in (event_time,
+    event_time + horizon], `hours_to_event` to the first such event (NULL past the horizon)."""
+    failures = events.where(F.col("event_type").isin(list(event_types))).select(
+        F.col("device_id").alias("_device"), F.col("event_time").alias("_next")
+    )
+    horizon_us = int(horizon / timedelta(microseconds=1))
+    ahead = (
+        entities.select("device_id", "event_time")
+        .join(
+            F.broadcast(failures),
+            (F.col("device_id") == F.col("_device"))
+            & (F.col("_next") > F.col("event_time"))
+            & (F.unix_micros("_next") <= F.unix_micros("event_time") + F.lit(horizon_us)),
+        )
+        .groupBy("device_id", "event_time")
+        .agg(F.min("_next").alias("_next"))
+    )
+    return (
+        entities.join(ahead, ["device_id", "event_time"], "left")
+        .withColumn("label", F.col("_next").isNotNull().cast("long"))
+        .withColumn("hours_to_event", (F.unix_micros("_next") - F.unix_micros("event_time")) / F.lit(3_600_000_000))
+        .drop("_next")
+    )
+
+
+def balance_labels(labelled: DataFrame, negatives_per_positive: float | None, seed: int = 0) -> DataFrame:
+    """Every positive row, and a random share of the negatives so that about `negatives_per_positive`
+    remain per positive (None or too few negatives: all of them)."""
+    if negatives_per_positive is None:
+        return labelled
+    counts = labelled.groupBy("label").count().collect()
+    by_label = {r["label"]: r["count"] for r in counts}
+    positives, negatives = by_label.get(1, 0), by_label.get(0, 0)
+    if not negatives or not positives:
+        return labelled
+    share = min(1.0, negatives_per_positive * positives / negatives)
+    return labelled.where((F.col("label") == 1) | (F.rand(seed) < F.lit(share)))
 
 
 QUANTILES = {"p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
