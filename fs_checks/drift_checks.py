@@ -1,6 +1,8 @@
 """Checks on `feature_drift_report`: PSI per feature (to the ML channel) and null-fraction
 escalation (a data-quality problem, to data engineering)."""
 
+from datetime import UTC, date, datetime
+
 import dagster as dg
 import pandas as pd
 from pyspark.sql import functions as F
@@ -48,10 +50,7 @@ def check_feature_drift(
     context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
 ) -> dg.AssetCheckResult:
     report, days = _report(context, delta, feature_store)
-    # The report's status: a PSI past a threshold that chance alone could give (few windows) is not drift.
-    moved = report[report["psi_status"] != STATUS_OK].sort_values("psi", ascending=False)
-    significant = moved[moved["psi_status"] == STATUS_ERROR]
-    fleet_wide = bool(report["fleet_wide_event"].any()) if len(report) else False
+    report, moved, significant, fleet_wide, in_progress = judge_drift(report, datetime.now(UTC).date())
     worst = moved.iloc[0] if len(moved) else None
     return check_result(
         _drift_verdict(report, moved, significant, fleet_wide),
@@ -63,15 +62,35 @@ def check_feature_drift(
             + ("; fleet-wide event" if fleet_wide else "")
             if len(moved)
             else "no feature drifted"
-        ),
+        )
+        + (f"; {', '.join(in_progress)} in progress, judged once complete" if in_progress else ""),
         metadata={
             "worst_feature": f"{worst['model']}: {worst['feature']}" if worst is not None else "",
             "features_investigate": dg.MetadataValue.json(_named(moved[moved["psi_status"] != STATUS_ERROR])),
             "features_significant": dg.MetadataValue.json(_named(significant)),
             "fleet_wide_event": fleet_wide,
             "days": ", ".join(days),
+            "days_in_progress_not_judged": ", ".join(in_progress),
         },
     )
+
+
+def judge_drift(report: pd.DataFrame, today: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, bool, list[str]]:
+    """The days' drift rows judged: (the rows of complete days, the features moved, those significant,
+    whether a fleet-wide event happened, the days in progress left unjudged).
+
+    A day in progress holds only its first hours: against a reference of whole days its hours' mix
+    differs (the condenser follows the day's temperature), so it is judged once complete, when the
+    day's last features re-run the report. A feature moves by the report's status: a PSI past a
+    threshold that chance alone could give (few windows) is not drift."""
+    if not len(report):
+        return report, report, report, False, []
+    in_progress = sorted({str(d) for d in report["report_date"] if d >= today})
+    report = report[report["report_date"] < today]
+    moved = report[report["psi_status"] != STATUS_OK].sort_values("psi", ascending=False)
+    significant = moved[moved["psi_status"] == STATUS_ERROR]
+    fleet_wide = bool(report["fleet_wide_event"].any()) if len(report) else False
+    return report, moved, significant, fleet_wide, in_progress
 
 
 def _drift_verdict(report, moved, significant, fleet_wide: bool) -> Verdict:

@@ -7,8 +7,6 @@ import pytest
 from fs_assets.monitoring.drift import STATUS_ERROR, STATUS_OK, drift_rows, fleet_wide
 from fs_assets.training.datasets import feature_statistics
 
-pytestmark = pytest.mark.unit
-
 FEATURES = [f"f{i}" for i in range(22)]
 
 
@@ -16,6 +14,7 @@ def _reference(n: int, rng) -> dict[str, dict]:
     return {f: feature_statistics(pd.Series(rng.normal(0.2, 0.003, n))) for f in FEATURES}
 
 
+@pytest.mark.unit
 def test_a_healthy_day_of_a_small_fleet_is_not_drift_against_a_one_day_reference():
     """The paging drill's case: 50 devices, a reference of one day's 50 windows, another healthy day."""
     rng = np.random.default_rng(4)
@@ -32,6 +31,7 @@ def test_a_healthy_day_of_a_small_fleet_is_not_drift_against_a_one_day_reference
     assert flagged <= 1
 
 
+@pytest.mark.unit
 def test_a_real_shift_is_drift_at_any_fleet_size():
     rng = np.random.default_rng(5)
     for devices in (47, 100_000):
@@ -41,3 +41,28 @@ def test_a_real_shift_is_drift_at_any_fleet_size():
         assert (rows.loc[FEATURES[:6], "psi_status"] == STATUS_ERROR).all(), rows.loc[FEATURES[:6], ["psi", "psi_p_value"]]
         assert (rows.loc[FEATURES[6:], "psi_status"] == STATUS_OK).mean() > 0.9
         assert fleet_wide(rows)
+
+
+@pytest.mark.unit
+def test_a_day_in_progress_is_reported_but_judged_once_complete():
+    from datetime import date
+
+    from fs_checks.drift_checks import judge_drift
+
+    today = date(2026, 12, 6)
+    rows = pd.DataFrame(
+        {
+            "report_date": [today, date(2026, 12, 5)],
+            "model": ["compressor_failure_1h"] * 2,
+            "feature": ["temp_condenser_mean"] * 2,
+            "psi": [0.36, 0.02],
+            "psi_status": [STATUS_ERROR, STATUS_OK],
+            "fleet_wide_event": [False, False],
+        }
+    )
+    # The first hours' condenser against whole days: reported, not judged.
+    _, moved, significant, fleet, in_progress = judge_drift(rows, today)
+    assert moved.empty and significant.empty and not fleet and in_progress == ["2026-12-06"]
+    # The same once the day is complete.
+    _, moved, significant, _, in_progress = judge_drift(rows, date(2026, 12, 7))
+    assert list(significant["report_date"]) == [today] and in_progress == []
