@@ -14,7 +14,7 @@ import pytest
 from fs_assets.features.assets import device_features_1d as FEATURES_1D
 from fs_assets.features.assets import device_features_1h as FEATURES_1H
 from fs_assets.ingest.assets import maintenance_events
-from fs_assets.monitoring.assets import anomaly_scores, feature_drift_report
+from fs_assets.monitoring.assets import RANGE_MARGIN, anomaly_scores, feature_drift_report
 from fs_assets.ontology.assets import device_objects, device_online_store
 from fs_assets.training.anomaly import ReferenceModel, auc, score_windows
 from fs_assets.training.assets import feature_reference_snapshot, promoted_reference, training_assets, training_dataset
@@ -317,13 +317,14 @@ def test_both_models_are_scored_with_their_inputs_completeness_and_a_confidence_
     assert len(merged) == len(hourly)
     assert (merged["reading_count"] == merged["reading_count_features"]).all()
     assert np.allclose(merged["sensor_completeness"], merged["sensor_completeness_features"])
-    # Reduced confidence exactly where the inputs are sparse or fall outside the reference's range.
+    # Reduced confidence exactly where the inputs are sparse or fall well outside the reference's range.
     snapshot = json.loads(
         open(table(spark, "feature_reference_snapshots/v1").query(f"model == '{COMPRESSOR_FAILURE_1H.name}'")["artifact"].iat[0]).read()
     )
     outside = np.zeros(len(merged), dtype=int)
     for name in COMPRESSOR_FAILURE_1H.features:
         low, high = snapshot["statistics"][name]["min"], snapshot["statistics"][name]["max"]
+        low, high = low - RANGE_MARGIN * (high - low), high + RANGE_MARGIN * (high - low)
         values = merged[f"{name}"].astype(float)
         outside += ((values < low) | (values > high)).to_numpy()
     sparse = (merged["reading_count"] < 30) | (merged["sensor_completeness"] < 0.8)

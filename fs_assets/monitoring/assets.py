@@ -110,15 +110,25 @@ def stale_days(instance: dg.DagsterInstance, days: list[str], minutes: int) -> l
     return out
 
 
+RANGE_MARGIN = 0.25  # of the reference's min-max width, on each side
+
+
 def confidence(
     windows: pd.DataFrame, model: ModelSpec, statistics: dict[str, dict], stale: set[str]
 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-    """Per window: inputs outside the reference's min/max, reduced confidence, and why."""
+    """Per window: inputs outside the reference's range, reduced confidence, and why.
+
+    Outside means beyond the reference's min/max by more than `RANGE_MARGIN` of its width: a new
+    window falls just past the extremes of a few dozen reference windows by chance (of 50, one in 25
+    per feature and side; with a model's twenty features, more than half of a healthy day's scores
+    were flagged in the paging drill), while an input that far out is outside what the model saw."""
     out_of_range = np.zeros(len(windows), dtype="int64")
     for name in model.features:
         low, high = statistics.get(name, {}).get("min"), statistics.get(name, {}).get("max")
         if low is None or high is None:
             continue
+        margin = RANGE_MARGIN * (high - low)
+        low, high = low - margin, high + margin
         values = windows[name].to_numpy(dtype="float64", na_value=np.nan)
         with np.errstate(invalid="ignore"):
             out_of_range += ((values < low) | (values > high)).astype("int64")
