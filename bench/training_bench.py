@@ -151,6 +151,11 @@ def run_ours(root: Path, home: Path, model: str, config: dict) -> dict:
     env = {**os.environ, "FS_DATA_ROOT": str(root), "DAGSTER_HOME": str(home)}
     cmd = [str(ROOT / ".venv/bin/dagster"), "asset", "materialize", "-m", "definitions", "--select", "training_dataset"]
     cmd += ["--partition", model, "-c", str(cfg)]
+    return measured(cmd, env, "training_dataset")
+
+
+def measured(cmd: list[str], env: dict | None, what: str) -> dict:
+    """Run `cmd` to its end: its wall time and the peak PSS of its process tree."""
     started = time.perf_counter()
     process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = TreePeak(process.pid)
@@ -158,7 +163,7 @@ def run_ours(root: Path, home: Path, model: str, config: dict) -> dict:
     seconds = time.perf_counter() - started
     memory = peak.stop()
     if process.returncode:
-        raise RuntimeError(f"training_dataset failed:\n{output[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{output[-3000:]}")
     return {"seconds": round(seconds, 1), "peak_pss_mb": memory}
 
 
@@ -218,17 +223,10 @@ def run_reference(root: Path, out: Path, model: str, start: datetime, end: datet
         out=out,
     )
     script = f"import duckdb; c = duckdb.connect(); c.execute(\"SET TimeZone = 'UTC'\"); c.execute({sql!r})"
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = TreePeak(process.pid)
-    output, _ = process.communicate()
-    seconds = time.perf_counter() - started
-    memory = peak.stop()
-    if process.returncode:
-        raise RuntimeError(f"the DuckDB reference failed:\n{output[-3000:]}")
+    result = measured([sys.executable, "-c", script], None, "the DuckDB reference")
     import pyarrow.parquet as pq
 
-    return {"seconds": round(seconds, 1), "peak_pss_mb": memory, **_tally(pq.read_table(out, columns=["label", "feature_window_end"]))}
+    return result | _tally(pq.read_table(out, columns=["label", "feature_window_end"]))
 
 
 def _tally(table) -> dict:
