@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from fs_assets.features.assets import device_features_1d as FEATURES_1D
 from fs_assets.features.assets import device_features_1h as FEATURES_1H
 from fs_assets.ontology.assets import device_objects, device_online_store
-from fs_checks.online_checks import CHECK_KEY_COUNT, CHECK_LAG, CHECK_RECONCILIATION, online_checks
+from fs_checks.online_checks import CHECK_KEY_COUNT, CHECK_LAG, CHECK_RECONCILIATION, CHECK_SERVED_SKEW, online_checks
 from fs_domain.device import DEVICE
 from fs_domain.features import FEATURES_BY_NAME
 from fs_domain.models import UnknownModel, models_for
@@ -219,7 +219,12 @@ def test_each_served_models_input_vector_reads_as_the_offline_window_in_the_mode
 def test_checks_pass_and_reconciliation_catches_a_changed_value(spark, fleet):
     result = prehydrate(fleet)
     evaluations = check_results(result)
-    assert {name: e.passed for name, e in evaluations.items()} == {CHECK_RECONCILIATION: True, CHECK_LAG: True, CHECK_KEY_COUNT: True}
+    assert {name: e.passed for name, e in evaluations.items()} == {
+        CHECK_RECONCILIATION: True,
+        CHECK_LAG: True,
+        CHECK_KEY_COUNT: True,
+        CHECK_SERVED_SKEW: True,
+    }
     served = [d for d, r in objects(spark).items() if r["status"] != "retired"]
     md = evaluations[CHECK_RECONCILIATION].metadata
     assert md["devices_compared"].value == len(served)
@@ -254,7 +259,9 @@ def test_checks_pass_and_reconciliation_catches_a_changed_value(spark, fleet):
     assert not failed[CHECK_KEY_COUNT].passed and failed[CHECK_KEY_COUNT].metadata["missing_examples"].value == [served[-1]]
     # The next pre-hydration repairs both.
     repaired = check_results(prehydrate(fleet))
-    assert set(repaired) == {CHECK_RECONCILIATION, CHECK_LAG, CHECK_KEY_COUNT} and all(e.passed for e in repaired.values())
+    assert set(repaired) == {CHECK_RECONCILIATION, CHECK_LAG, CHECK_KEY_COUNT, CHECK_SERVED_SKEW} and all(
+        e.passed for e in repaired.values()
+    )
 
 
 @pytest.mark.integration
@@ -369,7 +376,9 @@ def test_redis_down_fails_clearly_after_bounded_retries_and_a_restart_is_restore
     result = prehydrate(fleet)
     restored = check_results(result)
     assert (
-        result.success and set(restored) == {CHECK_RECONCILIATION, CHECK_LAG, CHECK_KEY_COUNT} and all(e.passed for e in restored.values())
+        result.success
+        and set(restored) == {CHECK_RECONCILIATION, CHECK_LAG, CHECK_KEY_COUNT, CHECK_SERVED_SKEW}
+        and all(e.passed for e in restored.values())
     )
 
 
