@@ -61,13 +61,15 @@ run: setup
 	fi; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
-# Two workers, whole modules each (module fixtures built once), slowest tier first (tests/conftest.py):
-# most tests wait on Spark's and Dagster's fixed costs rather than fill both cores.
+# Answers fast, then in full: lint, then the quick tier (a typo or a broken unit fails within two
+# minutes and stops here), then integration and e2e on two workers, whole modules each (module
+# fixtures built once), slowest tier first (tests/conftest.py).
 # The S3 connector is resolved once before the workers start: each worker's session loads it
 # (the object-storage test is among those collected), and two first resolutions would race in one cache.
 test: setup lint
+	$(BIN)/pytest -m unit -q
 	$(BIN)/python -m fs_resources.spark --s3
-	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder -m "not unit"
 
 # The quick tier: pure Python and numpy, no Spark session, no Redis, no Dagster runs (under 3 minutes).
 test-unit: setup
