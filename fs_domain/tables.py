@@ -23,6 +23,10 @@ REFERENCE_TABLE = "feature_reference_snapshots"
 DEVICE_REFERENCES_TABLE = "device_reference_models"
 # Which snapshot is each model's baseline: an append-only log of promotions (who, when, why).
 PROMOTIONS_TABLE = "model_promotions"
+# What a promoted snapshot's training set was built from, copied so it can be rebuilt past history
+# retention: training_pins/v1/<model>/entities and .../windows, a partition per snapshot.
+PINS_TABLE = "training_pins"
+PIN_KINDS = ("entities", "windows")
 ANOMALY_SCORES_TABLE = "anomaly_scores"
 DRIFT_TABLE = "feature_drift_monitoring"
 
@@ -50,6 +54,13 @@ def objects_table(version: str = DEFAULT_FEATURE_SET_VERSION) -> str:
 def training_table(model: str, version: str) -> str:
     """A model's training set on a feature set version: training_datasets/v1/device_health_1d, ..."""
     return f"{versioned(TRAINING_TABLE, version)}/{model}"
+
+
+def pin_table(model: str, version: str, kind: str) -> str:
+    """A model's pinned training inputs of one kind (`entities` or `windows`): training_pins/v1/device_health_1d/windows."""
+    if kind not in PIN_KINDS:
+        raise ValueError(f"unknown pin kind {kind!r}; one of {list(PIN_KINDS)}")
+    return f"{versioned(PINS_TABLE, version)}/{model}/{kind}"
 
 
 def dated_tables() -> dict[str, str]:
@@ -82,4 +93,5 @@ def every_table() -> list[str]:
         *(versioned(t, v) for t in (REFERENCE_TABLE, DEVICE_REFERENCES_TABLE, PROMOTIONS_TABLE) for v in FEATURE_SET_VERSIONS),
         *(objects_table(v) for v in FEATURE_SET_VERSIONS),
         *(training_table(m.name, m.feature_set_version) for m in MODEL_SPECS),
+        *(pin_table(m.name, m.feature_set_version, kind) for m in MODEL_SPECS for kind in PIN_KINDS),
     ]

@@ -220,7 +220,8 @@ class OfflineStore:
                 raise HistoricalFeaturesError(
                     f"as_of {as_of.isoformat()} is before the retained history of {path}: the earliest time it can be read "
                     f"as of is {earliest_at.isoformat()} (version {earliest['version']}); older log entries were removed "
-                    "(delta.logRetentionDuration, see the table maintenance job)"
+                    "(delta.logRetentionDuration, see the table maintenance job); a promoted model's training set is rebuilt "
+                    "from its pin instead (training_dataset with rebuild_snapshot)"
                 )
             table.load_as_version(as_of)
         reader = table.protocol()
@@ -324,11 +325,23 @@ class OfflineStore:
         spark: SparkSession = entity_df.sparkSession
         entities = entity_df.withColumn("_row", F.monotonically_increasing_id()).cache()
         bounds = entities.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last")).first()
-        schema = T.StructType(
+        windows = self._spark_windows(spark, request, bounds["first"], bounds["last"], self._window_schema(request))
+        return self._join(entities, windows, request, entity_df.columns, ordered)
+
+    @staticmethod
+    def _window_schema(request: _Request):
+        from pyspark.sql import types as T
+
+        return T.StructType(
             [T.StructField("device_id", T.StringType()), T.StructField("window_end", T.TimestampType())]
             + [T.StructField(f, T.LongType() if FEATURES_BY_NAME[f].dtype == "long" else T.DoubleType()) for f in request.features]
         )
-        windows = self._spark_windows(spark, request, bounds["first"], bounds["last"], schema)
+
+    @staticmethod
+    def _join(entities: DataFrame, windows: DataFrame, request: _Request, columns: Sequence[str], ordered: bool) -> DataFrame:
+        """Each entity row (`_row` numbered) with its latest window within the tolerance, in Spark."""
+        from pyspark.sql import functions as F
+
         tolerance_us = max(1, int(request.tolerance / timedelta(microseconds=1)))
         # Time in buckets of the tolerance: a window within [event_time - tolerance, event_time] ends in
         # the entity's bucket or the one before, so each window is offered to both and the join is on
@@ -354,7 +367,7 @@ class OfflineStore:
             # Input order, as for pandas: the row ids of `monotonically_increasing_id` follow it.
             result = result.orderBy("_row")
         return result.select(
-            *[F.col(c) for c in entity_df.columns],
+            *[F.col(c) for c in columns],
             *[F.col(f"_w.{f}").alias(f) for f in request.features],
             F.col("_w.window_end").alias(WINDOW_END_COLUMN),
         )
@@ -392,6 +405,33 @@ class OfflineStore:
         return out
 
     # --- public -------------------------------------------------------------------------------
+
+    def windows(
+        self,
+        spark: SparkSession,
+        features: Sequence[str],
+        window_minutes: int,
+        tolerance: timedelta,
+        as_of: datetime | None,
+        first: datetime | None,
+        last: datetime | None,
+    ) -> DataFrame:
+        """The windows a point-in-time join of entity rows from `first` to `last` chooses from (device_id,
+        window_end and `features`), as of `as_of`, lazily: what a training set's pin copies."""
+        request = self._request(features, window_minutes, tolerance, as_of)
+        return self._spark_windows(spark, request, first, last, self._window_schema(request))
+
+    def join_windows(
+        self, entity_df: DataFrame, windows: DataFrame, features: Sequence[str], window_minutes: int, tolerance: timedelta
+    ) -> DataFrame:
+        """`get_historical_features` of a Spark entity frame against windows given rather than read from
+        the table (a pin's copy): the same join, so the same rows."""
+        from pyspark.sql import functions as F
+
+        request = self._request(features, window_minutes, tolerance, None)
+        entities = entity_df.withColumn("_row", F.monotonically_increasing_id())
+        picked = windows.select(*[F.col(f.name).cast(f.dataType) for f in self._window_schema(request).fields])
+        return self._join(entities, picked, request, entity_df.columns, ordered=False)
 
     def get_historical_features(
         self,

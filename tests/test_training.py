@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import timedelta
+import shutil
+from datetime import UTC, timedelta
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -448,3 +450,72 @@ def test_a_training_set_samples_a_device_share_a_stride_and_a_class_balance_and_
     assert md["sampling"] == options | {"every": str(COMPRESSOR_FAILURE_1H.sample_every * 3)} and md["rows"] == len(sampled)
     # The same options pick the same devices again.
     assert set(build()[0]["device_id"]) == devices
+
+
+@pytest.mark.integration
+def test_a_promoted_models_training_set_is_rebuilt_row_for_row_after_retention_removed_what_it_read(spark, trained, tmp_path, monkeypatch):
+    """120 days on (on a copy of the store): the features were recomputed since, maintenance vacuumed the
+    files of the version the training set read and the log was cleaned up to a checkpoint. Reading the
+    features as of that time now fails clearly; the promoted snapshot's pin rebuilds the set row for row."""
+    from delta.tables import DeltaTable
+    from deltalake import DeltaTable as LogTable
+
+    from fs_resources.offline import HistoricalFeaturesError, OfflineStore
+
+    root = tmp_path / "data"
+    shutil.copytree(trained["root"], root)
+    monkeypatch.setenv("FS_DATA_ROOT", str(root))
+    delta = DeltaTables(spark=DeltaSparkResource())
+    promotion, snapshot = promoted(delta, DEVICE_HEALTH_1D)
+    source = f"training_datasets/v1/{MODEL}"
+    md = {k: v.value for k, v in trained["promotion"].get_asset_materialization_events()[0].materialization.metadata.items()}
+    original = delta.read(source, version=snapshot.read_versions[source])
+    assert md["pinned_entities"] == original.count() > 0 and md["pinned_windows"] > 0
+
+    def rows(df) -> list[tuple]:
+        return sorted(tuple(str(v) for v in r) for r in df.collect())
+
+    expected = rows(original)
+    # The days are recomputed (new values), then retention runs: VACUUM of every file the current
+    # version does not hold, and the log kept only from a checkpoint of the current version.
+    features = delta.path("device_features/v1")
+    DeltaTable.forPath(spark, features).update("window_duration_minutes = 1440", {"temp_evaporator_mean": "temp_evaporator_mean + 1"})
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        DeltaTable.forPath(spark, features).vacuum(0)
+    finally:
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "true")
+    log = LogTable(features)
+    log.create_checkpoint()
+    for entry in Path(features, "_delta_log").iterdir():
+        if entry.name.endswith(".json") and entry.name[:20].isdigit() and int(entry.name[:20]) < log.version():
+            entry.unlink()
+
+    entities = original.select("device_id", "event_time").toPandas()
+    entities["event_time"] = entities["event_time"].dt.tz_localize("UTC")
+    as_of = original.first()["features_as_of"].replace(tzinfo=UTC)
+    with pytest.raises(HistoricalFeaturesError, match="before the retained history.*rebuilt from its pin"):
+        OfflineStore().get_historical_features(entities, list(DEVICE_HEALTH_1D.features), 1440, DEVICE_HEALTH_1D.tolerance, as_of=as_of)
+
+    with dg.instance_for_test() as instance:
+        rebuilt = dg.materialize(
+            [training_dataset],
+            partition_key=MODEL,
+            resources=trained["resources"],
+            instance=instance,
+            run_config={"ops": {"training_dataset": {"config": {"rebuild_snapshot": snapshot.version}}}},
+        )
+    assert rebuilt.success and materialized(rebuilt)["rebuilt_from_pin_of_snapshot"] == snapshot.version
+    assert rows(delta.read(source)) == expected
+    # A snapshot never promoted has no pin, and says how to get one.
+    with dg.instance_for_test() as instance:
+        unpinned = dg.materialize(
+            [training_dataset],
+            partition_key=MODEL,
+            resources=trained["resources"],
+            instance=instance,
+            run_config={"ops": {"training_dataset": {"config": {"rebuild_snapshot": 99}}}},
+            raise_on_error=False,
+        )
+    assert not unpinned.success
+    assert "has no pin" in unpinned.get_step_failure_events()[0].step_failure_data.user_failure_data.description

@@ -7,7 +7,8 @@ tables only.
 
 The training set is built with the same `OfflineStore.get_historical_features` ML scientists call
 from a notebook, as of a recorded processing time, so rebuilding it later with that `as_of` gives
-the same rows even after days were recomputed. The reference snapshot is the model's memory of
+the same rows even after days were recomputed; promoting its reference pins what it read
+(fs_assets/training/pins.py), so it can be rebuilt even after history retention removed those versions. The reference snapshot is the model's memory of
 its training features and of each device's normal (the anomaly score's per-device references,
 fitted with it, so a promoted snapshot scores the same way every time); it becomes the baseline
 of drift reports and anomaly scores only when promoted (`promoted_reference`, with who and why),
@@ -29,6 +30,7 @@ from fs_assets.metadata import table_metadata
 from fs_assets.partitions import model_partitions
 from fs_assets.training.anomaly import fit_reference
 from fs_assets.training.datasets import balance_labels, feature_statistics, label_entities_spark, sample_entities_spark
+from fs_assets.training.pins import PinError, pin_training_set, rebuild_training_set, training_rows
 from fs_assets.training.reference import (
     Promotion,
     ReferenceSnapshot,
@@ -43,7 +45,7 @@ from fs_assets.training.reference import (
 )
 from fs_domain.models import MIN_DEVICE_WINDOWS
 from fs_domain.tables import MAINTENANCE_TABLE, PROMOTIONS_TABLE, REFERENCE_TABLE, REGISTRY_TABLE, TRAINING_TABLE, training_table
-from fs_resources.delta import DeltaTables
+from fs_resources.delta import DeltaTables, DeltaWrite
 from fs_resources.feature_store import FeatureStoreResource
 from fs_resources.offline import OfflineStore
 
@@ -67,6 +69,14 @@ class TrainingDatasetConfig(dg.Config):
         default=None, gt=0.0, description="Class balance: keep every positive and about this many negatives per positive; unset: all rows."
     )
     seed: int = Field(default=0, description="Seed of the device share and the class balance's sampling.")
+    rebuild_snapshot: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Rebuild the training set a promoted reference snapshot was fitted on, from its pin (`training_pins`): the same "
+            "rows, even after history retention removed the versions it read. The options above are then ignored."
+        ),
+    )
 
 
 def _feature_days(delta: DeltaTables, table: str, minutes: int) -> tuple[str, str]:
@@ -99,6 +109,8 @@ def training_dataset(
 ) -> dg.MaterializeResult:
     started = time.monotonic()
     model = feature_store.model(context.partition_key)
+    if config.rebuild_snapshot is not None:
+        return _rebuild(context, delta, model, config.rebuild_snapshot, started)
     first, last = _feature_days(delta, feature_store.features_table(model.feature_set_version), model.window_minutes)
     start = datetime.fromisoformat(config.start or first).replace(tzinfo=UTC)
     end = datetime.fromisoformat(config.end or last).replace(tzinfo=UTC) + timedelta(days=1)
@@ -123,23 +135,34 @@ def training_dataset(
     joined = store.get_historical_features(
         labelled, list(model.features), model.window_minutes, tolerance=model.tolerance, as_of=as_of, ordered=False
     )
-    frame = joined.select(
-        F.lit(model.name).alias("model"),
-        F.lit(model.feature_set_version).alias("feature_set_version"),
-        "device_id",
-        "event_time",
-        "label",
-        "hours_to_event",
-        *[F.col(f).cast("double").alias(f) for f in model.features],
-        "feature_window_end",
-        F.lit(as_of.astimezone(UTC).replace(tzinfo=None)).cast("timestamp").alias("features_as_of"),
-        F.lit(features_version).cast("long").alias("features_delta_version"),
-        F.lit(maintenance_version).cast("long").alias("maintenance_delta_version"),
-    )
+    frame = training_rows(joined, model, as_of, features_version, maintenance_version)
     table = training_table(model.name, model.feature_set_version)
     write = delta.overwrite(frame, table, run_id=context.run_id)
+    return dg.MaterializeResult(
+        metadata=_written(context, delta, model, write)
+        | {
+            "features_delta_version": features_version,
+            "maintenance_delta_version": maintenance_version,
+            "date_range": f"{start.date()} .. {(end - timedelta(days=1)).date()}",
+            "features_as_of": as_of.isoformat(),
+            "sampling": dg.MetadataValue.json(
+                {
+                    "device_share": config.device_share,
+                    "sample_stride": config.sample_stride,
+                    "every": str(model.sample_every * config.sample_stride),
+                    "negatives_per_positive": config.negatives_per_positive,
+                    "seed": config.seed,
+                }
+            ),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    )
+
+
+def _written(context: dg.AssetExecutionContext, delta: DeltaTables, model, write: DeltaWrite) -> dict:
+    """What a training set's metadata says of the rows it wrote, whichever way it was built."""
     counts = (
-        delta.read(table, version=write.version)
+        delta.read(write.table, version=write.version)
         .agg(
             F.count("*").alias("rows"),
             F.coalesce(F.sum("label"), F.lit(0)).alias("positives"),
@@ -150,30 +173,33 @@ def training_dataset(
     )
     rows, positives, matched = counts["rows"], int(counts["positives"]), counts["matched"]
     context.log.info(f"{model.name}: {rows:,} rows, {positives} positive, {matched:,} with features")
+    return write.metadata() | {
+        **_line(model),
+        "window_minutes": model.window_minutes,
+        "devices": counts["devices"],
+        "rows": rows,
+        "positives": positives,
+        "label_rate": round(positives / rows, 4) if rows else 0.0,
+        "rows_without_features": rows - matched,
+        "feature_list": dg.MetadataValue.json(list(model.features)),
+    }
+
+
+def _rebuild(context: dg.AssetExecutionContext, delta: DeltaTables, model, snapshot_version: int, started: float) -> dg.MaterializeResult:
+    """The training set of a promoted snapshot, rebuilt from its pin and written as the model's training set."""
+    try:
+        frame = rebuild_training_set(delta, model, snapshot_version)
+    except PinError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    recorded = frame.select("features_as_of", "features_delta_version", "maintenance_delta_version").first()
+    write = delta.overwrite(frame, training_table(model.name, model.feature_set_version), run_id=context.run_id)
     return dg.MaterializeResult(
-        metadata=write.metadata()
+        metadata=_written(context, delta, model, write)
         | {
-            **_line(model),
-            "features_delta_version": features_version,
-            "maintenance_delta_version": maintenance_version,
-            "window_minutes": model.window_minutes,
-            "date_range": f"{start.date()} .. {(end - timedelta(days=1)).date()}",
-            "features_as_of": as_of.isoformat(),
-            "devices": counts["devices"],
-            "rows": rows,
-            "positives": positives,
-            "label_rate": round(positives / rows, 4) if rows else 0.0,
-            "rows_without_features": rows - matched,
-            "sampling": dg.MetadataValue.json(
-                {
-                    "device_share": config.device_share,
-                    "sample_stride": config.sample_stride,
-                    "every": str(model.sample_every * config.sample_stride),
-                    "negatives_per_positive": config.negatives_per_positive,
-                    "seed": config.seed,
-                }
-            ),
-            "feature_list": dg.MetadataValue.json(list(model.features)),
+            "rebuilt_from_pin_of_snapshot": snapshot_version,
+            "features_delta_version": recorded["features_delta_version"],
+            "maintenance_delta_version": recorded["maintenance_delta_version"],
+            "features_as_of": recorded["features_as_of"].replace(tzinfo=UTC).isoformat(),
             "seconds": round(time.monotonic() - started, 2),
         }
     )
@@ -297,8 +323,9 @@ class PromotionConfig(dg.Config):
     pool=f"delta_{PROMOTIONS_TABLE}",
     description=(
         "Which reference snapshot is a model's baseline for drift reports and anomaly scores: each materialization "
-        "promotes one snapshot (config `snapshot_version`, unset the latest) with who, when and why; promoting an "
-        "older snapshot rolls back. Never automatic."
+        "promotes one snapshot (config `snapshot_version`, unset the latest) with who, when and why, and pins its training "
+        "set's inputs (`training_pins`) so the set can be rebuilt past history retention; promoting an older snapshot "
+        "rolls back. Never automatic."
     ),
 )
 def promoted_reference(
@@ -311,6 +338,14 @@ def promoted_reference(
         raise dg.Failure(
             description=f"{model.key} has no {which} in {REFERENCE_TABLE}/{model.feature_set_version}: materialize feature_reference_snapshot ({model.name}) first"
         )
+    # Its training set's inputs first: a baseline that could not be rebuilt later is not promoted.
+    source = training_table(model.name, model.feature_set_version)
+    if source not in snapshot.read_versions:
+        raise dg.Failure(description=f"snapshot v{snapshot.version} of {model.key} records no version of {source}: nothing to pin")
+    try:
+        pinned = pin_training_set(delta, model, snapshot.version, snapshot.read_versions[source], run_id=context.run_id)
+    except PinError as exc:
+        raise dg.Failure(description=str(exc)) from exc
     before = promoted(delta, model)
     promotion = Promotion(
         model=model.name,
@@ -336,6 +371,9 @@ def promoted_reference(
             "promoted_at": promotion.promoted_at.isoformat(),
             "reason": promotion.reason,
             "training_range": f"{snapshot.training_start} .. {snapshot.training_end}",
+            "pinned_entities": pinned["entities"],
+            "pinned_windows": pinned["windows"],
+            "rebuild": f"materialize training_dataset ({model.name}) with rebuild_snapshot {snapshot.version}",
             "history": table_metadata(
                 [
                     {
