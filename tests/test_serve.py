@@ -223,6 +223,29 @@ def test_a_stale_store_says_expired_and_redis_down_is_a_503_with_a_retry_hint(ur
         server.stop()
 
 
+def test_a_redis_that_hangs_gets_a_503_within_the_timeout_and_the_server_keeps_serving(url, keys_file):
+    """A Redis that accepts the connection and never answers (a stuck server, a half-open link): each
+    request is answered 503 once its deadline passes, and the server goes on answering the next."""
+    store = OnlineStore(redis.Redis.from_url(url), "v1")
+    keys = ApiKeys.from_environment({"FS_SERVE_API_KEYS_FILE": str(keys_file)})
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        hung = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        server = Served(FeatureServer(store, hung, keys, timeout=0.3))
+        try:
+            for _ in range(2):
+                started = time.monotonic()
+                status, body, headers = server.call("/v1/devices:get", {"device_ids": ["dev-1"]})
+                waited = time.monotonic() - started
+                assert status == 503 and "TimeoutError" in body["error"]["message"], body
+                assert headers.get("retry-after", headers.get("Retry-After")) == "5" and 0.3 <= waited < 2, waited
+            assert server.call("/healthz", key=None)[0] == 200
+            assert "fs_serve_redis_errors_total 2.0" in server.call("/metrics", key=None)[1]["text"]
+        finally:
+            server.stop()
+
+
 def test_an_unknown_feature_set_version_is_refused_naming_the_known_ones(url):
     with pytest.raises(UnknownFeatureSetVersion, match=r"'v1 '.*known: \['v1', 'v2'\]"):
         OnlineStore(redis.Redis.from_url(url), "v1 ")
