@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/oncall_drill.py                        (make drill-oncall; several hours)
     .venv/bin/python bench/oncall_drill.py --healthy-minutes 3 --page-wait-minutes 8 --resolve-wait-minutes 5
-    .venv/bin/python bench/oncall_drill.py --table bench/results/oncall_drill.json --update-readme   (the README table)
+    .venv/bin/python bench/oncall_drill.py --table bench/results/oncall_drill.json --update-docs   (the table in docs/monitoring.md)
 
 On a fresh data root and Dagster instance (`bench/fresh_instance.py`): a fleet seeded up to the
 current minute (`fs-sim generate --until-now`), the embedded Redis, `fs-sim live` writing a landing
@@ -677,7 +677,7 @@ def summary(results: dict) -> dict:
 
 
 def table(results: dict) -> str:
-    """The results as a Markdown table (the README's)."""
+    """The results as a Markdown table (the one in docs/monitoring.md)."""
 
     def seconds(value) -> str:
         return "-" if value is None else f"{value} s"
@@ -703,15 +703,16 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-README_TABLE = ("<!-- oncall-drill-table -->", "<!-- /oncall-drill-table -->")
+DOCS_TABLE = ("<!-- oncall-drill-table -->", "<!-- /oncall-drill-table -->")
+DOCS_PAGE = ROOT / "docs" / "monitoring.md"
 
 
-def update_readme(results: dict, readme: Path = ROOT / "README.md") -> None:
-    """Put the results' table between the README's drill-table markers."""
-    text = readme.read_text()
-    start, end = README_TABLE
+def update_docs(results: dict, page: Path = DOCS_PAGE) -> None:
+    """Put the results' table between the page's drill-table markers."""
+    text = page.read_text()
+    start, end = DOCS_TABLE
     if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} block for the table")
+        raise SystemExit(f"{page} has no {start} ... {end} block for the table")
     s = summary(results)
     caption = (
         f"Measured from {results['started_at']} to {results['ended_at']} (commit {results['commit'][:10]}, "
@@ -722,8 +723,8 @@ def update_readme(results: dict, readme: Path = ROOT / "README.md") -> None:
     )
     block = f"{start}\n{caption}\n\n{table(results)}\n{end}"
     head, rest = text.split(start, 1)
-    readme.write_text(head + block + rest.split(end, 1)[1])
-    print(f"wrote the table into {readme}")
+    page.write_text(head + block + rest.split(end, 1)[1])
+    print(f"wrote the table into {page}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -746,13 +747,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-name", default="oncall_drill", help="bench/results/<name>.json")
     parser.add_argument("--work-dir", default=None, help="where data, instance and logs go (default: a temporary folder, removed after)")
     parser.add_argument("--table", type=Path, default=None, help="print the Markdown table of a results file and exit")
-    parser.add_argument("--update-readme", action="store_true", help="with --table: also write it into README.md")
+    parser.add_argument("--update-docs", action="store_true", help="with --table: also write it into docs/monitoring.md")
     args = parser.parse_args(argv)
     if args.table:
         results = json.loads(args.table.read_text())
         print(table(results))
-        if args.update_readme:
-            update_readme(results)
+        if args.update_docs:
+            update_docs(results)
         return 0
     if args.ml_refusal != "close" and not args.ml_refusal.isdigit():
         parser.error("--ml-refusal takes an HTTP status (503, 403, ...) or close")
@@ -763,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         "cores": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "started_at": iso(now()),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("table", "update_readme", "work_dir")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("table", "update_docs", "work_dir")},
         "healthy": {},
         "incidents": [],
     }
