@@ -58,10 +58,16 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
     asset = dg.AssetKey(window.asset_name)
     minutes = window.minutes
 
-    def written(context, delta: DeltaTables, feature_store: FeatureStoreResource):
+    def written(context, delta: DeltaTables, feature_store: FeatureStoreResource, version: str | None = None):
+        """A version's table (the deployment's unless named), its rows the run wrote, and the days."""
         days = list(context.partition_keys)
-        table = delta.read(feature_store.features_table())
+        table = delta.read(feature_store.features_table(version))
         return table, table.where(F.col("window_date").isin(days) & (F.col("window_duration_minutes") == minutes)), days
+
+    def failing(per_version: dict[str, int], what: str) -> str | None:
+        """Which served versions hold how many of `what`, for the description (None when none does)."""
+        bad = {v: n for v, n in per_version.items() if n}
+        return "; ".join(f"{n} {what} in {v}" for v, n in bad.items()) if bad else None
 
     def materializations(context) -> tuple[dg.EventLogRecord | None, dg.EventLogRecord | None]:
         """The materialization the check judges, and the one of its partitions before it. Judged: its
@@ -124,29 +130,35 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
     def check_feature_schema(
         context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
     ) -> dg.AssetCheckResult:
-        table, _, _ = written(context, delta, feature_store)
-        expected = [(f.name, f.dataType.simpleString()) for f in features_spark_schema(feature_store.version()).fields]
-        actual = [(f.name, f.dataType.simpleString()) for f in table.schema.fields]
-        missing = [c for c in expected if c not in actual]
-        unexpected = [c for c in actual if c not in expected]
-        common = [c for c in expected if c in actual]
-        misplaced = sum(a != b for a, b in zip(common, [c for c in actual if c in expected]))
-        return check_result(
-            verdict(
-                judged(context),
-                len(missing) + len(unexpected) + misplaced,
-                0,
-                "==",
-                "columns differing from the registry",
-                WHAT_TO_DO_TABLE,
-            ),
-            context=context,
-            metadata={
+        # Every version the run wrote (a model pinned to v2 trains and is served from v2's table),
+        # each against its own registry; the deployment's is shown first.
+        shapes = {}
+        for version in feature_store.versions():
+            table, _, _ = written(context, delta, feature_store, version)
+            expected = [(f.name, f.dataType.simpleString()) for f in features_spark_schema(version).fields]
+            actual = [(f.name, f.dataType.simpleString()) for f in table.schema.fields]
+            common = [c for c in expected if c in actual]
+            shapes[version] = {
                 "columns": len(actual),
-                "missing": dg.MetadataValue.json(missing),
-                "unexpected": dg.MetadataValue.json(unexpected),
-                "misplaced": misplaced,
+                "missing": [c for c in expected if c not in actual],
+                "unexpected": [c for c in actual if c not in expected],
+                "misplaced": sum(a != b for a, b in zip(common, [c for c in actual if c in expected])),
                 "order_matches": [c[0] for c in expected] == [c[0] for c in actual],
+            }
+        differing = {v: len(x["missing"]) + len(x["unexpected"]) + x["misplaced"] for v, x in shapes.items()}
+        deployed = shapes[feature_store.version()]
+        judgement = verdict(judged(context), sum(differing.values()), 0, "==", "columns differing from the registry", WHAT_TO_DO_TABLE)
+        return check_result(
+            judgement,
+            context=context,
+            description=failing(differing, "columns differing from the registry"),
+            metadata={
+                "columns": deployed["columns"],
+                "missing": dg.MetadataValue.json(deployed["missing"]),
+                "unexpected": dg.MetadataValue.json(deployed["unexpected"]),
+                "misplaced": deployed["misplaced"],
+                "order_matches": deployed["order_matches"],
+                "versions": dg.MetadataValue.json(shapes),
             },
         )
 
@@ -160,12 +172,15 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
     def check_feature_key_unique(
         context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
     ) -> dg.AssetCheckResult:
-        _, rows, days = written(context, delta, feature_store)
-        dupes = rows.groupBy("device_id", "window_start").count().where("count > 1").count()
+        dupes, days = {}, list(context.partition_keys)
+        for version in feature_store.versions():  # every version the run wrote, as the schema check
+            _, rows, days = written(context, delta, feature_store, version)
+            dupes[version] = rows.groupBy("device_id", "window_start").count().where("count > 1").count()
         return check_result(
-            verdict(judged(context), dupes, 0, "==", "duplicated keys", WHAT_TO_DO_TABLE),
+            verdict(judged(context), sum(dupes.values()), 0, "==", "duplicated keys", WHAT_TO_DO_TABLE),
             context=context,
-            metadata={"duplicate_keys": dupes, "partitions": ", ".join(days)},
+            description=failing(dupes, "duplicated keys"),
+            metadata={"duplicate_keys": sum(dupes.values()), "by_version": dg.MetadataValue.json(dupes), "partitions": ", ".join(days)},
         )
 
     @dg.asset_check(

@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from fs_assets.features.assets import feature_assets
-from fs_checks.feature_checks import build_feature_checks
+from fs_checks.feature_checks import CHECK_KEY_UNIQUE, build_feature_checks
 from fs_domain.features import WINDOWS
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -109,3 +109,29 @@ def test_a_v2_backfill_leaves_v1_byte_for_byte_unchanged(spark, ingested):
     assert "vibration_compressor_rms" in v2.columns and "vibration_compressor_rms" not in v1.columns
     assert v1.count() == v2.count()
     assert v2.where("vibration_compressor_rms IS NULL").count() == 0
+
+
+def test_the_structural_checks_judge_every_version_the_run_wrote(spark, ingested):
+    """The deployment on v1 with one model pinned to v2: a features run writes both tables, and a
+    duplicated key in v2's (which that model trains on and is served from) fails the key check, naming v2."""
+    resources, instance, _, _ = ingested
+    pinned = {**resources, "feature_store": FeatureStoreResource(feature_set_version="v1", model_versions="device_health_1d=v2")}
+    asset = next(a for a in feature_assets if a.key == dg.AssetKey("device_features_1d"))
+    checks = [c for c in feature_checks if any(k.asset_key == asset.key for k in c.check_keys)]
+    one_day = {"dagster/asset_partition_range_start": DAYS[1], "dagster/asset_partition_range_end": DAYS[1]}
+    assert dg.materialize([asset, *checks], tags=one_day, resources=pinned, instance=instance).success
+    v2 = DeltaTables(spark=DeltaSparkResource()).path("device_features/v2")
+    one = spark.read.format("delta").load(v2).where(f"window_date = DATE'{DAYS[1]}' AND window_duration_minutes = 1440").limit(1)
+    one.write.format("delta").mode("append").save(v2)
+    key_check = dg.AssetCheckKey(asset.key, CHECK_KEY_UNIQUE)
+    result = dg.materialize(
+        [asset, *checks],
+        tags=one_day,
+        resources=pinned,
+        instance=instance,
+        selection=dg.AssetSelection.checks(key_check),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["by_version"].value == {"v1": 0, "v2": 1} and evaluation.description == "1 duplicated keys in v2"
