@@ -519,3 +519,31 @@ def test_a_promoted_models_training_set_is_rebuilt_row_for_row_after_retention_r
         )
     assert not unpinned.success
     assert "has no pin" in unpinned.get_step_failure_events()[0].step_failure_data.user_failure_data.description
+
+
+@pytest.mark.integration
+def test_a_snapshot_of_a_large_training_set_takes_its_statistics_from_a_sample_and_its_counts_from_all(
+    spark, trained, tmp_path, monkeypatch
+):
+    """Above `SNAPSHOT_SAMPLE_ROWS` the statistics and the fleet's reference come from a seeded uniform
+    sample (pandas holds only that); rows, devices and the training range still count every row."""
+    import fs_assets.training.assets as training_module
+
+    root = tmp_path / "data"
+    shutil.copytree(trained["root"], root)
+    monkeypatch.setenv("FS_DATA_ROOT", str(root))
+    monkeypatch.setattr(training_module, "SNAPSHOT_SAMPLE_ROWS", 25)
+    dataset = table(spark, f"training_datasets/v1/{COMPRESSOR_FAILURE_1H.name}")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [feature_reference_snapshot], partition_key=COMPRESSOR_FAILURE_1H.name, resources=trained["resources"], instance=instance
+        )
+    md = materialized(result)
+    assert md["rows"] == len(dataset) > 30 and md["devices"] == dataset["device_id"].nunique()
+    assert 0 < md["statistics_rows"] < len(dataset)
+    snapshot = json.loads(open(md["artifact"]).read())
+    assert snapshot["statistics_rows"] == md["statistics_rows"]
+    assert sum(s["count"] for s in snapshot["statistics"].values()) == md["statistics_rows"] * len(COMPRESSOR_FAILURE_1H.features)
+    first_end = dataset["feature_window_end"].dropna().min()
+    assert pd.Timestamp(snapshot["training_start"]) == first_end - timedelta(hours=1)
+    assert pd.Timestamp(snapshot["training_end"]) == dataset["feature_window_end"].dropna().max()

@@ -191,7 +191,9 @@ def _rebuild(context: dg.AssetExecutionContext, delta: DeltaTables, model, snaps
         frame = rebuild_training_set(delta, model, snapshot_version)
     except PinError as exc:
         raise dg.Failure(description=str(exc)) from exc
-    recorded = frame.select("features_as_of", "features_delta_version", "maintenance_delta_version").first()
+    recorded = frame.select(
+        F.unix_micros("features_as_of").alias("as_of_us"), "features_delta_version", "maintenance_delta_version"
+    ).first()
     write = delta.overwrite(frame, training_table(model.name, model.feature_set_version), run_id=context.run_id)
     return dg.MaterializeResult(
         metadata=_written(context, delta, model, write)
@@ -199,7 +201,7 @@ def _rebuild(context: dg.AssetExecutionContext, delta: DeltaTables, model, snaps
             "rebuilt_from_pin_of_snapshot": snapshot_version,
             "features_delta_version": recorded["features_delta_version"],
             "maintenance_delta_version": recorded["maintenance_delta_version"],
-            "features_as_of": recorded["features_as_of"].replace(tzinfo=UTC).isoformat(),
+            "features_as_of": _utc_iso(recorded["as_of_us"]),
             "seconds": round(time.monotonic() - started, 2),
         }
     )
@@ -229,12 +231,21 @@ def feature_reference_snapshot(
         )
     training_version = delta.version(source)
     training_rows = delta.read(source, version=training_version)
-    training = training_rows.toPandas()
-    if training.empty:
+    totals = training_rows.agg(
+        F.count("*").alias("rows"),
+        F.countDistinct("device_id").alias("devices"),
+        F.min(F.unix_micros("feature_window_end")).alias("first_end"),
+        F.max(F.unix_micros("feature_window_end")).alias("last_end"),
+    ).first()
+    if not totals["rows"]:
         raise dg.Failure(description=f"the {model.key} training set is empty: widen its date range or check the features")
-    window_end = pd.to_datetime(training["feature_window_end"], utc=True).dropna()
-    # A window covers [window_end - size, window_end): the features start with the earliest window's start.
-    window_start = window_end - pd.Timedelta(minutes=model.window_minutes)
+    # The statistics and the fleet's reference from at most SNAPSHOT_SAMPLE_ROWS rows (a seeded uniform
+    # sample above that: a year of hourly windows is tens of millions of rows, and quantiles, PSI bins and
+    # a covariance of 10-odd features are as good from two million); counts and the range from all.
+    share = min(1.0, SNAPSHOT_SAMPLE_ROWS / totals["rows"])
+    sampled = training_rows if share >= 1.0 else training_rows.sample(fraction=share, seed=0)
+    wanted = ("device_id", "label", "feature_window_end", *model.features, "features_delta_version", "maintenance_delta_version")
+    training = sampled.select(*[c for c in wanted if c in training_rows.columns]).toPandas()
     healthy = training[(training["label"] == 0) & training["feature_window_end"].notna()]
     fleet = fit_reference(healthy, tuple(model.scored_features))
     if fleet is None:
@@ -254,11 +265,13 @@ def feature_reference_snapshot(
         created_at=datetime.now(UTC).isoformat(),
         window_minutes=model.window_minutes,
         features=list(model.features),
-        training_start=window_start.min().isoformat() if len(window_start) else None,
-        training_end=window_end.max().isoformat() if len(window_end) else None,
-        rows=len(training),
-        devices=int(training["device_id"].nunique()),
+        # A window covers [window_end - size, window_end): the features start with the earliest window's start.
+        training_start=_utc_iso(totals["first_end"], minus=timedelta(minutes=model.window_minutes)),
+        training_end=_utc_iso(totals["last_end"]),
+        rows=totals["rows"],
+        devices=totals["devices"],
         statistics={name: feature_statistics(training[name]) for name in model.features},
+        statistics_rows=len(training),
         read_versions={source: training_version, **_training_inputs(training)},
         fleet_reference=fleet.to_dict(),
         device_references=own_references,
@@ -288,9 +301,20 @@ def feature_reference_snapshot(
             "devices_on_fleet_reference": snapshot.devices - own_references,
             "fleet_reference_windows": fleet.windows,
             "rows": snapshot.rows,
+            "statistics_rows": snapshot.statistics_rows,
             "statistics": table_metadata(statistics, columns=["feature", "mean", "std", "min", "p5", "p50", "p95", "max", "null_fraction"]),
         }
     )
+
+
+# The most training rows the snapshot's statistics and fleet reference are computed from (held in pandas).
+SNAPSHOT_SAMPLE_ROWS = 2_000_000
+
+
+def _utc_iso(micros: int | None, minus: timedelta = timedelta(0)) -> str | None:
+    """Microseconds since the epoch (what `unix_micros` returns, whatever the machine's time zone) as
+    ISO-8601 UTC, less `minus`."""
+    return None if micros is None else (datetime.fromtimestamp(micros / 1_000_000, UTC) - minus).isoformat()
 
 
 def _line(model) -> dict[str, str]:

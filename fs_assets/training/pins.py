@@ -70,7 +70,7 @@ def pin_training_set(
     source = training_table(model.name, model.feature_set_version)
     try:
         training = delta.read(source, version=training_version)
-        recorded = training.select(*RECORD_COLUMNS).limit(1).collect()
+        recorded = training.select(F.unix_micros("features_as_of").alias("as_of_us"), *RECORD_COLUMNS).limit(1).collect()
     except Exception as exc:  # noqa: BLE001 - the version is gone: say which and what to do
         raise PinError(
             f"{source} version {training_version} cannot be read any more ({type(exc).__name__}): rebuild the training set "
@@ -78,7 +78,7 @@ def pin_training_set(
         ) from exc
     if not recorded or recorded[0]["features_as_of"] is None:
         raise PinError(f"{source} version {training_version} records no features_as_of: rebuild it before promoting its snapshot")
-    as_of = recorded[0]["features_as_of"].replace(tzinfo=UTC)
+    as_of = datetime.fromtimestamp(recorded[0]["as_of_us"] / 1_000_000, UTC)
     entities = training.select(*ENTITY_COLUMNS, *RECORD_COLUMNS).withColumn("snapshot_version", F.lit(snapshot_version))
     bounds = training.agg(F.min("event_time").alias("first"), F.max("event_time").alias("last")).first()
     store = OfflineStore(tables_root=delta.base(), feature_set_version=model.feature_set_version)
@@ -107,14 +107,14 @@ def rebuild_training_set(delta: DeltaTables, model: ModelSpec, snapshot_version:
             f"(promote it with promoted_reference, snapshot_version {snapshot_version}, while its training set is readable)"
         )
     entities = delta.read(table).where(F.col("snapshot_version") == snapshot_version).drop("snapshot_version")
-    recorded = entities.select(*RECORD_COLUMNS).first()
+    recorded = entities.select(F.unix_micros("features_as_of").alias("as_of_us"), *RECORD_COLUMNS).first()
     windows = delta.read(pin_table(model.name, model.feature_set_version, "windows")).where(F.col("snapshot_version") == snapshot_version)
     store = OfflineStore(tables_root=delta.base(), feature_set_version=model.feature_set_version)
     joined = store.join_windows(entities.select(*ENTITY_COLUMNS), windows, list(model.features), model.window_minutes, model.tolerance)
     return training_rows(
         joined,
         model,
-        recorded["features_as_of"].replace(tzinfo=UTC),
+        datetime.fromtimestamp(recorded["as_of_us"] / 1_000_000, UTC),
         recorded["features_delta_version"],
         recorded["maintenance_delta_version"],
     )

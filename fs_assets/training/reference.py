@@ -45,6 +45,9 @@ class ReferenceSnapshot:
     fleet_reference: dict | None = None
     # How many devices got their own reference (rows of `device_reference_models` for this snapshot).
     device_references: int = 0
+    # How many training rows the statistics and the fleet reference were computed from (all of them up
+    # to SNAPSHOT_SAMPLE_ROWS, a uniform sample above); None in snapshots written before sampling.
+    statistics_rows: int | None = None
 
     @classmethod
     def from_json(cls, text: str) -> ReferenceSnapshot:
