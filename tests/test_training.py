@@ -497,26 +497,22 @@ def test_a_promoted_models_training_set_is_rebuilt_row_for_row_after_retention_r
     with pytest.raises(HistoricalFeaturesError, match="before the retained history.*rebuilt from its pin"):
         OfflineStore().get_historical_features(entities, list(DEVICE_HEALTH_1D.features), 1440, DEVICE_HEALTH_1D.tolerance, as_of=as_of)
 
-    with dg.instance_for_test() as instance:
-        rebuilt = dg.materialize(
-            [training_dataset],
-            partition_key=MODEL,
-            resources=trained["resources"],
-            instance=instance,
-            run_config={"ops": {"training_dataset": {"config": {"rebuild_snapshot": snapshot.version}}}},
-        )
+    def rebuild(snapshot_version: int):
+        with dg.instance_for_test() as instance:
+            return dg.materialize(
+                [training_dataset],
+                partition_key=MODEL,
+                resources=trained["resources"],
+                instance=instance,
+                run_config={"ops": {"training_dataset": {"config": {"rebuild_snapshot": snapshot_version}}}},
+                raise_on_error=False,
+            )
+
+    rebuilt = rebuild(snapshot.version)
     assert rebuilt.success and materialized(rebuilt)["rebuilt_from_pin_of_snapshot"] == snapshot.version
     assert rows(delta.read(source)) == expected
     # A snapshot never promoted has no pin, and says how to get one.
-    with dg.instance_for_test() as instance:
-        unpinned = dg.materialize(
-            [training_dataset],
-            partition_key=MODEL,
-            resources=trained["resources"],
-            instance=instance,
-            run_config={"ops": {"training_dataset": {"config": {"rebuild_snapshot": 99}}}},
-            raise_on_error=False,
-        )
+    unpinned = rebuild(99)
     assert not unpinned.success
     assert "has no pin" in unpinned.get_step_failure_events()[0].step_failure_data.user_failure_data.description
 
