@@ -12,6 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from fs_assets.features.assets import device_features_1d as FEATURES_1D
 from fs_assets.features.assets import device_features_1h as FEATURES_1H
@@ -543,3 +544,36 @@ def test_a_snapshot_of_a_large_training_set_takes_its_statistics_from_a_sample_a
     first_end = dataset["feature_window_end"].dropna().min()
     assert pd.Timestamp(snapshot["training_start"]) == first_end - timedelta(hours=1)
     assert pd.Timestamp(snapshot["training_end"]) == dataset["feature_window_end"].dropna().max()
+
+
+@pytest.mark.integration
+def test_only_windows_whose_readings_changed_after_their_features_are_stale(spark, trained, tmp_path, monkeypatch):
+    """Staleness is judged per window from the clean table's change feed since the version the day's
+    features read: a late reading makes its own window stale, not its whole day (a day in progress
+    receives readings for its open windows all day long, and those make no computed window stale)."""
+    from fs_assets.monitoring.assets import stale_windows
+
+    root = tmp_path / "data"
+    shutil.copytree(trained["root"], root)
+    monkeypatch.setenv("FS_DATA_ROOT", str(root))
+    delta = DeltaTables(spark=DeltaSparkResource())
+    instance = trained["instance"]
+    untouched = stale_windows(instance, delta, DAYS, 60, "v1")
+    assert untouched.windows.empty and not untouched.whole_days
+
+    clean = delta.read("clean_sensor_readings")
+    late = clean.where(f"reading_date = DATE'{DAYS[1]}' AND hour(ts) = 10").orderBy("device_id", "ts").limit(1)
+    late = late.withColumn("ts", F.timestamp_micros(F.unix_micros("ts") + F.lit(1)))
+    late.write.format("delta").mode("append").save(delta.path("clean_sensor_readings"))
+    device = late.first()["device_id"]
+    judged = stale_windows(instance, delta, DAYS, 60, "v1")
+    assert not judged.whole_days
+    assert [(r.device_id, str(r.window_start)) for r in judged.windows.itertuples()] == [(device, f"{DAYS[1]} 10:00:00")]
+    windows = pd.DataFrame(
+        {
+            "device_id": [device, device, "dev-other"],
+            "window_start": pd.to_datetime([f"{DAYS[1]} 10:00", f"{DAYS[1]} 11:00", f"{DAYS[1]} 10:00"]),
+            "window_date": [DAYS[1]] * 3,
+        }
+    )
+    assert judged.mask(windows).tolist() == [True, False, False]

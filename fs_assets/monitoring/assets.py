@@ -7,12 +7,13 @@ Each model is scored on its own window size (`device_health_1d` once a day per d
 fitted one (`reference` says which was used; see docs/anomaly_scores.md), and each score says what
 moved (`top_features`, `top_pair`) and how far to trust it: the window's
 `reading_count` and `sensor_completeness`, how many inputs fell outside the reference's min/max,
-and `reduced_confidence` when the inputs were sparse, stale (the day's clean readings changed after
-the features were computed) or out of range. The latest `device_health_1d` score per device feeds
+and `reduced_confidence` when the inputs were sparse, stale (the window's clean readings changed
+after its features were computed) or out of range. The latest `device_health_1d` score per device feeds
 `latest_anomaly_score` on the `Device` object. Drift is measured over the active fleet only.
 """
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -21,7 +22,9 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.sql import functions as F
 
+from fs_assets.features import touched
 from fs_assets.features.assets import feature_assets
+from fs_assets.features.windows import MICROS_PER_MINUTE, window_start
 from fs_assets.freshness import DAILY_MONITORING_FRESHNESS
 from fs_assets.ingest.assets import clean_sensor_readings, device_registry
 from fs_assets.metadata import table_metadata
@@ -31,7 +34,8 @@ from fs_assets.training.assets import promoted_reference
 from fs_assets.training.reference import Promotion, ReferenceSnapshot, promoted, read_device_references
 from fs_domain.features import WINDOWS_BY_MINUTES
 from fs_domain.models import ANOMALY_THRESHOLD, MODEL_SPECS, SPARSE_COMPLETENESS, SPARSE_READING_SHARE, ModelSpec
-from fs_domain.tables import ANOMALY_SCORES_TABLE, DRIFT_TABLE, REGISTRY_TABLE, versioned
+from fs_domain.tables import ANOMALY_SCORES_TABLE, CLEAN_TABLE, DRIFT_TABLE, REGISTRY_TABLE, versioned
+from fs_resources import change_feed
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
 
@@ -110,11 +114,55 @@ def stale_days(instance: dg.DagsterInstance, days: list[str], minutes: int) -> l
     return out
 
 
+@dataclass(frozen=True)
+class Staleness:
+    """Which windows' features may miss readings: (device_id, window_start) of the windows whose clean
+    readings changed after their features were computed, and the days judged whole instead."""
+
+    windows: pd.DataFrame
+    whole_days: frozenset[str]
+
+    def mask(self, windows: pd.DataFrame) -> np.ndarray:
+        keyed = windows[["device_id", "window_start"]].merge(self.windows.assign(_stale=True), on=["device_id", "window_start"], how="left")
+        return keyed["_stale"].notna().to_numpy() | windows["window_date"].astype(str).isin(self.whole_days).to_numpy()
+
+
+def stale_windows(instance: dg.DagsterInstance, delta: DeltaTables, days: list[str], minutes: int, version: str) -> Staleness:
+    """The windows of `minutes` whose clean readings changed after their features were computed, read
+    from the clean table's change feed since the version the day's features read. A day in progress
+    keeps receiving readings for its open windows: those change no window already computed, so they
+    make nothing stale. A day whose features recorded no clean version, or whose feed is gone, is
+    judged whole (stale when its clean readings were written after its features)."""
+    features_key = dg.AssetKey(WINDOWS_BY_MINUTES[minutes].asset_name)
+    current = delta.version(CLEAN_TABLE)
+    identity = change_feed.table_identity(delta, CLEAN_TABLE) if current is not None else None
+    frames, whole = [], set()
+    for day in days:
+        prev = touched.previous_run(instance, features_key, day, version)
+        if prev is None or identity is None or touched.feed_gone(delta, CLEAN_TABLE, prev, identity, current) is not None:
+            whole.update(stale_days(instance, [day], minutes))
+            continue
+        if prev.clean_version >= current:
+            continue
+        start = window_start(F.col("ts"), minutes)
+        computed = F.unix_micros(start) + F.lit(minutes * MICROS_PER_MINUTE) <= F.lit(int(prev.computed_at.timestamp() * 1_000_000))
+        changed = delta.changes(CLEAN_TABLE, prev.clean_version + 1, current).where(F.col("reading_date") == F.lit(day).cast("date"))
+        frames.append(changed.where(computed).select("device_id", start.alias("window_start")))
+    keys = pd.DataFrame({"device_id": pd.Series(dtype=object), "window_start": pd.Series(dtype="datetime64[ns]")})
+    if frames:
+        union = frames[0]
+        for frame in frames[1:]:
+            union = union.unionByName(frame)
+        found = union.distinct().toPandas()
+        keys = found if len(found) else keys
+    return Staleness(keys, frozenset(whole))
+
+
 RANGE_MARGIN = 0.25  # of the reference's min-max width, on each side
 
 
 def confidence(
-    windows: pd.DataFrame, model: ModelSpec, statistics: dict[str, dict], stale: set[str]
+    windows: pd.DataFrame, model: ModelSpec, statistics: dict[str, dict], stale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """Per window: inputs outside the reference's range, reduced confidence, and why.
 
@@ -135,7 +183,7 @@ def confidence(
     counts = windows["reading_count"].to_numpy(dtype="float64", na_value=0.0)
     completeness = windows["sensor_completeness"].to_numpy(dtype="float64", na_value=0.0)
     sparse = (counts < SPARSE_READING_SHARE * model.window_minutes) | (completeness < SPARSE_COMPLETENESS)
-    old = windows["window_date"].astype(str).isin(stale).to_numpy()
+    old = np.asarray(stale, dtype=bool)
     notes = [
         ",".join(n for n, flag in ((SPARSE, a), (STALE, b), (OUT_OF_RANGE, c > 0)) if flag) or None
         for a, b, c in zip(sparse, old, out_of_range)
@@ -282,10 +330,11 @@ def _model_scores(
     context, delta: DeltaTables, table: str, features_version: int, model: ModelSpec, snapshot: ReferenceSnapshot, days, scored_at
 ):
     """One model's scores of the days' windows of its size, against its promoted snapshot's
-    references, and the days whose features are stale."""
+    references, and the days holding windows whose features are stale."""
     keys = ["device_id", "window_start", "window_end", "window_date", "reading_count", "sensor_completeness"]
     windows = _model_windows(delta, table, features_version, model, days, [*keys, *model.features]).toPandas()
-    stale = set(stale_days(context.instance, days, model.window_minutes))
+    staleness = stale_windows(context.instance, delta, days, model.window_minutes, model.feature_set_version)
+    stale = staleness.mask(windows)
     fleet, devices = _references(delta, model, snapshot)
     scored = score_windows(windows, model.scored_features, fleet, devices)
     scored["top_features"] = scored["top_features"].map(lambda names: ", ".join(names) if names is not None and len(names) else None)
@@ -293,13 +342,14 @@ def _model_scores(
     scores["inputs_out_of_range"], scores["reduced_confidence"], scores["confidence_notes"] = confidence(
         windows, model, snapshot.statistics, stale
     )
+    stale_days_seen = sorted(set(windows.loc[stale, "window_date"].astype(str)))
     return scores.assign(
         model=model.name,
         feature_set_version=model.feature_set_version,
         snapshot_version=snapshot.version,
         features_delta_version=features_version,
         scored_at=scored_at,
-    ), stale
+    ), stale_days_seen
 
 
 def _write_metadata(writes: dict) -> dict:
