@@ -380,7 +380,8 @@ class Incidents:
         recovery = self._recovery_for(failure)
         if recovery is not None:
             failure.held_since, failure.cause = recovery
-            return self._promote(failure, "recomputed") if self._recomputed(failure, run_start, materialized) else []
+            # New since the recovery, in a run that computed its asset after it: a failure of its own.
+            return self._promote(failure, "new") if self._recomputed(failure, run_start, materialized) else []
         return self._open(failure)
 
     def _open(self, failure: Failure, note: str | None = None) -> list[Alert]:
@@ -395,7 +396,9 @@ class Incidents:
     def _promote(self, failure: Failure, why: str) -> list[Alert]:
         former = self.state.recovered.get(failure.cause or "")
         cause = f"{former['check']} on {','.join(former['assets'])}" if former else failure.cause
-        if why == "recomputed":
+        if why == "new":
+            note = f"a failure of its own: it began after {cause} recovered, in a run that recomputed its asset"
+        elif why == "recomputed":
             note = f"it still fails after its asset was recomputed since {cause} recovered"
         else:
             note = f"it still fails {lasted(time.time() - (failure.held_since or 0))} after {cause} recovered"

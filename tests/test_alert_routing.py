@@ -256,6 +256,25 @@ def test_a_failure_that_persists_after_its_asset_was_recomputed_past_the_recover
         assert own.pages and own.dedup_key == FEATURES_1H and "after its asset was recomputed" in own.summary
 
 
+def test_a_failure_that_begins_after_the_recovery_in_a_run_recomputing_its_asset_pages_as_its_own(tmp_path, monkeypatch):
+    """A downstream failure first seen after its upstream's incident resolved (a killed features run, say)
+    pages at once, and says it is not the recovered incident's doing."""
+    monkeypatch.setattr(routing, "CLOCK_CHECKS", frozenset())
+    sink = file_sink(tmp_path)
+    with dg.instance_for_test() as instance:
+        tick = Tick(instance, sink)
+        judge(instance, clean_sensor_readings=52)
+        tick()
+        judge(instance, clean_sensor_readings=5)
+        tick()
+        assert [a.action for a in sent(sink)] == ["trigger", "resolve"]
+        assert compute(instance, "device_features_1h", device_features_1h=62)
+        tick()
+        (own,) = sent(sink)[2:]
+        assert own.pages and own.dedup_key == FEATURES_1H
+        assert "a failure of its own: it began after" in own.summary and "still fails" not in own.summary
+
+
 def test_a_data_clock_failing_in_a_run_that_materializes_does_not_page_and_passing_there_resolves(tmp_path):
     """A fresh store catching up writes the backlog's oldest day first: a freshness check riding along
     with that run sees thousands of minutes of lag. Only the clock's own check runs page."""
