@@ -176,6 +176,8 @@ class Failure:
     held_since: float | None = None
     sent: str | None = None  # as an incident: the highest severity the sink has been told of
     attached: dict[str, dict] = field(default_factory=dict)  # as an incident: the failures it explains
+    # As a failed run: its assets computed again since, by runs of another scope.
+    recomputed: list[str] = field(default_factory=list)
 
     @property
     def is_incident(self) -> bool:
@@ -541,7 +543,35 @@ def _run_outcome_alerts(instance: dg.DagsterInstance, incidents: Incidents, fact
         return incidents.failed(failure, facts.start, facts.assets)
     resolve = _alert(key, "resolve", ROUTE_DATA_ENGINEERING, "error", f"{where} runs again", facts.what, facts.partition,
                      CHECK_RUN_FAILURE, None, run.run_id, GUIDE_RUN_FAILURE)  # fmt: skip
-    return incidents.passed(key, facts.end, facts.start, resolve, None)
+    return incidents.passed(key, facts.end, facts.start, resolve, None) + _recomputed_runs(incidents, facts, key)
+
+
+def _covers(scope: str | None, partition: str | None) -> bool:
+    """Whether a run of partition (or range `a..b`) `scope` computed `partition`."""
+    if scope is None or partition is None:
+        return scope == partition
+    first, _, last = scope.partition("..")
+    return scope == partition or (bool(last) and first <= partition <= last)
+
+
+def _recomputed_runs(incidents: Incidents, facts: RunFacts, own_key: str) -> list[Alert]:
+    """Failed runs of another scope whose every asset has now been computed again for their partition
+    by runs started after they failed (the automation relaunches a killed run's work in runs of its
+    own choosing): each resolves, saying so."""
+    alerts: list[Alert] = []
+    for failure in list(incidents.state.failing.values()):
+        if failure.check != CHECK_RUN_FAILURE or failure.key == own_key or facts.start < failure.since:
+            continue
+        if not _covers(facts.partition, failure.partition) or not (facts.assets & set(failure.assets)):
+            continue
+        failure.recomputed = sorted(set(failure.recomputed) | (facts.assets & set(failure.assets)))
+        if set(failure.assets) <= set(failure.recomputed):
+            where = failure.key.split("|")[1] + (f" [{failure.partition}]" if failure.partition else "")
+            resolve = _alert(failure.key, "resolve", ROUTE_DATA_ENGINEERING, "error",
+                             f"every asset of the failed run of {where} computed again", ",".join(failure.assets),
+                             failure.partition, CHECK_RUN_FAILURE, None, facts.run.run_id, GUIDE_RUN_FAILURE)  # fmt: skip
+            alerts += incidents.passed(failure.key, facts.end, facts.start, resolve, None)
+    return alerts
 
 
 def _evaluation_alerts(incidents: Incidents, facts: RunFacts, at: float, evaluation) -> list[Alert]:

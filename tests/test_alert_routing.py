@@ -339,6 +339,29 @@ def test_a_failed_run_is_the_incident_of_its_assets_and_a_later_success_resolves
         assert tick.failing() == {}
 
 
+def test_a_failed_run_resolves_once_runs_of_other_scopes_have_computed_each_of_its_assets_again(tmp_path):
+    """The automation relaunches a killed run's work in runs of its own choosing (one window size at a
+    time, say): the failed run's incident resolves once every one of its assets has been computed again."""
+    sink = file_sink(tmp_path)
+    both = dg.AssetSelection.assets("device_features_15m", "device_features_1h")
+    with dg.instance_for_test() as instance:
+        tick = Tick(instance, sink)
+        BROKEN.add("device_features_1h")
+        assert not dg.materialize([*ASSETS, *CHECKS], instance=instance, selection=both, raise_on_error=False).success
+        tick()
+        (page,) = sent(sink)
+        assert page.pages and page.dedup_key.startswith("run_failure|__ephemeral_asset_job__[device_features_15m,device_features_1h]")
+        BROKEN.clear()
+        assert compute(instance, "device_features_15m")
+        tick()
+        assert len(sent(sink)) == 1  # one of its two assets: still open
+        assert compute(instance, "device_features_1h")
+        tick()
+        resolve = sent(sink)[1]
+        assert (resolve.action, resolve.dedup_key) == ("resolve", page.dedup_key) and "computed again" in resolve.summary
+        assert page.dedup_key not in tick.failing()
+
+
 def test_a_failing_check_that_records_no_value_still_alerts_and_says_so(tmp_path):
     @dg.asset_check(asset="device_objects", name="check_without_a_verdict")
     def bare():
