@@ -707,21 +707,25 @@ DOCS_TABLE = ("<!-- oncall-drill-table -->", "<!-- /oncall-drill-table -->")
 DOCS_PAGE = ROOT / "docs" / "monitoring.md"
 
 
-def update_docs(results: dict, page: Path = DOCS_PAGE) -> None:
-    """Put the results' table between the page's drill-table markers."""
-    text = page.read_text()
-    start, end = DOCS_TABLE
-    if start not in text or end not in text:
-        raise SystemExit(f"{page} has no {start} ... {end} block for the table")
+def caption(results: dict, source: Path) -> str:
     s = summary(results)
-    caption = (
-        f"Measured from {results['started_at']} to {results['ended_at']} (commit {results['commit'][:10]}, "
+    return (
+        f"`{source.as_posix()}`: measured from {results['started_at']} to {results['ended_at']} (commit {results['commit'][:10]}, "
         f"{results['settings']['devices']} devices, a file every {results['settings']['interval']:g} s, {results['cores']} cores, "
         f"load {results['load_average_before'][0]} before and {results['load_average_after'][0]} after): "
         f"false pages: {s['false_pages']}; incidents paged exactly once, naming their cause: "
         f"{s['incidents_with_exactly_one_page_naming_cause']} of {s['incidents']}."
     )
-    block = f"{start}\n{caption}\n\n{table(results)}\n{end}"
+
+
+def update_docs(parts: list[tuple[Path, dict]], page: Path = DOCS_PAGE) -> None:
+    """Put each results file's caption and table (a drill run whole, or its parts) between the page's markers."""
+    text = page.read_text()
+    start, end = DOCS_TABLE
+    if start not in text or end not in text:
+        raise SystemExit(f"{page} has no {start} ... {end} block for the table")
+    tables = "\n\n".join(f"{caption(results, source)}\n\n{table(results)}" for source, results in parts)
+    block = f"{start}\n{tables}\n{end}"
     head, rest = text.split(start, 1)
     page.write_text(head + block + rest.split(end, 1)[1])
     print(f"wrote the table into {page}")
@@ -746,14 +750,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results-name", default="oncall_drill", help="bench/results/<name>.json")
     parser.add_argument("--work-dir", default=None, help="where data, instance and logs go (default: a temporary folder, removed after)")
-    parser.add_argument("--table", type=Path, default=None, help="print the Markdown table of a results file and exit")
-    parser.add_argument("--update-docs", action="store_true", help="with --table: also write it into docs/monitoring.md")
+    parser.add_argument(
+        "--table", type=Path, nargs="+", default=None, help="print the Markdown table of results files (a run, or its parts) and exit"
+    )
+    parser.add_argument("--update-docs", action="store_true", help="with --table: also write them into docs/monitoring.md")
     args = parser.parse_args(argv)
     if args.table:
-        results = json.loads(args.table.read_text())
-        print(table(results))
+        parts = [(path, json.loads(path.read_text())) for path in args.table]
+        for _, results in parts:
+            print(table(results))
         if args.update_docs:
-            update_docs(results)
+            update_docs(parts)
         return 0
     if args.ml_refusal != "close" and not args.ml_refusal.isdigit():
         parser.error("--ml-refusal takes an HTTP status (503, 403, ...) or close")
