@@ -7,6 +7,7 @@ windows closed when it ran. A day in progress passes every check whose data is r
 windows are neither written nor expected.
 """
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -41,6 +42,8 @@ COVERAGE_ALERT = 0.95
 RECENT_MATERIALIZATIONS = 10
 # How many device ids a coverage result names, of those missing and of those expected to be silent.
 EXAMPLES = 20
+# How many sites of missing devices a coverage result's description names (most missing first).
+SITES_NAMED = 3
 
 WHAT_TO_DO_TABLE = (
     f"The feature table is wrong for this day (see the counts beside): re-run it with `full: true`; "
@@ -253,7 +256,25 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
     def devices_expected(delta: DeltaTables, day: str):
         """Active devices installed on or before `day`: those that ought to report in its windows."""
         installed = F.col("install_date") <= F.lit(day).cast("date")
-        return delta.read(REGISTRY_TABLE).where((F.col("status") == "active") & installed).select("device_id")
+        return delta.read(REGISTRY_TABLE).where((F.col("status") == "active") & installed).select("device_id", "site_id")
+
+    def missing_by_site(expected, silent: list[str], excused: dict[str, str]) -> dict[str, str]:
+        """Site -> "missing of expected" for the sites of the devices missing without a declared
+        silence, most missing first: one site missing whole is its gateway, not its devices."""
+        if not silent:
+            return {}
+        missing, expected_at = Counter(), Counter()
+        silent_set = set(silent)
+        for device, site in expected.select("device_id", "site_id").collect():
+            if device not in excused:
+                expected_at[site] += 1
+                missing[site] += device in silent_set
+        return {site: f"{n} of {expected_at[site]}" for site, n in missing.most_common() if n}
+
+    def sites_sentence(by_site: dict[str, str]) -> str:
+        named = [f"{site} ({share} expected there)" for site, share in list(by_site.items())[:SITES_NAMED]]
+        more = len(by_site) - len(named)
+        return ", ".join(named) + (f" and {more} more site{'s' if more > 1 else ''}" if more else "")
 
     def declared_gaps(delta: DeltaTables, start: datetime, end: datetime) -> tuple[dict[str, str], str | None]:
         """Device id -> reason of the silences declared over [start, end), and why none could be read."""
@@ -289,7 +310,9 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         expected = devices_expected(delta, start.date().isoformat())
         n_installed = expected.count()
         present = rows.where(F.unix_micros("window_start") == int(start.timestamp() * 1_000_000)).select("device_id")
-        missing = sorted(r[0] for r in (expected.join(present, "device_id", "left_anti") if written_any else expected).collect())
+        missing = sorted(
+            r[0] for r in (expected.join(present, "device_id", "left_anti") if written_any else expected).select("device_id").collect()
+        )
         declared, unreadable = declared_gaps(delta, start, end)
         excused = {d: declared[d] for d in missing if d in declared}
         silent = [d for d in missing if d not in declared]
@@ -297,6 +320,7 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         denominator = n_installed - len(excused)
         coverage = covered / denominator if denominator else 1.0
         erring = coverage < COVERAGE_ALERT
+        by_site = missing_by_site(expected, silent, excused)
         return check_result(
             verdict(
                 record,
@@ -309,7 +333,8 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
             context=context,
             severity=dg.AssetCheckSeverity.ERROR if erring else dg.AssetCheckSeverity.WARN,
             description=f"{covered:,} of {denominator:,} expected devices have the {minutes}-minute window from {start:%Y-%m-%d %H:%M} UTC"
-            + (f"; {len(excused):,} more are silent as declared" if excused else ""),
+            + (f"; {len(excused):,} more are silent as declared" if excused else "")
+            + (f"; missing at {sites_sentence(by_site)}" if by_site else ""),
             metadata={
                 "covered_devices": covered,
                 "expected_devices": denominator,
@@ -318,6 +343,7 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
                 "expected_gap_examples": dg.MetadataValue.json(dict(list(excused.items())[:EXAMPLES])),
                 "missing_devices": len(silent),
                 "missing_examples": dg.MetadataValue.json(silent[:EXAMPLES]),
+                "missing_by_site": dg.MetadataValue.json(dict(list(by_site.items())[:EXAMPLES])),
                 "latest_window_start": start.isoformat() if written_any else "none",
                 "warn_below": COVERAGE_TARGET,
                 "error_below": COVERAGE_ALERT,

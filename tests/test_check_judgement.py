@@ -121,3 +121,8 @@ def test_coverage_counts_devices_installed_by_the_day_and_leaves_out_declared_si
     assert not undeclared.passed and undeclared.severity == dg.AssetCheckSeverity.ERROR
     assert (verdict.observed, verdict.threshold, verdict.comparison) == (6 / 7, 0.95, ">=")
     assert undeclared.metadata["missing_examples"].value == ["dev-silent"] and undeclared.metadata["expected_gaps"].value == 0
+    # The page says where the missing devices are: a whole site missing is its gateway.
+    site = registry.iloc[0]["site_id"]
+    at_site = int(((registry["site_id"] == site) & (registry["status"] == "active") & (registry["install_date"] <= day)).sum())
+    assert undeclared.metadata["missing_by_site"].value == {site: f"1 of {at_site}"}
+    assert f"missing at {site} (1 of {at_site} expected there)" in undeclared.description
