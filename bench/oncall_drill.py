@@ -33,7 +33,8 @@ more for any other, repair, wait for the resolves, and let the store settle befo
 For each incident: its pages (count, dedup keys, summaries), whether the first names its cause (one
 of the incident's cause words in its summary, asset or check) and carries an observed value and a
 threshold; seconds from injection, from the nominal SLA breach (where the incident has one: the
-landing zone's 15 minutes, the first 15-minute window the silent gateway misses), and from the
+clean readings' 15 minutes since the fleet's newest reading for a stopped landing zone, since the
+silent site's newest for a silent gateway), and from the
 evidence (the failing check evaluation or run the page names) to the first page; seconds from
 repair to the resolve of each paged key. Writes `bench/results/<--results-name>.json`.
 """
@@ -69,8 +70,6 @@ POLL_SECONDS = 5
 # Files that keep a record of alerts sent elsewhere (refused ones, pages about the alert path), not alerts of their own.
 RECORDS_ONLY = ("dead-letter file", "alert path file")
 PROGRESS_SECONDS = 300
-# Coverage is judged on the newest closed 15-minute window.
-COVERAGE_WINDOW = timedelta(minutes=min(w.minutes for w in WINDOWS))
 DRIFT_SENSOR = "temp_evaporator"
 FEATURE_ASSETS = tuple(w.asset_name for w in WINDOWS)
 
@@ -423,10 +422,10 @@ class Drill:
             self.simulator("--silence", last_site)
             return {"site": last_site, "first_silent_minute": iso(first_silent)}
 
-        def window_missed(at: float, detail: dict) -> float:
-            first = datetime.fromisoformat(detail["first_silent_minute"]).timestamp()
-            step = COVERAGE_WINDOW.total_seconds()
-            return (-(-first // step)) * step + step  # the end of the first window wholly silent
+        def site_late(at: float, detail: dict) -> float:
+            # The site's newest reading is the minute before its first silent one; the clean
+            # readings' SLA runs from it, as the landing zone's does from the fleet's newest.
+            return datetime.fromisoformat(detail["first_silent_minute"]).timestamp() - 60 + CLEAN_READINGS.alert.total_seconds()
 
         def drift() -> dict:
             # Only scores see it: wait for the references they are measured against.
@@ -503,7 +502,7 @@ class Drill:
                 45,
                 silence,
                 lambda: (self.simulator(), {})[1],
-                window_missed,
+                site_late,
             ),
             Injection(
                 "sensor_drift",
@@ -553,10 +552,10 @@ class Drill:
         args = self.args
         print(f"\n{iso(now())} incident {injection.name}: {injection.what}", flush=True)
         started = now()
-        self.current = (injection, started, None, {})
+        self.current = (injection, started, None, {}, None)
         detail = injection.inject()
         injected = now()
-        self.current = (injection, started, injected, detail)
+        self.current = (injection, started, injected, detail, None)
         print(f"  injected: {detail}", flush=True)
         page_wait = (args.page_wait_minutes or injection.page_wait_minutes) * 60
         revived: dict[str, float] = {}
@@ -573,20 +572,22 @@ class Drill:
             self.wait(args.settle_minutes * 60, lambda: paged() and False)
         repaired_detail = injection.repair()
         repaired = now()
+        detail = detail | repaired_detail
+        self.current = (injection, started, injected, detail, repaired)  # a stop while waiting for resolves keeps the repair
         print(f"{iso(repaired)} repaired {injection.name} {repaired_detail or ''}", flush=True)
         keys = sorted({e["alert"].get("dedup_key") for e in self.inbox.pages(started)})
         self.wait(args.resolve_wait_minutes * 60, lambda: all(self.inbox.resolves(k, started) for k in keys) and bool(keys))
         self.wait(args.settle_minutes * 60)
         ended = now()
         self.current = None
-        return self.judge(injection, started, injected, repaired, ended, detail | repaired_detail, revived.get("at"))
+        return self.judge(injection, started, injected, repaired, ended, detail, revived.get("at"))
 
     def cut_short(self) -> dict | None:
         """The incident in progress when the drill was stopped, judged as far as it went."""
         if self.current is None or self.current[2] is None:
             return None
-        injection, started, injected, detail = self.current
-        return self.judge(injection, started, injected, None, now(), detail, None) | {"cut_short": True}
+        injection, started, injected, detail, repaired = self.current
+        return self.judge(injection, started, injected, repaired, now(), detail, None) | {"cut_short": True}
 
     def judge(
         self,

@@ -2,7 +2,8 @@
 
 A clock judges only what can exist. Each asset records, when it writes, the newest value of its
 clock (`fs_assets.metadata`), and the lag counts from the moment the first value after it was due:
-- clean readings: `now - max(ts)`; pages past 15 minutes;
+- clean readings: `now - max(ts)`; pages past 15 minutes; and, while that passes, the same of the
+  stalest site's newest reading (one gateway silent, `fs_assets.ingest.site_clock`);
 - features, per window size: a window cannot be late before it closes, and its features are due
   when it closes; the lag is how long the first window after the newest one written has been
   closed, `now - (max(window_end) + size)`; warns past 30 minutes, pages past 45;
@@ -39,13 +40,14 @@ When to judge again (`fs_sensors.freshness_checks_sensor`): a pass carries
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from fs_assets.features.touched import VERSION_KEY
 from fs_assets.ingest.landing import partition_folder
+from fs_assets.ingest.site_clock import LAGGING, LAGGING_SITES_KEY
 from fs_assets.metadata import latest_key
 from fs_checks.results import check_result
 from fs_domain import slas
@@ -64,6 +66,7 @@ FRESH_UNTIL = "dagster/fresh_until_timestamp"
 HORIZON_DAYS = 3
 
 GUIDE_CLEAN = "Freshness: clean readings"
+GUIDE_SITE = "Freshness: a silent site"
 GUIDE_FEATURES = "Freshness: features"
 GUIDE_DEVICE_OBJECT = "Freshness: the Device object"
 
@@ -157,6 +160,9 @@ def _feature_clock(minutes: int) -> DataClock:
 
 
 CLEAN_CLOCK = DataClock("clean readings", slas.CLEAN_READINGS, latest_key("ts"))
+# Each site's newest reading, on the same SLA: one gateway silent while the others report
+# (`fs_assets.ingest.site_clock`). Named after the stalest site when judged.
+SITE_CLOCK = DataClock("readings of the stalest site", slas.CLEAN_READINGS, LAGGING_SITES_KEY)
 # The object shows the last complete 1-day window: it is due once the features of that window are.
 NEWEST_DAY_WINDOW_CLOCK = DataClock(
     "newest 1-day window",
@@ -185,7 +191,12 @@ STARTUP_GRACE: dict[str, timedelta] = {
 }
 
 
-def _what_to_do(asset: str, now: datetime) -> str:
+def _what_to_do(asset: str, now: datetime, clock: DataClock | None = None) -> str:
+    if clock is not None and clock.key == SITE_CLOCK.key:
+        return (
+            f"one site stopped while the others report: is its gateway up and uploading? If its units are down as "
+            f"planned, declare the silence in landing/expected_gaps. {guide_section(GUIDE_SITE)}"
+        )
     if asset == "clean_sensor_readings":
         return (
             f"is data arriving in the landing zone ({partition_folder(landing_root(), now.date())})? "
@@ -260,7 +271,7 @@ def judge(asset: str, readings: Sequence[ClockReading], context: dg.AssetCheckEx
         metadata[FRESH_UNTIL] = dg.MetadataValue.timestamp(min(changes).timestamp())
     elif deciding.severity == dg.AssetCheckSeverity.WARN and changes:
         metadata[ESCALATES_AT] = dg.MetadataValue.timestamp(min(changes).timestamp())
-    verdict = deciding.verdict(asset, _what_to_do(asset, now))
+    verdict = deciding.verdict(asset, _what_to_do(asset, now, deciding.clock))
     others = "; ".join(r.sentence() for r in readings if r is not deciding)
     description = f"{deciding.sentence()}: {verdict.sentence()}" + (f" ({others})" if others else "")
     return check_result(
@@ -316,12 +327,48 @@ def recorded_latest(
     return latest, recorded_none and latest is None
 
 
+def stalest_site(instance: dg.DagsterInstance, now: datetime, version: str) -> tuple[str, datetime] | None:
+    """The site whose newest clean reading is the oldest, and that reading, from the sites the clean
+    runs recorded as lagging (`fs_assets.ingest.site_clock`) over the horizon's partitions.
+
+    A site not listed by a partition's latest run was within `LAGGING` of that run's newest reading;
+    one listed as "none" had no reading in that day; each site counts its newest over the partitions."""
+    newest: dict[str, datetime] = {}
+    listed: set[str] = set()
+    recorded: list[tuple[datetime, dict]] = []
+    for partition in horizon_days(now):
+        md = _recorded_metadata(instance, dg.AssetKey("clean_sensor_readings"), partition, version)
+        fleet = _as_time(md.get(CLEAN_CLOCK.key)) if md else None
+        if md is None or fleet is None or LAGGING_SITES_KEY not in md:
+            continue
+        lagging = dict(md[LAGGING_SITES_KEY].value or {})
+        day_start = datetime.fromisoformat(partition).replace(tzinfo=UTC)
+        recorded.append((fleet.astimezone(UTC) if fleet.tzinfo else fleet.replace(tzinfo=UTC), lagging))
+        for site, at in lagging.items():
+            value = _as_time(at) or day_start
+            value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+            newest[site] = max(value, newest.get(site, value))
+            listed.add(site)
+    for fleet, lagging in recorded:
+        for site in listed - set(lagging):
+            newest[site] = max(newest[site], fleet - LAGGING)
+    if not newest:
+        return None
+    site = min(newest, key=lambda s: (newest[s], s))
+    return site, newest[site]
+
+
 def evaluate(
     instance: dg.DagsterInstance, asset: str, now: datetime, version: str, context: dg.AssetCheckExecutionContext | None = None
 ) -> dg.AssetCheckResult:
     """The data freshness of `asset` at `now`, from what it recorded (the run judging it from `context`)."""
     key = dg.AssetKey(asset)
     readings = [read_clock(clock, *recorded_latest(instance, key, clock, now, version), now) for clock in ASSET_CLOCKS[asset]]
+    if asset == "clean_sensor_readings" and readings[0].passed and (stalest := stalest_site(instance, now, version)):
+        # One gateway silent while the rest of the fleet reports: judged on the same SLA. When the
+        # whole landing zone is late, that is the one cause, and the sites are not judged apart.
+        site, latest = stalest
+        readings.append(ClockReading(replace(SITE_CLOCK, name=f"readings of {site}"), latest, latest, now))
     return judge(asset, readings, context)
 
 
@@ -341,6 +388,8 @@ def _spec_description(asset: str) -> str:
         else:
             what = "now - max(ts)"
         parts.append(f"{what}: {limits(clock)}")
+        if clock is CLEAN_CLOCK:
+            parts.append(f"while that passes, now - the newest reading of the stalest site: {limits(SITE_CLOCK)}")
     return "Data time. " + "; ".join(parts) + "."
 
 

@@ -40,14 +40,18 @@ def write_readings(root: Path, day: date, name: str, frame: pd.DataFrame) -> Pat
     return path
 
 
-def registry(root: Path, device_ids, status: str = "active") -> Path:
+def registry(
+    root: Path, device_ids, status: str = "active", sites: dict[str, str] | None = None, installed: dict[str, str] | None = None
+) -> Path:
+    """Every device at site-0001, installed 2024-01-01, unless `sites` or `installed` says otherwise."""
+    ids = list(device_ids)
     frame = pd.DataFrame(
         {
-            "device_id": list(device_ids),
-            "site_id": "site-0001",
+            "device_id": ids,
+            "site_id": [(sites or {}).get(d, "site-0001") for d in ids],
             "model": "CoolMax 300",
             "refrigerant": "R404A",
-            "install_date": "2024-01-01",
+            "install_date": [(installed or {}).get(d, "2024-01-01") for d in ids],
             "status": status,
         }
     )

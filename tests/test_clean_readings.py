@@ -1,7 +1,7 @@
 """clean_sensor_readings on real Spark and Delta: accounting, idempotency, duplicates, late data."""
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -9,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from fs_assets.ingest.assets import clean_sensor_readings
+from fs_checks.data_freshness_checks import evaluate
 from fs_domain.contract import Reason
+from fs_domain.verdicts import Verdict
 from fs_resources import settings
-from fs_resources.simulator.fleet import FleetSpec, generate
+from fs_resources.simulator.fleet import FleetSpec, generate, write_expected_gaps
 from tests.conftest import SIM_START
 from tests.ingest_runs import checks, clean_rows, materialize_clean, materialize_registry, metadata, quarantine_rows
 from tests.landing_files import readings, registry, write_readings
@@ -148,3 +150,28 @@ def test_a_day_without_files_is_refused_and_empties_its_partition_only_when_told
     assert metadata(result)["raw_rows"] == 0
     assert clean_rows(spark, DAY).count() == 0
     assert clean_rows(spark, other).count() == 3
+
+
+def test_a_clean_run_records_the_sites_behind_the_fleet_and_the_clock_names_the_stalest(spark, resources, instance, data_root):
+    day = SIM_START.isoformat()
+    sites = {"dev-a": "site-0001", "dev-b": "site-0002", "dev-c": "site-0003", "dev-d": "site-0004", "dev-e": "site-0005"}
+    # dev-d is installed the day after: its site is not expected yet. dev-e never reports.
+    registry(data_root, sites, sites=sites, installed={"dev-d": (SIM_START + timedelta(days=1)).isoformat()})
+    frames = [
+        readings("dev-a", SIM_START, range(0, 31)),  # the fleet's newest: 00:30
+        readings("dev-b", SIM_START, range(0, 11)),  # silent after 00:10, undeclared: its gateway
+        readings("dev-c", SIM_START, range(0, 6)),  # silent after 00:05, as declared
+        readings("dev-d", SIM_START, range(0, 2)),
+    ]
+    write_readings(data_root, SIM_START, "all.parquet", pd.concat(frames, ignore_index=True))
+    gap = pd.DataFrame([{"device_id": "dev-c", "gap_start": f"{day}T00:06:00Z", "gap_end": f"{day}T02:00:00Z", "reason": "outage"}])
+    write_expected_gaps(gap, str(data_root), SIM_START)
+    materialize_registry(resources, instance)
+    recorded = metadata(materialize_clean(resources, instance, day, with_checks=False))
+    assert recorded["lagging_sites"] == {"site-0005": "none", "site-0002": f"{day}T00:10:00"}
+
+    # The clock reads them back from the instance: the stalest site pages, named, on the clean readings' SLA.
+    now = datetime.fromisoformat(f"{day}T00:31:00+00:00")
+    judged = evaluate(instance, "clean_sensor_readings", now, "v1")
+    assert not judged.passed and judged.metadata["clock"].value == "readings of site-0005"
+    assert Verdict.from_metadata(judged.metadata).observed == 31.0

@@ -440,3 +440,39 @@ def test_every_freshness_what_to_do_points_at_a_section_of_the_operator_guide():
         freshness_checks.GUIDE_MONITORING,
     ]
     assert set(titles) <= headings, set(titles) - headings
+
+
+@pytest.mark.unit
+def test_one_silent_site_pages_on_the_clean_readings_sla_and_a_late_landing_zone_is_one_cause():
+    instance = dg.DagsterInstance.ephemeral()
+    today, yesterday = date(2026, 1, 5), date(2026, 1, 4)
+
+    def clean_run(day: date, newest: str, lagging: dict[str, str]) -> None:
+        metadata = {"latest_ts": newest, "lagging_sites": dg.MetadataValue.json(lagging)}
+        instance.report_runless_asset_event(dg.AssetMaterialization(CLEAN, partition=day.isoformat(), metadata=metadata))
+
+    # Yesterday every site reported to the end; today site-0002 stopped after 13:14 while the fleet went on.
+    clean_run(yesterday, "2026-01-04T23:59:00", {})
+    clean_run(today, "2026-01-05T13:27:00", {"site-0002": "2026-01-05T13:14:00"})
+    before = evaluate(instance, CLEAN, at(today, 13, 28), "v1")
+    # Passing, it asks to be judged again when the site's silence reaches the SLA, not the fleet's.
+    assert before.passed and before.metadata[FRESH_UNTIL].value == at(today, 13, 29).timestamp()
+    clean_run(today, "2026-01-05T13:29:00", {"site-0002": "2026-01-05T13:14:00"})
+    silent = evaluate(instance, CLEAN, at(today, 13, 30), "v1")
+    verdict = shape(silent)
+    assert not silent.passed and silent.severity == ERROR and (verdict.observed, verdict.threshold) == (16.0, 15.0)
+    assert silent.description.startswith("readings of site-0002: newest 2026-01-05 13:14 UTC") and "gateway" in verdict.what_to_do
+    assert silent.metadata["clock"].value == "readings of site-0002"
+
+    # The whole landing zone late: that is the cause the page names, not the site that was already silent.
+    stopped = evaluate(instance, CLEAN, at(today, 13, 50), "v1")
+    assert not stopped.passed and stopped.metadata["clock"].value == "clean readings"
+    assert shape(stopped).observed == 21.0 and "site-0002" not in stopped.description
+
+    # The site reports again: the next run lists nothing, and the site is as fresh as the fleet.
+    clean_run(today, "2026-01-05T13:51:00", {})
+    assert evaluate(instance, CLEAN, at(today, 13, 52), "v1").passed
+    # A site with no reading in today's partition counts from today's start at most.
+    clean_run(today, "2026-01-05T00:20:00", {"site-0003": "none"})
+    early = evaluate(instance, CLEAN, at(today, 0, 21), "v1")
+    assert not early.passed and early.metadata["clock"].value == "readings of site-0003" and shape(early).observed == 21.0

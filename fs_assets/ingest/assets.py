@@ -10,7 +10,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from fs_assets.freshness import freshness_policy
-from fs_assets.ingest import cleaning, incremental, landing, ledger, read_failures, rejudgement
+from fs_assets.ingest import cleaning, incremental, landing, ledger, read_failures, rejudgement, site_clock
 from fs_assets.ingest import replaced_files as replacing
 from fs_assets.ingest.accounting import (
     DayBooks,
@@ -22,6 +22,7 @@ from fs_assets.ingest.accounting import (
     schema_drift_check_spec,
 )
 from fs_assets.ingest.cleaning import CLEAN_COLUMNS
+from fs_assets.ingest.expected_gaps import ExpectedGapsError, read_expected_gaps
 from fs_assets.ingest.maintenance import MaintenanceError, read_maintenance
 from fs_assets.ingest.read_failures import ReadPolicy
 from fs_assets.ingest.registry import RegistryError, read_registry
@@ -32,7 +33,7 @@ from fs_domain.contract import MAINTENANCE_COLUMNS, MIN_KEPT_SHARE, REGISTRY_COL
 from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE, MAINTENANCE_TABLE, QUARANTINE_TABLE, REGISTRY_TABLE
 from fs_resources import settings
 from fs_resources.delta import DeltaTableMissing, DeltaTables, DeltaWrite
-from fs_resources.filesystem import filesystem_for
+from fs_resources.filesystem import FileSystem, filesystem_for
 from fs_resources.spark import cache_uncompressed_up_to, file_splits_for, shuffle_partitions_for
 
 CLEAN_TABLE_PROPERTIES = {
@@ -465,7 +466,8 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
         delta.set_properties(CLEAN_TABLE, CLEAN_TABLE_PROPERTIES)  # a table written before they were set
     # Quarantine verdicts that depend on the registry or the clock, judged again with this run's.
     rejudged = rejudgement.rejudge(delta, days, registry, now, context.run_id, inputs)
-    day_books = _day_books(delta, days)
+    day_books, newest_by_site = _day_books(delta, days, registry)
+    fleet_newest = max((b.latest_ts for b in day_books.values() if b.latest_ts), default=None)
     totals = _totals(books)
     # A file rewritten between its footer and its read, say: the run that read it says so, blocking.
     read_in_part = {
@@ -509,7 +511,8 @@ def clean_sensor_readings(context: dg.AssetExecutionContext, config: IngestConfi
             "ignored_files": dg.MetadataValue.json(ignored),
             "batch_id": batch,
             **rejudged.metadata(),
-            latest_key("ts"): latest_value(max((b.latest_ts for b in day_books.values() if b.latest_ts), default=None)),
+            latest_key("ts"): latest_value(fleet_newest),
+            site_clock.LAGGING_SITES_KEY: dg.MetadataValue.json(_lagging_sites(registry, fs, days, newest_by_site, fleet_newest)),
             "seconds": round(time.monotonic() - started, 2),
         },
         check_results=[
@@ -547,8 +550,9 @@ def _days_with_rows(delta: DeltaTables, days: list[str]) -> set[str]:
     return {r["reading_date"].isoformat() for r in held}
 
 
-def _day_books(delta: DeltaTables, days: list[str]) -> dict[str, DayBooks]:
-    """Each day's books from the ledger, set against the rows the tables hold for it."""
+def _day_books(delta: DeltaTables, days: list[str], registry) -> tuple[dict[str, DayBooks], dict[str, datetime]]:
+    """Each day's books from the ledger, set against the rows the tables hold for it, and each site's
+    newest reading over the days."""
     books = {d: DayBooks(d) for d in days}
     if delta.exists(LEDGER_TABLE):
         sums = (
@@ -566,13 +570,34 @@ def _day_books(delta: DeltaTables, days: list[str]) -> dict[str, DayBooks]:
                 r["clean_rows_added"],
                 r["duplicates_dropped"],
             )
+    newest_by_site: dict[str, datetime] = {}
     if delta.exists(CLEAN_TABLE):
+        # Counted by site in the same pass: each site's newest reading is the clock of its gateway.
         held = delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(days))
-        for r in held.groupBy("reading_date").agg(F.count(F.lit(1)).alias("count"), F.max("ts").alias("latest")).collect():
+        by_site = held.join(F.broadcast(registry.select("device_id", "site_id")), "device_id", "left")
+        for r in by_site.groupBy("reading_date", "site_id").agg(F.count(F.lit(1)).alias("count"), F.max("ts").alias("latest")).collect():
             b = books[r["reading_date"].isoformat()]
-            b.clean_in_table, b.latest_ts = r["count"], r["latest"]
+            b.clean_in_table += r["count"]
+            b.latest_ts = max(filter(None, (b.latest_ts, r["latest"])), default=None)
+            if r["site_id"] is not None and r["latest"] is not None:
+                newest_by_site[r["site_id"]] = max(r["latest"], newest_by_site.get(r["site_id"], r["latest"]))
     rejudgement.count_quarantine(delta, books)
-    return books
+    return books, newest_by_site
+
+
+def _lagging_sites(
+    registry, fs: FileSystem, days: list[str], newest_by_site: dict[str, datetime], fleet_newest: datetime | None
+) -> dict[str, str]:
+    """The sites behind the fleet's newest reading (`site_clock`), from the registry and the silences declared."""
+    if fleet_newest is None:
+        return {}
+    day = fleet_newest.date().isoformat()
+    try:
+        excused = site_clock.excused_devices(read_expected_gaps(day, fs), fleet_newest)
+    except ExpectedGapsError:
+        excused = set()  # an unreadable declaration excuses nothing (the coverage check names it)
+    expected = [r[0] for r in site_clock.expected_sites(registry, max(days), excused).collect()]
+    return site_clock.lagging_sites(newest_by_site, expected, fleet_newest)
 
 
 def _totals(books: dict[str, cleaning.PartitionAccounting]) -> cleaning.PartitionAccounting:
