@@ -8,6 +8,7 @@ windows are neither written nor expected.
 """
 
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -54,6 +55,22 @@ WHAT_TO_DO_COVERAGE = (
     f"{guide_section('Features: coverage')}"
 )
 WHAT_TO_DO_BACKFILL = f"Days with readings but no features: materialize the feature asset for `missing_days`; {guide_section('Features: backfill completeness')}"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """One feature set version's coverage of its latest window; `start` is None when none had closed."""
+
+    start: datetime | None
+    written_any: bool = False
+    coverage: float = 1.0
+    covered: int = 0
+    expected: int = 0
+    installed: int = 0
+    excused: dict[str, str] = field(default_factory=dict)
+    silent: list[str] = field(default_factory=list)
+    by_site: dict[str, str] = field(default_factory=dict)
+    unreadable: str | None = None
 
 
 def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
@@ -193,22 +210,42 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         blocking=True,
         description="window_end <= computed_at, windows are aligned and sized, and reading_count equals the clean readings inside "
         "[window_start, window_end) for every window closed when the run ran. After an earlier run of the same day, only the "
-        "windows closed since it and any the run rewrote (late data); otherwise the days whole.",
+        "windows closed since it and any the run rewrote (late data); otherwise the days whole. In every feature set version "
+        "the deployment computes.",
     )
     def check_windows_look_backward(
         context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
     ) -> dg.AssetCheckResult:
-        _, rows, days = written(context, delta, feature_store)
+        record, previous = materializations(context)
+        clean, ran_at = as_run(delta, record)
+        counts, scopes = {}, {}
+        for version in feature_store.versions():  # every version the run wrote, as the schema check
+            _, rows, days = written(context, delta, feature_store, version)
+            # The runs write every version together: the deployment's record of the run before says what was judged.
+            counts[version], scopes[version] = looking_backward(rows, clean, days, previous, ran_at, feature_store.version())
+        wrong = {v: sum(c.values()) for v, c in counts.items()}
+        return check_result(
+            verdict(record, sum(wrong.values()), 0, "==", "windows looking forward, misshapen or miscounted", WHAT_TO_DO_TABLE),
+            context=context,
+            description=failing(wrong, "windows looking forward, misshapen or miscounted"),
+            metadata={
+                **counts[feature_store.version()],
+                "judged_windows_closed_by": ran_at.isoformat(),
+                "scope": scopes[feature_store.version()],
+                "by_version": dg.MetadataValue.json(counts),
+            },
+        )
+
+    def looking_backward(rows, clean, days: list[str], previous, ran_at: datetime, deployed: str) -> tuple[dict[str, int], str]:
+        """One version's windows ending after the run, misshapen, or miscounting the readings inside them, and the scope judged."""
         future = rows.where(F.col("window_end") > F.col("computed_at")).count()
         misshapen = rows.where(
             (F.unix_seconds("window_end") - F.unix_seconds("window_start") != minutes * 60)
             | (F.unix_seconds("window_start") % (minutes * 60) != 0)
             | (F.to_date("window_start") != F.col("window_date"))
         ).count()
-        record, previous = materializations(context)
-        clean, ran_at = as_run(delta, record)
         readings = clean.where(F.col("reading_date").isin(days))
-        span = judged_span(previous, rows, days, ran_at, feature_store.version())
+        span = judged_span(previous, rows, days, ran_at, deployed)
         scope = "whole partitions"
         if span is not None:
             # Earlier windows were judged by the runs that wrote them: only the readings of the span
@@ -230,17 +267,8 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
             .where(~F.col("reading_count").eqNullSafe(F.col("inside")))
             .count()
         )
-        return check_result(
-            verdict(record, future + misshapen + mismatched, 0, "==", "windows looking forward, misshapen or miscounted", WHAT_TO_DO_TABLE),
-            context=context,
-            metadata={
-                "windows_ending_after_computed_at": future,
-                "misaligned_windows": misshapen,
-                "windows_with_outside_inputs": mismatched,
-                "judged_windows_closed_by": ran_at.isoformat(),
-                "scope": scope,
-            },
-        )
+        counts = {"windows_ending_after_computed_at": future, "misaligned_windows": misshapen, "windows_with_outside_inputs": mismatched}
+        return counts, scope
 
     def latest_window(rows, days: list[str], ran_at: datetime) -> tuple[datetime, datetime, bool]:
         """[start, end) of the newest window the run wrote, and True; when it wrote none, the newest
@@ -289,26 +317,67 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         name=CHECK_COVERAGE,
         partitions_def=daily_partitions,
         description=f"Devices with features in the latest window vs the devices expected in it (active, installed on or before "
-        f"its day, less declared silences): warn below {COVERAGE_TARGET:.0%}, error below {COVERAGE_ALERT:.0%}.",
+        f"its day, less declared silences): warn below {COVERAGE_TARGET:.0%}, error below {COVERAGE_ALERT:.0%}. The least "
+        f"covered of the feature set versions the deployment computes decides.",
     )
     def check_feature_coverage(
         context: dg.AssetCheckExecutionContext, delta: DeltaTables, feature_store: FeatureStoreResource
     ) -> dg.AssetCheckResult:
-        _, rows, days = written(context, delta, feature_store)
         record = judged(context)
         _, ran_at = as_run(delta, record)
-        start, end, written_any = latest_window(rows, days, ran_at)
-        first_day = datetime.fromisoformat(min(days)).replace(tzinfo=UTC)
-        if not written_any and end <= first_day:
+        deployed = feature_store.version()
+        # Every version the run wrote, each a table of its own: the least covered decides (the deployment's on a tie).
+        of = {}
+        for version in feature_store.versions():
+            _, rows, days = written(context, delta, feature_store, version)
+            of[version] = coverage_of(delta, rows, days, ran_at)
+        version = min(of, key=lambda v: (of[v].coverage if of[v].start else 2.0, v != deployed))
+        c = of[version]
+        where = f"{version}: " if len(of) > 1 else ""
+        by_version = dg.MetadataValue.json({v: round(x.coverage, 4) if x.start else "no window closed" for v, x in of.items()})
+        if c.start is None:
+            first_day = datetime.fromisoformat(min(days)).replace(tzinfo=UTC)
             into_day = round((ran_at - first_day).total_seconds() / 60, 1)
             return check_result(
                 verdict(record, into_day, minutes, "<", "minutes into the day when the run ran", WHAT_TO_DO_COVERAGE),
                 context=context,
                 description=f"no {minutes}-minute window of {min(days)} had closed when the run ran",
-                metadata={"latest_window_start": "none"},
+                metadata={"latest_window_start": "none", "by_version": by_version},
             )
+        erring = c.coverage < COVERAGE_ALERT
+        return check_result(
+            verdict(
+                record, c.coverage, COVERAGE_ALERT if erring else COVERAGE_TARGET, ">=", "share of expected devices", WHAT_TO_DO_COVERAGE
+            ),
+            context=context,
+            severity=dg.AssetCheckSeverity.ERROR if erring else dg.AssetCheckSeverity.WARN,
+            description=f"{where}{c.covered:,} of {c.expected:,} expected devices have the {minutes}-minute window from {c.start:%Y-%m-%d %H:%M} UTC"
+            + (f"; {len(c.excused):,} more are silent as declared" if c.excused else "")
+            + (f"; missing at {sites_sentence(c.by_site)}" if c.by_site else ""),
+            metadata={
+                "covered_devices": c.covered,
+                "expected_devices": c.expected,
+                "installed_active_devices": c.installed,
+                "expected_gaps": len(c.excused),
+                "expected_gap_examples": dg.MetadataValue.json(dict(list(c.excused.items())[:EXAMPLES])),
+                "missing_devices": len(c.silent),
+                "missing_examples": dg.MetadataValue.json(c.silent[:EXAMPLES]),
+                "missing_by_site": dg.MetadataValue.json(dict(list(c.by_site.items())[:EXAMPLES])),
+                "latest_window_start": c.start.isoformat() if c.written_any else "none",
+                "warn_below": COVERAGE_TARGET,
+                "error_below": COVERAGE_ALERT,
+                "by_version": by_version,
+            }
+            | ({"expected_gaps_unreadable": c.unreadable} if c.unreadable else {}),
+        )
+
+    def coverage_of(delta: DeltaTables, rows, days: list[str], ran_at: datetime) -> Coverage:
+        """One version's coverage of its latest window (`start` None when no window of the days had closed)."""
+        start, end, written_any = latest_window(rows, days, ran_at)
+        if not written_any and end <= datetime.fromisoformat(min(days)).replace(tzinfo=UTC):
+            return Coverage(None)
         expected = devices_expected(delta, start.date().isoformat())
-        n_installed = expected.count()
+        installed = expected.count()
         present = rows.where(F.unix_micros("window_start") == int(start.timestamp() * 1_000_000)).select("device_id")
         missing = sorted(
             r[0] for r in (expected.join(present, "device_id", "left_anti") if written_any else expected).select("device_id").collect()
@@ -316,39 +385,18 @@ def build_feature_checks(window: Window) -> list[dg.AssetChecksDefinition]:
         declared, unreadable = declared_gaps(delta, start, end)
         excused = {d: declared[d] for d in missing if d in declared}
         silent = [d for d in missing if d not in declared]
-        covered = n_installed - len(missing)
-        denominator = n_installed - len(excused)
-        coverage = covered / denominator if denominator else 1.0
-        erring = coverage < COVERAGE_ALERT
-        by_site = missing_by_site(expected, silent, excused)
-        return check_result(
-            verdict(
-                record,
-                coverage,
-                COVERAGE_ALERT if erring else COVERAGE_TARGET,
-                ">=",
-                "share of expected devices",
-                WHAT_TO_DO_COVERAGE,
-            ),
-            context=context,
-            severity=dg.AssetCheckSeverity.ERROR if erring else dg.AssetCheckSeverity.WARN,
-            description=f"{covered:,} of {denominator:,} expected devices have the {minutes}-minute window from {start:%Y-%m-%d %H:%M} UTC"
-            + (f"; {len(excused):,} more are silent as declared" if excused else "")
-            + (f"; missing at {sites_sentence(by_site)}" if by_site else ""),
-            metadata={
-                "covered_devices": covered,
-                "expected_devices": denominator,
-                "installed_active_devices": n_installed,
-                "expected_gaps": len(excused),
-                "expected_gap_examples": dg.MetadataValue.json(dict(list(excused.items())[:EXAMPLES])),
-                "missing_devices": len(silent),
-                "missing_examples": dg.MetadataValue.json(silent[:EXAMPLES]),
-                "missing_by_site": dg.MetadataValue.json(dict(list(by_site.items())[:EXAMPLES])),
-                "latest_window_start": start.isoformat() if written_any else "none",
-                "warn_below": COVERAGE_TARGET,
-                "error_below": COVERAGE_ALERT,
-            }
-            | ({"expected_gaps_unreadable": unreadable} if unreadable else {}),
+        covered, denominator = installed - len(missing), installed - len(excused)
+        return Coverage(
+            start,
+            written_any,
+            covered / denominator if denominator else 1.0,
+            covered,
+            denominator,
+            installed,
+            excused,
+            silent,
+            missing_by_site(expected, silent, excused),
+            unreadable,
         )
 
     @dg.asset_check(

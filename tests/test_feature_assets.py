@@ -6,10 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from fs_assets.features.assets import feature_assets
-from fs_checks.feature_checks import CHECK_KEY_UNIQUE, build_feature_checks
+from fs_checks.feature_checks import CHECK_COVERAGE, CHECK_KEY_UNIQUE, CHECK_LOOKS_BACKWARD, build_feature_checks
 from fs_domain.features import WINDOWS
 from fs_resources.delta import DeltaTables
 from fs_resources.feature_store import FeatureStoreResource
@@ -111,7 +112,7 @@ def test_a_v2_backfill_leaves_v1_byte_for_byte_unchanged(spark, ingested):
     assert v2.where("vibration_compressor_rms IS NULL").count() == 0
 
 
-def test_the_structural_checks_judge_every_version_the_run_wrote(spark, ingested):
+def test_the_checks_judge_every_version_the_run_wrote(spark, ingested):
     """The deployment on v1 with one model pinned to v2: a features run writes both tables, and a
     duplicated key in v2's (which that model trains on and is served from) fails the key check, naming v2."""
     resources, instance, _, _ = ingested
@@ -135,3 +136,24 @@ def test_the_structural_checks_judge_every_version_the_run_wrote(spark, ingested
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.metadata["by_version"].value == {"v1": 0, "v2": 1} and evaluation.description == "1 duplicated keys in v2"
+
+    # A device's window gone from v2 only: the look-back check counts its readings outside any window
+    # there, and the coverage check is decided by v2, the less covered, and says so.
+    lost = spark.read.format("delta").load(v2).where(f"window_date = DATE'{DAYS[1]}' AND window_duration_minutes = 1440").first()
+    DeltaTable.forPath(spark, v2).delete(f"device_id = '{lost['device_id']}' AND window_date = DATE'{DAYS[1]}'")
+    judged = [dg.AssetCheckKey(asset.key, CHECK_LOOKS_BACKWARD), dg.AssetCheckKey(asset.key, CHECK_COVERAGE)]
+    result = dg.materialize(
+        [asset, *checks],
+        tags=one_day,
+        resources=pinned,
+        instance=instance,
+        selection=dg.AssetSelection.checks(*judged),
+        raise_on_error=False,
+    )
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    backward, coverage = evaluations[CHECK_LOOKS_BACKWARD], evaluations[CHECK_COVERAGE]
+    assert not backward.passed and backward.metadata["by_version"].value["v1"]["windows_with_outside_inputs"] == 0
+    assert backward.metadata["by_version"].value["v2"]["windows_with_outside_inputs"] >= 1
+    covered = coverage.metadata["by_version"].value
+    assert not coverage.passed and covered["v1"] == 1.0 and covered["v2"] < 1.0 and coverage.description.startswith("v2: ")
+    assert coverage.metadata["missing_examples"].value == [lost["device_id"]]
