@@ -463,6 +463,18 @@ def test_one_silent_site_pages_on_the_clean_readings_sla_and_a_late_landing_zone
     assert not silent.passed and silent.severity == ERROR and (verdict.observed, verdict.threshold) == (16.0, 15.0)
     assert silent.description.startswith("readings of site-0002: newest 2026-01-05 13:14 UTC") and "gateway" in verdict.what_to_do
     assert silent.metadata["clock"].value == "readings of site-0002"
+    # Through the alert router's own rule: one page naming the site, with its value and threshold.
+    from fs_sensors.alert_routing_sensor import Incidents, Lineage, RoutingState, RunFacts, _evaluation_alerts
+
+    evaluation = dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(CLEAN), check_name=CHECK_DATA_FRESHNESS, passed=False, metadata=silent.metadata,
+        severity=ERROR, description=silent.description,
+    )  # fmt: skip
+    facts = RunFacts(dg.DagsterRun(job_name="checks", run_id="r"), "checks", set(), None, time.time(), time.time())
+    (page,) = [
+        a for a in _evaluation_alerts(Incidents(RoutingState(None), Lineage(None)), facts, time.time(), evaluation) if a.action == "trigger"
+    ]
+    assert (page.observed, page.threshold) == (16.0, 15.0) and "site-0002" in page.summary and "expected <= 15" in page.summary
 
     # The whole landing zone late: that is the cause the page names, not the site that was already silent.
     stopped = evaluate(instance, CLEAN, at(today, 13, 50), "v1")
