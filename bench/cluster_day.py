@@ -6,7 +6,8 @@
 The same assets and resources as `dagster dev` (registry, clean readings, the three feature sizes,
 device_objects) run with `dagster.materialize`; only `FS_SPARK_MASTER` differs. Peak memory is the
 largest sum of resident memory of this process and every JVM it or the cluster started, sampled
-at most every half second. Writes `bench/results/cluster_day.json`.
+at most every half second. Writes `bench/results/<--results-name>.json` (default `cluster_day`) with
+the commit, versions, cores and load (`bench.results.write_results`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.results import write_results  # noqa: E402
 
 DAY = date(2026, 1, 5)
 
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, nargs="+", default=[1000])
     parser.add_argument("--cluster", action="store_true", help="start a master and two workers on 127.0.0.1 and use them")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cluster_day.json"))
+    parser.add_argument("--results-name", default="cluster_day", help="bench/results/<name>.json")
+    parser.add_argument("--out", help=argparse.SUPPRESS)  # one size's run, for the process that runs several
     args = parser.parse_args(argv)
     if len(args.devices) > 1:
         # One Spark session per process: each size runs in its own process.
@@ -149,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, __file__, "--devices", str(n), "--out", str(out)] + (["--cluster"] if args.cluster else []), check=True
             )
             runs.append(json.loads(out.read_text())["runs"][0])
-        Path(args.out).write_text(
-            json.dumps({"runs": runs, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n"
-        )
+        write_results(args.results_name, {"runs": runs})
         return 0
     cluster = None
     master = "local[2]"
@@ -167,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None:
             cluster.stop()
     print(json.dumps(result), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps({"runs": [result], "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n"
-    )
+    if args.out:
+        Path(args.out).write_text(json.dumps({"runs": [result]}) + "\n")
+    else:
+        write_results(args.results_name, {"runs": [result]})
     return 0
 
 

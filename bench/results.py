@@ -1,7 +1,8 @@
-"""Where every benchmark writes its figures: `bench/results/<name>.json`, stamped with the time and
-the commit measured."""
+"""Where every benchmark writes its figures: `bench/results/<name>.json`, stamped with the time, the
+commit measured, the stack's versions, the cores and the load when the benchmark started and ended."""
 
 import json
+import os
 import statistics
 import subprocess
 from datetime import UTC, datetime
@@ -9,6 +10,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
+LOAD_AT_START = os.getloadavg()[0]  # every benchmark imports this module before it measures
+STACK = ("pyspark", "delta-spark", "dagster", "pandas", "duckdb", "redis")
 
 
 def source_state(measured: tuple[str, ...] = ()) -> dict:
@@ -42,8 +45,26 @@ def provenance(measured: tuple[str, ...]) -> dict:
     }
 
 
+def machine() -> dict:
+    """Cores, the one-minute load when the benchmark started and now, and the stack's versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "cores": os.cpu_count(),
+        "load_at_start": round(LOAD_AT_START, 2),
+        "load_at_end": round(os.getloadavg()[0], 2),
+        "versions": {package: installed(package) for package in STACK},
+    }
+
+
 def write_results(name: str, results: dict) -> Path:
-    for key, value in source_state().items():
+    for key, value in (source_state() | machine()).items():
         results.setdefault(key, value)
     results.setdefault("measured_at", datetime.now(UTC).isoformat(timespec="seconds"))
     out_file = RESULTS / f"{name}.json"
