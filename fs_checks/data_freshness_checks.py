@@ -75,17 +75,45 @@ GUIDE_DEVICE_OBJECT = "Freshness: the Device object"
 class DataClock:
     """One clock: the metadata key an asset records its newest data time under, the SLA it is held
     to, and when the first value after the newest one is due (`window` after it, for the next window
-    to close, plus `waits_for`, what that value waits on upstream)."""
+    to close, plus `waits_for`, what that value waits on upstream). `measures` says what its lag is;
+    `advice` (with `{asset}` and `{landing}`, today's landing folder) and the operator guide's
+    section `guide` say what to do when it fails. A clock `judged_while` another of the same asset
+    counts only while that one passes: when both would fail, the other is the one cause."""
 
     name: str
     sla: Sla
     key: str
+    measures: str
+    advice: str
+    guide: str
     partitioned: bool = True
     window: timedelta = timedelta(0)
     waits_for: timedelta = timedelta(0)
+    judged_while: str | None = None
 
     def due(self, latest: datetime) -> datetime:
         return latest + self.window + self.waits_for
+
+    def read(self, instance: dg.DagsterInstance, asset: str, now: datetime, version: str) -> "ClockReading | None":
+        """The clock at `now`, from what `asset` recorded (None when it has nothing to judge)."""
+        return read_clock(self, *recorded_latest(instance, dg.AssetKey(asset), self, now, version), now)
+
+    def what_to_do(self, asset: str, now: datetime) -> str:
+        landing = partition_folder(landing_root(), now.date())
+        return f"{self.advice.format(asset=asset, landing=landing)} {guide_section(self.guide)}"
+
+
+@dataclass(frozen=True)
+class StalestSiteClock(DataClock):
+    """Each site's newest reading, from the sites the clean runs recorded as lagging
+    (`fs_assets.ingest.site_clock`): judged on the stalest one, and named after it."""
+
+    def read(self, instance: dg.DagsterInstance, asset: str, now: datetime, version: str) -> "ClockReading | None":
+        stalest = stalest_site(instance, now, version)
+        if stalest is None:
+            return None
+        site, latest = stalest
+        return ClockReading(replace(self, name=f"readings of {site}"), latest, latest, now)
 
 
 @dataclass(frozen=True)
@@ -153,29 +181,69 @@ class ClockReading:
         return f"{self.clock.name}: newest {self.latest:%Y-%m-%d %H:%M} UTC, {minutes} ago"
 
 
+ADVICE_FEATURES = "are clean readings fresh? Is feature_automation_sensor running, and did {asset}'s last run succeed?"
+ADVICE_DEVICE_OBJECT = (
+    "is prehydration_job running (prehydration_schedule, prehydration_sensor) and succeeding? Is device_features_1d fresh?"
+)
+
+
 def _feature_clock(minutes: int) -> DataClock:
     return DataClock(
-        f"{WINDOWS_BY_MINUTES[minutes].suffix} windows", slas.FEATURES, latest_key("window_end"), window=timedelta(minutes=minutes)
+        f"{WINDOWS_BY_MINUTES[minutes].suffix} windows",
+        slas.FEATURES,
+        latest_key("window_end"),
+        measures="how long the first window after the newest one written has been closed",
+        advice=ADVICE_FEATURES,
+        guide=GUIDE_FEATURES,
+        window=timedelta(minutes=minutes),
     )
 
 
-CLEAN_CLOCK = DataClock("clean readings", slas.CLEAN_READINGS, latest_key("ts"))
-# Each site's newest reading, on the same SLA: one gateway silent while the others report
-# (`fs_assets.ingest.site_clock`). Named after the stalest site when judged.
-SITE_CLOCK = DataClock("readings of the stalest site", slas.CLEAN_READINGS, LAGGING_SITES_KEY)
+CLEAN_CLOCK = DataClock(
+    "clean readings",
+    slas.CLEAN_READINGS,
+    latest_key("ts"),
+    measures="now - max(ts)",
+    advice="is data arriving in the landing zone ({landing})? Is landing_zone_sensor running, and are clean_readings_job runs succeeding?",
+    guide=GUIDE_CLEAN,
+)
+# One gateway silent while the others report, on the same SLA; the whole landing zone late is one cause.
+SITE_CLOCK = StalestSiteClock(
+    "readings of the stalest site",
+    slas.CLEAN_READINGS,
+    LAGGING_SITES_KEY,
+    measures="while that passes, now - the newest reading of the stalest site",
+    advice=(
+        "one site stopped while the others report: is its gateway up and uploading? If its units are down as "
+        "planned, declare the silence in landing/expected_gaps."
+    ),
+    guide=GUIDE_SITE,
+    judged_while=CLEAN_CLOCK.name,
+)
 # The object shows the last complete 1-day window: it is due once the features of that window are.
 NEWEST_DAY_WINDOW_CLOCK = DataClock(
     "newest 1-day window",
     slas.DEVICE_OBJECT,
     latest_key("features_window_end"),
+    measures="how long past its due time (45 min after it closes) the newest 1-day window that could exist is missing",
+    advice=ADVICE_DEVICE_OBJECT,
+    guide=GUIDE_DEVICE_OBJECT,
     partitioned=False,
     window=timedelta(minutes=DEVICE.feature_window_minutes),
     waits_for=slas.FEATURES.alert,
 )
-HOURLY_PROJECTION_CLOCK = DataClock("hourly projection", Sla(alert=slas.DEVICE_OBJECT.alert), "hydrated_at", partitioned=False)
+HOURLY_PROJECTION_CLOCK = DataClock(
+    "hourly projection",
+    Sla(alert=slas.DEVICE_OBJECT.alert),
+    "hydrated_at",
+    measures="now - hydrated_at of the last projection",
+    advice=ADVICE_DEVICE_OBJECT,
+    guide=GUIDE_DEVICE_OBJECT,
+    partitioned=False,
+)
 
 ASSET_CLOCKS: dict[str, tuple[DataClock, ...]] = {
-    "clean_sensor_readings": (CLEAN_CLOCK,),
+    "clean_sensor_readings": (CLEAN_CLOCK, SITE_CLOCK),
     **{w.asset_name: (_feature_clock(w.minutes),) for w in WINDOWS},
     "device_objects": (NEWEST_DAY_WINDOW_CLOCK, HOURLY_PROJECTION_CLOCK),
 }
@@ -189,28 +257,6 @@ STARTUP_GRACE: dict[str, timedelta] = {
     **{w.asset_name: slas.CLEAN_READINGS.alert + slas.FEATURES.alert for w in WINDOWS},
     "device_objects": slas.CLEAN_READINGS.alert + slas.FEATURES.alert + slas.DEVICE_OBJECT.alert,
 }
-
-
-def _what_to_do(asset: str, now: datetime, clock: DataClock | None = None) -> str:
-    if clock is not None and clock.key == SITE_CLOCK.key:
-        return (
-            f"one site stopped while the others report: is its gateway up and uploading? If its units are down as "
-            f"planned, declare the silence in landing/expected_gaps. {guide_section(GUIDE_SITE)}"
-        )
-    if asset == "clean_sensor_readings":
-        return (
-            f"is data arriving in the landing zone ({partition_folder(landing_root(), now.date())})? "
-            f"Is landing_zone_sensor running, and are clean_readings_job runs succeeding? {guide_section(GUIDE_CLEAN)}"
-        )
-    if asset == "device_objects":
-        return (
-            "is prehydration_job running (prehydration_schedule, prehydration_sensor) and succeeding? "
-            f"Is device_features_1d fresh? {guide_section(GUIDE_DEVICE_OBJECT)}"
-        )
-    return (
-        f"are clean readings fresh? Is feature_automation_sensor running, and did {asset}'s last run succeed? "
-        f"{guide_section(GUIDE_FEATURES)}"
-    )
 
 
 def horizon_start(now: datetime) -> datetime:
@@ -271,7 +317,7 @@ def judge(asset: str, readings: Sequence[ClockReading], context: dg.AssetCheckEx
         metadata[FRESH_UNTIL] = dg.MetadataValue.timestamp(min(changes).timestamp())
     elif deciding.severity == dg.AssetCheckSeverity.WARN and changes:
         metadata[ESCALATES_AT] = dg.MetadataValue.timestamp(min(changes).timestamp())
-    verdict = deciding.verdict(asset, _what_to_do(asset, now, deciding.clock))
+    verdict = deciding.verdict(asset, deciding.clock.what_to_do(asset, now))
     others = "; ".join(r.sentence() for r in readings if r is not deciding)
     description = f"{deciding.sentence()}: {verdict.sentence()}" + (f" ({others})" if others else "")
     return check_result(
@@ -362,14 +408,13 @@ def evaluate(
     instance: dg.DagsterInstance, asset: str, now: datetime, version: str, context: dg.AssetCheckExecutionContext | None = None
 ) -> dg.AssetCheckResult:
     """The data freshness of `asset` at `now`, from what it recorded (the run judging it from `context`)."""
-    key = dg.AssetKey(asset)
-    readings = [read_clock(clock, *recorded_latest(instance, key, clock, now, version), now) for clock in ASSET_CLOCKS[asset]]
-    if asset == "clean_sensor_readings" and readings[0].passed and (stalest := stalest_site(instance, now, version)):
-        # One gateway silent while the rest of the fleet reports: judged on the same SLA. When the
-        # whole landing zone is late, that is the one cause, and the sites are not judged apart.
-        site, latest = stalest
-        readings.append(ClockReading(replace(SITE_CLOCK, name=f"readings of {site}"), latest, latest, now))
-    return judge(asset, readings, context)
+    readings: dict[str, ClockReading] = {}
+    for clock in ASSET_CLOCKS[asset]:
+        if clock.judged_while and not readings[clock.judged_while].passed:
+            continue
+        if (reading := clock.read(instance, asset, now, version)) is not None:
+            readings[clock.name] = reading
+    return judge(asset, list(readings.values()), context)
 
 
 def _spec_description(asset: str) -> str:
@@ -377,19 +422,7 @@ def _spec_description(asset: str) -> str:
         alert = f"pages past {clock.sla.alert.total_seconds() / 60:.0f} min"
         return f"warns past {clock.sla.target.total_seconds() / 60:.0f} min, {alert}" if clock.sla.target else alert
 
-    parts = []
-    for clock in ASSET_CLOCKS[asset]:
-        if clock.waits_for:
-            what = "how long past its due time (45 min after it closes) the newest 1-day window that could exist is missing"
-        elif clock.window:
-            what = "how long the first window after the newest one written has been closed"
-        elif clock.key == "hydrated_at":
-            what = "now - hydrated_at of the last projection"
-        else:
-            what = "now - max(ts)"
-        parts.append(f"{what}: {limits(clock)}")
-        if clock is CLEAN_CLOCK:
-            parts.append(f"while that passes, now - the newest reading of the stalest site: {limits(SITE_CLOCK)}")
+    parts = [f"{clock.measures}: {limits(clock)}" for clock in ASSET_CLOCKS[asset]]
     return "Data time. " + "; ".join(parts) + "."
 
 
