@@ -64,6 +64,7 @@ from bench.results import source_state, write_results  # noqa: E402
 from fs_domain.features import WINDOWS  # noqa: E402
 from fs_domain.slas import CLEAN_READINGS  # noqa: E402
 from fs_resources.dagster_ui import process_tree, run_worker_pid  # noqa: E402
+from fs_sensors.online_store_schedules import online_store_watch_schedule  # noqa: E402
 
 ROUTES = ("data-engineering", "ml")
 POLL_SECONDS = 5
@@ -72,6 +73,8 @@ RECORDS_ONLY = ("dead-letter file", "alert path file")
 PROGRESS_SECONDS = 300
 DRIFT_SENSOR = "temp_evaporator"
 FEATURE_ASSETS = tuple(w.asset_name for w in WINDOWS)
+# The online store's watch ("*/15 * * * *"): Redis down is seen on its next run.
+WATCH_SECONDS = int(online_store_watch_schedule.cron_schedule.split()[0].removeprefix("*/")) * 60
 
 
 def now() -> float:
@@ -522,7 +525,16 @@ class Drill:
                 poison,
                 remove_poison,
             ),
-            Injection("redis_down", "the embedded Redis stopped", ("redis", "online"), 75, stop_redis, start_redis),
+            Injection(
+                "redis_down",
+                "the embedded Redis stopped",
+                ("redis", "online"),
+                35,
+                stop_redis,
+                start_redis,
+                # Seen by online_store_watch_schedule's lag check, every 15 minutes on the quarter hour.
+                lambda at, d: (at // WATCH_SECONDS + 1) * WATCH_SECONDS,
+            ),
             Injection(
                 "ml_webhook_refusing",
                 f"the ML webhook answering {args.ml_refusal}",
