@@ -75,12 +75,14 @@ test: setup lint
 test-unit: setup
 	$(BIN)/pytest -m unit
 
-# Style and layering: ruff (lint and format) and the import-linter contracts in pyproject.toml
-# (domain <- resources <- assets <- checks <- sensors <- location, no cycles).
+# Style and layering: ruff (lint and format), the import-linter contracts in pyproject.toml
+# (domain <- resources <- assets <- checks <- sensors <- location, no cycles), and `dg check defs`
+# (the code location loads, as `dagster dev` loads it; [tool.dg] in pyproject.toml).
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml

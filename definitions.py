@@ -4,14 +4,11 @@ import warnings
 
 import dagster as dg
 
-# single_run backfill policies and observable source assets are marked beta in dagster 1.13;
-# they are pinned with the version, so the warning on every import is noise in run logs.
+# single_run backfill policies and observable source assets are marked beta in dagster 1.13, and
+# partitioned check specs preview; they are pinned with the version, so the warning on every import
+# is noise in run logs. Nothing superseded or deprecated is used: those warnings stay on.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-# The freshness check builders are superseded by FreshnessPolicy, which we attach too; the checks
-# stay because they look at the latest partition (a backfilled old day does not count as fresh)
-# and produce check evaluations that alert_routing_sensor routes like every other check.
-warnings.filterwarnings("ignore", category=dg.SupersessionWarning)
 
 from fs_location import features, ingest, monitoring, ontology, operations, training  # noqa: E402
 from fs_resources.alerts import AlertSinkResource  # noqa: E402

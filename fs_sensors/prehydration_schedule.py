@@ -59,25 +59,37 @@ def waiting_prehydration(instance: dg.DagsterInstance) -> bool:
 PROJECTED_FEATURES = sorted({device_features_1d.key, *(a.key for a in VECTOR_SOURCES)}, key=lambda k: k.to_user_string())
 
 
-@dg.multi_asset_sensor(
-    monitored_assets=PROJECTED_FEATURES,
+# Records read per projected asset and tick: only the newest written matters (one run projects the
+# newest snapshot), so a burst beyond it costs nothing.
+RECORDS_PER_TICK = 100
+
+
+@dg.sensor(
     job=prehydration_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Pre-hydrates as soon as features the online store projects (1-day windows, served models' windows) are written, "
     "without waiting for the hour.",
 )
-def prehydration_sensor(context: dg.MultiAssetSensorEvaluationContext):
-    seen = {key: list(context.materialization_records_for_key(key)) for key in PROJECTED_FEATURES}
-    latest = {key: records[-1] for key, records in seen.items() if records}
-    if not latest:
+def prehydration_sensor(context: dg.SensorEvaluationContext):
+    # The cursor is the newest materialization seen (its storage id), over every projected asset.
+    after = int(context.cursor) if context.cursor else None
+    seen = [
+        record
+        for key in PROJECTED_FEATURES
+        for record in context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=RECORDS_PER_TICK
+        ).records
+    ]
+    if not seen:
         return dg.SkipReason("no features materialized since the last look")
+    context.update_cursor(str(max(r.storage_id for r in seen)))
     # A run that wrote no window (a day in progress for the 1-day size, or nothing to recompute)
     # leaves the projection as it was: no run for it.
-    wrote = [r for records in seen.values() for r in records if _wrote_windows(r)]
-    context.advance_cursor(latest)
+    wrote = [r for r in seen if _wrote_windows(r)]
     if not wrote:
-        return dg.SkipReason(f"{', '.join(k.to_user_string() for k in latest)} materialized without writing a window")
+        latest = sorted({r.asset_key.to_user_string() for r in seen})
+        return dg.SkipReason(f"{', '.join(latest)} materialized without writing a window")
     if waiting_prehydration(context.instance):
         return dg.SkipReason(WAITING)
     newest = max(wrote, key=lambda r: r.storage_id)

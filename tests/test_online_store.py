@@ -455,9 +455,9 @@ def test_hydrated_at_is_encoded_fixed_width_so_redis_orders_it():
 
 def _prehydration_tick(instance, cursor=None):
     from definitions import defs
-    from fs_sensors.prehydration_schedule import PROJECTED_FEATURES, prehydration_sensor
+    from fs_sensors.prehydration_schedule import prehydration_sensor
 
-    context = dg.build_multi_asset_sensor_context(monitored_assets=PROJECTED_FEATURES, instance=instance, cursor=cursor, definitions=defs)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     result = prehydration_sensor(context)
     return result, context.cursor
 
