@@ -63,8 +63,13 @@ def machine() -> dict:
     }
 
 
+# The tree as the benchmark started: the code it imported is what it measured, whatever is
+# committed or edited while it runs.
+STATE_AT_START = source_state()
+
+
 def write_results(name: str, results: dict) -> Path:
-    for key, value in (source_state() | machine()).items():
+    for key, value in (STATE_AT_START | machine()).items():
         results.setdefault(key, value)
     results.setdefault("measured_at", datetime.now(UTC).isoformat(timespec="seconds"))
     out_file = RESULTS / f"{name}.json"
