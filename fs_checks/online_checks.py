@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from fs_assets.metadata import table_metadata
 from fs_assets.ontology.objects import vector_first_day
+from fs_assets.timestamps import instant
 from fs_checks.results import check_result
 from fs_domain import slas
 from fs_domain.device import DEVICE, SERVED_STATUSES
@@ -110,7 +111,7 @@ def _expected_vectors(
         (F.col("window_duration_minutes") == model.window_minutes)
         & F.col("device_id").isin(device_ids)
         & (F.col("window_date") >= F.lit(first_day))
-        & (F.col("window_end") <= F.lit(hydrated_at).cast("timestamp"))
+        & (F.col("window_end") <= instant(hydrated_at))
     )
     latest = windows.groupBy("device_id").agg(F.max("window_end").alias("window_end"))
     names = [c for c, _ in vector_columns(model) if c != "hydrated_at"]

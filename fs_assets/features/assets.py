@@ -18,11 +18,12 @@ from pyspark.sql import functions as F
 
 from fs_assets.features import touched
 from fs_assets.features.compute import window_features
-from fs_assets.features.windows import MICROS_PER_MINUTE, window_start
+from fs_assets.features.windows import window_end, window_start
 from fs_assets.freshness import freshness_policy
 from fs_assets.ingest.assets import clean_sensor_readings
 from fs_assets.metadata import latest_key, latest_value
 from fs_assets.partitions import daily_backfill_policy, daily_partitions
+from fs_assets.timestamps import instant
 from fs_domain import slas, tables
 from fs_domain.features import WINDOWS, Window
 from fs_domain.tables import CLEAN_TABLE, FEATURES_TABLE
@@ -201,9 +202,7 @@ def _merge_touched(delta, table, clean, keys, days, minutes, version, now, run_i
         .drop("window_start")
     )
     fresh = window_features(readings, minutes, version, now)
-    closed = keys.where(
-        F.timestamp_micros(F.unix_micros("window_start") + F.lit(minutes * MICROS_PER_MINUTE)) <= F.lit(now).cast("timestamp")
-    )
+    closed = keys.where(window_end(F.col("window_start"), minutes) <= instant(now))
     source = closed.join(fresh, on=["device_id", "window_start"], how="left").withColumn("_gone", F.col("window_date").isNull())
     partitions = replace_where_predicate({"t.window_date": days, "t.window_duration_minutes": [minutes]})
     on = f"{partitions} AND t.device_id = s.device_id AND t.window_start = s.window_start"

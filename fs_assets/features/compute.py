@@ -17,7 +17,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fs_assets.features import kernels
-from fs_assets.features.windows import MICROS_PER_MINUTE, closed_until
+from fs_assets.features.windows import closed_until, window_end
+from fs_assets.timestamps import instant
 from fs_domain.contract import SENSOR_NAMES
 from fs_domain.features import FEATURES, features_for
 from fs_resources.schemas import features_spark_schema
@@ -57,7 +58,7 @@ def window_features(clean: DataFrame, minutes: int, version: str, computed_at: d
     """One row per (device, window of `minutes`) present in `clean` and ended by `computed_at`, with every feature of `version`."""
     # Readings of windows still open are not read: on a day in progress the 1-day size reads nothing
     # (Delta skips every file of the day by its ts statistics) instead of computing the day to drop it.
-    closed = F.col("ts") < F.lit(closed_until(computed_at, minutes)).cast("timestamp")
+    closed = F.col("ts") < instant(closed_until(computed_at, minutes))
     readings = clean.where(closed).select("device_id", "ts", *SENSOR_NAMES)
     features = (
         readings.repartition("device_id")
@@ -73,13 +74,13 @@ def window_features(clean: DataFrame, minutes: int, version: str, computed_at: d
 
 def _finish(features: DataFrame, minutes: int, version: str, computed_at: datetime) -> DataFrame:
     features = (
-        features.withColumn("window_end", F.timestamp_micros(F.unix_micros("window_start") + F.lit(minutes * MICROS_PER_MINUTE)))
+        features.withColumn("window_end", window_end(F.col("window_start"), minutes))
         # A window still running at `computed_at` (today's, on a live landing zone) is not written:
         # its values would be served as if final. The next run, after it ends, computes it.
-        .where(F.col("window_end") <= F.lit(computed_at).cast("timestamp"))
+        .where(F.col("window_end") <= instant(computed_at))
         .withColumn("window_duration_minutes", F.lit(minutes).cast("int"))
         .withColumn("window_date", F.to_date("window_start"))
-        .withColumn("computed_at", F.lit(computed_at).cast("timestamp"))
+        .withColumn("computed_at", instant(computed_at))
         .withColumn("feature_set_version", F.lit(version))
     )
     schema = features_spark_schema(version)

@@ -25,7 +25,8 @@ import dagster as dg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fs_assets.features.windows import MICROS_PER_MINUTE, closed_until, window_start
+from fs_assets.features.windows import closed_until, window_end, window_start
+from fs_assets.timestamps import instant
 from fs_resources.change_feed import TableIdentity, feed_range
 from fs_resources.delta import DeltaTables
 
@@ -33,7 +34,6 @@ CLEAN_VERSION_KEY = "clean_delta_version"
 CLEAN_TABLE_ID_KEY = "clean_table_id"
 CLEAN_FEED_KEY = "clean_change_feed"
 FALLBACK_KEY = "change_feed_fallback"
-TEXT = "%Y-%m-%d %H:%M:%S.%f"  # a UTC instant as Spark's timestamp text
 COMPUTED_AT_KEY = "computed_at"
 VERSION_KEY = "feature_set_version"
 # Per feature set version the run wrote: what it read and when (the flat keys above are the
@@ -143,10 +143,6 @@ def plan(
     return result
 
 
-def _window_end(start: F.Column, minutes: int) -> F.Column:
-    return F.timestamp_micros(F.unix_micros(start) + F.lit(minutes * MICROS_PER_MINUTE))
-
-
 def touched_windows(
     delta: DeltaTables, table: str, clean: DataFrame, clean_version: int, plan: Plan, minutes: int, now: datetime
 ) -> DataFrame:
@@ -157,7 +153,6 @@ def touched_windows(
     changed = clean.limit(0).select("device_id", "ts")
     if since < clean_version:
         changed = delta.changes(table, since + 1, clean_version).where(F.col("reading_date").isin(days)).select("device_id", "ts")
-    now_text = now.strftime(TEXT)
     keys = changed.select("device_id", window_start(F.col("ts"), minutes).alias("window_start"))
     just_closed = []
     for day in days:
@@ -168,13 +163,11 @@ def touched_windows(
         open_then, open_now = closed_until(plan.since[day].computed_at, minutes), closed_until(now, minutes)
         if open_now <= open_then:
             continue
-        recent = (F.col("ts") >= F.lit(open_then.strftime(TEXT)).cast("timestamp")) & (
-            F.col("ts") < F.lit(open_now.strftime(TEXT)).cast("timestamp")
-        )
+        recent = (F.col("ts") >= instant(open_then)) & (F.col("ts") < instant(open_now))
         starts = clean.where((F.col("reading_date") == day) & recent)
         just_closed.append(starts.select("device_id", window_start(F.col("ts"), minutes).alias("window_start")))
     for frame in just_closed:
         keys = keys.unionByName(frame)
     # A window still open is not written; a later run recomputes it as just closed.
-    closed = _window_end(F.col("window_start"), minutes) <= F.lit(now_text).cast("timestamp")
+    closed = window_end(F.col("window_start"), minutes) <= instant(now)
     return keys.where(closed).distinct()

@@ -8,6 +8,11 @@ from pyspark.sql import functions as F
 MICROS_PER_MINUTE = 60_000_000
 
 
+def window_end(start: Column, minutes: int) -> Column:
+    """The end (exclusive) of the window of `minutes` that begins at `start`."""
+    return F.timestamp_micros(F.unix_micros(start) + F.lit(minutes * MICROS_PER_MINUTE))
+
+
 def window_start(ts: Column, minutes: int) -> Column:
     micros = F.unix_micros(ts)
     size = minutes * MICROS_PER_MINUTE

@@ -21,6 +21,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from fs_assets.timestamps import instant
 from fs_domain.contract import (
     DEVICE_ID_JAVA_REGEX,
     FUTURE_TOLERANCE,
@@ -209,7 +210,7 @@ def quarantine_rows(judged: DataFrame, with_paths: Callable[[DataFrame], DataFra
             F.when(F.col("text_format"), F.col("_offset") + F.col("row_order") - F.col("_first")).otherwise(F.col("source_row")),
         )
         .withColumn("landing_date", F.to_date("landing_date"))
-        .withColumn("quarantined_at", F.lit(now).cast("timestamp"))
+        .withColumn("quarantined_at", instant(now))
         .withColumn("readmitted_at", F.lit(None).cast("timestamp"))
         .withColumn("readmission", F.lit(None).cast("string"))
         .select(*QUARANTINE_COLUMNS)

@@ -42,6 +42,7 @@ from pyspark.sql import types as T
 
 from fs_assets.ingest import cleaning, incremental
 from fs_assets.ingest.accounting import DayBooks
+from fs_assets.timestamps import instant
 from fs_domain.contract import FUTURE_TOLERANCE, LANDING_COLUMNS, SENSOR_NAMES, Reason
 from fs_domain.tables import CLEAN_TABLE, QUARANTINE_TABLE
 from fs_resources.delta import DeltaTables, DeltaWrite, replace_where_predicate
@@ -196,7 +197,7 @@ def _apply(delta, judged: DataFrame, files: DataFrame, now: datetime, run_id: st
         .where(F.col("reason") == F.col("old_reason"))
         .withColumn("reason", F.coalesce("new_reason", "reason"))
         .withColumn("detail", F.when(kept_now, F.col("detail")).otherwise(F.col("new_detail")))
-        .withColumn("readmitted_at", F.when(kept_now, F.lit(now).cast("timestamp")))
+        .withColumn("readmitted_at", F.when(kept_now, instant(now)))
         .withColumn("readmission", F.when(kept_now, F.col("outcome")))
         .select(*cleaning.QUARANTINE_COLUMNS, "old_reason")
     )

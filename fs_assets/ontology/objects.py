@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fs_assets.timestamps import instant
 from fs_domain.device import ANOMALY_SCORE_COLUMNS, DEVICE, SERVED_STATUSES
 from fs_domain.models import VECTOR_LOOKBACK_DAYS, ModelSpec, vector_columns
 
@@ -18,7 +19,7 @@ def device_objects_frame(features: DataFrame, registry: DataFrame, scores: DataF
     `ANOMALY_SCORE_COLUMNS`; a column a table written before it existed lacks is NULL) or None before
     any exist. Windows and scores ending after `hydrated_at` are not known yet and never count.
     """
-    as_of = F.lit(hydrated_at).cast("timestamp")
+    as_of = instant(hydrated_at)
     minutes = DEVICE.feature_window_minutes
     feature_props = DEVICE.from_source("feature")
     latest = (
@@ -82,7 +83,7 @@ def model_vectors_frame(features: DataFrame, objects: DataFrame, model: ModelSpe
     Only windows of the newest days are read (`vector_first_day`): the scan stays a few
     partitions at any history length, and a device silent for longer than the lookback has no
     current vector (its entry is removed, so a read says None rather than serving old inputs)."""
-    as_of = F.lit(hydrated_at).cast("timestamp")
+    as_of = instant(hydrated_at)
     columns = vector_columns(model)
     window = [c for c, _ in columns if c != "hydrated_at"]
     first_day = vector_first_day(features, model, hydrated_at)

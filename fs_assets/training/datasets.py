@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from fs_assets.timestamps import instant
 
 
 def sample_entities(device_ids: list[str], start: datetime, end: datetime, every: timedelta) -> pd.DataFrame:
@@ -63,8 +65,8 @@ def sample_entities_spark(
     devices = registry.select("device_id").distinct()
     if device_share < 1.0:
         devices = devices.where((F.abs(F.xxhash64("device_id", F.lit(seed))) % 1_000_000) < F.lit(int(device_share * 1_000_000)))
-    first = F.lit((start + every).astimezone(UTC).replace(tzinfo=None)).cast("timestamp")
-    last = F.lit(end.astimezone(UTC).replace(tzinfo=None)).cast("timestamp")
+    first = instant(start + every)
+    last = instant(end)
     if start + every > end:
         return devices.select("device_id", F.lit(None).cast("timestamp").alias("event_time")).limit(0)
     times = F.sequence(first, last, F.expr(f"INTERVAL {step_seconds} SECONDS"))

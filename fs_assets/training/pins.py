@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fs_assets.timestamps import instant
 from fs_domain.models import ModelSpec
 from fs_domain.tables import pin_table, training_table
 from fs_resources.delta import DeltaTables, DeltaWrite
@@ -50,7 +51,7 @@ def training_rows(joined: DataFrame, model: ModelSpec, as_of: datetime, features
         "hours_to_event",
         *[F.col(f).cast("double").alias(f) for f in model.features],
         "feature_window_end",
-        F.lit(as_of.astimezone(UTC).replace(tzinfo=None)).cast("timestamp").alias("features_as_of"),
+        instant(as_of).alias("features_as_of"),
         F.lit(features_version).cast("long").alias("features_delta_version"),
         F.lit(maintenance_version).cast("long").alias("maintenance_delta_version"),
     )
