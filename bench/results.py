@@ -25,7 +25,9 @@ def source_state(measured: tuple[str, ...] = ()) -> dict:
     if measured:
         state["measured_files_changed_since_commit"] = [line[3:] for line in git("status", "--porcelain", "--", *measured).splitlines()]
     else:
-        state["uncommitted_changes"] = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+        # Results files written earlier (by this benchmark's siblings in one batch) are not code.
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+        state["uncommitted_changes"] = bool(changed.strip())
     return state
 
 
