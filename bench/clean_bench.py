@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         session = resources["spark"].spark_session  # started with the resource's own settings (FS_SPARK_DRIVER_MEMORY)
         driver_memory = session.sparkContext.getConf().get("spark.driver.memory")
         ours, theirs, ours_peak, theirs_peak = [], [], [], []
-        counts = {}
+        counts, steps = {}, []
         with dg.instance_for_test() as instance:
             assert dg.materialize([device_registry], resources=resources, instance=instance).success
             for repeat in range(args.repeats):
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 (event,) = result.get_asset_materialization_events()
                 md = event.materialization.metadata
                 counts["ours"] = (md["clean_rows_added"].value, md["quarantined_rows"].value)
+                steps.append(md["step_seconds"].value)
                 out = Path(tmp) / f"duckdb-{repeat}"
                 with PeakMemory() as memory:
                     started = time.perf_counter()
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         "files": files,
         "repeats": args.repeats,
         **against_reference(ours, theirs, ours_peak, theirs_peak),
+        # Where each of our runs spent its time, step by step (the asset's own `step_seconds`).
+        "ours_step_seconds_all": steps,
         "rows_agree": counts["ours"] == tuple(counts["duckdb"]),
         "clean_and_quarantined_rows": {k: list(v) for k, v in counts.items()},
         "duckdb_version": duckdb.__version__,

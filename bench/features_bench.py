@@ -204,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         **against_reference(ours_s, theirs_s, ours_peak, theirs_peak),
         "max_relative_difference": worst,
-        "ours_seconds_all": [round(t, 1) for t in ours_s],
-        "duckdb_seconds_all": [round(t, 1) for t in theirs_s],
         "duckdb_version": duckdb.__version__,
         "spark_driver_memory": spark.sparkContext.getConf().get("spark.driver.memory"),
         "note": "ours: the three feature assets materialized (Delta in and out, their in-step checks); duckdb: the same "

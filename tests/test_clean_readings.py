@@ -77,6 +77,10 @@ def test_simulated_day_balances_its_books_against_an_independent_count(spark, re
     assert sum(md["flagged_values_by_sensor"].values()) > 0
     flagged = clean_rows(spark, DAY).where("size(quality_flags) > 0").count()
     assert flagged > 0
+    # Where the run's time went, step by step, within the run's own seconds.
+    steps = md["step_seconds"]
+    assert list(steps) == ["plan", "stage", "read", "write_rows", "write_ledger", "rejudge", "day_books"], steps
+    assert all(t >= 0 for t in steps.values()) and sum(steps.values()) <= md["seconds"]
 
 
 def test_rerunning_a_partition_leaves_identical_table_contents(spark, resources, instance, simulated_day):

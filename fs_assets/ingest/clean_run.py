@@ -11,6 +11,7 @@
    against the tables, the sites behind the fleet, and the run's metadata and in-step checks.
 """
 
+import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +97,20 @@ class Written:
     merged_files: list[str] = field(default_factory=list)
 
 
+def _timed(step):
+    """Adds the step's wall time to the run's `step_seconds` (in its metadata: where a run's time goes)."""
+
+    @functools.wraps(step)
+    def timed(self, *args, **kwargs):
+        started = time.monotonic()
+        try:
+            return step(self, *args, **kwargs)
+        finally:
+            self.step_seconds[step.__name__] = round(time.monotonic() - started, 2)
+
+    return timed
+
+
 class CleanRun:
     """One run over its partitions' days: the registry pinned at its start, the landing zone, its
     config (`fs_assets.ingest.assets.IngestConfig`), and `now`, the clock every verdict is judged by
@@ -105,6 +120,7 @@ class CleanRun:
         self.context, self.config, self.delta = context, config, delta
         self.session = delta.session
         self.started = time.monotonic()
+        self.step_seconds: dict[str, float] = {}
         self.days = list(context.partition_keys)
         self.run_started = datetime.now(UTC)  # no landing file is taken as ingested later than this (a clock ahead)
         try:
@@ -117,6 +133,7 @@ class CleanRun:
         self.policy, self.limits = config.read_policy(), config.limits()
         self.now = self.run_started
 
+    @_timed
     def plan(self) -> Batch:
         delta, days, log = self.delta, self.days, self.context.log
         listed = {day: landing.list_landing_files(self.fs, self.root, day) for day in days}
@@ -133,6 +150,7 @@ class CleanRun:
             log.info(f"{p.day}: {'rebuild from' if p.rebuild else 'incremental,'} {len(p.to_read)} file(s) to read ({p.why})")
         return Batch(plans, known, ignored, batch_id, held_version, rereads)
 
+    @_timed
     def stage(self, batch: Batch) -> landing.Staged:
         """Footers and header lines first: they size the read."""
         try:
@@ -166,6 +184,7 @@ class CleanRun:
                 self.context.log.info(f"about {estimated:,} raw rows: {partitions} shuffle partitions")
             yield
 
+    @_timed
     def read(self, batch: Batch, staged: landing.Staged) -> Read:
         """Spark reads every file here (the first action on the judged rows): a failure naming a file
         refuses it and the others are read again, or the whole read is retried while the failure may pass."""
@@ -218,6 +237,7 @@ class CleanRun:
             _refuse_shrinking(self.delta, {day: read.books[day].clean_rows for day in batch.rebuilt})
         return read
 
+    @_timed
     def write_rows(self, batch: Batch, read: Read) -> Written:
         delta, run_id, inputs = self.delta, self.context.run_id, self.inputs
         rebuilt, replaced, merged = batch.rebuilt, batch.replaced, batch.merged
@@ -283,6 +303,7 @@ class CleanRun:
             outcome.release()
         return written
 
+    @_timed
     def write_ledger(self, batch: Batch, read: Read, written: Written) -> None:
         delta, run_id, report = self.delta, self.context.run_id, read.staged.report
         rebuilt, replaced, merged = batch.rebuilt, batch.replaced, batch.merged
@@ -348,9 +369,14 @@ class CleanRun:
         if delta.exists(CLEAN_TABLE):
             delta.set_properties(CLEAN_TABLE, CLEAN_TABLE_PROPERTIES)  # a table written before they were set
         # Quarantine verdicts that depend on the registry or the clock, judged again with this run's.
+        started = time.monotonic()
         rejudged = rejudgement.rejudge(delta, days, self.registry, self.now, self.context.run_id, self.inputs)
+        self.step_seconds["rejudge"] = round(time.monotonic() - started, 2)
+        started = time.monotonic()
         day_books, newest_by_site = _day_books(delta, days, self.registry)
         fleet_newest = max((b.latest_ts for b in day_books.values() if b.latest_ts), default=None)
+        lagging = _lagging_sites(self.registry, self.fs, days, newest_by_site, fleet_newest)
+        self.step_seconds["day_books"] = round(time.monotonic() - started, 2)
         totals = _totals(read.books)
         # A file rewritten between its footer and its read, say: the run that read it says so, blocking.
         read_in_part = {
@@ -396,10 +422,10 @@ class CleanRun:
                 "batch_id": batch.id,
                 **rejudged.metadata(),
                 latest_key("ts"): latest_value(fleet_newest),
-                site_clock.LAGGING_SITES_KEY: dg.MetadataValue.json(
-                    _lagging_sites(self.registry, self.fs, days, newest_by_site, fleet_newest)
-                ),
+                site_clock.LAGGING_SITES_KEY: dg.MetadataValue.json(lagging),
                 "seconds": round(time.monotonic() - self.started, 2),
+                # Where the run's time went: each step above, the quarantine judged again, the books and sites.
+                "step_seconds": dg.MetadataValue.json(self.step_seconds),
             },
             check_results=[
                 evaluate_accounting(read.books, day_books, judged, read_in_part),
