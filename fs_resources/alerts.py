@@ -44,6 +44,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
+import tenacity
 from pydantic import Field, model_validator
 
 ROUTE_DATA_ENGINEERING = "data-engineering"
@@ -461,29 +462,40 @@ class AlertSinkResource(dg.ConfigurableResource):
         return None, tried
 
     def _post(self, url: str, body: dict, attempts: int, log, label: str) -> Delivery:
+        """POST `body`, tried again with exponential backoff while the answer may change (a network
+        error, a 5xx, 408 or 429); a refusal (another 4xx) is final at once."""
         data = json.dumps(body, default=str).encode()
         target, headers = _with_basic_auth(url)
-        problem = ""
-        for attempt in range(1, attempts + 1):
+
+        def post() -> Delivery:
             try:
                 request = urllib.request.Request(target, data=data, headers=headers, method="POST")
                 with _OPENER.open(request, timeout=self.timeout_seconds) as response:
                     if 200 <= response.status < 300:
                         return Delivery(Outcome.DELIVERED)
-                    problem = f"HTTP {response.status}"
+                    return Delivery(Outcome.RETRY, f"HTTP {response.status}")
             except urllib.error.HTTPError as exc:
                 problem = f"HTTP {exc.code}" + (" (redirect, not followed)" if 300 <= exc.code < 400 else "")
                 if 400 <= exc.code < 500 and exc.code not in RETRYABLE_CLIENT_ERRORS:
                     if log is not None:
                         log(f"{label} refused by {safe_endpoint(url)} ({problem}): set aside, not retried")
                     return Delivery(Outcome.REFUSED, problem)
+                return Delivery(Outcome.RETRY, problem)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                problem = type(getattr(exc, "reason", exc)).__name__
-            if log is not None:
-                log(f"{label} to {safe_endpoint(url)}: attempt {attempt}/{attempts} failed ({problem})")
-            if attempt < attempts:
-                time.sleep(0.5 * 2 ** (attempt - 1))
-        return Delivery(Outcome.RETRY, problem)
+                return Delivery(Outcome.RETRY, type(getattr(exc, "reason", exc)).__name__)
+
+        def after(state: tenacity.RetryCallState) -> None:
+            delivery = state.outcome.result() if state.outcome else None
+            if log is not None and delivery is not None and delivery.outcome is Outcome.RETRY:
+                log(f"{label} to {safe_endpoint(url)}: attempt {state.attempt_number}/{attempts} failed ({delivery.detail})")
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda delivery: delivery.outcome is Outcome.RETRY),
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=tenacity.wait_exponential(multiplier=0.5),
+            after=after,
+            retry_error_callback=lambda state: state.outcome.result(),  # the last answer, kept for the next tick
+        )(post)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

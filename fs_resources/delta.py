@@ -20,7 +20,6 @@ the steps already committed (`batch_commit`) and does not apply them twice.
 
 import logging
 import random
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+import tenacity
 from pydantic import Field
 
 from fs_resources import settings
@@ -362,31 +362,46 @@ class DeltaTables(dg.ConfigurableResource):
 
         token = f"fs-write:{run_id or '-'}:{uuid.uuid4().hex}" + (f":batch={batch}" if batch else "")
         conflicts = _conflicts()
-        for attempt in range(self.commit_retries + 1):
+        before = self.version(table)
+
+        def attempt_save() -> None:
+            nonlocal before
             before = self.version(table)
-            try:
-                save(token)
-                break
-            except conflicts as error:
-                if attempt == self.commit_retries:
-                    raise DeltaCommitConflict(
-                        f"Writing {table!r} was refused {attempt + 1} times because another run committed to the same "
-                        f"partitions first ({type(error).__name__}); nothing of this write is visible. Re-run it, or raise "
-                        f"`commit_retries` on the delta resource if runs on these partitions often overlap."
-                    ) from error
-                moved = {t: (v, self.version(t)) for t, v in inputs.items() if self.version(t) != v}
-                if moved:
-                    raise DeltaInputsChanged(
-                        f"Writing {table!r} was refused because another run committed to the same partitions first "
-                        f"({type(error).__name__}), and what this write was computed from has changed since: "
-                        + ", ".join(f"{t} v{was} -> v{now}" for t, (was, now) in moved.items())
-                        + ". Repeating it would write stale results; nothing of this write is visible. Re-run it to compute from the new data."
-                    ) from error
-                pause = self.retry_backoff_seconds * (2**attempt) * (1 + random.random())
-                log.warning(
-                    "%s: commit refused (%s), another run wrote the same partitions; retrying in %.1f s", table, type(error).__name__, pause
-                )
-                time.sleep(pause)
+            save(token)
+
+        def refused(state: tenacity.RetryCallState) -> bool:
+            """Whether to try again: a conflict, with retries left and this write's inputs unchanged."""
+            error = state.outcome.exception() if state.outcome else None
+            if not isinstance(error, conflicts):
+                return False
+            if state.attempt_number > self.commit_retries:
+                raise DeltaCommitConflict(
+                    f"Writing {table!r} was refused {state.attempt_number} times because another run committed to the same "
+                    f"partitions first ({type(error).__name__}); nothing of this write is visible. Re-run it, or raise "
+                    f"`commit_retries` on the delta resource if runs on these partitions often overlap."
+                ) from error
+            moved = {t: (v, self.version(t)) for t, v in inputs.items() if self.version(t) != v}
+            if moved:
+                raise DeltaInputsChanged(
+                    f"Writing {table!r} was refused because another run committed to the same partitions first "
+                    f"({type(error).__name__}), and what this write was computed from has changed since: "
+                    + ", ".join(f"{t} v{was} -> v{now}" for t, (was, now) in moved.items())
+                    + ". Repeating it would write stale results; nothing of this write is visible. Re-run it to compute from the new data."
+                ) from error
+            return True
+
+        def pause(state: tenacity.RetryCallState) -> float:
+            # Jittered: two runs refused by each other do not retry in step.
+            return self.retry_backoff_seconds * 2 ** (state.attempt_number - 1) * (1 + random.random())
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            sleep = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                "%s: commit refused (%s), another run wrote the same partitions; retrying in %.1f s", table, type(error).__name__, sleep
+            )
+
+        tenacity.Retrying(retry=refused, stop=tenacity.stop_never, wait=pause, before_sleep=before_sleep, reraise=True)(attempt_save)
         # The commit is found by its token, not as "the latest": another writer may have committed since.
         commits = DeltaTable.forPath(self.session, self.path(table)).history(COMMIT_LOOKBACK).where(f"userMetadata = '{token}'").collect()
         if not commits and self.version(table) == before:

@@ -17,6 +17,7 @@ instead of starting a second server beside it (`probe` tells loading from down).
 
 from __future__ import annotations
 
+import argparse
 import enum
 import fcntl
 import os
@@ -297,7 +298,9 @@ class EmbeddedRedis:
 def main(argv: list[str] | None = None) -> int:
     """`python -m fs_resources.embedded_redis start|stop|url`: manage the embedded server (`start` shows the URL
     with its password redacted; `url` prints it whole, for REDIS_URL=$(...))."""
-    command = (argv or sys.argv[1:] or ["url"])[0]
+    parser = argparse.ArgumentParser(prog="python -m fs_resources.embedded_redis", description=main.__doc__)
+    parser.add_argument("command", nargs="?", choices=("start", "stop", "url"), default="url")
+    command = parser.parse_args(argv).command
     server = EmbeddedRedis()
     if command == "start":
         print(redact(server.start()))

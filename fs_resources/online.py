@@ -35,6 +35,7 @@ from functools import lru_cache
 
 import pyarrow as pa
 import redis
+import tenacity
 
 from fs_domain.contract import DEVICE_ID_PATTERN
 from fs_domain.device import DEVICE, SERVED_STATUSES
@@ -565,22 +566,30 @@ class _Retrying:
         return self.read(round_trip)
 
     def read(self, fn: Callable):
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                attempt += 1
-                if attempt > self.retries:
-                    raise OnlineStoreUnavailable(
-                        f"Redis unreachable after {attempt} attempts ({type(exc).__name__}: {redact(str(exc))}); "
-                        "devices written before the failure are complete and newer, every other entry is unchanged; "
-                        "the next run completes the projection"
-                    ) from exc
-                wait = self.backoff * 2 ** (attempt - 1)
-                self.report.retries += 1
-                self.log(f"Redis call failed ({type(exc).__name__}); retry {attempt}/{self.retries} in {wait:.1f} s")
-                time.sleep(wait)
+        """`fn()`, tried again with exponential backoff while Redis is unreachable or slow."""
+        transient = (redis.ConnectionError, redis.TimeoutError)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            self.report.retries += 1
+            error = state.outcome.exception() if state.outcome else None
+            pause = state.next_action.sleep if state.next_action else 0.0
+            self.log(f"Redis call failed ({type(error).__name__}); retry {state.attempt_number}/{self.retries} in {pause:.1f} s")
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(transient),
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except transient as exc:
+            raise OnlineStoreUnavailable(
+                f"Redis unreachable after {self.retries + 1} attempts ({type(exc).__name__}: {redact(str(exc))}); "
+                "devices written before the failure are complete and newer, every other entry is unchanged; "
+                "the next run completes the projection"
+            ) from exc
 
 
 ARROW_TYPES = {

@@ -9,6 +9,7 @@ bundles, and the AWS SDK it depends on), resolved and cached the same way.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -316,8 +317,11 @@ class DeltaSparkResource(PySparkResource):
 def main(argv: list[str] | None = None) -> int:
     """`python -m fs_resources.spark [--s3]`: check Java and resolve the Delta JARs (and, for an
     `s3a://` data root or with `--s3`, the S3 connector's) into the cache once."""
+    parser = argparse.ArgumentParser(prog="python -m fs_resources.spark", description=main.__doc__)
+    parser.add_argument("--s3", action="store_true", help="also resolve the S3 connector's JARs")
+    args = parser.parse_args(argv)
     check_java()
-    object_store = "--s3" in (sys.argv[1:] if argv is None else argv) or settings.data_root_is_s3()
+    object_store = args.s3 or settings.data_root_is_s3()
     packages = ", ".join(spark_packages(object_store))
     if cached_jars(spark_packages(object_store)):
         print(f"JARs cached in {settings.jars_cache_dir()} ({packages})")
