@@ -119,6 +119,7 @@ drill-oncall: setup
 docs: setup
 	$(BIN)/python -m fs_domain.features v2 > docs/features.md
 	$(BIN)/python -m fs_domain.device > docs/device_object.md
+	$(BIN)/python bench/performance_page.py
 
 # The operator guide's pictures: this project's UI in a real headless Chromium (Debian's package).
 screenshots: setup

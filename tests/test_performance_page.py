@@ -1,0 +1,31 @@
+"""docs/performance.md is what `bench/performance_page.py` writes from the results files as they are:
+a figure and its file cannot disagree."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import performance_page  # noqa: E402
+
+
+@pytest.mark.unit
+def test_the_performance_page_is_generated_from_the_results_files_as_they_are():
+    assert performance_page.PAGE.read_text() == performance_page.page(), "run `make docs` (bench/performance_page.py)"
+
+
+@pytest.mark.unit
+def test_every_results_file_has_a_section_and_a_missing_commit_is_said(tmp_path):
+    for f in performance_page.RESULTS.glob("*.json"):
+        (tmp_path / f.name).write_text(f.read_text())
+    stale = json.loads((tmp_path / "clean.json").read_text())
+    del stale["commit"]
+    (tmp_path / "clean.json").write_text(json.dumps(stale))
+    text = performance_page.page(tmp_path)
+    assert "Other results files" not in text and "(figures not read)" not in text
+    clean = text.split("`clean.json`", 1)[1].split("## ", 1)[0]
+    assert "**no commit recorded**" in clean and "ratio, ours / DuckDB" in clean
