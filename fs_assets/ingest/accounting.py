@@ -187,3 +187,17 @@ def evaluate_schema_drift(extra: dict[str, list[str]], missing: dict[str, list[s
             ),
         },
     )
+
+
+def refuse_shrinking(shrinking: dict[str, tuple[int, int]], what: str) -> None:
+    """Fail before anything is written when a day would keep far fewer clean rows than it holds
+    (`shrinking`: day -> (rows held, rows it would keep), the days under `MIN_KEPT_SHARE`): files
+    that vanished must not empty their day. `what` names the write refused."""
+    if not shrinking:
+        return
+    detail = ", ".join(f"{day}: {was:,} -> {now:,} rows" for day, (was, now) in sorted(shrinking.items()))
+    raise dg.Failure(
+        description=f"refused to {what}: the day would keep far fewer clean rows ({detail}). Are its landing files gone? "
+        f"Nothing was written. Restore the files, or re-run with run config `allow_shrink: true` to write it anyway.",
+        metadata={"shrinking_days": dg.MetadataValue.json(sorted(shrinking))},
+    )

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from fs_assets.ingest import cleaning, incremental, landing, ledger, read_failures, rejudgement, site_clock
 from fs_assets.ingest import replaced_files as replacing
-from fs_assets.ingest.accounting import DayBooks, Judged, ReadInPart, evaluate_accounting, evaluate_schema_drift
+from fs_assets.ingest.accounting import DayBooks, Judged, ReadInPart, evaluate_accounting, evaluate_schema_drift, refuse_shrinking
 from fs_assets.ingest.cleaning import CLEAN_COLUMNS
 from fs_assets.ingest.expected_gaps import ExpectedGapsError, read_expected_gaps
 from fs_assets.metadata import latest_key, latest_value, table_metadata
@@ -554,10 +554,4 @@ def _refuse_shrinking(delta: DeltaTables, new_rows: dict[str, int]) -> None:
         for r in delta.read(CLEAN_TABLE).where(F.col("reading_date").isin(list(new_rows))).groupBy("reading_date").count().collect()
     }
     shrinking = {day: (held[day], n) for day, n in new_rows.items() if held.get(day, 0) and n < held[day] * MIN_KEPT_SHARE}
-    if shrinking:
-        detail = ", ".join(f"{day}: {was:,} -> {now:,} rows" for day, (was, now) in sorted(shrinking.items()))
-        raise dg.Failure(
-            description=f"refused to replace clean readings with far fewer rows ({detail}): are that day's landing files gone? "
-            f"Nothing was written. Restore the files, or re-run with run config `allow_shrink: true` to replace the day anyway.",
-            metadata={"shrinking_days": dg.MetadataValue.json(sorted(shrinking))},
-        )
+    refuse_shrinking(shrinking, "replace clean readings")

@@ -33,12 +33,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import dagster as dg
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fs_assets.ingest import ledger as ledger_mod
+from fs_assets.ingest.accounting import refuse_shrinking
 from fs_assets.ingest.cleaning import CLEAN_COLUMNS, FileAccounting, PartitionAccounting
 from fs_assets.ingest.ledger import DayPlan, Entry
 from fs_domain.contract import MIN_KEPT_SHARE
@@ -283,13 +283,7 @@ def replace_keys(
 def _refuse_shrinking(held: DataFrame, result: KeyReplacement) -> None:
     totals = {r["d"]: r["count"] for r in held.groupBy(F.col("reading_date").cast("string").alias("d")).count().collect()}
     shrinking = {day: (n, n + result.change(day)) for day, n in totals.items() if n and n + result.change(day) < n * MIN_KEPT_SHARE}
-    if shrinking:
-        detail = ", ".join(f"{day}: {was:,} -> {now:,} rows" for day, (was, now) in sorted(shrinking.items()))
-        raise dg.Failure(
-            description=f"refused to replace the keys of rewritten or vanished landing files: the day would keep far fewer clean rows "
-            f"({detail}). Nothing was written. Restore the files, or re-run with run config `allow_shrink: true`.",
-            metadata={"shrinking_days": dg.MetadataValue.json(sorted(shrinking))},
-        )
+    refuse_shrinking(shrinking, "replace the keys of rewritten or vanished landing files")
 
 
 def readmitted_replaced(delta: DeltaTables, plans: list[DayPlan], batch_quarantine_step: str) -> dict[str, int]:
