@@ -91,7 +91,9 @@ def test_a_reading_stamped_ahead_is_judged_again_once_its_time_has_passed(spark,
     day = stamped.date()
     registry(data_root, ["dev-a"])
     frame = readings("dev-a", day, range(2))
-    frame["ts"] = [pd.Timestamp(stamped - timedelta(hours=1)), pd.Timestamp(stamped)]
+    # The gateway's other reading is on time and on the same day, whatever the hour the test runs at.
+    earlier = max(stamped - timedelta(hours=1), datetime.combine(day, datetime.min.time(), UTC))
+    frame["ts"] = [pd.Timestamp(earlier), pd.Timestamp(stamped)]
     write_readings(data_root, day, "ahead.parquet", frame)
     materialize_registry(resources, instance)
     first = materialize_clean(resources, instance, day.isoformat())
