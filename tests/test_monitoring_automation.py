@@ -56,3 +56,23 @@ def test_monitoring_follows_its_days_features_not_registry_updates_or_promotions
         _materialized(instance, device_features_1d, DAY)
         requested, cursor = _requested(instance, cursor)
         assert requested == {(key, DAY) for key in MONITORING}
+
+
+def test_monitoring_is_requested_while_its_days_features_are_being_computed_again():
+    """On a live store the day's features are recomputed run after run: scores that waited for a
+    moment with no features run in progress would wait for hours, and a drifting sensor with them."""
+    with dg.instance_for_test() as instance:
+        _, cursor = _requested(instance, None)
+        for features in (device_features_1h, device_features_1d):
+            _materialized(instance, features, DAY)
+        for model in MODEL_NAMES:
+            _materialized(instance, promoted_reference, model)
+        _materialized(instance, device_registry)
+        # The next features run of the day has started (planned, not finished).
+        job = dg.Definitions(
+            assets=[device_features_1h], resources={k: dg.ResourceDefinition.none_resource() for k in ("delta", "feature_store", "spark")}
+        ).resolve_implicit_global_asset_job_def()
+        run = instance.create_run_for_job(job, asset_selection=frozenset({device_features_1h.key}), tags={"dagster/partition": DAY})
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+        requested, cursor = _requested(instance, cursor)
+        assert requested == {(key, DAY) for key in MONITORING}

@@ -208,12 +208,16 @@ def _monitoring_deps() -> list:
 # change (late data), once every model has a promoted reference (before that a dep is missing and
 # nothing is requested). A registry update or a promotion is read by the next run of each day but
 # does not by itself re-request every day ever scored.
+# Unlike the features, they do not wait for their inputs to be idle: on a live store today's
+# features are recomputed run after run, and scores that waited for a gap waited 30 minutes and
+# more behind them (a drifting sensor paged that late). A run reads the features' committed
+# version; an update during it requests the next run, so at most one run of a day trails the newest
+# features.
 MONITORING_AUTOMATION = (
     dg.AutomationCondition.any_deps_updated()
     .ignore(dg.AssetSelection.assets(device_registry, promoted_reference))
     .since(dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated())
     & ~dg.AutomationCondition.any_deps_missing()
-    & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("after its day's features change")
 
