@@ -136,6 +136,24 @@ def spark(request):
     session.stop()
 
 
+@pytest.fixture(scope="module")
+def generated_code(spark):
+    """Spark's generated code back on for one module (`pytestmark = pytest.mark.usefixtures(...)`):
+    the session runs interpreted (above), so a fault that only generated code shows needs a module
+    that runs the pipeline the way deployments do. Restored for the modules after it."""
+    wanted = {"spark.sql.codegen.wholeStage": "true", "spark.sql.codegen.factoryMode": "FALLBACK"}
+    before = {key: spark.conf.get(key) for key in wanted}
+    for key, value in wanted.items():
+        spark.conf.set(key, value)
+    plan = spark.range(3).selectExpr("id + 1 AS x")._jdf.queryExecution().executedPlan().toString()
+    assert "*(" in plan, f"whole-stage code generation did not turn on:\n{plan}"
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server on a free loopback port, for the whole test session."""

@@ -1,4 +1,6 @@
-"""Feature assets for real: a multi-day range in one run, idempotent re-runs, versions side by side."""
+"""Feature assets for real: a multi-day range in one run, idempotent re-runs, versions side by side.
+
+The one module that runs with Spark's generated code on, as deployments do (`generated_code`)."""
 
 import hashlib
 from datetime import timedelta
@@ -18,7 +20,7 @@ from fs_resources.redis_store import RedisResource
 from fs_resources.spark import DeltaSparkResource
 from tests.conftest import SIM_START
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("generated_code")]
 
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
 DEVICES = 6
