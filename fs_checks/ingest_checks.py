@@ -6,6 +6,8 @@ count the step saw; `fs_assets.ingest.accounting`) and is blocking: a partition 
 balance stops everything downstream.
 """
 
+from datetime import UTC, datetime
+
 import dagster as dg
 from pyspark.sql import functions as F
 
@@ -95,7 +97,9 @@ def _merged_rows(context: dg.AssetCheckExecutionContext, delta: DeltaTables, day
 
     The days held only valid rows with unique keys after the previous run's checks, so a new fault
     lies in a row this run wrote: checking those costs what the run added, not the day."""
-    commits = delta.run_commits(CLEAN_TABLE, context.run.run_id)
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    started = record.start_time if record is not None else None
+    commits = delta.run_commits(CLEAN_TABLE, context.run.run_id, since=datetime.fromtimestamp(started, UTC) if started else None)
     if not commits:
         return None, "whole partitions (this run wrote no clean readings)"
     if any(op != "MERGE" for _, op in commits):

@@ -24,7 +24,7 @@ import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 # How far back a write looks for its own commit: writers of one table are serialized by a pool of
 # one, so only a concurrent backfill can commit in between, and each commits once per write.
 COMMIT_LOOKBACK = 100
+# How far a commit's timestamp (the writing driver's clock) may be behind the run start the instance recorded.
+CLOCK_MARGIN_SECONDS = 60
 
 
 class DeltaTableMissing(RuntimeError):
@@ -199,12 +201,26 @@ class DeltaTables(dg.ConfigurableResource):
         history = DeltaTable.forPath(self.session, self.path(table)).history(last).select("userMetadata").collect()
         return [m.split(":")[1] for (m,) in history if m and m.startswith("fs-write:")]
 
-    def run_commits(self, table: str, run_id: str) -> list[tuple[int, str]]:
-        """(version, operation) of the commits `run_id` made to `table` among its last `COMMIT_LOOKBACK`, oldest first."""
+    def run_commits(self, table: str, run_id: str, since: datetime | None = None) -> list[tuple[int, str]]:
+        """(version, operation) of the commits `run_id` made to `table` among its last `COMMIT_LOOKBACK`, oldest first.
+
+        With `since` (when the run started), only the commits made after it, less a margin for a
+        writer's clock, are read, newest first, one log file each: a check asking for its own run's
+        commits reads the few it made instead of running a Spark job over the last hundred."""
         from delta.tables import DeltaTable
 
         if not self.exists(table):
             return []
+        if since is not None:
+            found, oldest = [], since.timestamp() * 1000 - CLOCK_MARGIN_SECONDS * 1000
+            latest = self.version(table)
+            for version in range(latest, max(-1, latest - COMMIT_LOOKBACK), -1):
+                commit = self._commit_info(table, version)
+                if commit.get("timestamp", 0) < oldest:
+                    break
+                if (commit["userMetadata"] or "").startswith(f"fs-write:{run_id}:"):
+                    found.append((version, commit["operation"]))
+            return sorted(found)
         history = (
             DeltaTable.forPath(self.session, self.path(table))
             .history(COMMIT_LOOKBACK)
