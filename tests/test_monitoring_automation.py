@@ -14,6 +14,8 @@ pytestmark = pytest.mark.unit
 
 DAY = "2026-01-06"
 MONITORING = {anomaly_scores.key, feature_drift_report.key}
+# Resources are only named, never used: evaluating conditions and creating a run run nothing.
+NAMED_ONLY = {key: dg.ResourceDefinition.none_resource() for key in ("delta", "feature_store", "spark")}
 
 
 def _materialized(instance, asset, partition=None) -> None:
@@ -22,10 +24,8 @@ def _materialized(instance, asset, partition=None) -> None:
 
 def _requested(instance, cursor):
     assets = [device_features_1h, device_features_1d, device_registry, promoted_reference, anomaly_scores, feature_drift_report]
-    # Resources are only named, never used: evaluating conditions runs nothing.
-    resources = {key: dg.ResourceDefinition.none_resource() for key in ("delta", "feature_store", "spark")}
     result = dg.evaluate_automation_conditions(
-        defs=dg.Definitions(assets=assets, resources=resources),
+        defs=dg.Definitions(assets=assets, resources=NAMED_ONLY),
         instance=instance,
         cursor=cursor,
     )
@@ -33,14 +33,20 @@ def _requested(instance, cursor):
     return requested, result.cursor
 
 
+def _day_scored_once_references_exist(instance):
+    """The day's features, every model's promoted reference and the registry materialized; the cursor before them."""
+    _, cursor = _requested(instance, None)
+    for features in (device_features_1h, device_features_1d):
+        _materialized(instance, features, DAY)
+    for model in MODEL_NAMES:
+        _materialized(instance, promoted_reference, model)
+    _materialized(instance, device_registry)
+    return cursor
+
+
 def test_monitoring_follows_its_days_features_not_registry_updates_or_promotions():
     with dg.instance_for_test() as instance:
-        _, cursor = _requested(instance, None)
-        for features in (device_features_1h, device_features_1d):
-            _materialized(instance, features, DAY)
-        for model in MODEL_NAMES:
-            _materialized(instance, promoted_reference, model)
-        _materialized(instance, device_registry)
+        cursor = _day_scored_once_references_exist(instance)
         requested, cursor = _requested(instance, cursor)
         assert requested == {(key, DAY) for key in MONITORING}
         for key in MONITORING:
@@ -62,16 +68,9 @@ def test_monitoring_is_requested_while_its_days_features_are_being_computed_agai
     """On a live store the day's features are recomputed run after run: scores that waited for a
     moment with no features run in progress would wait for hours, and a drifting sensor with them."""
     with dg.instance_for_test() as instance:
-        _, cursor = _requested(instance, None)
-        for features in (device_features_1h, device_features_1d):
-            _materialized(instance, features, DAY)
-        for model in MODEL_NAMES:
-            _materialized(instance, promoted_reference, model)
-        _materialized(instance, device_registry)
+        cursor = _day_scored_once_references_exist(instance)
         # The next features run of the day has started (planned, not finished).
-        job = dg.Definitions(
-            assets=[device_features_1h], resources={k: dg.ResourceDefinition.none_resource() for k in ("delta", "feature_store", "spark")}
-        ).resolve_implicit_global_asset_job_def()
+        job = dg.Definitions(assets=[device_features_1h], resources=NAMED_ONLY).resolve_implicit_global_asset_job_def()
         run = instance.create_run_for_job(job, asset_selection=frozenset({device_features_1h.key}), tags={"dagster/partition": DAY})
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.NOT_STARTED
         requested, cursor = _requested(instance, cursor)
