@@ -439,17 +439,17 @@ class DeltaTables(dg.ConfigurableResource):
         # The commit is found by its token, not as "the latest": another writer may have committed since.
         latest = self.version(table)
         oldest = max(-1 if before is None else before, latest - COMMIT_LOOKBACK)
-        commits = [c for c in (self._commit_info(table, v) for v in range(latest, oldest, -1)) if c["userMetadata"] == token][:1]
-        if not commits and latest == before:
+        mine = next((c for c in map(lambda v: self._commit_info(table, v), range(latest, oldest, -1)) if c["userMetadata"] == token), None)
+        if mine is None and latest == before:
             # Delta writes no commit for a write that changes nothing (no rows in, none replaced).
             return DeltaWrite(table, self.path(table), before, 0, partitions, run_id)  # type: ignore[arg-type]
-        if not commits:
+        if mine is None:
             raise DeltaCommitNotFound(
                 f"Writing {table!r} committed, but its commit (userMetadata {token}) is not among the table's last "
                 f"{COMMIT_LOOKBACK} commits: other writers committed in between, so what this write did cannot be reported. "
                 "The data is written; re-running the step reports it."
             )
-        return self._described(table, commits[0], partitions, run_id)
+        return self._described(table, mine, partitions, run_id)
 
 
 @dataclass(frozen=True)
