@@ -34,7 +34,8 @@ For each incident: its pages (count, dedup keys, summaries), whether the first n
 of the incident's cause words in its summary, asset or check) and carries an observed value and a
 threshold; seconds from injection, from the nominal SLA breach (where the incident has one: the
 clean readings' 15 minutes since the fleet's newest reading for a stopped landing zone, since the
-silent site's newest for a silent gateway), and from the
+silent site's newest for a silent gateway, the close of the first whole hour holding the drift for
+a drifting sensor), and from the
 evidence (the failing check evaluation or run the page names) to the first page; seconds from
 repair to the resolve of each paged key. Writes `bench/results/<--results-name>.json`.
 """
@@ -511,11 +512,12 @@ class Drill:
                 "sensor_drift",
                 f"{DRIFT_SENSOR} of {first_site} drifting {args.drift_per_hour:g} per hour",
                 ("drift", DRIFT_SENSOR, first_site),
-                # Seen in the hourly scores: the first hour holding the drift closes up to an hour after it began.
-                90,
+                # Seen in the hourly scores: the first whole hour holding the drift closes up to two hours
+                # after it began (an hour holding its first minutes only is not an anomaly to page on).
+                150,
                 drift,
                 lambda: (self.simulator(), {})[1],
-                lambda at, d: (at // 3600 + 1) * 3600,
+                lambda at, d: (-(-at // 3600) + 1) * 3600,
             ),
             Injection(
                 "poison_file",
