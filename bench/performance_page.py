@@ -132,6 +132,8 @@ def drill(r: dict) -> Rows:
             f"{s.get('incidents_with_exactly_one_page_naming_cause')} of {s.get('incidents')}",
         ),
         ("longest SLA breach to first page", _seconds(s.get("max_seconds_breach_to_first_page"))),
+        ("longest failing check or run to first page", _seconds(s.get("max_seconds_evidence_to_first_page"))),
+        ("incidents resolved after their repair", s.get("incidents_resolved")),
     ]
 
 
