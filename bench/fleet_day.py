@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench.clean_bench import duckdb_clean  # noqa: E402
 from bench.cluster_day import PeakMemory  # noqa: E402
 from bench.features_bench import run_duckdb_on_files  # noqa: E402
-from bench.results import write_results  # noqa: E402
+from bench.results import RESULTS, write_results  # noqa: E402
 
 DAY = date(2026, 1, 5)
 TARGET_SECONDS = 30 * 60
@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  {name:<24} {seconds:8.1f} s  peak {row['peak_memory_mb']:,} MB  failed checks: {failed or 'none'}", flush=True
                     )
-                    # A long day leaves what it measured so far, should it be stopped.
-                    write_results(f"fleet_day_{args.devices}", results | {"complete": False})
+                    # A long day leaves what it measured so far, should it be stopped, beside (never
+                    # over) the last complete day's file.
+                    write_results(f"fleet_day_{args.devices}_partial", results | {"complete": False})
             results["clean_rows"] = session.read.format("delta").load(str(root / "delta" / CLEAN_TABLE)).count()
         finally:
             redis.stop()
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pipeline {results['pipeline_seconds']:.0f} s, peak {results['peak_memory_mb']:,} MB: {results['targets']}")
     results["complete"] = True
     write_results(f"fleet_day_{args.devices}", results)
+    (RESULTS / f"fleet_day_{args.devices}_partial.json").unlink(missing_ok=True)
     return 0
 
 
