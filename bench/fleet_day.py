@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                         "peak_memory_mb": round(memory.peak / 1024),
                         "failed_checks": failed,
                     }
+                    # Where a stage's time went, when its asset records it (the clean step's `step_seconds`).
+                    for event in result.get_asset_materialization_events():
+                        if "step_seconds" in event.materialization.metadata:
+                            row["step_seconds"] = event.materialization.metadata["step_seconds"].value
                     results["stages"].append(row)
                     print(
                         f"  {name:<24} {seconds:8.1f} s  peak {row['peak_memory_mb']:,} MB  failed checks: {failed or 'none'}", flush=True
