@@ -5,15 +5,24 @@ time (the coordinate comes from `delta.configure_spark_with_delta_pip`), then co
 cache; every later start uses the cached JARs and needs no network. A data root on S3
 (`FS_DATA_ROOT=s3a://...`) adds Hadoop's S3 connector (`hadoop-aws`, of the Hadoop version pyspark
 bundles, and the AWS SDK it depends on), resolved and cached the same way.
+
+Beside the JARs, `python -m fs_resources.spark` (in `make setup`) writes a class archive of the
+driver JVM (Java's application class-data sharing): the classes a Delta workload loads, already
+parsed and verified. Every run's driver maps it instead of loading those classes from the JARs
+again, which is most of a cold start. The archive belongs to one Java installation and one Spark;
+another one finds no archive of its own and starts as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -180,6 +189,9 @@ def delta_spark_conf(
         "spark.databricks.delta.properties.defaults.logRetentionDuration": f"interval {HISTORY_RETENTION_DAYS} days",
         "spark.databricks.delta.properties.defaults.deletedFileRetentionDuration": f"interval {HISTORY_RETENTION_DAYS} days",
     }
+    archive = class_archive_path()
+    if archive is not None and archive.exists():
+        conf["spark.driver.extraJavaOptions"] += f" -XX:SharedArchiveFile={archive}"
     if object_store:
         conf.update(s3a_conf())
     packages = spark_packages(object_store)
@@ -193,11 +205,92 @@ def delta_spark_conf(
     return conf
 
 
+def _java() -> str | None:
+    return shutil.which("java", path=os.environ.get("JAVA_HOME", "") + "/bin:" + os.environ.get("PATH", ""))
+
+
+def class_archive_path(cache_dir: Path | None = None) -> Path | None:
+    """Where the driver's class archive for this Java installation and this Spark lives (None without a `java`).
+
+    An archive only maps into the JVM build that wrote it, with the class path it was written with
+    (Spark's JARs): its name carries both, so a JDK update or a new pyspark looks for a new one.
+    Classes of the JARs Spark adds at start (Delta's) are taken from it only where their bytes match."""
+    import pyspark
+
+    java = _java()
+    if java is None:
+        return None
+    jdk = Path(os.path.realpath(java)).parents[1]
+    modules = jdk / "lib" / "modules"  # the JDK's class image: rewritten by any update of the JDK
+    stamp = modules.stat() if modules.exists() else Path(os.path.realpath(java)).stat()
+    key = hashlib.sha256(f"{jdk}|{stamp.st_size}|{stamp.st_mtime_ns}|{pyspark.__file__}".encode()).hexdigest()[:12]
+    return (cache_dir or settings.jars_cache_dir()) / "class-archives" / f"spark-{pyspark.__version__}-{key}.jsa"
+
+
+def _class_archive_workload(session: SparkSession, folder: Path) -> None:
+    """What a run's driver does, small: landing Parquet read, a Delta table written, merged into,
+    read back with its change feed and history, grouped, windowed, and handed to pandas over Arrow."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    landing, table = str(folder / "landing"), str(folder / "table")
+    session.range(2000).selectExpr(
+        "CAST(id % 20 AS STRING) AS device_id", "TIMESTAMP'2026-01-05 00:00:00' + make_interval(0, 0, 0, 0, 0, CAST(id AS INT)) AS ts",
+        "CAST(id AS DOUBLE) / 7 AS value",
+    ).write.parquet(landing)  # fmt: skip
+    readings = session.read.parquet(landing).withColumn("reading_date", F.to_date("ts"))
+    readings.write.format("delta").partitionBy("reading_date").option("delta.enableChangeDataFeed", "true").save(table)
+    DeltaTable.forPath(session, table).alias("t").merge(
+        readings.withColumn("value", F.col("value") + 1).alias("s"), "t.device_id = s.device_id AND t.ts = s.ts"
+    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+    stored = session.read.format("delta").load(table)
+    windows = stored.groupBy("device_id", F.window("ts", "15 minutes")).agg(F.avg("value"), F.stddev("value"), F.count("*"))
+    windows.toPandas()
+    ranked = stored.withColumn("n", F.row_number().over(Window.partitionBy("device_id").orderBy(F.desc("ts"))))
+    ranked.where("n = 1").join(stored.select("device_id").distinct(), "device_id").collect()
+    stored.groupBy("device_id").applyInPandas(lambda frame: frame.head(1), stored.schema).count()
+    session.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 1).load(table).count()
+    DeltaTable.forPath(session, table).history(1).collect()
+
+
+def write_class_archive(archive: Path) -> None:
+    """Run the workload in a driver JVM of its own that writes the classes it loaded to `archive` as it exits."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(f".{archive.name}.{os.getpid()}")
+    try:
+        subprocess.run([sys.executable, "-m", "fs_resources.spark", "--dump-class-archive", str(partial)], check=True)
+        if not partial.exists():
+            raise RuntimeError(f"the JVM exited without writing its class archive {partial}")
+        partial.replace(archive)  # whole or not at all: a run starting meanwhile maps the archive complete
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _dump_class_archive(path: Path) -> None:
+    conf = delta_spark_conf(master="local[1]", shuffle_partitions=2, driver_memory="1g")
+    options = conf["spark.driver.extraJavaOptions"].split(" -XX:SharedArchiveFile=")[0]
+    # Classes Java cannot archive (signed JARs, generated accessors) are skipped with a warning each.
+    conf["spark.driver.extraJavaOptions"] = f"{options} -XX:ArchiveClassesAtExit={path} -Xlog:cds=off -Xlog:cds+dynamic=off"
+    session = get_spark_session(conf)
+    with tempfile.TemporaryDirectory() as folder:
+        _class_archive_workload(session, Path(folder))
+    jvm = session.sparkContext._gateway.proc  # the driver JVM pyspark launched, a child of this process
+    session.stop()
+    # The archive is written as the JVM exits normally; pyspark would kill it at interpreter exit.
+    try:
+        session._jvm.java.lang.System.exit(0)
+    except Exception:  # noqa: BLE001 - the connection closes under the call
+        pass
+    try:
+        jvm.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the driver JVM (pid {jvm.pid}) did not exit within 300 s of writing its class archive") from None
+
+
 def check_java() -> None:
     """Fail with a clear message when no Java >= 17 is on PATH (Spark needs one)."""
-    import subprocess
-
-    java = shutil.which("java", path=os.environ.get("JAVA_HOME", "") + "/bin:" + os.environ.get("PATH", ""))
+    java = _java()
     if java is None:
         raise RuntimeError(
             "Spark needs Java 17 or newer and no `java` was found on PATH: install a JDK 17 (apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
@@ -319,22 +412,37 @@ class DeltaSparkResource(PySparkResource):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m fs_resources.spark [--s3]`: check Java and resolve the Delta JARs (and, for an
-    `s3a://` data root or with `--s3`, the S3 connector's) into the cache once."""
+    """`python -m fs_resources.spark [--s3]`: check Java, resolve the Delta JARs (and, for an
+    `s3a://` data root or with `--s3`, the S3 connector's) into the cache once, and write the
+    driver's class archive once."""
     parser = argparse.ArgumentParser(prog="python -m fs_resources.spark", description=main.__doc__)
     parser.add_argument("--s3", action="store_true", help="also resolve the S3 connector's JARs")
+    parser.add_argument("--dump-class-archive", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     check_java()
+    if args.dump_class_archive:
+        _dump_class_archive(args.dump_class_archive)
+        return 0
     object_store = args.s3 or settings.data_root_is_s3()
     packages = ", ".join(spark_packages(object_store))
     if cached_jars(spark_packages(object_store)):
         print(f"JARs cached in {settings.jars_cache_dir()} ({packages})")
-        return 0
-    print(f"resolving {packages} from Maven Central (first start only)...", flush=True)
-    session = get_spark_session(delta_spark_conf(object_store=object_store))
-    session.range(1).count()
-    session.stop()
-    print(f"JARs cached in {settings.jars_cache_dir()}")
+    else:
+        print(f"resolving {packages} from Maven Central (first start only)...", flush=True)
+        session = get_spark_session(delta_spark_conf(object_store=object_store))
+        session.range(1).count()
+        session.stop()
+        print(f"JARs cached in {settings.jars_cache_dir()}")
+    archive = class_archive_path()
+    if archive is not None and not archive.exists():
+        print("writing the Spark driver's class archive (first start only, about a minute)...", flush=True)
+        try:
+            write_class_archive(archive)
+        except (subprocess.CalledProcessError, RuntimeError) as error:
+            # Only a faster start is lost: every run still starts, loading its classes from the JARs.
+            print(f"WARNING: no class archive written ({error}); Spark drivers start without one", file=sys.stderr)
+            return 0
+    print(f"class archive: {archive}")
     return 0
 
 
