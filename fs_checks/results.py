@@ -8,6 +8,7 @@ The alert router reads only that shape.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import dagster as dg
 
@@ -48,7 +49,7 @@ def check_result(
         asset = context.check_specs[0].asset_key.to_user_string() if len(context.check_specs) == 1 else None
     run_id = verdict.run_id or (context.run.run_id if context is not None else None)
     partition = verdict.partition or judged_partition(context)
-    shaped = Verdict(verdict.observed, verdict.threshold, verdict.comparison, verdict.unit, verdict.what_to_do, asset, partition, run_id)
+    shaped = replace(verdict, asset=asset, partition=partition, run_id=run_id)
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=check_name,

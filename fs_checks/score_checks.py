@@ -187,7 +187,15 @@ def check_site_anomalies(
         for r in events.itertuples()
     )
     return check_result(
-        Verdict(observed, SITE_EVENT_MIN_SHARE, "<", "share of a site's active devices beyond the anomaly threshold", SITE_WHAT_TO_DO),
+        Verdict(
+            observed,
+            SITE_EVENT_MIN_SHARE,
+            "<",
+            "share of a site's active devices beyond the anomaly threshold",
+            SITE_WHAT_TO_DO,
+            # It judges the newest windows: a later day's pass on windows it judged clears an earlier day's event.
+            judges_newest=bool(len(recent)) or None,
+        ),
         context=context,
         passed=events.empty,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -55,6 +55,11 @@ class Verdict:
     asset: str | None = None
     partition: str | None = None
     run_id: str | None = None
+    # True when the check judged its asset's newest windows (a state that moves with the clock), not
+    # the whole content of its partition: a pass on a later day then answers a failure on an earlier
+    # one, whose own evaluation may never come again once its day is over. Set only when the pass
+    # rests on windows actually judged.
+    judges_newest: bool | None = None
 
     def __post_init__(self) -> None:
         if self.comparison not in COMPARISONS:

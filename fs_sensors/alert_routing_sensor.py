@@ -574,6 +574,20 @@ def _recomputed_runs(incidents: Incidents, facts: RunFacts, own_key: str) -> lis
     return alerts
 
 
+def _superseded_days(incidents: Incidents, facts: RunFacts, at: float, check: str, asset: str, day: str, verdict: Verdict) -> list[Alert]:
+    """Failures of `check` on `asset` for days before `day`, answered by its pass on `day`: the check
+    judges the newest windows (`Verdict.judges_newest`), so once a day is over its failure is never
+    judged again, and without this its incident would stay open for good."""
+    alerts: list[Alert] = []
+    for failure in list(incidents.failing.values()):
+        if failure.check != check or failure.assets != [asset] or not failure.partition or not failure.partition.split("..")[-1] < day:
+            continue
+        resolve = _alert(failure.key, "resolve", failure.route, "error", f"{check} passes on the newer {asset} [{day}]", asset,
+                         failure.partition, check, verdict, facts.run.run_id, GUIDE_CHECK_FAILURE)  # fmt: skip
+        alerts += incidents.passed(failure.key, at, facts.start, resolve, verdict.sentence())
+    return alerts
+
+
 def _evaluation_alerts(incidents: Incidents, facts: RunFacts, at: float, evaluation) -> list[Alert]:
     check, asset = evaluation.check_name, evaluation.asset_key.to_user_string()
     key = f"{check}|{asset}|{evaluation.partition or '-'}"
@@ -584,7 +598,10 @@ def _evaluation_alerts(incidents: Incidents, facts: RunFacts, at: float, evaluat
     if evaluation.passed:
         resolve = _alert(key, "resolve", route, "error", f"{check} passes again on {where}", asset, judged, check, verdict,
                          facts.run.run_id, GUIDE_CHECK_FAILURE)  # fmt: skip
-        return incidents.passed(key, at, facts.start, resolve, verdict.sentence() if verdict is not None else None)
+        alerts = incidents.passed(key, at, facts.start, resolve, verdict.sentence() if verdict is not None else None)
+        if verdict is not None and verdict.judges_newest and evaluation.partition:
+            alerts += _superseded_days(incidents, facts, at, check, asset, evaluation.partition, verdict)
+        return alerts
     severity = "error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning"
     if verdict is not None:
         # The check's own description goes along when it says more than the verdict (which file,

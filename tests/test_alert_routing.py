@@ -97,12 +97,12 @@ def compute(instance, asset: str, **lags: float) -> bool:
 class Tick:
     """Ticks of the routing sensor, its cursor carried from one to the next."""
 
-    def __init__(self, instance, sink: AlertSinkResource, graph: bool = True):
-        self.instance, self.sink, self.graph, self.cursor = instance, sink, graph, None
+    def __init__(self, instance, sink: AlertSinkResource, graph: bool = True, defs: dg.Definitions = DEFS):
+        self.instance, self.sink, self.graph, self.defs, self.cursor = instance, sink, graph, defs, None
 
     def __call__(self):
         context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources={"alerts": self.sink}, definitions=DEFS if self.graph else None
+            instance=self.instance, cursor=self.cursor, resources={"alerts": self.sink}, definitions=self.defs if self.graph else None
         )
         try:
             return routing.alert_routing_sensor(context)
@@ -637,3 +637,54 @@ def _run(instance, status: dg.DagsterRunStatus) -> dg.DagsterRun:
     return create_run_for_test(
         instance, job_name="clean_readings_job", status=status, tags={"dagster/partition": DAY}, remote_job_origin=origin
     )
+
+
+# A daily asset whose check judges its newest windows, as `check_site_anomalies` judges the newest
+# scores: what the next evaluation of each day observes (share of a site's devices beyond their
+# normal) and whether it judged any window.
+SITE: dict[str, tuple[float, bool]] = {}
+SCORE_DAYS = dg.DailyPartitionsDefinition(start_date="2026-12-01")
+
+
+@dg.asset(name="anomaly_scores", partitions_def=SCORE_DAYS)
+def _scores():
+    pass
+
+
+@dg.asset_check(asset="anomaly_scores", name="check_site_anomalies", partitions_def=SCORE_DAYS)
+def _site_check(context):
+    share, judged_windows = SITE[context.partition_key]
+    verdict = Verdict(share, 0.5, "<", "share of a site's devices", WHAT_TO_DO, judges_newest=judged_windows or None)
+    return check_result(verdict, context=context)
+
+
+def test_a_failure_on_the_newest_windows_resolves_on_a_later_days_pass_and_only_on_judged_windows(tmp_path):
+    """A site event at 23:30 whose repair comes after midnight: its day is never judged again, so the
+    next day's pass on windows it judged resolves the page; a pass that judged nothing (no window of
+    the new day scored yet) does not."""
+    sink = file_sink(tmp_path)
+    defs = dg.Definitions(assets=[_scores], asset_checks=[_site_check])
+    day, next_day = "2026-12-02", "2026-12-03"
+
+    def judge_day(instance, day: str, share: float, judged_windows: bool = True) -> None:
+        SITE[day] = (share, judged_windows)
+        # The scores' run of the day and the check judging it, as the hourly scoring runs them.
+        assert dg.materialize([_scores, _site_check], instance=instance, partition_key=day).success
+
+    with dg.instance_for_test() as instance:
+        tick = Tick(instance, sink, defs=defs)
+        judge_day(instance, day, 1.0)
+        tick()
+        (page,) = sent(sink)
+        assert page.pages and page.dedup_key == f"check_site_anomalies|anomaly_scores|{day}"
+
+        judge_day(instance, next_day, 0.0, judged_windows=False)
+        tick()
+        assert len(sent(sink)) == 1 and page.dedup_key in tick.failing()
+
+        judge_day(instance, next_day, 0.0)
+        tick()
+        resolve = sent(sink)[-1]
+        assert (resolve.action, resolve.dedup_key) == ("resolve", page.dedup_key)
+        assert f"passes on the newer anomaly_scores [{next_day}]" in resolve.summary and "observed 0" in resolve.summary
+        assert tick.failing() == {}
