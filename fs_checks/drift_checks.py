@@ -1,6 +1,7 @@
 """Checks on `feature_drift_report`: PSI per feature (to the ML channel) and null-fraction
 escalation (a data-quality problem, to data engineering)."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -52,8 +53,10 @@ def check_feature_drift(
     report, days = _report(context, delta, feature_store)
     report, moved, significant, fleet_wide, in_progress = judge_drift(report, datetime.now(UTC).date())
     worst = moved.iloc[0] if len(moved) else None
+    # A drifted day stays drifted; the drift itself is over once a later complete day passes.
+    verdict = replace(_drift_verdict(report, moved, significant, fleet_wide), judges_newest=bool(len(report)) or None)
     return check_result(
-        _drift_verdict(report, moved, significant, fleet_wide),
+        verdict,
         context=context,
         passed=moved.empty,
         severity=dg.AssetCheckSeverity.ERROR if len(significant) or fleet_wide else dg.AssetCheckSeverity.WARN,

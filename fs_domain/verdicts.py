@@ -55,10 +55,10 @@ class Verdict:
     asset: str | None = None
     partition: str | None = None
     run_id: str | None = None
-    # True when the check judged its asset's newest windows (a state that moves with the clock), not
-    # the whole content of its partition: a pass on a later day then answers a failure on an earlier
-    # one, whose own evaluation may never come again once its day is over. Set only when the pass
-    # rests on windows actually judged.
+    # True when what the check judges is a state that moves on (a site event in the newest windows,
+    # drift in the newest complete day), not a fault in its partition's rows that stays until fixed:
+    # a pass on a later day then answers a failure on an earlier one, whose own evaluation may never
+    # come again once its day is over. Set only when the pass rests on windows or days it judged.
     judges_newest: bool | None = None
 
     def __post_init__(self) -> None:
