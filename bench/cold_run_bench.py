@@ -27,8 +27,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -39,28 +37,44 @@ from fs_resources.spark import class_archive_path, delta_spark_conf  # noqa: E40
 
 DAY = date(2026, 1, 5)
 SAMPLE_SECONDS = 0.25
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: str) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of a process from /proc, None once it has ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _tree(top: int) -> dict[str, float]:
+    """CPU seconds of `top` and every process below it."""
+    stats = {entry.name: _stat(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
+    children: dict[int, list[str]] = {}
+    for pid, stat in stats.items():
+        if stat is not None:
+            children.setdefault(stat[0], []).append(pid)
+    found, todo = {}, [str(top)]
+    while todo:
+        pid = todo.pop()
+        if stats.get(pid) is not None:
+            found[pid] = stats[pid][1]
+            todo += children.get(int(pid), [])
+    return found
 
 
 def timed_run(command: list[str], env: dict[str, str]) -> dict:
     """Run `command` to its end; its wall time, the CPU seconds of its process tree and their peak PSS."""
     started = time.monotonic()
     top = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    cpu: dict[int, float] = {}
+    cpu: dict[str, float] = {}
     peak_kb = 0
     while top.poll() is None:
-        try:
-            tree = [psutil.Process(top.pid), *psutil.Process(top.pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            break
-        total_kb = 0
-        for proc in tree:
-            try:
-                times = proc.cpu_times()
-                cpu[proc.pid] = times.user + times.system
-                total_kb += pss_kb(str(proc.pid))
-            except psutil.NoSuchProcess:
-                pass
-        peak_kb = max(peak_kb, total_kb)
+        tree = _tree(top.pid)
+        cpu |= tree
+        peak_kb = max(peak_kb, sum(pss_kb(pid) for pid in tree))
         time.sleep(SAMPLE_SECONDS)
     wall = time.monotonic() - started
     if top.wait() != 0:
