@@ -223,7 +223,7 @@ def class_archive_path(cache_dir: Path | None = None) -> Path | None:
     jdk = Path(os.path.realpath(java)).parents[1]
     modules = jdk / "lib" / "modules"  # the JDK's class image: rewritten by any update of the JDK
     stamp = modules.stat() if modules.exists() else Path(os.path.realpath(java)).stat()
-    key = hashlib.sha256(f"{jdk}|{stamp.st_size}|{stamp.st_mtime_ns}|{pyspark.__file__}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{jdk}|{stamp.st_size}|{stamp.st_mtime_ns}|{os.path.realpath(pyspark.__file__)}".encode()).hexdigest()[:12]
     return (cache_dir or settings.jars_cache_dir()) / "class-archives" / f"spark-{pyspark.__version__}-{key}.jsa"
 
 
