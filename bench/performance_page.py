@@ -81,6 +81,20 @@ def live_freshness(r: dict) -> Rows:
     ] + [("devices", f"{r['devices']:,}"), ("files measured", r.get("files_measured"))]
 
 
+def cold_run(r: dict) -> Rows:
+    return (
+        [
+            (f"{side}: wall, median / slowest", f"{_seconds(r[side]['seconds']['median'])} / {_seconds(r[side]['seconds']['max'])}")
+            for side in ("archive", "none")
+        ]
+        + [(f"{side}: CPU of the run's processes, median", _seconds(r[side]["cpu_seconds"]["median"])) for side in ("archive", "none")]
+        + [
+            ("ratio of wall, with / without the archive", f"{r['ratio_seconds_archive_to_none']}x"),
+            ("ratio of CPU, with / without the archive", f"{r['ratio_cpu_archive_to_none']}x"),
+        ]
+    )
+
+
 def scoring(r: dict) -> Rows:
     return [
         ("multivariate scoring, median", _seconds(r["multivariate"]["seconds_median"])),
@@ -145,6 +159,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], Rows]]] = [
     ("cluster_day_", "Local mode and a standalone cluster (`bench/cluster_day.py`)", cluster_day),
     ("rewrite_", "A rewritten landing file (`bench/rewrite_bench.py`)", rewrite),
     ("live_freshness_", "Live freshness (`bench/live_freshness.py`)", live_freshness),
+    ("cold_run", "A cold run with the driver's class archive and without (`bench/cold_run_bench.py`)", cold_run),
     ("offline", "Point-in-time reads (`bench/offline_bench.py`)", offline),
     ("online", "Online store (`bench/online_bench.py`)", online),
     ("serve", "fs-serve over HTTP (`bench/serve_bench.py`)", serve),
