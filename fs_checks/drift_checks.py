@@ -53,10 +53,8 @@ def check_feature_drift(
     report, days = _report(context, delta, feature_store)
     report, moved, significant, fleet_wide, in_progress = judge_drift(report, datetime.now(UTC).date())
     worst = moved.iloc[0] if len(moved) else None
-    # A drifted day stays drifted; the drift itself is over once a later complete day passes.
-    verdict = replace(_drift_verdict(report, moved, significant, fleet_wide), judges_newest=bool(len(report)) or None)
     return check_result(
-        verdict,
+        drift_verdict(report, moved, significant, fleet_wide),
         context=context,
         passed=moved.empty,
         severity=dg.AssetCheckSeverity.ERROR if len(significant) or fleet_wide else dg.AssetCheckSeverity.WARN,
@@ -96,9 +94,15 @@ def judge_drift(report: pd.DataFrame, today: date) -> tuple[pd.DataFrame, pd.Dat
     return report, moved, significant, fleet_wide, in_progress
 
 
-def _drift_verdict(report, moved, significant, fleet_wide: bool) -> Verdict:
+def drift_verdict(report, moved, significant, fleet_wide: bool) -> Verdict:
     """The largest PSI against the bound the reported severity breaks; for a fleet-wide event, the most
-    features of one model moved on one day against how many make one."""
+    features of one model moved on one day against how many make one. `report` holds the complete
+    days judged (`judge_drift`): when it has any, the verdict judges the newest state, since a drifted
+    day stays drifted and the drift itself is over once a later complete day passes."""
+    return replace(_largest_move(report, moved, significant, fleet_wide), judges_newest=bool(len(report)) or None)
+
+
+def _largest_move(report, moved, significant, fleet_wide: bool) -> Verdict:
     # The largest PSI that counts: of the features moved, else of those chance could not explain at
     # any PSI (a larger one chance could give is no drift, and reporting it would read as one).
     counted = moved if len(moved) else report[report["psi_p_value"].fillna(1.0) < DRIFT_P_VALUE] if "psi_p_value" in report else report

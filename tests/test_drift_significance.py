@@ -47,7 +47,7 @@ def test_a_real_shift_is_drift_at_any_fleet_size():
 def test_a_day_in_progress_is_reported_but_judged_once_complete():
     from datetime import date
 
-    from fs_checks.drift_checks import judge_drift
+    from fs_checks.drift_checks import drift_verdict, judge_drift
 
     today = date(2026, 12, 6)
     rows = pd.DataFrame(
@@ -61,8 +61,12 @@ def test_a_day_in_progress_is_reported_but_judged_once_complete():
         }
     )
     # The first hours' condenser against whole days: reported, not judged.
-    _, moved, significant, fleet, in_progress = judge_drift(rows, today)
+    report, moved, significant, fleet, in_progress = judge_drift(rows, today)
     assert moved.empty and significant.empty and not fleet and in_progress == ["2026-12-06"]
+    # The day before, complete and healthy, was judged: its pass answers a drift paged on an earlier day.
+    assert drift_verdict(report, moved, significant, fleet).judges_newest
     # The same once the day is complete.
-    _, moved, significant, _, in_progress = judge_drift(rows, date(2026, 12, 7))
+    report, moved, significant, fleet, in_progress = judge_drift(rows, date(2026, 12, 7))
     assert list(significant["report_date"]) == [today] and in_progress == []
+    # Only the day in progress: nothing judged, so a pass would answer nothing.
+    assert drift_verdict(*judge_drift(rows[rows["report_date"] == today], today)[:4]).judges_newest is None
