@@ -114,6 +114,18 @@ def test_every_real_check_failing_would_reach_on_call_with_its_value_and_thresho
     assert missing == {} and routed == set(repository.asset_graph.asset_check_keys)
 
 
+def test_a_site_check_of_days_long_past_judges_no_newest_window_so_its_pass_resolves_no_later_day(pipeline):
+    """The real `check_site_anomalies` on the pipeline's January days: its windows are past the age it
+    judges, so its verdict does not claim the newest state, and the router's rule that a later day's
+    pass answers an earlier day's failure (`Verdict.judges_newest`) cannot fire from a backfill."""
+    from fs_domain.verdicts import Verdict
+
+    _, instance = pipeline
+    key = dg.AssetCheckKey(dg.AssetKey("anomaly_scores"), "check_site_anomalies")
+    verdicts = [Verdict.from_metadata(dict(e.metadata)) for e in _recorded_evaluations(instance, key)]
+    assert verdicts and all(v is not None and not v.judges_newest for v in verdicts), verdicts
+
+
 def test_every_delta_table_the_pipeline_wrote_is_in_the_catalog_maintenance_reads(pipeline):
     """Maintenance compacts, vacuums and expires the tables of `fs_domain.tables.every_table`: a table
     written by any asset but missing there would grow small files and old versions for ever."""
