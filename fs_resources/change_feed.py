@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from fs_resources.delta import DeltaTables
+from fs_resources.spark import jvm_class
 
 CHANGE_FEED_PROPERTY = "delta.enableChangeDataFeed"
 _COMMIT_FILE = re.compile(r"(\d{20})\.json")
@@ -63,11 +64,11 @@ class _TableFiles:
     def __init__(self, delta: DeltaTables, table: str):
         session = delta.session
         self._jvm = session._jvm
-        self._root = self._jvm.org.apache.hadoop.fs.Path(delta.path(table))
+        self._root = jvm_class(self._jvm, "org.apache.hadoop.fs.Path")(delta.path(table))
         self._fs = self._root.getFileSystem(session._jsparkSession.sessionState().newHadoopConf())
 
     def path(self, relative: str):
-        return self._jvm.org.apache.hadoop.fs.Path(self._root, relative)
+        return jvm_class(self._jvm, "org.apache.hadoop.fs.Path")(self._root, relative)
 
     def names(self, relative: str) -> set[str] | None:
         """The names in a folder of the table, or None when the folder is gone."""
@@ -79,7 +80,7 @@ class _TableFiles:
     def text(self, relative: str) -> str:
         stream = self._fs.open(self.path(relative))
         try:
-            return self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+            return jvm_class(self._jvm, "org.apache.commons.io.IOUtils").toString(stream, "UTF-8")
         finally:
             stream.close()
 

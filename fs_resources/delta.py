@@ -33,7 +33,7 @@ import tenacity
 from pydantic import Field
 
 from fs_resources import settings
-from fs_resources.spark import DeltaSparkResource
+from fs_resources.spark import DeltaSparkResource, jvm_class
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -146,9 +146,10 @@ class DeltaTables(dg.ConfigurableResource):
         return f"{self.base()}/{table}"
 
     def exists(self, table: str) -> bool:
-        from delta.tables import DeltaTable
-
-        return DeltaTable.isDeltaTable(self.session, self.path(table))
+        """`DeltaTable.isDeltaTable`, with the class looked up by its full name (`jvm_class`): asked before
+        every read, version and write."""
+        session = self.session
+        return bool(jvm_class(session._jvm, "io.delta.tables.DeltaTable").isDeltaTable(session._jsparkSession, self.path(table)))
 
     def read(self, table: str, version: int | None = None) -> "DataFrame":
         if not self.exists(table):
@@ -168,21 +169,22 @@ class DeltaTables(dg.ConfigurableResource):
         eight times); the log's own update lists only the commits it has not seen (about 0.01 s)."""
         if not self.exists(table):
             return None
-        none = self.session.sparkContext._jvm.scala.Option.empty()
+        none = jvm_class(self.session._jvm, "scala.Option").empty()
         return int(self._delta_log(table).update(False, none, none).version())
 
     def _delta_log(self, table: str):
         """Delta's `DeltaLog` of the table (JVM), cached by Delta per path. Delta's own class, reached
         through the JVM as delta-spark's Python API does not expose it."""
-        return self.session.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.session._jsparkSession, self.path(table))
+        return jvm_class(self.session._jvm, "org.apache.spark.sql.delta.DeltaLog").forTable(self.session._jsparkSession, self.path(table))
 
     def _commit_info(self, table: str, version: int) -> dict:
         """One commit's `commitInfo` (operation, operationMetrics, userMetadata, ...) and its version,
         read from its log file alone: a write looks up the commit it just made this way, newest
         first, where `history()` is a Spark job over the last commits (about 0.01 s against 0.2 s)."""
-        jvm, log = self.session.sparkContext._jvm, self._delta_log(table)
-        commit_file = jvm.org.apache.spark.sql.delta.util.FileNames.unsafeDeltaFile(log.logPath(), version)
-        found = jvm.org.apache.spark.sql.delta.DeltaHistoryManager.getCommitInfoOpt(log.store(), commit_file, log.newDeltaHadoopConf())
+        jvm, log = self.session._jvm, self._delta_log(table)
+        commit_file = jvm_class(jvm, "org.apache.spark.sql.delta.util.FileNames").unsafeDeltaFile(log.logPath(), version)
+        history = jvm_class(jvm, "org.apache.spark.sql.delta.DeltaHistoryManager")
+        found = history.getCommitInfoOpt(log.store(), commit_file, log.newDeltaHadoopConf())
         info = json.loads(found.get().json())["commitInfo"] if found.isDefined() else {}
         return {"operationMetrics": {}, "userMetadata": None, **info, "version": version}
 

@@ -15,6 +15,8 @@ from typing import Protocol
 
 from pyspark.sql import SparkSession
 
+from fs_resources.spark import jvm_class
+
 
 @dataclass(frozen=True)
 class FileStatus:
@@ -120,7 +122,7 @@ class HadoopFileSystem:
         self._conf = session._jsc.hadoopConfiguration()
 
     def _path(self, path: str):
-        return self._jvm.org.apache.hadoop.fs.Path(path)
+        return jvm_class(self._jvm, "org.apache.hadoop.fs.Path")(path)
 
     def list(self, folder: str) -> list[FileStatus]:
         path = self._path(folder)
@@ -167,7 +169,7 @@ class HadoopFileSystem:
             return None
         stream = fs.open(hadoop_path)
         try:
-            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+            return bytes(jvm_class(self._jvm, "org.apache.commons.io.IOUtils").toByteArray(stream))
         finally:
             stream.close()
 
@@ -179,7 +181,7 @@ class HadoopFileSystem:
         hadoop_path = self._path(path)
         stream = hadoop_path.getFileSystem(self._conf).open(hadoop_path)
         try:
-            return int(self._jvm.org.apache.commons.io.IOUtils.consume(stream))
+            return int(jvm_class(self._jvm, "org.apache.commons.io.IOUtils").consume(stream))
         finally:
             stream.close()
 

@@ -36,6 +36,7 @@ from pyspark.sql import types as T
 from fs_assets.ingest.read_failures import ReadPolicy, Refusal, read_or_refuse
 from fs_domain.contract import KEY_COLUMNS, LANDING_COLUMNS, LANDING_FORMATS, SENSOR_NAMES, FileLimits, Reason
 from fs_resources.filesystem import FileStatus, FileSystem
+from fs_resources.spark import jvm_class
 
 PARTITION_PREFIX = "date="
 CORRUPT = "_corrupt_record"
@@ -304,7 +305,7 @@ def _as_read(session: SparkSession, uri: str) -> str:
     """A listed file's URI as Spark spells it in `_metadata.file_path`: URL-encoded (`Path.toUri`),
     where the listing is not ('+' is a literal plus there). Spelling the few listed files Spark's
     way, rather than decoding every row's path, keeps the join to the listing off the rows' cost."""
-    return str(session._jvm.org.apache.hadoop.fs.Path(uri).toUri().toString())
+    return str(jvm_class(session._jvm, "org.apache.hadoop.fs.Path")(uri).toUri().toString())
 
 
 def _text_order() -> tuple[Column, Column]:
