@@ -218,8 +218,10 @@ def class_archive_path(cache_dir: Path | None = None) -> Path | None:
     """Where the driver's class archive for this Java installation and this Spark lives (None without a `java`).
 
     An archive only maps into the JVM build that wrote it, with the class path it was written with
-    (Spark's JARs): its name carries both, so a JDK update or a new pyspark looks for a new one.
-    Classes of the JARs Spark adds at start (Delta's) are taken from it only where their bytes match."""
+    (Spark's JARs, each checked by size and modification time): its name carries both, so a JDK
+    update, a new pyspark or the same pyspark installed again (a virtualenv rebuilt in place) looks
+    for a new one. Classes of the JARs Spark adds at start (Delta's) are taken from it only where
+    their bytes match."""
     import pyspark
 
     java = _java()
@@ -228,8 +230,21 @@ def class_archive_path(cache_dir: Path | None = None) -> Path | None:
     jdk = Path(os.path.realpath(java)).parents[1]
     modules = jdk / "lib" / "modules"  # the JDK's class image: rewritten by any update of the JDK
     stamp = modules.stat() if modules.exists() else Path(os.path.realpath(java)).stat()
-    key = hashlib.sha256(f"{jdk}|{stamp.st_size}|{stamp.st_mtime_ns}|{os.path.realpath(pyspark.__file__)}".encode()).hexdigest()[:12]
-    return (cache_dir or settings.jars_cache_dir()) / "class-archives" / f"spark-{pyspark.__version__}-{key}.jsa"
+    spark_jars = Path(os.path.realpath(pyspark.__file__)).parent / "jars"
+    install = hashlib.sha256(f"{jdk}|{spark_jars}".encode()).hexdigest()[:8]
+    stamps = hashlib.sha256(f"{stamp.st_size}|{stamp.st_mtime_ns}".encode())
+    for jar in sorted(spark_jars.glob("*.jar")):
+        jar_stamp = jar.stat()
+        stamps.update(f"|{jar.name}|{jar_stamp.st_size}|{jar_stamp.st_mtime_ns}".encode())
+    folder = (cache_dir or settings.jars_cache_dir()) / "class-archives"
+    return folder / f"spark-{pyspark.__version__}-{install}-{stamps.hexdigest()[:8]}.jsa"
+
+
+def _stale_class_archives(archive: Path) -> list[Path]:
+    """Archives written before for the same Java and the same place of Spark's JARs, whose files have
+    changed since (a virtualenv rebuilt in place, a pyspark upgraded): no JVM can map them any more."""
+    install = archive.name.rsplit("-", 2)[1]
+    return [path for path in archive.parent.glob(f"spark-*-{install}-*.jsa") if path != archive]
 
 
 def _class_archive_workload(session: SparkSession, folder: Path) -> None:
@@ -268,6 +283,8 @@ def write_class_archive(archive: Path) -> None:
         if not partial.exists():
             raise RuntimeError(f"the JVM exited without writing its class archive {partial}")
         partial.replace(archive)  # whole or not at all: a run starting meanwhile maps the archive complete
+        for stale in _stale_class_archives(archive):
+            stale.unlink(missing_ok=True)  # about 200 MB each
     finally:
         partial.unlink(missing_ok=True)
 

@@ -3,6 +3,7 @@ the test command runs first) and mapped by every driver JVM the project's settin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fs_resources.spark import class_archive_path, delta_spark_conf
+from fs_resources.spark import _stale_class_archives, class_archive_path, delta_spark_conf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +39,29 @@ def test_the_settings_name_the_archive_only_once_it_exists(tmp_path, monkeypatch
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"")
     assert f"-XX:SharedArchiveFile={archive}" in delta_spark_conf(master="local[1]")["spark.driver.extraJavaOptions"].split()
+
+
+@pytest.mark.unit
+def test_spark_installed_again_in_the_same_place_looks_for_a_new_archive_and_drops_the_old(tmp_path, monkeypatch):
+    import pyspark
+
+    # A virtualenv rebuilt in place: the same path to Spark's JARs, the files written again. The JVM
+    # refuses an archive whose class path JARs changed, so the old name must not be used again.
+    jars = tmp_path / "site-packages" / "pyspark" / "jars"
+    jars.mkdir(parents=True)
+    (jars / "spark-core.jar").write_bytes(b"PK")
+    monkeypatch.setattr(pyspark, "__file__", str(jars.parent / "__init__.py"))
+    monkeypatch.setenv("FS_JARS_CACHE", str(tmp_path / "cache"))
+    before = class_archive_path()
+    assert class_archive_path() == before
+    os.utime(jars / "spark-core.jar", ns=(1, 1))
+    after = class_archive_path()
+    assert after != before and after.parent == before.parent
+    after.parent.mkdir(parents=True)
+    before.write_bytes(b"")
+    other_install = after.parent / "spark-4.0.0-00000000-00000000.jsa"
+    other_install.write_bytes(b"")
+    assert _stale_class_archives(after) == [before]
 
 
 @pytest.mark.e2e
