@@ -100,7 +100,8 @@ def reference_app(url: str):
     layout = OnlineStore(sync_redis.Redis.from_url(url), "v1").layout()
     fields = layout.fields
     numeric = {i: (float if layout.dtypes[f] == "double" else int) for i, f in enumerate(fields) if layout.dtypes[f] in ("double", "long")}
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+    # No per-operation socket timeout, as fs-serve (which bounds each call with one deadline instead).
+    client = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=None)
     script = client.register_script(READ_SCRIPT)
 
     async def app(scope, receive, send):

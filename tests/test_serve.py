@@ -179,6 +179,10 @@ def test_bad_requests_get_a_4xx_naming_the_field(served):
     unknown = server.call("/v1/models/no_such_model:get", {"device_ids": ["dev-1"]})
     assert unknown[0] == 404 and MODEL in unknown[1]["error"]["message"]
     assert server.call(f"/v1/models/{MODEL}:get", {"device_ids": ["dev-1"], "features": ["colour"]})[0] == 400
+    wrong_method = server.call("/v1/devices:get")
+    assert wrong_method[0] == 405 and wrong_method[2]["allow"] == "POST" and "POST" in wrong_method[1]["error"]["message"]
+    assert server.call("/v1/device:get", {"device_ids": ["dev-1"]})[0] == 404
+    assert server.call(f"/v1/models/{MODEL}/x:get", {"device_ids": ["dev-1"]})[0] == 404
 
 
 def test_probes_metrics_and_the_openapi_document(served):

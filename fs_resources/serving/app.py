@@ -4,12 +4,13 @@
     POST /v1/models/{model}:get   {"device_ids": [...]} or Feast's {"entities": {"device_id": [...]}, "features": [...]}
     GET  /healthz  /readyz  /metrics  /openapi.json
 
-Starlette on uvicorn (uvloop, httptools): the leanest ASGI stack with a production server, and
-already installed with the Dagster webserver; no request model layer between the body and Redis.
-Reads go through `redis.asyncio` (hiredis) with the same entries, layouts and Lua read as
-`OnlineStore`: one device is one HMGET, several are one script call per 1,000 (one round trip, one
-consistent moment). Values leave as Redis holds them where JSON can carry them (timestamps are
-stored ISO-8601 UTC, dates ISO); numbers are parsed, NULL is null. Responses are encoded by orjson.
+A bare ASGI application on uvicorn (uvloop, httptools), the production server: six fixed routes
+need no framework, and a framework's layers (middleware, route matching, request objects) cost
+more than the work of a one-device read (bench/results/serve.json). Reads go through
+`redis.asyncio` (hiredis) with the same entries, layouts and Lua read as `OnlineStore`: one device
+is one HMGET, several are one script call per 1,000 (one round trip, one consistent moment).
+Values leave as Redis holds them where JSON can carry them (timestamps are stored ISO-8601 UTC,
+dates ISO); numbers are parsed, NULL is null. Responses are encoded by orjson.
 
 A device without an entry is `absent`, or `expired` when the last complete projection is older
 than the entries' time to live (the store went stale rather than the device unknown).
@@ -17,10 +18,10 @@ than the entries' time to live (the store went stale rather than the device unkn
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
@@ -29,10 +30,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from fs_domain.contract import DEVICE_ID_PATTERN
 from fs_domain.models import UnknownModel
@@ -41,11 +38,17 @@ from fs_resources.serving.keys import ApiKeys
 from fs_resources.serving.limits import MAX_BODY_BYTES, MAX_DEVICES
 from fs_resources.serving.served_log import ServedValueLog
 
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
 RETRY_AFTER_SECONDS = 5
 PROJECTION_CACHE_SECONDS = 1.0  # how long the projection's state is reused between requests
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 PARSERS: dict[str, Callable[[str], object]] = {"double": float, "long": int}
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request's body arrived: nobody to answer."""
 
 
 class RequestError(Exception):
@@ -56,12 +59,32 @@ class RequestError(Exception):
         self.status, self.message, self.field, self.headers = status, message, field, headers or {}
 
 
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+@dataclass(slots=True)
+class Reply:
+    """What a route answers: the encoded body, its status, type and any further headers."""
+
+    body: bytes
+    status: int = 200
+    content_type: bytes = b"application/json"
+    headers: dict[str, str] | None = None
 
 
-def _error(exc: RequestError) -> Response:
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(orjson.dumps(body), status, headers=headers)
+
+
+def _error(exc: RequestError) -> Reply:
     return _json({"error": {"status": exc.status, "field": exc.field, "message": exc.message}}, exc.status, exc.headers)
+
+
+@dataclass(slots=True)
+class Call:
+    """One HTTP request as the routes see it: its headers (names lower-case), the path's model, and
+    the ASGI channel its body arrives on."""
+
+    headers: dict[bytes, bytes]
+    receive: Callable[[], Awaitable[dict]]
+    model: str | None = None
 
 
 @dataclass
@@ -70,6 +93,15 @@ class Metrics:
     requests: Counter
     latency: Histogram
     redis_errors: Counter
+    _children: dict[tuple[str, int], tuple[Histogram, Counter]] = field(default_factory=dict)
+
+    def record(self, route: str, status: int, seconds: float) -> None:
+        """Count one answer and its time (each label's child looked up once, not on every request)."""
+        children = self._children.get((route, status))
+        if children is None:
+            children = self._children[(route, status)] = (self.latency.labels(route), self.requests.labels(route, str(status)))
+        children[0].observe(seconds)
+        children[1].inc()
 
     @classmethod
     def create(cls) -> Metrics:
@@ -87,11 +119,15 @@ class Projection:
     hydrated_at: str | None
     completed_at: str | None
     live_devices: int | None
+    _completed: datetime | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._completed = datetime.fromisoformat(self.completed_at) if self.completed_at is not None else None
 
     def age_seconds(self, now: datetime) -> float | None:
-        if self.completed_at is None:
+        if self._completed is None:
             return None
-        return round((now - datetime.fromisoformat(self.completed_at)).total_seconds(), 1)
+        return round((now - self._completed).total_seconds(), 1)
 
     def as_json(self, now: datetime) -> dict:
         return {
@@ -115,7 +151,13 @@ class FeatureServer:
         log: ServedValueLog | None = None,
     ):
         self.store, self.keys, self.ttl_seconds, self.log = store, keys, ttl_seconds, log
-        self.redis = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # One deadline over each of a request's Redis calls (`asyncio.timeout` in `entries`, `projection`
+        # and the readiness probe) instead of redis-py's on every socket operation (5 s unless told):
+        # its write timeout starts a task for every command. A call cut short closes its connection
+        # (redis-py drops a connection whose command was interrupted), so no later request reads its
+        # late answer.
+        self.timeout = timeout
+        self.redis = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=None, socket_connect_timeout=timeout)
         self.read_script = self.redis.register_script(READ_SCRIPT)
         self.metrics = Metrics.create()
         self._projections: dict[str, tuple[float, Projection | None]] = {}
@@ -125,20 +167,21 @@ class FeatureServer:
     async def entries(self, layout: EntryLayout, device_ids: list[str], fields: tuple[str, ...]) -> list[list[str | None]]:
         request = fields if "hydrated_at" in fields else (*fields, "hydrated_at")
         keys = [layout.prefix + d for d in device_ids]
-        if len(keys) == 1:
-            replies = [await self.redis.execute_command("HMGET", keys[0], *request)]
-        else:
+        async with asyncio.timeout(self.timeout):
+            if len(keys) == 1:
+                return [await self.redis.execute_command("HMGET", keys[0], *request)]
             replies = []
             for start in range(0, len(keys), READ_CHUNK_KEYS):
                 replies += await self.read_script(keys=keys[start : start + READ_CHUNK_KEYS], args=request)
-        return replies
+            return replies
 
     async def projection(self, layout: EntryLayout) -> Projection | None:
         now = time.monotonic()
         cached = self._projections.get(layout.projection_key)
         if cached is not None and now - cached[0] < PROJECTION_CACHE_SECONDS:
             return cached[1]
-        raw = await self.redis.hgetall(layout.projection_key)
+        async with asyncio.timeout(self.timeout):
+            raw = await self.redis.hgetall(layout.projection_key)
         state = (
             Projection(raw.get("hydrated_at"), raw.get("completed_at"), int(raw["live_devices"]) if "live_devices" in raw else None)
             if raw
@@ -153,11 +196,15 @@ class FeatureServer:
 
     # --- requests ---------------------------------------------------------------------------
 
-    def authorize(self, request: Request) -> None:
+    def authorize(self, call: Call) -> None:
         if self.keys is None:
             return
-        header = request.headers.get("authorization")
-        key = header[7:].strip() if header and header[:7].lower() == "bearer " else request.headers.get("x-api-key")
+        header = call.headers.get(b"authorization")
+        if header is not None and header[:7].lower() == b"bearer ":
+            key: str | None = header[7:].strip().decode("latin-1")
+        else:
+            raw = call.headers.get(b"x-api-key")
+            key = raw.decode("latin-1") if raw is not None else None
         if key is None:
             raise RequestError(
                 401, "an API key is required (Authorization: Bearer <key>, or X-API-Key)", headers={"WWW-Authenticate": "Bearer"}
@@ -165,18 +212,24 @@ class FeatureServer:
         if not self.keys.accepts(key):
             raise RequestError(403, "not authorized")
 
-    async def body(self, request: Request) -> dict:
-        declared = request.headers.get("content-length")
+    async def body(self, call: Call) -> dict:
+        declared = call.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise RequestError(413, f"the body is over {MAX_BODY_BYTES:,} bytes")
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await call.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 raise RequestError(413, f"the body is over {MAX_BODY_BYTES:,} bytes")
             chunks.append(chunk)
+            if not message.get("more_body"):
+                break
         try:
-            body = orjson.loads(b"".join(chunks))
+            body = orjson.loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         except orjson.JSONDecodeError as exc:
             raise RequestError(400, f"the body is not JSON: {exc}") from None
         if not isinstance(body, dict):
@@ -215,54 +268,35 @@ def _names(body: dict, key: str, layout: EntryLayout, prefix: str | None = None)
     return tuple(names)
 
 
+_PARSERS_OF: dict[tuple[str, tuple[str, ...]], tuple[Callable[[str], object] | None, ...]] = {}
+
+
 def _typed(layout: EntryLayout, fields: tuple[str, ...], values: list[str | None]) -> list[object]:
-    out: list[object] = []
-    for name, value in zip(fields, values):
-        parse = PARSERS.get(layout.dtypes[name])
-        out.append(parse(value) if parse is not None and value is not None else value)
-    return out
+    parsers = _PARSERS_OF.get((layout.prefix, fields))
+    if parsers is None:
+        if len(_PARSERS_OF) > 1024:  # properties chosen per request: keep the lookup bounded
+            _PARSERS_OF.clear()
+        parsers = _PARSERS_OF[(layout.prefix, fields)] = tuple(PARSERS.get(layout.dtypes[name]) for name in fields)
+    return [parse(value) if parse is not None and value is not None else value for parse, value in zip(parsers, values)]
 
 
-def create_app(server: FeatureServer) -> Starlette:
+@dataclass(frozen=True)
+class Route:
+    name: str  # its label in the metrics
+    method: str
+    handler: Callable[[Call], Awaitable[Reply]]
+    authorized: bool = True
+
+
+DEVICES_PATH = "/v1/devices:get"
+MODELS_PREFIX, MODELS_SUFFIX = "/v1/models/", ":get"
+
+
+def create_app(server: FeatureServer) -> ASGIApp:
     store = server.store
 
-    def route(name: str, authorized: bool = True):
-        """Times and counts a handler, turns its refusals into JSON errors and Redis faults into 503."""
-
-        def wrap(handler: Callable[[Request], Awaitable[Response]]):
-            async def endpoint(request: Request) -> Response:
-                started = time.perf_counter()
-                try:
-                    if authorized:
-                        server.authorize(request)
-                    response = await handler(request)
-                except RequestError as exc:
-                    response = _error(exc)
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    server.metrics.redis_errors.inc()
-                    response = _error(
-                        RequestError(
-                            503,
-                            f"the online store is unreachable ({type(exc).__name__}); retry later",
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                        )
-                    )
-                except RedisError as exc:
-                    server.metrics.redis_errors.inc()
-                    response = _error(
-                        RequestError(503, f"the online store failed the read: {exc}", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-                    )
-                server.metrics.latency.labels(name).observe(time.perf_counter() - started)
-                server.metrics.requests.labels(name, str(response.status_code)).inc()
-                return response
-
-            return endpoint
-
-        return wrap
-
-    @route("devices")
-    async def devices(request: Request) -> Response:
-        body = await server.body(request)
+    async def devices(call: Call) -> Reply:
+        body = await server.body(call)
         layout = store.layout()
         ids = _device_ids(body)
         fields = _names(body, "properties", layout) or layout.fields
@@ -289,14 +323,13 @@ def create_app(server: FeatureServer) -> Starlette:
             }
         )
 
-    @route("models")
-    async def models(request: Request) -> Response:
-        name = request.path_params["model"]
+    async def models(call: Call) -> Reply:
+        name = call.model
         try:
             layout = store.layout(name)
         except (UnknownModel, TypeError) as exc:
             raise RequestError(404, str(exc), "model") from None
-        body = await server.body(request)
+        body = await server.body(call)
         ids = _device_ids(body)
         features = [c for c in layout.fields if c not in ("window_start", "window_end", "hydrated_at")]
         asked = _names(body, "features", layout, prefix=name)
@@ -336,14 +369,13 @@ def create_app(server: FeatureServer) -> Starlette:
             }
         )
 
-    @route("healthz", authorized=False)
-    async def healthz(request: Request) -> Response:
+    async def healthz(call: Call) -> Reply:
         return _json({"status": "ok"})
 
-    @route("readyz", authorized=False)
-    async def readyz(request: Request) -> Response:
+    async def readyz(call: Call) -> Reply:
         layout = store.layout()
-        await server.redis.ping()
+        async with asyncio.timeout(server.timeout):
+            await server.redis.ping()
         server._projections.pop(layout.projection_key, None)
         projection = await server.projection(layout)
         now = datetime.now(UTC)
@@ -353,33 +385,93 @@ def create_app(server: FeatureServer) -> Starlette:
             {"ready": True, "redis": "ok", "feature_set_version": layout.feature_set_version, "projection": projection.as_json(now)}
         )
 
-    @route("metrics", authorized=False)
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(call: Call) -> Reply:
+        return Reply(generate_latest(server.metrics.registry), content_type=CONTENT_TYPE_LATEST.encode())
 
-    @route("openapi", authorized=False)
-    async def openapi(request: Request) -> Response:
+    async def openapi(call: Call) -> Reply:
         from fs_resources.serving.openapi import document
 
         return _json(document(store))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        if server.log is not None:
-            server.log.start()
-        yield
-        await server.redis.aclose()
-        if server.log is not None:
-            server.log.close()
+    routes = {
+        DEVICES_PATH: Route("devices", "POST", devices),
+        "/healthz": Route("healthz", "GET", healthz, authorized=False),
+        "/readyz": Route("readyz", "GET", readyz, authorized=False),
+        "/metrics": Route("metrics", "GET", metrics, authorized=False),
+        "/openapi.json": Route("openapi", "GET", openapi, authorized=False),
+    }
+    models_route = Route("models", "POST", models)
 
-    return Starlette(
-        routes=[
-            Route("/v1/devices:get", devices, methods=["POST"]),
-            Route("/v1/models/{model}:get", models, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    async def answer(route: Route, call: Call) -> Reply:
+        """Runs a route: its key checked, its refusals turned into JSON errors and Redis faults into 503."""
+        try:
+            if route.authorized:
+                server.authorize(call)
+            return await route.handler(call)
+        except RequestError as exc:
+            return _error(exc)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # OSError: TimeoutError, a deadline passed
+            server.metrics.redis_errors.inc()
+            message = f"the online store is unreachable ({type(exc).__name__}); retry later"
+            return _error(RequestError(503, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+        except RedisError as exc:
+            server.metrics.redis_errors.inc()
+            return _error(RequestError(503, f"the online store failed the read: {exc}", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+
+    async def app(scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(server, receive, send)
+            return
+        if scope["type"] != "http":
+            return  # no websockets
+        started = time.perf_counter()
+        path = scope["path"]
+        call = Call(dict(scope["headers"]), receive)
+        route = routes.get(path)
+        if route is None and path.startswith(MODELS_PREFIX) and path.endswith(MODELS_SUFFIX):
+            model = path[len(MODELS_PREFIX) : -len(MODELS_SUFFIX)]
+            if model and "/" not in model:
+                route, call.model = models_route, model
+        if route is None:
+            await _send(send, _error(RequestError(404, f"no route {path}; see /openapi.json")))
+            return
+        method = scope["method"]
+        if method != route.method and not (method == "HEAD" and route.method == "GET"):
+            await _send(send, _error(RequestError(405, f"{path} answers {route.method} only", headers={"Allow": route.method})))
+            return
+        try:
+            reply = await answer(route, call)
+        except ClientGone:
+            return
+        server.metrics.record(route.name, reply.status, time.perf_counter() - started)
+        await _send(send, reply, body=method != "HEAD")
+
+    return app
+
+
+async def _send(send: Callable[[dict], Awaitable[None]], reply: Reply, body: bool = True) -> None:
+    headers = [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode())]
+    if reply.headers:
+        headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body if body else b""})
+
+
+async def _lifespan(server: FeatureServer, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+    """The server's start and stop (ASGI lifespan): the served-value log's writer runs in between."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                if server.log is not None:
+                    server.log.start()
+            except Exception as exc:  # noqa: BLE001 - uvicorn reports it and does not start
+                await send({"type": "lifespan.startup.failed", "message": f"the served-value log did not start: {exc}"})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await server.redis.aclose()
+            if server.log is not None:
+                server.log.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
