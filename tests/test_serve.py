@@ -185,6 +185,22 @@ def test_bad_requests_get_a_4xx_naming_the_field(served):
     assert server.call(f"/v1/models/{MODEL}/x:get", {"device_ids": ["dev-1"]})[0] == 404
 
 
+def test_a_fault_of_the_server_is_a_json_500_counted_and_the_next_request_is_served(served, monkeypatch):
+    store, server = served
+    store.project(_objects(["dev-1"]), HYDRATED_AT, ttl_seconds=600)
+    layout = store.layout
+
+    def broken(model=None):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store, "layout", broken)
+    status, body, _ = server.call("/v1/devices:get", {"device_ids": ["dev-1"]})
+    assert status == 500 and "log" in body["error"]["message"] and "a bug" not in body["error"]["message"]
+    monkeypatch.setattr(store, "layout", layout)
+    assert server.call("/v1/devices:get", {"device_ids": ["dev-1"]})[1]["devices"][0]["status"] == "present"
+    assert 'fs_serve_requests_total{route="devices",status="500"} 1.0' in server.call("/metrics", key=None)[1]["text"]
+
+
 def test_probes_metrics_and_the_openapi_document(served):
     store, server = served
     assert server.call("/healthz", key=None)[0] == 200

@@ -19,6 +19,7 @@ than the entries' time to live (the store went stale rather than the device unkn
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from fs_resources.serving.served_log import ServedValueLog
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
+LOGGER = logging.getLogger("fs_serve")
 RETRY_AFTER_SECONDS = 5
 PROJECTION_CACHE_SECONDS = 1.0  # how long the projection's state is reused between requests
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -417,6 +419,11 @@ def create_app(server: FeatureServer) -> ASGIApp:
         except RedisError as exc:
             server.metrics.redis_errors.inc()
             return _error(RequestError(503, f"the online store failed the read: {exc}", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+        except ClientGone:
+            raise
+        except Exception:  # noqa: BLE001 - a fault of the server's own: logged whole, answered as JSON
+            LOGGER.exception("%s failed", route.name)
+            return _error(RequestError(500, f"the server failed answering {route.name}; its log has the cause"))
 
     async def app(scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
         if scope["type"] == "lifespan":
