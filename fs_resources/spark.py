@@ -242,9 +242,13 @@ def class_archive_path(cache_dir: Path | None = None) -> Path | None:
 
 def _stale_class_archives(archive: Path) -> list[Path]:
     """Archives written before for the same Java and the same place of Spark's JARs, whose files have
-    changed since (a virtualenv rebuilt in place, a pyspark upgraded): no JVM can map them any more."""
+    changed since (a virtualenv rebuilt in place, a pyspark upgraded), and any under an earlier name:
+    no JVM can map them any more."""
     install = archive.name.rsplit("-", 2)[1]
-    return [path for path in archive.parent.glob(f"spark-*-{install}-*.jsa") if path != archive]
+    same_install = [path for path in archive.parent.glob(f"spark-*-{install}-*.jsa") if path != archive]
+    # Named `spark-<version>-<key>.jsa` by earlier releases: no driver looks for that name any more.
+    earlier_naming = [path for path in archive.parent.glob("spark-*.jsa") if path.stem.count("-") == 2]
+    return same_install + earlier_naming
 
 
 def _class_archive_workload(session: SparkSession, folder: Path) -> None:
