@@ -52,7 +52,7 @@ def _post(summary: str, request: dict, response: dict) -> dict:
             "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
             "responses": {
                 "200": {"description": "found", "content": {"application/json": {"schema": response}}},
-                **_errors(400, 401, 403, 404, 413, 503),
+                **_errors(400, 401, 403, 404, 405, 413, 500, 503),
             },
         }
     }
