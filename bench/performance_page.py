@@ -179,6 +179,8 @@ def _stamp(r: dict) -> str:
         stamp = f"commit {commit[:7]}" + (" with uncommitted changes" if r.get("uncommitted_changes") else "")
     at = r.get("measured_at") or r.get("ended_at") or "time not recorded"
     extra = f", {r['cores']} cores" if r.get("cores") else ""
+    if r.get("cpu_steal_share"):
+        extra += f", {r['cpu_steal_share']:.1%} of the CPU taken by the host meanwhile"
     return f"{stamp}, measured {at}{extra}"
 
 

@@ -1,5 +1,6 @@
 """Where every benchmark writes its figures: `bench/results/<name>.json`, stamped with the time, the
-commit measured, the stack's versions, the cores and the load when the benchmark started and ended."""
+commit measured, the stack's versions, the cores, the load when the benchmark started and ended, and
+the share of CPU time the host took away meanwhile (steal, on a virtual machine)."""
 
 import json
 import os
@@ -11,6 +12,19 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
 LOAD_AT_START = os.getloadavg()[0]  # every benchmark imports this module before it measures
+
+
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time by kind since boot (Linux's /proc/stat: user, nice, system, idle,
+    iowait, irq, softirq, steal, ...), None where there is no /proc."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+CPU_AT_START = cpu_times()
 STACK = ("pyspark", "delta-spark", "dagster", "pandas", "duckdb", "redis")
 
 
@@ -61,8 +75,19 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "load_at_start": round(LOAD_AT_START, 2),
         "load_at_end": round(os.getloadavg()[0], 2),
+        "cpu_steal_share": steal_share(CPU_AT_START, cpu_times()),
         "versions": {package: installed(package) for package in STACK},
     }
+
+
+def steal_share(start: list[int] | None, end: list[int] | None) -> float | None:
+    """The share of CPU time the host gave to other machines while the benchmark ran (a virtual
+    machine's "steal"): above a few percent, its figures were measured on a busy host."""
+    if not start or not end or len(start) < 8 or len(end) < 8:
+        return None
+    spent = [b - a for a, b in zip(start, end)]
+    total = sum(spent[:8])  # guest time is counted in user time already
+    return round(spent[7] / total, 4) if total > 0 else None
 
 
 # The tree as the benchmark started: the code it imported is what it measured, whatever is

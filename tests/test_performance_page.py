@@ -29,3 +29,13 @@ def test_every_results_file_has_a_section_and_a_missing_commit_is_said(tmp_path)
     assert "Other results files" not in text and "(figures not read)" not in text
     clean = text.split("`clean.json`", 1)[1].split("## ", 1)[0]
     assert "**no commit recorded**" in clean and "ratio, ours / DuckDB" in clean
+
+
+@pytest.mark.unit
+def test_a_results_file_says_how_much_cpu_the_host_took_away_while_it_was_measured():
+    from bench.results import steal_share
+
+    # user nice system idle iowait irq softirq steal: 100 ticks, 25 of them stolen.
+    assert steal_share([0] * 10, [40, 0, 10, 20, 5, 0, 0, 25, 0, 0]) == 0.25
+    assert steal_share([0] * 10, [0] * 10) is None
+    assert steal_share(None, [1] * 10) is None
