@@ -204,6 +204,8 @@ def test_a_fault_of_the_server_is_a_json_500_counted_and_the_next_request_is_ser
 def test_probes_metrics_and_the_openapi_document(served):
     store, server = served
     assert server.call("/healthz", key=None)[0] == 200
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{server.port}/healthz", method="HEAD"), timeout=10) as head:
+        assert head.status == 200 and head.read() == b"" and int(head.headers["content-length"]) > 0
     status, body, _ = server.call("/readyz", key=None)
     assert status == 503 and "no complete projection" in body["reason"]
     store.project(_objects(["dev-1"]), HYDRATED_AT, ttl_seconds=600)

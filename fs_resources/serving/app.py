@@ -36,7 +36,7 @@ from fs_domain.contract import DEVICE_ID_PATTERN
 from fs_domain.models import UnknownModel
 from fs_resources.online import DEFAULT_TTL_SECONDS, READ_CHUNK_KEYS, READ_SCRIPT, EntryLayout, OnlineStore
 from fs_resources.serving.keys import ApiKeys
-from fs_resources.serving.limits import MAX_BODY_BYTES, MAX_DEVICES
+from fs_resources.serving.limits import DEVICES_PATH, MAX_BODY_BYTES, MAX_DEVICES, MODELS_PREFIX, MODELS_SUFFIX
 from fs_resources.serving.served_log import ServedValueLog
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -153,7 +153,7 @@ class FeatureServer:
         log: ServedValueLog | None = None,
     ):
         self.store, self.keys, self.ttl_seconds, self.log = store, keys, ttl_seconds, log
-        # One deadline over each of a request's Redis calls (`asyncio.timeout` in `entries`, `projection`
+        # One deadline over each of a request's Redis calls (`deadline()`: in `entries`, `projection`
         # and the readiness probe) instead of redis-py's on every socket operation (5 s unless told):
         # its write timeout starts a task for every command. A call cut short closes its connection
         # (redis-py drops a connection whose command was interrupted), so no later request reads its
@@ -166,10 +166,14 @@ class FeatureServer:
 
     # --- reading ----------------------------------------------------------------------------
 
+    def deadline(self) -> asyncio.Timeout:
+        """The bound on one Redis call of a request; past it the call is cut short (a 503)."""
+        return asyncio.timeout(self.timeout)
+
     async def entries(self, layout: EntryLayout, device_ids: list[str], fields: tuple[str, ...]) -> list[list[str | None]]:
         request = fields if "hydrated_at" in fields else (*fields, "hydrated_at")
         keys = [layout.prefix + d for d in device_ids]
-        async with asyncio.timeout(self.timeout):
+        async with self.deadline():
             if len(keys) == 1:
                 return [await self.redis.execute_command("HMGET", keys[0], *request)]
             replies = []
@@ -182,7 +186,7 @@ class FeatureServer:
         cached = self._projections.get(layout.projection_key)
         if cached is not None and now - cached[0] < PROJECTION_CACHE_SECONDS:
             return cached[1]
-        async with asyncio.timeout(self.timeout):
+        async with self.deadline():
             raw = await self.redis.hgetall(layout.projection_key)
         state = (
             Projection(raw.get("hydrated_at"), raw.get("completed_at"), int(raw["live_devices"]) if "live_devices" in raw else None)
@@ -290,10 +294,6 @@ class Route:
     authorized: bool = True
 
 
-DEVICES_PATH = "/v1/devices:get"
-MODELS_PREFIX, MODELS_SUFFIX = "/v1/models/", ":get"
-
-
 def create_app(server: FeatureServer) -> ASGIApp:
     store = server.store
 
@@ -376,7 +376,7 @@ def create_app(server: FeatureServer) -> ASGIApp:
 
     async def readyz(call: Call) -> Reply:
         layout = store.layout()
-        async with asyncio.timeout(server.timeout):
+        async with server.deadline():
             await server.redis.ping()
         server._projections.pop(layout.projection_key, None)
         projection = await server.projection(layout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fs_domain.contract import DEVICE_ID_PATTERN
 from fs_domain.models import model_pins, pinned_models
 from fs_resources.online import EntryLayout, OnlineStore
-from fs_resources.serving.limits import MAX_DEVICES
+from fs_resources.serving.limits import DEVICES_PATH, MAX_DEVICES, MODELS_PREFIX, MODELS_SUFFIX
 
 JSON_TYPES = {
     "double": {"type": ["number", "null"]},
@@ -112,7 +112,7 @@ def document(store: OnlineStore) -> dict:
             }
         },
         "paths": {
-            "/v1/devices:get": _post(
+            DEVICES_PATH: _post(
                 "Device objects, each with its status, and the projection they come from",
                 {
                     "type": "object",
@@ -121,7 +121,7 @@ def document(store: OnlineStore) -> dict:
                 },
                 devices_response,
             ),
-            "/v1/models/{model}:get": {
+            f"{MODELS_PREFIX}{{model}}{MODELS_SUFFIX}": {
                 "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"enum": models}}],
                 **_post(
                     "A model's input vectors, its features in the model's order, on the version it is pinned to",
