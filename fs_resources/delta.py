@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 COMMIT_LOOKBACK = 100
 # How far a commit's timestamp (the writing driver's clock) may be behind the run start the instance recorded.
 CLOCK_MARGIN_SECONDS = 60
+# Each commit's `commitInfo` read so far, by table path, table id and version: a committed version
+# never changes, and a table created anew at the same path has a new id. Bounded (about 2 KB each).
+_COMMIT_INFOS: dict[tuple[str, str, int], dict] = {}
+_COMMIT_INFOS_HELD = 20_000
 
 
 class DeltaTableMissing(RuntimeError):
@@ -188,6 +192,33 @@ class DeltaTables(dg.ConfigurableResource):
         info = json.loads(found.get().json())["commitInfo"] if found.isDefined() else {}
         return {"operationMetrics": {}, "userMetadata": None, **info, "version": version}
 
+    def recent_commits(self, table: str, last: int = COMMIT_LOOKBACK) -> Iterator[dict]:
+        """The `commitInfo` (with `version`) of the table's last `last` commits, newest first, as
+        `history(last)` lists them; nothing when the table does not exist.
+
+        Each is read from its log file once per process. A batch asks for its steps' commits several
+        times a run (`batch_commit`, `run_commits`): through `history()` each ask was a Spark job over
+        the last hundred commits (a small clean run spent about 0.8 s of its 10 s in them)."""
+        if not self.exists(table):
+            return
+        none = jvm_class(self.session._jvm, "scala.Option").empty()
+        snapshot = self._delta_log(table).update(False, none, none)
+        latest, table_id = int(snapshot.version()), str(snapshot.metadata().id())
+        for version in range(latest, max(-1, latest - last), -1):
+            key = (self.path(table), table_id, version)
+            commit = _COMMIT_INFOS.get(key)
+            if commit is None:
+                try:
+                    commit = self._commit_info(table, version)
+                except Exception as exc:
+                    if "FileNotFoundException" in str(exc):
+                        return  # older commits were cleaned up with the log: `history()` lists none of them either
+                    raise
+                if len(_COMMIT_INFOS) >= _COMMIT_INFOS_HELD:
+                    _COMMIT_INFOS.clear()
+                _COMMIT_INFOS[key] = commit
+            yield commit
+
     def read_pinned(self, table: str) -> tuple["DataFrame", int]:
         """The table at its current version, and that version: pass it as a write's `inputs` so a
         refused commit is retried only while the input is unchanged."""
@@ -198,39 +229,22 @@ class DeltaTables(dg.ConfigurableResource):
 
     def writer_run_ids(self, table: str, last: int = 20) -> list[str]:
         """The run ids recorded by this project's writes among the table's `last` commits, newest first."""
-        from delta.tables import DeltaTable
-
-        history = DeltaTable.forPath(self.session, self.path(table)).history(last).select("userMetadata").collect()
-        return [m.split(":")[1] for (m,) in history if m and m.startswith("fs-write:")]
+        metadata = (c["userMetadata"] for c in self.recent_commits(table, last))
+        return [m.split(":")[1] for m in metadata if m and m.startswith("fs-write:")]
 
     def run_commits(self, table: str, run_id: str, since: datetime | None = None) -> list[tuple[int, str]]:
         """(version, operation) of the commits `run_id` made to `table` among its last `COMMIT_LOOKBACK`, oldest first.
 
-        With `since` (when the run started), only the commits made after it, less a margin for a
-        writer's clock, are read, newest first, one log file each: a check asking for its own run's
-        commits reads the few it made instead of running a Spark job over the last hundred."""
-        from delta.tables import DeltaTable
-
-        if not self.exists(table):
-            return []
-        if since is not None:
-            found, oldest = [], since.timestamp() * 1000 - CLOCK_MARGIN_SECONDS * 1000
-            latest = self.version(table)
-            for version in range(latest, max(-1, latest - COMMIT_LOOKBACK), -1):
-                commit = self._commit_info(table, version)
-                if commit.get("timestamp", 0) < oldest:
-                    break
-                if (commit["userMetadata"] or "").startswith(f"fs-write:{run_id}:"):
-                    found.append((version, commit["operation"]))
-            return sorted(found)
-        history = (
-            DeltaTable.forPath(self.session, self.path(table))
-            .history(COMMIT_LOOKBACK)
-            .where(f"userMetadata LIKE 'fs-write:{run_id}:%'")
-            .select("version", "operation")
-            .collect()
-        )
-        return sorted((r["version"], r["operation"]) for r in history)
+        With `since` (when the run started), the walk back stops at the commits made before it, less
+        a margin for a writer's clock: a check asking for its own run's commits reads the few it made."""
+        oldest = since.timestamp() * 1000 - CLOCK_MARGIN_SECONDS * 1000 if since is not None else None
+        found = []
+        for commit in self.recent_commits(table):
+            if oldest is not None and commit.get("timestamp", 0) < oldest:
+                break
+            if (commit["userMetadata"] or "").startswith(f"fs-write:{run_id}:"):
+                found.append((commit["version"], commit["operation"]))
+        return sorted(found)
 
     def changes(self, table: str, first: int, last: int, kinds: Sequence[str] | None = None) -> "DataFrame":
         """The rows commits `first`..`last` changed (Delta's change data feed), of the `_change_type`s
@@ -355,17 +369,12 @@ class DeltaTables(dg.ConfigurableResource):
 
     def batch_commit(self, table: str, batch: str) -> DeltaWrite | None:
         """The commit a write of `batch` made to `table`, if one did (among the last `COMMIT_LOOKBACK`)."""
-        from delta.tables import DeltaTable
-
-        if not self.exists(table):
-            return None
-        commits = (
-            DeltaTable.forPath(self.session, self.path(table))
-            .history(COMMIT_LOOKBACK)
-            .where(f"userMetadata LIKE 'fs-write:%:batch={batch}'")
-            .collect()
-        )
-        return self._described(table, commits[0], (), commits[0]["userMetadata"].split(":")[1]) if commits else None
+        tag = f":batch={batch}"
+        for commit in self.recent_commits(table):
+            metadata = commit["userMetadata"] or ""
+            if metadata.startswith("fs-write:") and metadata.endswith(tag):
+                return self._described(table, commit, (), metadata.split(":")[1])
+        return None
 
     def _described(self, table: str, commit, partitions: tuple[str, ...], run_id: str | None) -> DeltaWrite:
         metrics = commit["operationMetrics"] or {}

@@ -113,3 +113,24 @@ def test_a_day_whose_last_run_failed_is_requested_again_after_a_pause(spark, res
     # Its file set unchanged and its run still failed: the next request is the second, not a repeat of the first.
     later = landing_sensor.landing_zone_sensor(dg.build_sensor_context(instance=instance, cursor=again.cursor))
     assert [r.run_key for r in later.run_requests] == [request.run_key.replace("rerun1", "rerun2")]
+
+
+def test_a_batch_finds_its_own_commit_and_none_in_a_table_created_anew_at_its_path(spark, data_root):
+    """A batch cut short finds the steps it committed (`batch_commit`), and each run its commits
+    (`run_commits`), from commit records read once per process: a table deleted and created again at
+    the same path restarts its versions, and must not answer with the old table's commits."""
+    delta = DeltaTables(spark=DeltaSparkResource())
+    rows = spark.createDataFrame([("a", 1)], "day STRING, x INT")
+    first = delta.replace_partitions(rows, "batches", {"day": ["a"]}, run_id="run-1", batch="b1-step")
+    delta.replace_partitions(rows, "batches", {"day": ["a"]}, run_id="run-2", batch="b2-step")
+    assert delta.batch_commit("batches", "b1-step").version == first.version
+    assert delta.batch_commit("batches", "b1") is None  # a batch is named whole, not by its prefix
+    assert delta.run_commits("batches", "run-2") == [(1, "WRITE")]
+
+    shutil.rmtree(delta.path("batches"))
+    again = delta.replace_partitions(rows, "batches", {"day": ["a"]}, run_id="run-3", batch="b3-step")
+    assert again.version == first.version == 0
+    assert delta.batch_commit("batches", "b1-step") is None
+    assert delta.batch_commit("batches", "b3-step").version == 0
+    assert delta.run_commits("batches", "run-1") == [] and delta.run_commits("batches", "run-3") == [(0, "WRITE")]
+    assert delta.writer_run_ids("batches") == ["run-3"]

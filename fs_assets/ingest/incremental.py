@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from fs_assets.ingest.cleaning import CLEAN_COLUMNS
 from fs_domain.contract import SENSOR_NAMES
 from fs_domain.tables import CLEAN_TABLE, LEDGER_TABLE
-from fs_resources.delta import COMMIT_LOOKBACK, DeltaTables, replace_where_predicate
+from fs_resources.delta import DeltaTables, replace_where_predicate
 
 
 def newer(at: str, file: str, held_at: str, held_file: str) -> str:
@@ -120,16 +120,13 @@ def unfinished_merge(delta: DeltaTables) -> int | None:
     batch cut short before it. Its files are not in the ledger, so the next batch reads them again
     (alone, or beside files landed since): sorted against the table as it was before that MERGE,
     its rows count as new or duplicates as they did then, rather than losing to themselves."""
-    from delta.tables import DeltaTable
-
-    if not delta.exists(LEDGER_TABLE) or not delta.exists(CLEAN_TABLE):
+    ledgered = next(delta.recent_commits(LEDGER_TABLE, 1), None)
+    if ledgered is None or not delta.exists(CLEAN_TABLE):
         return None
-    ledgered = DeltaTable.forPath(delta.session, delta.path(LEDGER_TABLE)).history(1).first()["timestamp"]
-    first = (
-        DeltaTable.forPath(delta.session, delta.path(CLEAN_TABLE))
-        .history(COMMIT_LOOKBACK)
-        .where((F.col("timestamp") > F.lit(ledgered)) & F.col("userMetadata").endswith(f"-{MERGE_STEP}"))
-        .agg(F.min("version").alias("v"))
-        .first()["v"]
-    )
-    return first
+    after = ledgered.get("timestamp", 0)
+    merges = [
+        c["version"]
+        for c in delta.recent_commits(CLEAN_TABLE)
+        if c.get("timestamp", 0) > after and (c["userMetadata"] or "").endswith(f"-{MERGE_STEP}")
+    ]
+    return min(merges, default=None)
