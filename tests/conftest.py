@@ -34,7 +34,12 @@ SIM_START = date(2026, 1, 5)
 # and Delta workload ran in about half the time). The quick compiler alone reserves only 48 MB of
 # code cache: one test filled it (55,000 compiles, 18 s of its 90 s spent compiling, the sweeper
 # throwing code away to compile it again), and 256 MB made an ingest module 10-25 % faster on two
-# busy cores. The project's own JVM options are kept.
+# busy cores. The project's own JVM options are kept. The optimizing compiler does not pay for
+# itself even in a worker's session, which lives the whole suite: two ingest modules on two
+# workers took 36 % more CPU with it (514 CPU-s against 377).
+# Adaptive query execution plans each query again at every shuffle and broadcast and runs each of
+# those stages as a Spark job of its own; on tables of a few thousand rows that is all it does.
+# Eight small clean runs in one session, alternating: 4-7 % less JVM CPU without it.
 # Set in the environment, so the runs tests start as subprocesses (webserver and daemon, killed
 # runs, the standalone cluster) do the same; FS_SPARK_CONF set beforehand wins.
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m -XX:+UseSerialGC"
@@ -45,6 +50,7 @@ os.environ.setdefault(
         {
             "spark.sql.codegen.wholeStage": "false",
             "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+            "spark.sql.adaptive.enabled": "false",
             **{
                 key: f"{_PROJECT_CONF[key]} {SHORT_LIVED_JVM}"
                 for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
@@ -137,16 +143,19 @@ def spark(request):
 
 
 @pytest.fixture(scope="module")
-def generated_code(spark):
-    """Spark's generated code back on for one module (`pytestmark = pytest.mark.usefixtures(...)`):
-    the session runs interpreted (above), so a fault that only generated code shows needs a module
-    that runs the pipeline the way deployments do. Restored for the modules after it."""
-    wanted = {"spark.sql.codegen.wholeStage": "true", "spark.sql.codegen.factoryMode": "FALLBACK"}
+def deployment_planning(spark):
+    """Spark plans and runs queries as deployments do, for one module (`pytestmark =
+    pytest.mark.usefixtures(...)`): generated code and adaptive execution back on. The session runs
+    without them (above), so a fault that only they show needs a module that runs the pipeline the
+    deployments' way. Restored for the modules after it."""
+    wanted = {"spark.sql.codegen.wholeStage": "true", "spark.sql.codegen.factoryMode": "FALLBACK", "spark.sql.adaptive.enabled": "true"}
     before = {key: spark.conf.get(key) for key in wanted}
     for key, value in wanted.items():
         spark.conf.set(key, value)
     plan = spark.range(3).selectExpr("id + 1 AS x")._jdf.queryExecution().executedPlan().toString()
     assert "*(" in plan, f"whole-stage code generation did not turn on:\n{plan}"
+    adaptive = spark.range(3).groupBy("id").count()._jdf.queryExecution().executedPlan().toString()
+    assert "AdaptiveSparkPlan" in adaptive, f"adaptive execution did not turn on:\n{adaptive}"
     try:
         yield
     finally:

@@ -1,6 +1,6 @@
 """Feature assets for real: a multi-day range in one run, idempotent re-runs, versions side by side.
 
-The one module that runs with Spark's generated code on, as deployments do (`generated_code`)."""
+The one module whose Spark plans as deployments do: generated code and adaptive execution on (`deployment_planning`)."""
 
 import hashlib
 from datetime import timedelta
@@ -20,7 +20,7 @@ from fs_resources.redis_store import RedisResource
 from fs_resources.spark import DeltaSparkResource
 from tests.conftest import SIM_START
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("generated_code")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("deployment_planning")]
 
 DAYS = [(SIM_START + timedelta(days=i)).isoformat() for i in range(3)]
 DEVICES = 6
