@@ -128,6 +128,6 @@ def test_a_day_in_progress_passes_its_checks_and_later_runs_recompute_only_touch
 
     # Judged by data time: readings up to a minute ago are fresh; a Device object never built is not.
     checks_only = dg.Definitions(asset_checks=[data_time_freshness_checks], resources=resources | {"feature_store": FeatureStoreResource()})
-    judged = checks_only.get_implicit_global_asset_job_def().execute_in_process(instance=instance)
+    judged = checks_only.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
     verdicts = {e.asset_key.to_user_string(): e.passed for e in judged.get_asset_check_evaluations()}
     assert verdicts["clean_sensor_readings"] and not verdicts["device_objects"]
