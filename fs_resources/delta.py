@@ -448,6 +448,9 @@ class DeltaTables(dg.ConfigurableResource):
 
         tenacity.Retrying(retry=refused, stop=tenacity.stop_never, wait=pause, before_sleep=before_sleep, reraise=True)(attempt_save)
         # The commit is found by its token, not as "the latest": another writer may have committed since.
+        # Read from the log itself, not from the records `recent_commits` keeps: the drills that cut a
+        # batch short remove its newest commit file, and a retry in the same process then commits
+        # that version again with other content.
         latest = self.version(table)
         oldest = max(-1 if before is None else before, latest - COMMIT_LOOKBACK)
         mine = next((c for c in map(lambda v: self._commit_info(table, v), range(latest, oldest, -1)) if c["userMetadata"] == token), None)
