@@ -119,6 +119,26 @@ def offline(r: dict) -> Rows:
     ]
 
 
+def training(r: dict) -> Rows:
+    rows: Rows = [
+        (
+            "devices; days of 1-day windows; days of 1-hour windows (share)",
+            f"{r['devices']:,}; {r['days']}; {r['hourly_days']} ({r['hourly_share']:.0%})",
+        )
+    ]
+    for model, m in r["models"].items():
+        rows.append(
+            (
+                f"{model}: {m['rows']:,} rows",
+                f"ours {_seconds(m['seconds'])}, peak {_gb(m['peak_pss_mb'])}; DuckDB {_seconds(m['reference_seconds'])}, "
+                f"peak {_gb(m['reference_peak_pss_mb'])}; **{m['ratio']}x**; same rows, labels and matches: {m['same_rows_positives_and_matches']}",
+            )
+        )
+    if not r.get("finished", True):
+        rows.append(("finished", "no: the benchmark stopped before its last run; the models above are complete"))
+    return rows
+
+
 def skab(r: dict) -> Rows:
     rows: Rows = []
     for run in r.get("runs", []):
@@ -161,6 +181,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], Rows]]] = [
     ("live_freshness_", "Live freshness (`bench/live_freshness.py`)", live_freshness),
     ("cold_run", "A cold run with the driver's class archive and without (`bench/cold_run_bench.py`)", cold_run),
     ("offline", "Point-in-time reads (`bench/offline_bench.py`)", offline),
+    ("training", "Training sets at the design's scale (`bench/training_bench.py`)", training),
     ("online", "Online store (`bench/online_bench.py`)", online),
     ("serve", "fs-serve over HTTP (`bench/serve_bench.py`)", serve),
     ("scoring_", "Anomaly scoring (`bench/scoring_bench.py`)", scoring),

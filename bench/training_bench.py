@@ -2,6 +2,7 @@
 
     FS_SPARK_DRIVER_MEMORY=10g .venv/bin/python bench/training_bench.py                 (both models)
     .venv/bin/python bench/training_bench.py --devices 1000 --days 30 --hourly-days 10     (a trial)
+    ... --models device_health_1d                                                           (one model)
 
 Inputs are synthesized straight into Delta (cleaning bypassed): a registry of `--devices`, a year
 (`--days`) of 1-day windows of every device, `--hourly-days` of 1-hour windows for a
@@ -16,7 +17,8 @@ Then, for each model, alternating `--repeats` times:
   ASOF join, the features of the latest window within the tolerance by an ASOF join) to Parquet.
 
 Wall time, peak memory (PSS summed over the measured process and every descendant: the JVM
-included) and rows per second. Writes `bench/results/training.json`.
+included) and rows per second. Writes `bench/results/training.json` after every run (`finished`
+false until the last): at the design's scale one run takes about half an hour.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bench.results import write_results  # noqa: E402
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 FAILING_SHARE = 0.02
+MODELS = ("device_health_1d", "compressor_failure_1h")
 
 
 def _pss_kb(pid: int) -> int:
@@ -244,10 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hourly-days", type=int, default=182)
     parser.add_argument("--hourly-share", type=float, default=0.1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="the models to build (default: both)")
     parser.add_argument("--work-dir", default=None, help="where the data goes (default: a temporary folder, removed after)")
     args = parser.parse_args(argv)
 
     load_before = [round(x, 2) for x in os.getloadavg()]
+    name = "training" if args.devices >= 100_000 else f"training_{args.devices}"
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         root, home = Path(tmp) / "data", Path(tmp) / "dagster_home"
@@ -260,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             "device_health_1d": (START, START + timedelta(days=args.days), 1.0),
             "compressor_failure_1h": (START, START + timedelta(days=args.hourly_days), args.hourly_share),
         }
+        plans = {model: plan for model, plan in plans.items() if model in args.models}
         for repeat in range(args.repeats):
             for model, (start, end, share) in plans.items():
                 config = {"start": start.date().isoformat(), "end": (end - timedelta(days=1)).date().isoformat(), "device_share": share}
@@ -278,10 +284,17 @@ def main(argv: list[str] | None = None) -> int:
                     result |= {"side": side, "model": model, "repeat": repeat, "rows_per_second": round(result["rows"] / result["seconds"])}
                     runs.append(result)
                     print(result, flush=True)
+                    # Written after every run: a run of half an hour is kept if a later one is lost.
+                    write_results(name, report(args, inputs, load_before, runs, finished=False))
         shutil.rmtree(root, ignore_errors=True)
+    write_results(name, report(args, inputs, load_before, runs, finished=True))
+    return 0
 
+
+def report(args: argparse.Namespace, inputs: dict, load_before: list[float], runs: list[dict], finished: bool) -> dict:
+    """The results so far: each model measured on both sides, summarized, and every run."""
     summary = {}
-    for model in ("device_health_1d", "compressor_failure_1h"):
+    for model in MODELS:
         sides = {s: [r for r in runs if r["model"] == model and r["side"] == s] for s in ("ours", "reference")}
         if not all(sides.values()):
             continue
@@ -299,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "reference_peak_pss_mb": max(r["peak_pss_mb"] for r in sides["reference"]),
             "rows_per_second": round(sides["ours"][0]["rows"] / ours),
         }
-    results = {
+    return {
         "devices": args.devices,
         "days": args.days,
         "hourly_days": args.hourly_days,
@@ -311,11 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "models": summary,
         "runs": runs,
+        "finished": finished,
         "note": "ours: a cold `dagster asset materialize` of training_dataset; reference: DuckDB in its own process, "
         "same inputs, same output columns, to Parquet; peak memory is the PSS of each process tree.",
     }
-    write_results("training" if args.devices >= 100_000 else f"training_{args.devices}", results)
-    return 0
 
 
 if __name__ == "__main__":

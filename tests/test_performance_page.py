@@ -39,3 +39,23 @@ def test_a_results_file_says_how_much_cpu_the_host_took_away_while_it_was_measur
     assert steal_share([0] * 10, [40, 0, 10, 20, 5, 0, 0, 25, 0, 0]) == 0.25
     assert steal_share([0] * 10, [0] * 10) is None
     assert steal_share(None, [1] * 10) is None
+
+
+@pytest.mark.unit
+def test_a_training_results_file_as_the_benchmark_writes_it_mid_run_is_read_and_said_unfinished(tmp_path):
+    from argparse import Namespace
+
+    from bench.training_bench import report
+
+    args = Namespace(devices=100_000, days=365, hourly_days=182, hourly_share=0.1)
+    run = {"rows": 36_500_000, "positives": 13_750, "with_features": 36_500_000, "model": "device_health_1d", "repeat": 0}
+    runs = [
+        run | {"side": "ours", "seconds": 1500.0, "peak_pss_mb": 11_000},
+        run | {"side": "reference", "seconds": 300.0, "peak_pss_mb": 19_000},
+    ]
+    results = report(args, {"daily_windows": 36_500_000}, [0.5, 0.5, 0.5], runs, finished=False)
+    (tmp_path / "training.json").write_text(json.dumps(results | {"commit": "0" * 40}))
+    section = performance_page.page(tmp_path).split("`training.json`", 1)[1]
+    assert "(figures not read)" not in section
+    assert "device_health_1d: 36,500,000 rows" in section and "**5.0x**" in section and "same rows, labels and matches: True" in section
+    assert "the benchmark stopped before its last run" in section
