@@ -38,7 +38,8 @@ def windows_frame(windows: list[tuple[str, datetime, int]], seed: int = 1, versi
             "feature_set_version": version,
         }
         rows.append(row)
-    return pd.DataFrame(rows)
+    # Doubles typed as such: a column whose few values all came out NULL would otherwise be objects.
+    return pd.DataFrame(rows).astype({f.name: "float64" for f in features_for(version) if f.dtype != "long"})
 
 
 def write_windows(spark, frame: pd.DataFrame, version: str = "v1") -> None:
